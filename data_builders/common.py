@@ -1,0 +1,80 @@
+"""Reading builder inputs and splitting chat rows; shared by the chat-style builders."""
+from __future__ import annotations
+
+import json
+import random
+
+from slm.config import BuilderConfig, resolve_path
+from slm.datasets import write_dataset
+from slm.errors import UserError
+from slm.store import Store, sha256_file
+
+ROLES = {"system", "user", "assistant"}
+
+
+def read_jsonl(path: str) -> list[dict]:
+    file = resolve_path(path)
+    rows = []
+    for number, line in enumerate(file.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise UserError(f"{file}:{number}: not valid JSON ({exc.msg})") from None
+        if not isinstance(row, dict):
+            raise UserError(f"{file}:{number}: expected a JSON object")
+        rows.append((number, row))
+    if not rows:
+        raise UserError(f"{file}: no rows (empty input)")
+    return rows
+
+
+def to_messages(row: dict, where: str) -> list[dict]:
+    """Accept {messages: [...]}, {prompt, response} or {question, answer}; return chat messages."""
+    if "messages" in row:
+        messages = row["messages"]
+        if not isinstance(messages, list) or not messages:
+            raise UserError(f"{where}: `messages` must be a non-empty list")
+        for m in messages:
+            if not isinstance(m, dict) or m.get("role") not in ROLES or not isinstance(m.get("content"), str):
+                raise UserError(f"{where}: each message needs role (system/user/assistant) and string content")
+        if not any(m["role"] == "assistant" and m["content"].strip() for m in messages):
+            raise UserError(f"{where}: no non-empty assistant message")
+        return [{"role": m["role"], "content": m["content"]} for m in messages]
+    for q, a in (("prompt", "response"), ("question", "answer")):
+        if q in row and a in row:
+            return [{"role": "user", "content": str(row[q])}, {"role": "assistant", "content": str(row[a])}]
+    raise UserError(f"{where}: expected `messages`, `prompt`/`response` or `question`/`answer`")
+
+
+def weighted_rows(cfg: BuilderConfig, rng: random.Random) -> tuple[list[dict], list[dict]]:
+    """Read every input; a source's weight scales its row count (2.0 repeats each row twice)."""
+    rows, sources = [], []
+    for item in cfg.inputs:
+        name = item.name or resolve_path(item.path).stem
+        source_rows = [{"messages": to_messages(row, f"{resolve_path(item.path)}:{n}"), "source": name}
+                       for n, row in read_jsonl(item.path)]
+        whole, frac = int(item.weight), item.weight - int(item.weight)
+        picked = source_rows * whole + rng.sample(source_rows, round(frac * len(source_rows)))
+        rows += picked
+        sources.append({"name": name, "path": item.path, "sha256": sha256_file(resolve_path(item.path)),
+                        "weight": item.weight, "rows_in": len(source_rows), "rows_out": len(picked)})
+    return rows, sources
+
+
+def split_and_write(cfg: BuilderConfig, store: Store, rows: list[dict], sources: list[dict], version: str,
+                    extra: dict | None = None) -> dict:
+    rng = random.Random(cfg.seed)
+    rng.shuffle(rows)
+    n_val = round(len(rows) * cfg.validation_fraction)
+    splits = {"train": rows[n_val:]}
+    if n_val:
+        splits["validation"] = rows[:n_val]
+    return write_dataset(store, cfg.output, splits, builder=cfg.builder, version=version,
+                         num_shards=cfg.num_shards, sources=sources, extra={"seed": cfg.seed, **(extra or {})})
+
+
+def build_chat(cfg: BuilderConfig, store: Store, version: str) -> dict:
+    rows, sources = weighted_rows(cfg, random.Random(cfg.seed))
+    return split_and_write(cfg, store, rows, sources, version)

@@ -1,0 +1,149 @@
+"""Prompt benches scored by TRUTH lists (format documented in eval/benches/README.md).
+
+A prompt passes when the greedy answer contains one of its accepted answers (whole words, after
+normalising case, accents and punctuation) and none of its FALSE anchors. Format items check the
+asked form instead of (or as well as) content: yes/no, a single letter, exactly N items, a number.
+"""
+from __future__ import annotations
+
+import json
+import re
+import unicodedata
+from collections import defaultdict
+from pathlib import Path
+
+from slm.errors import UserError
+
+FORMATS = {"yes_no", "letter", "list", "number"}
+ITEM_KEYS = {"id", "category", "prompt", "truth", "false", "format"}
+
+
+def load_bench(path: str | Path) -> list[dict]:
+    file = Path(path)
+    if not file.is_file():
+        raise UserError(f"bench file not found: {file}")
+    items, seen = [], set()
+    for number, line in enumerate(file.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        where = f"{file}:{number}"
+        try:
+            item = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise UserError(f"{where}: not valid JSON ({exc.msg})") from None
+        if not isinstance(item, dict):
+            raise UserError(f"{where}: expected a JSON object")
+        unknown = set(item) - ITEM_KEYS
+        if unknown:
+            raise UserError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
+        for key in ("id", "category", "prompt"):
+            if not isinstance(item.get(key), str) or not item[key].strip():
+                raise UserError(f"{where}: `{key}` must be a non-empty string")
+        if item["id"] in seen:
+            raise UserError(f"{where}: duplicate id {item['id']!r}")
+        seen.add(item["id"])
+        truth, false, fmt = item.get("truth"), item.get("false", []), item.get("format")
+        if not isinstance(truth, list) or not all(isinstance(t, str) and t.strip() for t in truth):
+            raise UserError(f"{where}: `truth` must be a list of non-empty strings")
+        if not isinstance(false, list) or not all(isinstance(t, str) and t.strip() for t in false):
+            raise UserError(f"{where}: `false` must be a list of non-empty strings")
+        if fmt is not None:
+            if not isinstance(fmt, dict) or fmt.get("type") not in FORMATS or set(fmt) - {"type", "n"}:
+                raise UserError(f"{where}: `format` must be {{type: {'|'.join(sorted(FORMATS))}[, n]}}")
+            if fmt["type"] == "list" and not (isinstance(fmt.get("n"), int) and fmt["n"] > 0):
+                raise UserError(f"{where}: a list format needs a positive integer `n`")
+        if not truth and (fmt is None or fmt["type"] != "list"):
+            raise UserError(f"{where}: `truth` may only be empty for list-format items")
+        items.append(item)
+    if not items:
+        raise UserError(f"{file}: the bench has no items")
+    return items
+
+
+def normalize(text: str) -> str:
+    text = unicodedata.normalize("NFKD", text)
+    text = "".join(c for c in text if not unicodedata.combining(c)).lower()
+    text = re.sub(r"(?<=\d),(?=\d{3})", "", text)  # 300,000 → 300000
+    text = re.sub(r"[^\w\s.]", " ", text)
+    text = re.sub(r"\.(?!\d)", " ", text)  # keep decimal points, drop sentence dots
+    return " ".join(text.split())
+
+
+def mentions(answer: str, phrase: str) -> bool:
+    return re.search(rf"(?<!\w){re.escape(normalize(phrase))}(?!\w)", normalize(answer)) is not None
+
+
+def list_items(answer: str) -> list[str]:
+    lines = [l.strip(" -*\t") for l in answer.strip().splitlines() if l.strip(" -*\t")]
+    if len(lines) == 1 and "," in lines[0]:
+        lines = [p.strip() for p in lines[0].split(",") if p.strip()]
+    return [re.sub(r"^\d+[.)]\s*", "", l) for l in lines]
+
+
+def score_item(item: dict, answer: str) -> tuple[bool, str]:
+    """(passed, reason)."""
+    fmt = (item.get("format") or {}).get("type")
+    stripped = answer.strip()
+    if fmt == "yes_no":
+        word = normalize(stripped)
+        if word not in ("yes", "no"):
+            return False, "not a bare yes/no"
+        return (word == normalize(item["truth"][0])), "yes/no"
+    if fmt == "letter":
+        m = re.fullmatch(r"\(?([A-Za-z])[.)]?", stripped)
+        if not m:
+            return False, "not a single letter"
+        return m.group(1).upper() in {t.upper() for t in item["truth"]}, "letter"
+    if fmt == "number":
+        if not re.fullmatch(r"-?\d[\d,]*(\.\d+)?\.?", stripped):
+            return False, "not a number only"
+        value = float(stripped.rstrip(".").replace(",", ""))
+        return any(value == float(t.replace(",", "")) for t in item["truth"]), "number"
+    if fmt == "list":
+        entries = list_items(stripped)
+        if len(entries) != item["format"]["n"]:
+            return False, f"{len(entries)} items, asked for {item['format']['n']}"
+        if item["truth"] and not all(any(normalize(e) == normalize(t) for t in item["truth"]) for e in entries):
+            return False, "an item outside the accepted list"
+        return True, "list"
+    for anchor in item.get("false", []):
+        if mentions(stripped, anchor):
+            return False, f"false anchor {anchor!r}"
+    hit = next((t for t in item["truth"] if mentions(stripped, t)), None)
+    return (hit is not None), (f"matched {hit!r}" if hit else "no accepted answer")
+
+
+def summarize(items: list[dict], answers: list[str]) -> dict:
+    per_item, by_cat = [], defaultdict(lambda: [0, 0])
+    for item, answer in zip(items, answers):
+        passed, reason = score_item(item, answer)
+        per_item.append({"id": item["id"], "category": item["category"], "answer": answer,
+                         "passed": passed, "reason": reason})
+        by_cat[item["category"]][0] += passed
+        by_cat[item["category"]][1] += 1
+    total = sum(p for p, _ in by_cat.values())
+    return {"passed": total, "total": len(items), "score": total / len(items),
+            "categories": {c: {"passed": p, "total": n, "score": p / n} for c, (p, n) in by_cat.items()},
+            "items": per_item}
+
+
+def run_bench(model, tokenizer, items: list[dict], max_new_tokens: int, batch_size: int = 16,
+              template: str | None = None) -> dict:
+    """Greedy answers for every item, scored. The prompt is the model's chat template unless `template`."""
+    import torch
+
+    from slm.chat import prompt_text
+
+    tokenizer.padding_side = "left"
+    answers = []
+    model.eval()
+    with torch.no_grad():
+        for i in range(0, len(items), batch_size):
+            prompts = [prompt_text(tokenizer, it["prompt"], template=template) for it in items[i:i + batch_size]]
+            batch = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+            batch = {k: v.to(model.device) for k, v in batch.items()}
+            out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
+                                 pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+            answers += [tokenizer.decode(o[batch["input_ids"].shape[1]:], skip_special_tokens=True).strip()
+                        for o in out]
+    return summarize(items, answers)

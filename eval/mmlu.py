@@ -1,0 +1,155 @@
+"""MMLU through lm-eval, from the original CSV layout (`test/<subject>_test.csv`, `dev/<subject>_dev.csv`).
+
+The tasks are plain lm-eval task YAMLs (`mmlu_csv_<subject>`, grouped into `mmlu_csv_<domain>` and
+`mmlu_csv`), written with the same prompt, choices, few-shot split and size-weighted aggregation
+as lm-eval's own `mmlu` group; only the data source differs. `eval/tasks/mmlu_csv/` holds them for
+`lm_eval --include_path eval/tasks/mmlu_csv` (run from the project root); sweeps write a copy
+pointing at the configured data directory.
+"""
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+import yaml
+
+from slm.errors import UserError
+
+# lm-eval's subject → macro-domain mapping (lm_eval/tasks/mmlu/_generate_configs.py).
+SUBJECT_DOMAINS = {
+    "abstract_algebra": "stem", "anatomy": "stem", "astronomy": "stem", "business_ethics": "other",
+    "clinical_knowledge": "other", "college_biology": "stem", "college_chemistry": "stem",
+    "college_computer_science": "stem", "college_mathematics": "stem", "college_medicine": "other",
+    "college_physics": "stem", "computer_security": "stem", "conceptual_physics": "stem",
+    "econometrics": "social_sciences", "electrical_engineering": "stem", "elementary_mathematics": "stem",
+    "formal_logic": "humanities", "global_facts": "other", "high_school_biology": "stem",
+    "high_school_chemistry": "stem", "high_school_computer_science": "stem",
+    "high_school_european_history": "humanities", "high_school_geography": "social_sciences",
+    "high_school_government_and_politics": "social_sciences", "high_school_macroeconomics": "social_sciences",
+    "high_school_mathematics": "stem", "high_school_microeconomics": "social_sciences",
+    "high_school_physics": "stem", "high_school_psychology": "social_sciences",
+    "high_school_statistics": "stem", "high_school_us_history": "humanities",
+    "high_school_world_history": "humanities", "human_aging": "other", "human_sexuality": "social_sciences",
+    "international_law": "humanities", "jurisprudence": "humanities", "logical_fallacies": "humanities",
+    "machine_learning": "stem", "management": "other", "marketing": "other", "medical_genetics": "other",
+    "miscellaneous": "other", "moral_disputes": "humanities", "moral_scenarios": "humanities",
+    "nutrition": "other", "philosophy": "humanities", "prehistory": "humanities",
+    "professional_accounting": "other", "professional_law": "humanities", "professional_medicine": "other",
+    "professional_psychology": "social_sciences", "public_relations": "social_sciences",
+    "security_studies": "social_sciences", "sociology": "social_sciences",
+    "us_foreign_policy": "social_sciences", "virology": "other", "world_religions": "humanities",
+}
+DOMAINS = ("stem", "humanities", "social_sciences", "other")
+FULL_TEST_ITEMS = 14042
+GROUP = "mmlu_csv"
+
+TEMPLATE = {
+    "dataset_path": "csv",
+    "test_split": "test",
+    "fewshot_split": "dev",
+    "fewshot_config": {"sampler": "first_n"},
+    "output_type": "multiple_choice",
+    "doc_to_text": "{{question.strip()}}\nA. {{A}}\nB. {{B}}\nC. {{C}}\nD. {{D}}\nAnswer:",
+    "doc_to_choice": ["A", "B", "C", "D"],
+    "doc_to_target": "{{['A', 'B', 'C', 'D'].index(answer.strip())}}",
+    "metric_list": [{"metric": "acc", "aggregation": "mean", "higher_is_better": True}],
+    "metadata": {"version": 1.0},
+}
+
+
+def select_subjects(spec) -> list[str]:
+    if spec == "all":
+        return list(SUBJECT_DOMAINS)
+    unknown = [s for s in spec if s not in SUBJECT_DOMAINS]
+    if unknown:
+        raise UserError(f"sweep.subjects: unknown MMLU subject(s) {', '.join(unknown)}")
+    return list(spec)
+
+
+def count_items(data_dir: Path, subjects: list[str], split: str = "test") -> dict[str, int]:
+    counts = {}
+    for subject in subjects:
+        file = data_dir / split / f"{subject}_{split}.csv"
+        if not file.is_file():
+            raise UserError(f"MMLU data: {file} not found (sweep.mmlu_dir = {data_dir})")
+        with open(file, newline="", encoding="utf-8") as f:
+            counts[subject] = sum(1 for _ in csv.reader(f))
+    return counts
+
+
+def task_name(subject: str) -> str:
+    return f"{GROUP}_{subject}"
+
+
+def write_tasks(data_dir: Path, subjects: list[str], out_dir: Path) -> list[str]:
+    """Write the subject, domain and top-level group YAMLs; returns the top-level group name."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for subject in subjects:
+        spec = {
+            "task": task_name(subject),
+            "task_alias": subject,
+            "tag": f"{GROUP}_{SUBJECT_DOMAINS[subject]}_tasks",
+            "description": f"The following are multiple choice questions (with answers) about "
+                           f"{subject.replace('_', ' ')}.\n\n",
+            **TEMPLATE,
+            "dataset_kwargs": {
+                "column_names": ["question", "A", "B", "C", "D", "answer"],
+                "header": None,
+                "data_files": {"test": str(data_dir / "test" / f"{subject}_test.csv"),
+                               "dev": str(data_dir / "dev" / f"{subject}_dev.csv")},
+            },
+        }
+        (out_dir / f"{task_name(subject)}.yaml").write_text(yaml.safe_dump(spec, sort_keys=False, width=1000))
+    domains = [d for d in DOMAINS if any(SUBJECT_DOMAINS[s] == d for s in subjects)]
+    for domain in domains:
+        group = {"group": f"{GROUP}_{domain}", "group_alias": domain,
+                 "task": [task_name(s) for s in subjects if SUBJECT_DOMAINS[s] == domain],
+                 "aggregate_metric_list": [{"metric": "acc", "weight_by_size": True}], "metadata": {"version": 2}}
+        (out_dir / f"_{GROUP}_{domain}.yaml").write_text(yaml.safe_dump(group, sort_keys=False))
+    top = {"group": GROUP, "task": [f"{GROUP}_{d}" for d in domains],
+           "aggregate_metric_list": [{"metric": "acc", "weight_by_size": True}], "metadata": {"version": 2}}
+    (out_dir / f"_{GROUP}.yaml").write_text(yaml.safe_dump(top, sort_keys=False))
+    return [GROUP]
+
+
+def summarize(results: dict, subjects: list[str]) -> dict:
+    """Overall, per-domain and per-subject accuracy with SEs, plus per-item correctness (by doc_id)."""
+    res = results["results"]
+
+    def entry(name):
+        r = res[name]
+        se = r.get("acc_stderr,none")
+        return {"acc": float(r["acc,none"]), "se": float(se) if isinstance(se, (int, float)) else None}
+
+    per_subject, items = {}, {}
+    for subject in subjects:
+        name = task_name(subject)
+        samples = sorted(results["samples"][name], key=lambda s: s["doc_id"])
+        per_subject[subject] = {**entry(name), "n": len(samples), "domain": SUBJECT_DOMAINS[subject]}
+        items[subject] = [int(s["acc"]) for s in samples]
+    domains = {}
+    for d in DOMAINS:
+        if f"{GROUP}_{d}" in res:
+            n = sum(v["n"] for v in per_subject.values() if v["domain"] == d)
+            domains[d] = {**entry(f"{GROUP}_{d}"), "n": n}
+    n_total = sum(v["n"] for v in per_subject.values())
+    overall = entry(GROUP)
+    if overall["se"] is None:  # binomial SE when lm-eval reports none for the group
+        overall["se"] = math.sqrt(overall["acc"] * (1 - overall["acc"]) / max(n_total, 1))
+    return {"acc": overall["acc"], "se": overall["se"], "n": n_total, "domains": domains,
+            "subjects": per_subject, "items": items}
+
+
+def evaluate(lm, data_dir: Path, subjects: list[str], task_dir: Path, limit: int | None = None,
+             num_fewshot: int = 0) -> dict:
+    from lm_eval import simple_evaluate
+    from lm_eval.tasks import TaskManager
+
+    count_items(data_dir, subjects)  # fail fast on a wrong directory
+    write_tasks(data_dir, subjects, task_dir)
+    results = simple_evaluate(model=lm, tasks=[GROUP], num_fewshot=num_fewshot, limit=limit,
+                              task_manager=TaskManager(include_path=str(task_dir), include_defaults=False),
+                              log_samples=True, random_seed=0, numpy_random_seed=0, torch_random_seed=0,
+                              fewshot_random_seed=1234)
+    return summarize(results, subjects)

@@ -1,0 +1,253 @@
+"""Typed configs for stages, data builders and the pipeline.
+
+Every model forbids unknown keys; `load_yaml_config` turns pydantic's error into one line that names
+the file, the key path and the problem. Paths inside configs are relative to the project root.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from slm import REPO_ROOT, STAGE_ORDER
+from slm.errors import UserError
+
+StageName = Literal["pretrain", "sft", "distill", "surgical", "repair"]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelSpec(Strict):
+    """Where a stage's starting weights come from.
+
+    init: `scratch` (build from `architecture`), `champion:<line>` or `champion:<line>@<version>`,
+    `store:<key>` (a model directory in the pipeline's store), `s3://bucket/key`, `hf:<repo>[@rev]`
+    (the Hugging Face hub), or a local directory.
+    """
+
+    init: str
+    architecture: dict[str, Any] | None = None
+    tokenizer: str | None = None
+    trust_remote_code: bool = False
+    chat_template: str | None = None
+
+    @model_validator(mode="after")
+    def _scratch_needs_architecture(self):
+        if self.init == "scratch" and (not self.architecture or not self.tokenizer):
+            raise ValueError("init: scratch needs both `architecture` and `tokenizer`")
+        if self.init != "scratch" and self.architecture:
+            raise ValueError("`architecture` is only used with init: scratch")
+        if self.architecture is not None and "model_type" not in self.architecture:
+            raise ValueError("architecture needs `model_type` (gpt2, llama, qwen2, ...)")
+        return self
+
+
+class DataSpec(Strict):
+    dataset: str  # a dataset key in the store, written by a data builder
+    max_length: int = Field(256, gt=8)
+    eval_split: str | None = None  # e.g. "validation": evaluated every save_steps
+
+
+class TrainSpec(Strict):
+    lr: float = Field(gt=0)
+    schedule: Literal["cosine", "linear", "constant_with_warmup"] = "cosine"
+    warmup_steps: int = Field(0, ge=0)
+    epochs: float = Field(1.0, gt=0)
+    max_steps: int = -1  # > 0 overrides epochs
+    save_steps: int = Field(gt=0)
+    seed: int = 42
+    micro_batch: int = Field(gt=0)
+    grad_accum: int = Field(1, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    max_grad_norm: float = Field(1.0, gt=0)
+    logging_steps: int = Field(1, gt=0)
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+
+
+class StageConfig(Strict):
+    stage: StageName
+    description: str = ""
+    objective: Literal["causal_lm", "chat_sft"]
+    model: ModelSpec
+    data: DataSpec
+    train: TrainSpec
+    deepspeed: str = "ds_configs/zero2.json"
+
+    @model_validator(mode="after")
+    def _objective_fits_stage(self):
+        expected = "causal_lm" if self.stage == "pretrain" else "chat_sft"
+        if self.objective != expected:
+            raise ValueError(f"stage {self.stage} trains with objective {expected!r}, not {self.objective!r}")
+        return self
+
+
+class BuilderInput(Strict):
+    path: str
+    name: str | None = None
+    weight: float = Field(1.0, gt=0)
+
+
+class BuilderConfig(Strict):
+    """What a data builder reads and where it writes. Builder-specific knobs live under `options`."""
+
+    builder: Literal["tokenizer", "pretrain", "sft", "distill", "surgical", "repair"]
+    inputs: list[BuilderInput] = Field(min_length=1)
+    output: str  # store key
+    num_shards: int = Field(2, gt=0)
+    seed: int = 0
+    validation_fraction: float = Field(0.0, ge=0, lt=1)
+    tokenizer: str | None = None  # pretrain: store key / path of the tokenizer used to pack blocks
+    block_size: int | None = None  # pretrain: tokens per packed block
+    teacher: str | None = None  # distill: model reference (same grammar as ModelSpec.init)
+    max_new_tokens: int = 48  # distill: teacher answer length
+    vocab_size: int | None = None  # tokenizer builder
+
+
+class ClusterSpec(Strict):
+    workers: int = Field(2, gt=0)
+    use_gpu: bool = False
+    cpus_per_worker: float = Field(1, gt=0)
+    max_failures: int = Field(1, ge=0)
+
+
+class SweepSpec(Strict):
+    mmlu_dir: str = "../shared/data/mmlu"
+    subjects: list[str] | Literal["all"] = "all"
+    limit: int | None = None  # items per subject; None = every item
+    num_fewshot: int = Field(0, ge=0, le=5)
+    bench: str = "eval/benches/truth106.jsonl"
+    bench_max_new_tokens: int = Field(32, gt=0)
+    batch_size: int = Field(16, gt=0)
+    prompt_template: str | None = None  # None: the model's chat template
+    extra_tasks: list[str] = []
+    score_precursor: bool = True
+
+
+class SelectionPolicy(Strict):
+    primary: Literal["mmlu"] = "mmlu"
+    margin: float = Field(0.005, ge=0)  # absolute accuracy (0.005 = 0.5 points)
+    guarded_domains: list[str] = []  # MMLU subjects or macro domains (stem, humanities, ...)
+    max_guard_regressions: int = Field(0, ge=0)
+    regression_tolerance_se: float = Field(1.0, ge=0)  # a drop counts beyond this many SEs
+    alpha: float = Field(0.05, gt=0, lt=1)
+
+
+class MergeSpec(Strict):
+    enabled: bool = True
+    t: list[float] = [0.1]
+
+    @field_validator("t")
+    @classmethod
+    def _t_in_unit_interval(cls, values):
+        for t in values:
+            if not 0.0 < t < 1.0:
+                raise ValueError(f"SLERP t must be in (0, 1), got {t}")
+        return values
+
+
+class StageRef(Strict):
+    name: StageName
+    config: str
+    builders: list[str] = []  # builder configs run before the stage, in order
+
+
+class PipelineConfig(Strict):
+    line: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    store: str
+    cluster: ClusterSpec = ClusterSpec()
+    stages: list[StageRef] = Field(min_length=1)
+    sweep: SweepSpec = SweepSpec()
+    selection: SelectionPolicy = SelectionPolicy()
+    merge: MergeSpec = MergeSpec()
+
+    @model_validator(mode="after")
+    def _stages_in_order(self):
+        names = [s.name for s in self.stages]
+        order = [n for n in STAGE_ORDER if n in names]
+        if names != order:
+            raise ValueError(f"stages must run in the order {', '.join(STAGE_ORDER)}; got {', '.join(names)}")
+        return self
+
+    def stage(self, name: str) -> StageRef:
+        for ref in self.stages:
+            if ref.name == name:
+                return ref
+        known = ", ".join(s.name for s in self.stages)
+        raise UserError(f"unknown stage {name!r}: this pipeline has {known}")
+
+
+Model = TypeVar("Model", bound=BaseModel)
+
+
+def resolve_path(path: str | Path) -> Path:
+    """Paths in configs are relative to the project root."""
+    p = Path(path).expanduser()
+    return p if p.is_absolute() else (REPO_ROOT / p)
+
+
+def _describe(err: dict) -> str:
+    loc = ".".join(str(x) for x in err["loc"]) or "<top level>"
+    if err["type"] == "extra_forbidden":
+        return f"unknown key {loc!r}"
+    if err["type"] == "missing":
+        return f"missing key {loc!r}"
+    return f"{loc}: {err['msg']}"
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, Any]:
+    """`a.b=3` → {"a": {"b": 3}}; values are parsed as YAML scalars."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise UserError(f"override {pair!r} is not of the form key.path=value")
+        key, raw = pair.split("=", 1)
+        node = out
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = yaml.safe_load(raw)
+    return out
+
+
+def deep_merge(base: dict, override: dict) -> dict:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def load_yaml_config(path: str | Path, model: type[Model], overrides: dict | None = None) -> Model:
+    file = resolve_path(path)
+    if not file.is_file():
+        raise UserError(f"config file not found: {file}")
+    try:
+        raw = yaml.safe_load(file.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise UserError(f"{file}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(raw, dict):
+        raise UserError(f"{file}: expected a mapping at the top level")
+    if overrides:
+        raw = deep_merge(raw, overrides)
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(_describe(e) for e in exc.errors())
+        raise UserError(f"{file}: {problems}") from None
+
+
+def config_digest(*parts: BaseModel | dict | str) -> str:
+    """A short stable hash of configs (used to name runs and cache scores)."""
+    h = hashlib.sha256()
+    for part in parts:
+        data = part.model_dump(mode="json") if isinstance(part, BaseModel) else part
+        h.update(json.dumps(data, sort_keys=True, default=str).encode())
+    return h.hexdigest()[:10]

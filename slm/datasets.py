@@ -1,0 +1,76 @@
+"""Sharded datasets in the store: Parquet shards per split plus a manifest.
+
+Layout under the dataset key:
+    manifest.json                 builder, version, sources and weights, rows and sha256 per shard
+    <split>/shard-00000.parquet   ...
+    _COMPLETE.json                written last by Store.put_tree
+"""
+from __future__ import annotations
+
+import datetime as dt
+import tempfile
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from slm.errors import UserError
+from slm.store import Store, fetch_tree_cached, sha256_file
+
+
+def write_dataset(store: Store, key: str, splits: dict[str, list[dict]], *, builder: str, version: str,
+                  num_shards: int, sources: list[dict], extra: dict | None = None) -> dict:
+    """Shard each split's rows (row order kept, contiguous slices), upload, return the manifest."""
+    if not splits.get("train"):
+        raise UserError(f"builder {builder}: the train split of {key} is empty")
+    manifest = {
+        "builder": builder,
+        "builder_version": version,
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "sources": sources,
+        "splits": {},
+        **(extra or {}),
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        for split, rows in splits.items():
+            if not rows:
+                continue
+            table = pa.Table.from_pylist(rows)
+            n = min(num_shards, len(rows))
+            bounds = [round(i * len(rows) / n) for i in range(n + 1)]
+            shards = []
+            for i in range(n):
+                rel = f"{split}/shard-{i:05d}.parquet"
+                (root / split).mkdir(exist_ok=True)
+                pq.write_table(table.slice(bounds[i], bounds[i + 1] - bounds[i]), root / rel)
+                shards.append({"file": rel, "rows": bounds[i + 1] - bounds[i], "sha256": sha256_file(root / rel)})
+            manifest["splits"][split] = {"rows": len(rows), "columns": table.column_names, "shards": shards}
+        import json
+
+        (root / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        store.delete_prefix(key)  # a rebuild replaces the old dataset as a whole
+        store.put_tree(root, key)
+    return manifest
+
+
+def read_manifest(store: Store, key: str) -> dict:
+    if not store.is_complete(key):
+        raise UserError(f"dataset {store.url(key)} not found (or incompletely written): build it first "
+                        f"with `python launch/build_data.py`")
+    manifest = store.read_json(f"{key}/manifest.json")
+    if not manifest["splits"].get("train", {}).get("rows"):
+        raise UserError(f"dataset {store.url(key)} is empty: its train split has no rows")
+    return manifest
+
+
+def load_split(store: Store, key: str, split: str = "train"):
+    """Fetch a dataset into the node-local cache and return the split as a `datasets.Dataset`."""
+    from datasets import Dataset
+
+    manifest = read_manifest(store, key)
+    if split not in manifest["splits"]:
+        raise UserError(f"dataset {store.url(key)} has no split {split!r} (has {', '.join(manifest['splits'])})")
+    local = fetch_tree_cached(store, key)
+    tables = [pq.read_table(local / s["file"]) for s in manifest["splits"][split]["shards"]]
+    return Dataset(pa.concat_tables(tables))

@@ -1,0 +1,233 @@
+"""The one training engine shared by every stage.
+
+Ray Train starts N workers (gloo on CPU, NCCL on GPUs) and restarts them on failure
+(`FailureConfig`). Inside each worker, the HF Trainer runs the model under DeepSpeed with the
+stage's config from `ds_configs/` (ZeRO-2 by default). Checkpoints go to the store as complete
+trees; a (re)started worker group resumes from the newest complete one, with optimizer,
+scheduler, RNG and data position restored by the Trainer.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from slm.config import TrainSpec, resolve_path
+from slm.errors import UserError, find_user_error
+from slm.store import Store, cache_dir
+
+
+class TrainJob(BaseModel):
+    """Everything a worker needs, resolved in the driver (JSON-able, so it crosses to Ray workers)."""
+
+    stage: str
+    run_id: str
+    run_prefix: str
+    store: str
+    objective: str  # causal_lm | chat_sft
+    init: dict | None  # a resolved model reference; None = from scratch
+    architecture: dict | None
+    tokenizer: dict  # a resolved reference to the tokenizer directory
+    trust_remote_code: bool = False
+    chat_template: str | None = None
+    dataset: str
+    eval_split: str | None
+    max_length: int
+    train: TrainSpec
+    ds_config: dict
+    workers: int
+    use_gpu: bool
+    cpus_per_worker: float = 1
+    max_failures: int = 1
+
+
+def load_ds_config(path: str, use_gpu: bool) -> dict:
+    file = resolve_path(path)
+    if not file.is_file():
+        raise UserError(f"deepspeed config not found: {file}")
+    try:
+        config = json.loads(file.read_text())
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{file}: not valid JSON ({exc})") from None
+    if "zero_optimization" not in config:
+        raise UserError(f"{file}: no zero_optimization section")
+    if not use_gpu and config.get("optimizer", {}).get("type", "").lower() in ("adam", "adamw"):
+        # On CPU, torch's AdamW avoids DeepSpeed's JIT build of FusedAdam/CPUAdam (minutes, once per machine).
+        config["optimizer"].setdefault("params", {})["torch_adam"] = True
+    return config
+
+
+def latest_complete_checkpoint(store: Store, run_prefix: str) -> str | None:
+    steps = []
+    for name in store.children(f"{run_prefix}/checkpoints"):
+        key = f"{run_prefix}/checkpoints/{name}"
+        if name.startswith("checkpoint-") and name.split("-")[-1].isdigit() and store.is_complete(key):
+            steps.append((int(name.split("-")[-1]), key))
+    return max(steps)[1] if steps else None
+
+
+def _prepare_dataset(job: TrainJob, tokenizer, split: str):
+    from slm.chat import IGNORE_INDEX, encode_chat
+    from slm.datasets import load_split
+
+    data = load_split(Store.open(job.store), job.dataset, split)
+    if job.objective == "causal_lm":
+        if "input_ids" not in data.column_names:
+            raise UserError(f"dataset {job.dataset}: a causal_lm stage needs packed `input_ids` blocks")
+        data = data.map(lambda row: {"input_ids": row["input_ids"][: job.max_length],
+                                     "labels": row["input_ids"][: job.max_length]})
+        return data.select_columns(["input_ids", "labels"])
+    if "messages" not in data.column_names:
+        raise UserError(f"dataset {job.dataset}: a chat stage needs a `messages` column")
+    data = data.map(lambda row: encode_chat(tokenizer, row["messages"], job.max_length),
+                    remove_columns=data.column_names)
+    kept = data.filter(lambda row: any(label != IGNORE_INDEX for label in row["labels"]))
+    if len(kept) == 0:
+        raise UserError(f"dataset {job.dataset} ({split}): no example keeps an assistant token "
+                        f"within max_length {job.max_length}")
+    return kept
+
+
+def _build_model(job: TrainJob, tokenizer):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from slm.modeling import load_model, materialize, scratch_config
+
+    torch.manual_seed(job.train.seed)
+    if job.init is None:
+        return AutoModelForCausalLM.from_config(scratch_config(job.architecture, tokenizer, job.max_length))
+    return load_model(materialize(job.init), job.trust_remote_code)
+
+
+def _training_arguments(job: TrainJob, output_dir: Path):
+    from transformers import TrainingArguments
+
+    t = job.train
+    return TrainingArguments(
+        output_dir=str(output_dir),
+        per_device_train_batch_size=t.micro_batch,
+        per_device_eval_batch_size=t.micro_batch,
+        gradient_accumulation_steps=t.grad_accum,
+        learning_rate=t.lr,
+        lr_scheduler_type=t.schedule,
+        warmup_steps=t.warmup_steps,
+        num_train_epochs=t.epochs,
+        max_steps=t.max_steps,
+        weight_decay=t.weight_decay,
+        max_grad_norm=t.max_grad_norm,
+        seed=t.seed,
+        data_seed=t.seed,
+        bf16=t.precision == "bf16",
+        fp16=t.precision == "fp16",
+        logging_steps=t.logging_steps,
+        save_strategy="steps",
+        save_steps=t.save_steps,
+        save_total_limit=2,  # local disk only; every checkpoint is kept in the store
+        eval_strategy="steps" if job.eval_split else "no",
+        eval_steps=t.save_steps if job.eval_split else None,
+        deepspeed=job.ds_config,
+        use_cpu=not job.use_gpu,
+        ddp_backend=None if job.use_gpu else "gloo",
+        include_num_input_tokens_seen="non_padding",
+        disable_tqdm=True,
+        report_to=["tensorboard"],
+        dataloader_num_workers=0,
+        remove_unused_columns=False,
+    )
+
+
+def _worker_loop(job_dict: dict) -> None:
+    """Runs in every Ray Train worker."""
+    import deepspeed
+    import torch
+    import torch.distributed as dist
+    from transformers import DataCollatorForSeq2Seq, Trainer
+
+    from slm.callbacks import ProgressCallback, SaveLastStepCallback, StoreCheckpointCallback
+    from slm.modeling import load_tokenizer, materialize
+
+    job = TrainJob.model_validate(job_dict)
+    rank, local_rank = dist.get_rank(), int(os.environ.get("LOCAL_RANK", 0))
+    store = Store.open(job.store)
+    work = cache_dir() / "runs" / job.run_id
+    os.environ["TENSORBOARD_LOGGING_DIR"] = str(work / "tensorboard")
+
+    tokenizer = load_tokenizer(materialize(job.tokenizer), job.trust_remote_code, job.chat_template)
+    model = _build_model(job, tokenizer)
+    train_data = _prepare_dataset(job, tokenizer, "train")
+    eval_data = _prepare_dataset(job, tokenizer, job.eval_split) if job.eval_split else None
+
+    resume_key = latest_complete_checkpoint(store, job.run_prefix)
+    resume_dir = None
+    if resume_key:
+        from slm.store import fetch_tree_cached
+
+        resume_dir = fetch_tree_cached(store, resume_key)
+        if rank == 0:
+            print(f"[{job.stage}] resuming from {store.url(resume_key)}", file=sys.stderr, flush=True)
+
+    trainer = Trainer(
+        model=model,
+        args=_training_arguments(job, work / "trainer"),
+        train_dataset=train_data,
+        eval_dataset=eval_data,
+        data_collator=DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100),
+        processing_class=tokenizer,
+        callbacks=[ProgressCallback(job.stage, work / "train_log.csv"), SaveLastStepCallback(),
+                   StoreCheckpointCallback(job.store, job.run_prefix, local_rank)],
+    )
+    trainer.train(resume_from_checkpoint=str(resume_dir) if resume_dir else None)
+
+    engine = trainer.model_wrapped
+    facts = {
+        "engine": type(engine).__name__,
+        "zero_stage": engine.zero_optimization_stage() if hasattr(engine, "zero_optimization_stage") else None,
+        "world_size": dist.get_world_size(),
+        "backend": dist.get_backend(),
+        "deepspeed": deepspeed.__version__,
+        "device": str(trainer.args.device),
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "train_rows": len(train_data),
+        "global_step": trainer.state.global_step,
+        "tokens_seen": trainer.state.num_input_tokens_seen,
+        "resumed_from": resume_key,
+        "torch_threads": torch.get_num_threads(),
+    }
+    if rank == 0:
+        history_key = f"{job.run_prefix}/train"
+        store.write_json(f"{history_key}/engine.json", facts)
+        store.write_json(f"{history_key}/log_history.json", trainer.state.log_history)
+        if (work / "train_log.csv").exists():
+            store.upload_file(work / "train_log.csv", f"{history_key}/train_log.csv")
+        for event_file in (work / "tensorboard").rglob("events.*"):
+            store.upload_file(event_file, f"{history_key}/tensorboard/{event_file.name}")
+    dist.barrier()
+    if local_rank == 0:
+        shutil.rmtree(work / "trainer", ignore_errors=True)
+
+
+def run(job: TrainJob) -> None:
+    """Train on a Ray Train worker group; raises UserError with the worker's message on failure."""
+    from ray.train import FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    trainer = TorchTrainer(
+        _worker_loop,
+        train_loop_config=job.model_dump(mode="json"),
+        scaling_config=ScalingConfig(num_workers=job.workers, use_gpu=job.use_gpu,
+                                     resources_per_worker={"CPU": job.cpus_per_worker}),
+        run_config=RunConfig(name=job.run_id, storage_path=str(cache_dir() / "ray_results"),
+                             failure_config=FailureConfig(max_failures=job.max_failures)),
+    )
+    try:
+        trainer.fit()
+    except Exception as exc:  # Ray wraps worker errors; surface the user's one-line message if there is one
+        user_error = find_user_error(exc)
+        if user_error is not None:
+            raise user_error from None
+        raise

@@ -1,0 +1,39 @@
+"""One error type for everything a user can fix, printed as a single line by the launchers."""
+from __future__ import annotations
+
+import functools
+import sys
+
+
+class UserError(Exception):
+    """A problem in the user's input (config, paths, data, models): shown as one line, exit code 2."""
+
+
+def cli_main(fn):
+    """Wrap a launcher's main(): UserError becomes one line on stderr and exit status 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except UserError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            sys.exit(2)
+
+    return wrapper
+
+
+def find_user_error(exc: BaseException) -> UserError | None:
+    """Ray wraps worker exceptions; walk the cause chain to recover the user's one-line error."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, UserError):
+            return exc
+        for failure in (getattr(exc, "worker_failures", None) or {}).values():  # Ray Train worker errors
+            found = find_user_error(failure)
+            if found is not None:
+                return found
+        nested = getattr(exc, "cause", None)
+        exc = nested if isinstance(nested, BaseException) else (exc.__cause__ or exc.__context__)
+    return None

@@ -1,0 +1,59 @@
+"""Run records: what produced every output, stored beside it, so model cards are generated from them."""
+from __future__ import annotations
+
+import datetime as dt
+import os
+import platform
+import re
+import subprocess
+from importlib import metadata
+
+from slm import REPO_ROOT
+
+PACKAGES = ("torch", "deepspeed", "ray", "transformers", "accelerate", "datasets", "lm_eval", "mergekit",
+            "peft", "trl", "tokenizers", "safetensors", "huggingface_hub", "boto3", "pyarrow", "pydantic")
+
+# Never let credentials reach a record, a log or a card.
+_SECRET_KEY = re.compile(r"(secret|token|password|passwd|api_key|access_key|credential)", re.I)
+
+
+def now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def versions() -> dict:
+    out = {"python": platform.python_version(), "platform": platform.platform()}
+    for name in PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def git_commit() -> str | None:
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True,
+                             timeout=5).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=REPO_ROOT, capture_output=True, text=True,
+                               timeout=5).stdout.strip()
+        return (sha + ("-dirty" if dirty else "")) if sha else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def redact(obj):
+    """Drop values whose key looks like a secret, and credentials embedded in URLs."""
+    if isinstance(obj, dict):
+        return {k: ("<redacted>" if _SECRET_KEY.search(str(k)) else redact(v)) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [redact(v) for v in obj]
+    if isinstance(obj, str):
+        return re.sub(r"://[^/@\s]+:[^/@\s]+@", "://<redacted>@", obj)
+    return obj
+
+
+def environment_facts() -> dict:
+    """Where a run happened; the AWS endpoint is kept (it says which store), keys never are."""
+    return {"host_cpus": os.cpu_count(), "aws_endpoint": os.environ.get("AWS_ENDPOINT_URL"),
+            "hf_offline": os.environ.get("HF_HUB_OFFLINE") == "1"}

@@ -1,0 +1,288 @@
+"""One store for runs, datasets, checkpoints and champions: a local directory or `s3://bucket/prefix`.
+
+Keys are '/'-separated paths below the store's root. Multi-file artifacts (checkpoints, models,
+datasets) are written as a *tree*: every file first, then `_COMPLETE.json` (names, sizes, sha256)
+last. Readers only trust trees with that marker, so a half-uploaded checkpoint is never used.
+
+S3 goes through boto3, which takes the endpoint and credentials from the standard AWS environment
+(`AWS_ENDPOINT_URL`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`, profiles).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Iterable
+
+from slm.errors import UserError
+
+COMPLETE = "_COMPLETE.json"
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _join(*parts: str) -> str:
+    return "/".join(p.strip("/") for p in parts if p and p.strip("/"))
+
+
+class Store:
+    """Base class; use `Store.open(uri)`."""
+
+    uri: str
+
+    @staticmethod
+    def open(uri: str) -> "Store":
+        if uri.startswith("s3://"):
+            return S3Store(uri)
+        if "://" in uri:
+            raise UserError(f"store {uri!r}: only local directories and s3:// are supported")
+        return LocalStore(uri)
+
+    def url(self, key: str) -> str:
+        return f"{self.uri.rstrip('/')}/{key.strip('/')}"
+
+    # --- primitives each backend implements -------------------------------------------------
+    def read_bytes(self, key: str) -> bytes: raise NotImplementedError
+    def write_bytes(self, key: str, data: bytes) -> None: raise NotImplementedError
+    def upload_file(self, local: Path, key: str) -> None: raise NotImplementedError
+    def download_file(self, key: str, local: Path) -> None: raise NotImplementedError
+    def list(self, prefix: str) -> list[str]: raise NotImplementedError
+    def exists(self, key: str) -> bool: raise NotImplementedError
+    def delete_prefix(self, prefix: str) -> None: raise NotImplementedError
+
+    # --- built on the primitives ------------------------------------------------------------
+    def read_json(self, key: str):
+        return json.loads(self.read_bytes(key))
+
+    def write_json(self, key: str, obj) -> None:
+        self.write_bytes(key, (json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode())
+
+    def read_text(self, key: str) -> str:
+        return self.read_bytes(key).decode()
+
+    def write_text(self, key: str, text: str) -> None:
+        self.write_bytes(key, text.encode())
+
+    def children(self, prefix: str) -> list[str]:
+        """Names directly below `prefix` (files and sub-directories)."""
+        prefix = prefix.strip("/") + "/"
+        names = {k[len(prefix):].split("/", 1)[0] for k in self.list(prefix)}
+        return sorted(n for n in names if n)
+
+    def is_complete(self, prefix: str) -> bool:
+        return self.exists(_join(prefix, COMPLETE))
+
+    def tree_manifest(self, prefix: str) -> dict:
+        if not self.is_complete(prefix):
+            raise UserError(f"{self.url(prefix)} is missing or incomplete (no {COMPLETE})")
+        return self.read_json(_join(prefix, COMPLETE))
+
+    def put_tree(self, local_dir: Path, prefix: str, exclude: Iterable[str] = (), meta: dict | None = None) -> dict:
+        """Upload every file below local_dir, then the completion marker. Returns the manifest."""
+        local_dir = Path(local_dir)
+        excluded = tuple(exclude)
+        files = {}
+        for path in sorted(p for p in local_dir.rglob("*") if p.is_file()):
+            rel = path.relative_to(local_dir).as_posix()
+            if rel == COMPLETE or any(rel == e or rel.startswith(e.rstrip("/") + "/") for e in excluded):
+                continue
+            self.upload_file(path, _join(prefix, rel))
+            files[rel] = {"sha256": sha256_file(path), "size": path.stat().st_size}
+        if not files:
+            raise UserError(f"nothing to upload from {local_dir}")
+        manifest = {"files": files, **(meta or {})}
+        self.write_json(_join(prefix, COMPLETE), manifest)
+        return manifest
+
+    def get_tree(self, prefix: str, local_dir: Path, include=None) -> dict:
+        """Download a complete tree (optionally only files whose name passes `include`), verifying sha256."""
+        manifest = self.tree_manifest(prefix)
+        local_dir = Path(local_dir)
+        for rel, info in manifest["files"].items():
+            if include is not None and not include(rel):
+                continue
+            dest = local_dir / rel
+            if dest.is_file() and dest.stat().st_size == info["size"] and sha256_file(dest) == info["sha256"]:
+                continue
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            self.download_file(_join(prefix, rel), dest)
+            if sha256_file(dest) != info["sha256"]:
+                raise UserError(f"checksum mismatch for {self.url(_join(prefix, rel))}")
+        return manifest
+
+    def copy_tree(self, src_prefix: str, dst_prefix: str, meta: dict | None = None) -> dict:
+        """Copy a complete tree within the store; the destination's marker is written last."""
+        manifest = self.tree_manifest(src_prefix)
+        with tempfile.TemporaryDirectory() as tmp:
+            for rel in manifest["files"]:
+                dest = Path(tmp) / rel
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                self.download_file(_join(src_prefix, rel), dest)
+                self.upload_file(dest, _join(dst_prefix, rel))
+        copied = {"files": manifest["files"], **(meta or {})}
+        self.write_json(_join(dst_prefix, COMPLETE), copied)
+        return copied
+
+
+class LocalStore(Store):
+    def __init__(self, root: str):
+        self.root = Path(root).expanduser().resolve()
+        self.uri = str(self.root)
+
+    def _path(self, key: str) -> Path:
+        return self.root / key.strip("/")
+
+    def read_bytes(self, key):
+        path = self._path(key)
+        if not path.is_file():
+            raise UserError(f"not found in store: {path}")
+        return path.read_bytes()
+
+    def write_bytes(self, key, data):
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        tmp.write_bytes(data)
+        os.replace(tmp, path)  # atomic: readers see the old or the new file, never half of one
+
+    def upload_file(self, local, key):
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        shutil.copyfile(local, tmp)
+        os.replace(tmp, path)
+
+    def download_file(self, key, local):
+        src = self._path(key)
+        if not src.is_file():
+            raise UserError(f"not found in store: {src}")
+        Path(local).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, local)
+
+    def list(self, prefix):
+        base = self._path(prefix)
+        if base.is_file():
+            return [prefix.strip("/")]
+        if not base.is_dir():
+            return []
+        return sorted(p.relative_to(self.root).as_posix() for p in base.rglob("*")
+                      if p.is_file() and ".tmp-" not in p.name)
+
+    def exists(self, key):
+        return self._path(key).exists()
+
+    def delete_prefix(self, prefix):
+        path = self._path(prefix)
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+
+
+class S3Store(Store):
+    def __init__(self, uri: str):
+        import boto3
+        from botocore.config import Config
+
+        rest = uri[len("s3://"):]
+        self.bucket, _, self.prefix = rest.partition("/")
+        if not self.bucket:
+            raise UserError(f"store {uri!r}: no bucket name")
+        self.prefix = self.prefix.strip("/")
+        self.uri = uri.rstrip("/")
+        self.client = boto3.client(
+            "s3",
+            config=Config(retries={"max_attempts": 8, "mode": "standard"},
+                          s3={"addressing_style": os.environ.get("SLM_S3_ADDRESSING_STYLE", "path")}),
+        )
+
+    def _key(self, key: str) -> str:
+        return _join(self.prefix, key)
+
+    def _rel(self, full_key: str) -> str:
+        return full_key[len(self.prefix) + 1:] if self.prefix else full_key
+
+    def _missing(self, exc) -> bool:
+        code = getattr(exc, "response", {}).get("Error", {}).get("Code", "")
+        return code in ("NoSuchKey", "404", "NotFound")
+
+    def read_bytes(self, key):
+        from botocore.exceptions import ClientError
+
+        try:
+            return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
+        except ClientError as exc:
+            if self._missing(exc):
+                raise UserError(f"not found in store: {self.url(key)}") from None
+            raise
+
+    def write_bytes(self, key, data):
+        self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
+
+    def upload_file(self, local, key):
+        self.client.upload_file(str(local), self.bucket, self._key(key))
+
+    def download_file(self, key, local):
+        from botocore.exceptions import ClientError
+
+        Path(local).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.client.download_file(self.bucket, self._key(key), str(local))
+        except ClientError as exc:
+            if self._missing(exc):
+                raise UserError(f"not found in store: {self.url(key)}") from None
+            raise
+
+    def list(self, prefix):
+        full = self._key(prefix)
+        keys = []
+        paginator = self.client.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=full):
+            keys += [self._rel(obj["Key"]) for obj in page.get("Contents", [])]
+        return sorted(k for k in keys if k == prefix.strip("/") or k.startswith(prefix.strip("/") + "/")
+                      or not prefix.strip("/"))
+
+    def exists(self, key):
+        from botocore.exceptions import ClientError
+
+        try:
+            self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+            return True
+        except ClientError as exc:
+            if not self._missing(exc):
+                raise
+        return bool(self.list(key))
+
+    def delete_prefix(self, prefix):
+        keys = [self._key(k) for k in self.list(prefix)]
+        for i in range(0, len(keys), 1000):
+            self.client.delete_objects(Bucket=self.bucket,
+                                       Delete={"Objects": [{"Key": k} for k in keys[i:i + 1000]]})
+
+
+def cache_dir() -> Path:
+    """Node-local cache for trees fetched from the store (models, datasets)."""
+    root = Path(os.environ.get("SLM_CACHE", Path.home() / ".cache" / "slm"))
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def fetch_tree_cached(store: Store, prefix: str, include=None) -> Path:
+    """Download a complete tree into the node-local cache once (file lock: safe across ranks)."""
+    from filelock import FileLock
+
+    manifest = store.tree_manifest(prefix)
+    digest = hashlib.sha256(json.dumps(manifest["files"], sort_keys=True).encode()).hexdigest()[:16]
+    dest = cache_dir() / "trees" / digest
+    with FileLock(str(dest) + ".lock"):
+        store.get_tree(prefix, dest, include=include)
+    return dest
