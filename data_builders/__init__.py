@@ -1,20 +1,49 @@
-"""One data builder per stage: local input files → sharded datasets (Parquet + manifest) in the store."""
+"""One data builder per stage: local input files → sharded datasets (Parquet + manifest) in the store.
+
+A build is skipped when the dataset in the store was made from the same inputs: the same config,
+input file checksums, builder version, and resolved tokenizer/teacher. Re-running a pipeline
+therefore keeps its datasets, so its stages keep their run ids and resume instead of restarting.
+"""
 from __future__ import annotations
 
+import sys
 from importlib import import_module
 
-from slm.config import BuilderConfig, load_yaml_config, resolve_path
-from slm.store import Store
+from slm.config import BuilderConfig, config_digest, load_yaml_config, resolve_path
+from slm.errors import UserError
+from slm.store import Store, sha256_file
 
 BUILDERS = ("tokenizer", "pretrain", "sft", "distill", "surgical", "repair")
 
 
-def run_builder(config_path: str, store: Store, overrides: dict | None = None) -> dict:
+def build_digest(cfg: BuilderConfig, store: Store, version: str) -> str:
+    from slm.modeling import resolve_ref
+
+    refs = {}
+    for field in ("tokenizer", "teacher"):
+        spec = getattr(cfg, field)
+        if spec:
+            ref = resolve_ref(spec, store, what=field)
+            refs[field] = (ref.get("champion") or {}).get("key") or ref.get("key") or ref.get("local") or ref.get("hf")
+            if ref.get("key") is not None:
+                refs[field + "_files"] = store.tree_manifest(ref["key"])["files"]
+    inputs = [sha256_file(resolve_path(i.path)) for i in cfg.inputs]
+    return config_digest(cfg, {"inputs": inputs, "version": version, "refs": refs})
+
+
+def run_builder(config_path: str, store: Store, overrides: dict | None = None, force: bool = False) -> dict:
     cfg = load_yaml_config(config_path, BuilderConfig, overrides)
     for item in cfg.inputs:
         if not resolve_path(item.path).is_file():
-            from slm.errors import UserError
-
             raise UserError(f"{config_path}: input file not found: {resolve_path(item.path)}")
     module = import_module(f"data_builders.{cfg.builder}")
-    return module.build(cfg, store)
+    digest = build_digest(cfg, store, module.VERSION)
+    if not force and store.is_complete(cfg.output):
+        existing = store.tree_manifest(cfg.output)
+        previous = store.read_json(f"{cfg.output}/manifest.json") if "manifest.json" in existing["files"] else existing
+        if previous.get("build_digest") == digest:
+            print(f"[data] {store.url(cfg.output)} is up to date", file=sys.stderr, flush=True)
+            return previous
+    manifest = module.build(cfg, store, digest)
+    print(f"[data] wrote {store.url(cfg.output)}", file=sys.stderr, flush=True)
+    return manifest

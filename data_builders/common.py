@@ -64,7 +64,7 @@ def weighted_rows(cfg: BuilderConfig, rng: random.Random) -> tuple[list[dict], l
 
 
 def split_and_write(cfg: BuilderConfig, store: Store, rows: list[dict], sources: list[dict], version: str,
-                    extra: dict | None = None) -> dict:
+                    digest: str, extra: dict | None = None) -> dict:
     rng = random.Random(cfg.seed)
     rng.shuffle(rows)
     n_val = round(len(rows) * cfg.validation_fraction)
@@ -72,9 +72,9 @@ def split_and_write(cfg: BuilderConfig, store: Store, rows: list[dict], sources:
     if n_val:
         splits["validation"] = rows[:n_val]
     return write_dataset(store, cfg.output, splits, builder=cfg.builder, version=version,
-                         num_shards=cfg.num_shards, sources=sources, extra={"seed": cfg.seed, **(extra or {})})
+                         num_shards=cfg.num_shards, sources=sources, extra={"seed": cfg.seed, "build_digest": digest, **(extra or {})})
 
 
-def build_chat(cfg: BuilderConfig, store: Store, version: str) -> dict:
+def build_chat(cfg: BuilderConfig, store: Store, version: str, digest: str) -> dict:
     rows, sources = weighted_rows(cfg, random.Random(cfg.seed))
-    return split_and_write(cfg, store, rows, sources, version)
+    return split_and_write(cfg, store, rows, sources, version, digest)

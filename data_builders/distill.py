@@ -27,7 +27,7 @@ def teacher_answers(model, tokenizer, questions: list[str], max_new_tokens: int,
     return answers
 
 
-def build(cfg, store):
+def build(cfg, store, digest):
     if not cfg.teacher:
         raise UserError("distill builder: set teacher (a model reference)")
     ref = resolve_ref(cfg.teacher, store, what="teacher")
@@ -51,4 +51,4 @@ def build(cfg, store):
     random.Random(cfg.seed).shuffle(rows)
     teacher = {"spec": cfg.teacher, "resolved": ref.get("champion") or ref.get("key") or ref.get("local") or ref.get("hf"),
                "max_new_tokens": cfg.max_new_tokens, "decoding": "greedy"}
-    return split_and_write(cfg, store, rows, sources, VERSION, extra={"teacher": teacher})
+    return split_and_write(cfg, store, rows, sources, VERSION, digest, extra={"teacher": teacher})

@@ -9,17 +9,18 @@ import random
 from slm.config import resolve_path
 from slm.datasets import write_dataset
 from slm.errors import UserError
-from slm.modeling import load_tokenizer, materialize, resolve_ref
+from slm.modeling import load_tokenizer, materialize, resolve_ref, tokenizer_digest
 from slm.store import sha256_file
 
 VERSION = "1"
 
 
-def build(cfg, store):
+def build(cfg, store, digest):
     if not cfg.tokenizer or not cfg.block_size:
         raise UserError("pretrain builder: set tokenizer and block_size")
     tok_ref = resolve_ref(cfg.tokenizer, store, what="tokenizer")
-    tokenizer = load_tokenizer(materialize(tok_ref))
+    tok_dir = materialize(tok_ref)
+    tokenizer = load_tokenizer(tok_dir)
     streams, sources = {}, []
     for item in cfg.inputs:
         name = item.name or resolve_path(item.path).stem
@@ -55,5 +56,6 @@ def build(cfg, store):
     n_val = round(len(rows) * cfg.validation_fraction)
     splits = {"train": rows[n_val:], **({"validation": rows[:n_val]} if n_val else {})}
     return write_dataset(store, cfg.output, splits, builder="pretrain", version=VERSION, num_shards=cfg.num_shards,
-                         sources=sources, extra={"seed": cfg.seed, "block_size": cfg.block_size,
-                                                 "tokenizer": tok_ref["spec"], "tokens": total_blocks * cfg.block_size})
+                         sources=sources, extra={"seed": cfg.seed, "build_digest": digest, "block_size": cfg.block_size,
+                                                 "tokenizer": tok_ref["spec"],
+                                                 "tokenizer_sha256": tokenizer_digest(tok_dir), "tokens": total_blocks * cfg.block_size})

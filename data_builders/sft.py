@@ -4,5 +4,5 @@ from data_builders.common import build_chat
 VERSION = "1"
 
 
-def build(cfg, store):
-    return build_chat(cfg, store, VERSION)
+def build(cfg, store, digest):
+    return build_chat(cfg, store, VERSION, digest)

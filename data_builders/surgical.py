@@ -38,7 +38,7 @@ def answer_fits(form: str, n: int | None, answer: str) -> bool:
     return True
 
 
-def build(cfg, store):
+def build(cfg, store, digest):
     rows, sources = weighted_rows(cfg, random.Random(cfg.seed))
     forms = {}
     for row in rows:
@@ -49,4 +49,4 @@ def build(cfg, store):
             raise UserError(f"surgical item does not answer in the asked form ({form}): {user[:60]!r} → {answer[:40]!r}")
         row["form"] = form
         forms[form] = forms.get(form, 0) + 1
-    return split_and_write(cfg, store, rows, sources, VERSION, extra={"forms": forms})
+    return split_and_write(cfg, store, rows, sources, VERSION, digest, extra={"forms": forms})

@@ -31,7 +31,7 @@ def train_tokenizer(files: list[Path], vocab_size: int):
     return tokenizer
 
 
-def build(cfg, store):
+def build(cfg, store, digest):
     if not cfg.vocab_size:
         raise UserError("tokenizer builder: set vocab_size")
     files = [resolve_path(i.path) for i in cfg.inputs]
@@ -39,6 +39,6 @@ def build(cfg, store):
     with tempfile.TemporaryDirectory() as tmp:
         tokenizer.save_pretrained(tmp)
         manifest = store.put_tree(Path(tmp), cfg.output, meta={
-            "builder": "tokenizer", "builder_version": VERSION, "vocab_size": len(tokenizer),
+            "builder": "tokenizer", "builder_version": VERSION, "build_digest": digest, "vocab_size": len(tokenizer),
             "sources": [{"path": i.path, "sha256": sha256_file(resolve_path(i.path))} for i in cfg.inputs]})
     return manifest

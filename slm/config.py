@@ -151,6 +151,11 @@ class MergeSpec(Strict):
         return values
 
 
+class CardSpec(Strict):
+    license: str = "apache-2.0"
+    language: list[str] = ["en"]
+
+
 class StageRef(Strict):
     name: StageName
     config: str
@@ -165,6 +170,7 @@ class PipelineConfig(Strict):
     sweep: SweepSpec = SweepSpec()
     selection: SelectionPolicy = SelectionPolicy()
     merge: MergeSpec = MergeSpec()
+    card: CardSpec = CardSpec()
 
     @model_validator(mode="after")
     def _stages_in_order(self):

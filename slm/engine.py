@@ -71,6 +71,9 @@ def latest_complete_checkpoint(store: Store, run_prefix: str) -> str | None:
 
 
 def _prepare_dataset(job: TrainJob, tokenizer, split: str):
+    """Token ids and labels in memory: small per-rank work, and no closure hashing by `datasets`."""
+    from datasets import Dataset
+
     from slm.chat import IGNORE_INDEX, encode_chat
     from slm.datasets import load_split
 
@@ -78,14 +81,12 @@ def _prepare_dataset(job: TrainJob, tokenizer, split: str):
     if job.objective == "causal_lm":
         if "input_ids" not in data.column_names:
             raise UserError(f"dataset {job.dataset}: a causal_lm stage needs packed `input_ids` blocks")
-        data = data.map(lambda row: {"input_ids": row["input_ids"][: job.max_length],
-                                     "labels": row["input_ids"][: job.max_length]})
-        return data.select_columns(["input_ids", "labels"])
+        blocks = [ids[: job.max_length] for ids in data["input_ids"]]
+        return Dataset.from_dict({"input_ids": blocks, "labels": blocks})
     if "messages" not in data.column_names:
         raise UserError(f"dataset {job.dataset}: a chat stage needs a `messages` column")
-    data = data.map(lambda row: encode_chat(tokenizer, row["messages"], job.max_length),
-                    remove_columns=data.column_names)
-    kept = data.filter(lambda row: any(label != IGNORE_INDEX for label in row["labels"]))
+    encoded = [encode_chat(tokenizer, messages, job.max_length) for messages in data["messages"]]
+    kept = Dataset.from_list([e for e in encoded if any(label != IGNORE_INDEX for label in e["labels"])])
     if len(kept) == 0:
         raise UserError(f"dataset {job.dataset} ({split}): no example keeps an assistant token "
                         f"within max_length {job.max_length}")
@@ -152,6 +153,8 @@ def _worker_loop(job_dict: dict) -> None:
     from slm.modeling import load_tokenizer, materialize
 
     job = TrainJob.model_validate(job_dict)
+    if not job.use_gpu:  # one intra-op thread per CPU given to the worker: two workers on two cores don't fight
+        torch.set_num_threads(max(1, int(job.cpus_per_worker)))
     rank, local_rank = dist.get_rank(), int(os.environ.get("LOCAL_RANK", 0))
     store = Store.open(job.store)
     work = cache_dir() / "runs" / job.run_id

@@ -135,3 +135,11 @@ def load_model(path: Path, trust_remote_code: bool = False, dtype=None):
 
 def count_parameters(model) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def tokenizer_digest(path: Path) -> str | None:
+    """Checksum of a tokenizer's vocabulary file (tokenizer.json), to tie token datasets to tokenizers."""
+    from slm.store import sha256_file
+
+    file = path / "tokenizer.json"
+    return sha256_file(file) if file.is_file() else None

@@ -14,7 +14,8 @@ PACKAGES = ("torch", "deepspeed", "ray", "transformers", "accelerate", "datasets
             "peft", "trl", "tokenizers", "safetensors", "huggingface_hub", "boto3", "pyarrow", "pydantic")
 
 # Never let credentials reach a record, a log or a card.
-_SECRET_KEY = re.compile(r"(secret|token|password|passwd|api_key|access_key|credential)", re.I)
+# Matches key names that *end* in a secret word (hf_token, aws_secret_access_key), not tokens_per_s or tokenizer.
+_SECRET_KEY = re.compile(r"(^|_)(secret|password|passwd|credentials?|api_key|access_key|token)$", re.I)
 
 
 def now() -> str:

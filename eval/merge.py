@@ -1,0 +1,66 @@
+"""SLERP merges of a stage's champion with its precursor (mergekit), kept as extra sweep candidates.
+
+`base_model` is the champion, so `t` is how far the merge moves toward the precursor: t = 0.1 keeps
+90% of the way at the champion (the FF line's "SLERP t=0.10" backup).
+"""
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+import yaml
+
+from slm.errors import UserError
+from slm.store import Store, fetch_tree_cached
+
+# Fields that must agree for two checkpoints to be merged tensor by tensor.
+SHAPE_FIELDS = ("model_type", "architectures", "vocab_size", "n_embd", "hidden_size", "n_layer",
+                "num_hidden_layers", "n_head", "num_attention_heads", "num_key_value_heads",
+                "intermediate_size", "n_inner", "tie_word_embeddings")
+
+
+def check_compatible(a: Path, b: Path) -> None:
+    ca, cb = (json.loads((p / "config.json").read_text()) for p in (a, b))
+    diffs = [f"{k}: {ca.get(k)!r} vs {cb.get(k)!r}" for k in SHAPE_FIELDS if ca.get(k) != cb.get(k)]
+    if diffs:
+        raise UserError(f"cannot merge {a} and {b}: architectures differ ({'; '.join(diffs)})")
+
+
+def slerp_config(champion: Path, precursor: Path, t: float) -> dict:
+    return {"merge_method": "slerp", "base_model": str(champion),
+            "models": [{"model": str(champion)}, {"model": str(precursor)}],
+            "parameters": {"t": t}, "dtype": "float32"}
+
+
+def slerp(champion: Path, precursor: Path, t: float, out_dir: Path) -> dict:
+    from mergekit.config import MergeConfiguration
+    from mergekit.merge import MergeOptions, run_merge
+
+    check_compatible(champion, precursor)
+    config = slerp_config(champion, precursor, t)
+    run_merge(MergeConfiguration.model_validate(config), str(out_dir),
+              options=MergeOptions(copy_tokenizer=True, write_model_card=False, quiet=True, random_seed=0))
+    (out_dir / "mergekit_config.yml").write_text(yaml.safe_dump(config))
+    return config
+
+
+def merge_candidates(store: Store, champion_key: str, precursor_key: str, ts: list[float],
+                     out_prefix: str) -> list[dict]:
+    """Merge champion and precursor at each t; each merge becomes a complete tree in the store."""
+    from eval.sweep import is_model_file
+
+    champion = fetch_tree_cached(store, champion_key, include=is_model_file)
+    precursor = fetch_tree_cached(store, precursor_key, include=is_model_file)
+    out = []
+    for t in ts:
+        name = f"slerp-t{t:g}"
+        key = f"{out_prefix}/{name}"
+        if not store.is_complete(key):
+            with tempfile.TemporaryDirectory() as tmp:
+                config = slerp(champion, precursor, t, Path(tmp))
+                store.put_tree(Path(tmp), key, meta={"merge": {"method": "slerp", "t": t, "champion": champion_key,
+                                                               "precursor": precursor_key, "mergekit": config}})
+        out.append({"name": name, "key": key, "kind": "merge",
+                    "merge": {"method": "slerp", "t": t, "of": [champion_key, precursor_key]}})
+    return out

@@ -1,0 +1,134 @@
+"""Champion selection: best by MMLU, guarded against marginal wins that regress on named domains.
+
+Walk the candidates from the best MMLU score down. The leader is compared with the next one (the
+runner-up): when its gain is below `margin` and it regresses on more than `max_guard_regressions`
+guarded domains, it is rejected and the walk moves on. A domain regresses when the leader's
+accuracy there is lower than the runner-up's by more than `regression_tolerance_se` standard
+errors of the paired difference, so noise-sized dips do not count. The winner's lead over the
+runner-up is tested with an exact McNemar test on the per-item answers, and the report says when
+the win is within noise.
+"""
+from __future__ import annotations
+
+import math
+
+from eval.mmlu import DOMAINS, SUBJECT_DOMAINS
+from slm.config import SelectionPolicy
+
+
+def domain_subjects(domain: str, scored: list[str]) -> list[str]:
+    if domain in DOMAINS:
+        return [s for s in scored if SUBJECT_DOMAINS[s] == domain]
+    return [domain] if domain in scored else []
+
+
+def paired_items(a: dict, b: dict, subjects: list[str]) -> tuple[list[int], list[int]]:
+    xs, ys = [], []
+    for s in subjects:
+        ia, ib = a["items"].get(s, []), b["items"].get(s, [])
+        if len(ia) != len(ib):
+            raise ValueError(f"candidates were scored on different items of {s}")
+        xs += ia
+        ys += ib
+    return xs, ys
+
+
+def paired_difference(xs: list[int], ys: list[int]) -> tuple[float, float]:
+    """Mean of x - y and its standard error (paired)."""
+    n = len(xs)
+    if n == 0:
+        return 0.0, 0.0
+    diffs = [x - y for x, y in zip(xs, ys)]
+    mean = sum(diffs) / n
+    var = sum((d - mean) ** 2 for d in diffs) / max(n - 1, 1)
+    return mean, math.sqrt(var / n)
+
+
+def mcnemar_p(xs: list[int], ys: list[int]) -> float:
+    """Exact two-sided McNemar p-value on discordant pairs."""
+    from scipy.stats import binomtest
+
+    b = sum(1 for x, y in zip(xs, ys) if x and not y)
+    c = sum(1 for x, y in zip(xs, ys) if y and not x)
+    return 1.0 if b + c == 0 else float(binomtest(b, b + c, 0.5).pvalue)
+
+
+def guard_regressions(leader: dict, runner: dict, policy: SelectionPolicy) -> list[dict]:
+    scored = list(leader["mmlu"]["subjects"])
+    out = []
+    for domain in policy.guarded_domains:
+        subjects = domain_subjects(domain, scored)
+        if not subjects:
+            continue
+        xs, ys = paired_items(leader["mmlu"], runner["mmlu"], subjects)
+        diff, se = paired_difference(xs, ys)
+        if -diff > policy.regression_tolerance_se * se and diff < 0:
+            out.append({"domain": domain, "delta": diff, "se": se, "n": len(xs)})
+    return out
+
+
+def rank_key(cand: dict):
+    """Best MMLU first; ties go to the better bench score, then to a plain checkpoint over a merge,
+    then to the later checkpoint (the end of the schedule the run was designed for)."""
+    s = cand["scores"]
+    return (-s["mmlu"]["acc"], -s["bench"]["score"], cand.get("kind") != "checkpoint", -(cand.get("step") or 0),
+            cand["name"])
+
+
+def select(candidates: list[dict], policy: SelectionPolicy) -> dict:
+    """candidates: [{name, kind, scores: {mmlu, bench}}]. Returns the selection report."""
+    if not candidates:
+        raise ValueError("no candidates to select from")
+    ranked = sorted(candidates, key=rank_key)
+    verdicts = {c["name"]: {"status": "not selected", "reason": ""} for c in ranked}
+    remaining = list(ranked)
+    champion, runner = None, None
+    while remaining:
+        leader = remaining[0]
+        if len(remaining) == 1:
+            champion = leader
+            verdicts[leader["name"]] = {"status": "champion", "reason": "the only candidate left"}
+            break
+        runner = remaining[1]
+        gain = leader["scores"]["mmlu"]["acc"] - runner["scores"]["mmlu"]["acc"]
+        regressions = guard_regressions(leader["scores"], runner["scores"], policy)
+        if gain < policy.margin and len(regressions) > policy.max_guard_regressions:
+            names = ", ".join(f"{r['domain']} {r['delta']:+.1%}" for r in regressions)
+            verdicts[leader["name"]] = {
+                "status": "rejected",
+                "reason": f"gain {gain:+.2%} over {runner['name']} is below the {policy.margin:.2%} margin "
+                          f"while it regresses on {len(regressions)} guarded domain(s): {names}",
+                "regressions": regressions}
+            remaining.pop(0)
+            continue
+        champion = leader
+        why = f"best MMLU, {gain:+.2%} over {runner['name']}"
+        if regressions:
+            why += f" (regresses on {', '.join(r['domain'] for r in regressions)}, allowed by the margin/guard)"
+        verdicts[leader["name"]] = {"status": "champion", "reason": why, "regressions": regressions}
+        break
+    for cand in ranked:
+        v = verdicts[cand["name"]]
+        if v["status"] == "not selected":
+            delta = cand["scores"]["mmlu"]["acc"] - champion["scores"]["mmlu"]["acc"]
+            v["reason"] = f"{delta:+.2%} MMLU vs the champion"
+    noise = None
+    if runner is not None and runner["name"] != champion["name"]:
+        subjects = list(champion["scores"]["mmlu"]["subjects"])
+        xs, ys = paired_items(champion["scores"]["mmlu"], runner["scores"]["mmlu"], subjects)
+        diff, se = paired_difference(xs, ys)
+        p = mcnemar_p(xs, ys)
+        noise = {"versus": runner["name"], "delta": diff, "se": se, "mcnemar_p": p,
+                 "within_noise": p >= policy.alpha, "alpha": policy.alpha, "n": len(xs)}
+        if noise["within_noise"]:
+            verdicts[champion["name"]]["reason"] += (f"; within noise (McNemar p = {p:.2f} ≥ {policy.alpha}), "
+                                                     f"the lead is not statistically established")
+    rows = []
+    for cand in ranked:
+        s = cand["scores"]
+        rows.append({"name": cand["name"], "kind": cand.get("kind"), "step": cand.get("step"),
+                     "mmlu": s["mmlu"]["acc"], "mmlu_se": s["mmlu"]["se"],
+                     "domains": {d: v["acc"] for d, v in s["mmlu"]["domains"].items()},
+                     "bench": s["bench"]["score"], "bench_passed": s["bench"]["passed"],
+                     "bench_total": s["bench"]["total"], **verdicts[cand["name"]]})
+    return {"champion": champion["name"], "policy": policy.model_dump(), "noise": noise, "candidates": rows}

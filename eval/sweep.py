@@ -1,0 +1,112 @@
+"""Score every candidate of a stage (its checkpoints, merges, and its precursor for reference).
+
+Each candidate is scored in its own Ray task (one GPU each on a GPU cluster) on MMLU through lm-eval
+and on the TRUTH-list bench. Scores are cached in the store under the weights' checksum and the
+eval settings, so a re-run, or the same weights appearing in another stage, is not scored twice.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+from slm.config import SweepSpec, config_digest, resolve_path
+from slm.errors import UserError, find_user_error
+from slm.modeling import WEIGHT_SUFFIX
+from slm.records import now
+from slm.store import Store, fetch_tree_cached
+
+# Files of a checkpoint tree that make up the HF model (not optimizer shards, RNG or trainer state).
+MODEL_FILES = (".json", WEIGHT_SUFFIX, ".txt", ".model", ".jinja")
+NOT_MODEL = ("trainer_state.json", "_COMPLETE.json")
+
+
+def is_model_file(rel: str) -> bool:
+    return "/" not in rel and rel.endswith(MODEL_FILES) and rel not in NOT_MODEL
+
+
+def weights_digest(store: Store, key: str) -> str:
+    files = store.tree_manifest(key)["files"]
+    weights = sorted((rel, info["sha256"]) for rel, info in files.items() if rel.endswith(WEIGHT_SUFFIX))
+    if not weights:
+        raise UserError(f"{store.url(key)}: no safetensors weights in this tree")
+    return hashlib.sha256(json.dumps(weights).encode()).hexdigest()[:16]
+
+
+def settings_digest(sweep: SweepSpec) -> str:
+    bench_file = resolve_path(sweep.bench)
+    bench_sha = hashlib.sha256(bench_file.read_bytes()).hexdigest() if bench_file.is_file() else None
+    return config_digest(sweep.model_dump(mode="json", exclude={"mmlu_dir", "batch_size", "score_precursor"}),
+                         {"bench_sha256": bench_sha})
+
+
+def score_model(store_uri: str, key: str, sweep: dict, use_gpu: bool = False) -> dict:
+    """Load a model tree from the store and score it. Runs inside a Ray task."""
+    import torch
+    from lm_eval.models.huggingface import HFLM
+
+    from eval import bench, mmlu
+    from slm.modeling import load_model, load_tokenizer
+
+    spec = SweepSpec.model_validate(sweep)
+    if not use_gpu:
+        torch.set_num_threads(1)  # each sweep task holds one CPU
+    store = Store.open(store_uri)
+    path = fetch_tree_cached(store, key, include=is_model_file)
+    tokenizer = load_tokenizer(path)
+    device = "cuda" if use_gpu and torch.cuda.is_available() else "cpu"
+    model = load_model(path, dtype=torch.bfloat16 if device == "cuda" else torch.float32).to(device)
+    model.eval()
+    lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=spec.batch_size, device=device)
+    subjects = mmlu.select_subjects(spec.subjects)
+    with tempfile.TemporaryDirectory() as tmp:
+        mmlu_scores = mmlu.evaluate(lm, resolve_path(spec.mmlu_dir), subjects, Path(tmp) / "tasks",
+                                    limit=spec.limit, num_fewshot=spec.num_fewshot)
+    bench_scores = bench.run_bench(model, tokenizer, bench.load_bench(resolve_path(spec.bench)),
+                                   spec.bench_max_new_tokens, spec.batch_size, spec.prompt_template)
+    extra = {}
+    if spec.extra_tasks:
+        from lm_eval import simple_evaluate
+
+        results = simple_evaluate(model=lm, tasks=spec.extra_tasks, limit=spec.limit, random_seed=0)
+        extra = {task: {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
+                 for task, metrics in results["results"].items()}
+    return {"mmlu": mmlu_scores, "bench": bench_scores, "extra": extra, "scored_at": now(), "device": device}
+
+
+def sweep(store: Store, candidates: list[dict], spec: SweepSpec, out_prefix: str,
+          use_gpu: bool = False) -> dict[str, dict]:
+    """Score candidates ({name, key, kind, ...}); returns name → candidate with `scores` attached."""
+    import ray
+
+    settings = settings_digest(spec)
+    results, pending = {}, {}
+    remote = ray.remote(score_model).options(num_cpus=1, num_gpus=1 if use_gpu else 0, max_retries=1)
+    for cand in candidates:
+        digest = weights_digest(store, cand["key"])
+        cache_key = f"scores/{digest}-{settings}.json"
+        cand = {**cand, "weights_digest": digest, "settings_digest": settings}
+        if store.exists(cache_key):
+            print(f"[sweep] {cand['name']}: cached scores ({digest})", file=sys.stderr, flush=True)
+            results[cand["name"]] = {**cand, "scores": store.read_json(cache_key)}
+            continue
+        pending[cand["name"]] = (cand, cache_key,
+                                 remote.remote(store.uri, cand["key"], spec.model_dump(mode="json"), use_gpu))
+    for name, (cand, cache_key, ref) in pending.items():
+        try:
+            scores = ray.get(ref)
+        except Exception as exc:
+            user_error = find_user_error(exc)
+            if user_error is not None:
+                raise user_error from None
+            raise
+        store.write_json(cache_key, scores)
+        m, b = scores["mmlu"], scores["bench"]
+        print(f"[sweep] {name}: MMLU {m['acc']:.2%} ± {m['se']:.2%} (n={m['n']}), "
+              f"bench {b['passed']}/{b['total']}", file=sys.stderr, flush=True)
+        results[name] = {**cand, "scores": scores}
+    for name, cand in results.items():
+        store.write_json(f"{out_prefix}/{name}.json", cand)
+    return results

@@ -1,0 +1,35 @@
+"""Run data builders: local input files → sharded datasets in the store.
+
+    python launch/build_data.py repair                 # the builders the pipeline lists for a stage
+    python launch/build_data.py data_builders/configs/repair.yaml --force
+"""
+import argparse
+
+import _bootstrap  # noqa: F401
+
+from slm import STAGE_ORDER
+from slm.errors import cli_main
+
+
+@cli_main
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("targets", nargs="+", help="stage names or builder config files")
+    p.add_argument("--pipeline", default="stages/pipeline.yaml")
+    p.add_argument("--store")
+    p.add_argument("--force", action="store_true", help="rebuild even when the inputs did not change")
+    args = p.parse_args(argv)
+    from data_builders import run_builder
+    from slm.runner import open_pipeline
+
+    pipeline, store = open_pipeline(args.pipeline, args.store)
+    for target in args.targets:
+        configs = pipeline.stage(target).builders if target in STAGE_ORDER else [target]
+        for config in configs:
+            manifest = run_builder(config, store, force=args.force)
+            rows = {k: v["rows"] for k, v in manifest.get("splits", {}).items()}
+            print(f"{config}: {rows or 'ok'}")
+
+
+if __name__ == "__main__":
+    main()

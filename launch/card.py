@@ -1,0 +1,39 @@
+"""Generate the model card of a promoted champion from its run records.
+
+    python launch/card.py                         # the latest champion of the pipeline's line
+    python launch/card.py --version v3-distill --out README.md
+"""
+import argparse
+import sys
+
+import _bootstrap  # noqa: F401
+
+from slm.errors import cli_main
+
+
+@cli_main
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--line", help="champion line (default: the pipeline's)")
+    p.add_argument("--version", help="champion version (default: latest)")
+    p.add_argument("--out", help="write the card here (default: stdout)")
+    p.add_argument("--pipeline", default="stages/pipeline.yaml")
+    p.add_argument("--store")
+    args = p.parse_args(argv)
+    from slm import card
+    from slm.modeling import champion_pointer
+    from slm.runner import open_pipeline
+
+    pipeline, store = open_pipeline(args.pipeline, args.store)
+    pointer = champion_pointer(store, args.line or pipeline.line, args.version)
+    info = store.read_json(f"{pointer['key']}/champion.json")
+    text = card.render(store, info, pipeline.card.model_dump())
+    if args.out:
+        open(args.out, "w").write(text)
+        print(f"wrote {args.out}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,51 @@
+"""Run every stage of a pipeline in order: build its data, train, sweep, select, promote, card.
+
+    python launch/pipeline.py --config stages/pipeline.yaml
+"""
+import argparse
+import sys
+import time
+
+import _bootstrap  # noqa: F401
+
+from slm.errors import cli_main
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", default="stages/pipeline.yaml")
+    p.add_argument("--store", help="store URI (a directory or s3://bucket/prefix); default: the config's")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a pipeline config value (repeatable)")
+    p.add_argument("--only", nargs="+", metavar="STAGE", help="run only these stages (still in pipeline order)")
+    return p.parse_args(argv)
+
+
+@cli_main
+def main(argv=None):
+    args = parse_args(argv)
+    from slm import cluster
+    from slm.runner import build_data, open_pipeline, run_stage
+
+    pipeline, store = open_pipeline(args.config, args.store, args.overrides)
+    names = [s.name for s in pipeline.stages if not args.only or s.name in args.only]
+    if args.only and set(args.only) - set(names):
+        pipeline.stage(sorted(set(args.only) - set(names))[0])  # raises the one-line unknown-stage error
+    cluster.connect()
+    start, summary = time.time(), []
+    for name in names:
+        t0 = time.time()
+        build_data(pipeline.stage(name).builders, store)
+        result = run_stage(pipeline, name, store)
+        pointer = result["champion"]
+        summary.append((name, pointer["version"], time.time() - t0))
+    print(f"\npipeline finished in {time.time() - start:.0f}s", file=sys.stderr)
+    for name, version, seconds in summary:
+        print(f"  {name:9s} → {pipeline.line}@{version}  ({seconds:.0f}s)", file=sys.stderr)
+    latest = store.read_json(f"champions/{pipeline.line}/latest.json")
+    print(f"champion: {store.url(latest['key'])}\ncard:     {store.url(latest['key'] + '/README.md')}", file=sys.stderr)
+    print(store.url(latest["key"]))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,47 @@
+"""Promote a swept candidate of a run to `champions/<line>/<version>/` and move `latest.json`.
+
+By default the selection's champion is promoted (what `launch/stage.py` does after a sweep); name
+another candidate to overrule the selection; the choice and your reason are kept in champion.json.
+
+    python launch/promote.py runs/repair/repair-1a2b3c4d5e
+    python launch/promote.py runs/repair/repair-1a2b3c4d5e --candidate checkpoint-20 --reason "..."
+"""
+import argparse
+
+import _bootstrap  # noqa: F401
+
+from slm.errors import UserError, cli_main
+
+
+@cli_main
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("run", help="the run's key in the store, runs/<stage>/<run_id>")
+    p.add_argument("--candidate", help="a candidate of the run's sweep (default: the selected champion)")
+    p.add_argument("--reason", help="why a candidate other than the selected one is promoted")
+    p.add_argument("--pipeline", default="stages/pipeline.yaml")
+    p.add_argument("--store")
+    args = p.parse_args(argv)
+    from slm.runner import open_pipeline, precursor_of, promote_champion
+
+    pipeline, store = open_pipeline(args.pipeline, args.store)
+    run = args.run.strip("/")
+    if not store.exists(f"{run}/sweep/selection.json"):
+        raise UserError(f"{store.url(run)}: no sweep/selection.json; run the stage's sweep first")
+    record = store.read_json(f"{run}/record.json")
+    selection = store.read_json(f"{run}/sweep/selection.json")
+    name = args.candidate or selection["champion"]
+    if name != selection["champion"] and not args.reason:
+        raise UserError(f"{name} is not the selected champion ({selection['champion']}); give --reason")
+    if not store.exists(f"{run}/sweep/{name}.json") or name.startswith("precursor"):
+        names = ", ".join(c["name"] for c in selection["candidates"] if c["kind"] != "precursor")
+        raise UserError(f"{name!r} is not a candidate of {run} (candidates: {names})")
+    candidate = store.read_json(f"{run}/sweep/{name}.json")
+    if name != selection["champion"]:
+        candidate["manual"] = {"overrules": selection["champion"], "reason": args.reason}
+    pointer = promote_champion(pipeline, record, candidate, precursor_of(record), store)
+    print(store.url(pointer["key"]))
+
+
+if __name__ == "__main__":
+    main()

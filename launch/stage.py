@@ -1,0 +1,49 @@
+"""Run one stage: train on DeepSpeed in Ray Train workers, sweep, select, promote, write the card.
+
+    python launch/stage.py repair
+    ray job submit --working-dir . -- python launch/stage.py repair --store s3://bucket/prefix
+"""
+import argparse
+
+import _bootstrap  # noqa: F401
+
+from slm import STAGE_ORDER
+from slm.errors import UserError, cli_main
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("stage", help=f"one of: {', '.join(STAGE_ORDER)}")
+    p.add_argument("--pipeline", default="stages/pipeline.yaml", help="pipeline config naming the stage configs")
+    p.add_argument("--store", help="store URI (a directory or s3://bucket/prefix); default: the pipeline's")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a stage config value, e.g. train.lr=1e-4 (repeatable)")
+    p.add_argument("--pipeline-set", dest="pipeline_overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a pipeline config value, e.g. cluster.workers=8")
+    p.add_argument("--build-data", action="store_true", help="run the stage's data builders first")
+    p.add_argument("--train-only", action="store_true", help="train (or resume) without sweep/promotion")
+    return p.parse_args(argv)
+
+
+@cli_main
+def main(argv=None):
+    args = parse_args(argv)
+    if args.stage not in STAGE_ORDER:
+        raise UserError(f"unknown stage {args.stage!r}: choose one of {', '.join(STAGE_ORDER)}")
+    from slm import cluster
+    from slm.config import parse_overrides
+    from slm.runner import build_data, open_pipeline, run_stage
+
+    pipeline, store = open_pipeline(args.pipeline, args.store, args.pipeline_overrides)
+    ref = pipeline.stage(args.stage)
+    overrides = parse_overrides(args.overrides)
+    if args.build_data:
+        build_data(ref.builders, store)
+    cluster.connect()
+    result = run_stage(pipeline, args.stage, store, overrides, train_only=args.train_only)
+    if "champion" in result:
+        print(store.url(result["champion"]["key"]))
+
+
+if __name__ == "__main__":
+    main()

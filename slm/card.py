@@ -1,0 +1,173 @@
+"""Model cards generated from run records: never hand-written.
+
+The card of a champion walks its lineage (each champion.json names its precursor) and renders,
+from the records alone: the model's shape, its benchmark tables, every stage in order with its data
+and settings, the sweep table with the selection reasons, and where everything lives in the store.
+"""
+from __future__ import annotations
+
+from eval.report import markdown_table, pct
+from slm.records import redact
+from slm.store import Store
+
+DOMAIN_TITLES = {"stem": "STEM", "humanities": "Humanities", "social_sciences": "Social sciences", "other": "Other"}
+
+
+def lineage(store: Store, info: dict) -> list[dict]:
+    """Champion infos from the first stage to this one."""
+    chain = [info]
+    while chain[0].get("precursor") and chain[0]["precursor"].get("key"):
+        key = chain[0]["precursor"]["key"]
+        if not store.exists(f"{key}/champion.json"):
+            break  # an external init (hub, local dir) ends the chain
+        chain.insert(0, store.read_json(f"{key}/champion.json"))
+    return chain
+
+
+def _overview(record: dict) -> str:
+    arch = record.get("model", {})
+    rows = [("Architecture", arch.get("architecture")), ("Parameters", f"{arch.get('parameters', 0):,}"),
+            ("Hidden size", arch.get("hidden_size")), ("Layers", arch.get("layers")),
+            ("Attention heads", arch.get("heads")), ("Vocab size", arch.get("vocab_size")),
+            ("Context length", arch.get("context")), ("Tied embeddings", arch.get("tie_word_embeddings"))]
+    return "| | |\n|---|---|\n" + "\n".join(f"| **{k}** | {v} |" for k, v in rows if v is not None)
+
+
+def _benchmarks(info: dict, sweep_note: str) -> str:
+    mmlu, bench = info["scores"]["mmlu"], info["scores"]["bench"]
+    out = [f"### MMLU\n\n{sweep_note}\n", "| Split | Score |", "|---|---|",
+           f"| **MMLU ({mmlu['n']:,} items)** | **{pct(mmlu['acc'])} ± {pct(mmlu['se'])}** |", "",
+           "| Macro domain | Items | Accuracy |", "|---|---|---|"]
+    for d, v in mmlu["domains"].items():
+        out.append(f"| {DOMAIN_TITLES.get(d, d)} | {v['n']} | {pct(v['acc'])} |")
+    out += ["", "### TRUTH-list bench", "",
+            "Greedy answers; a prompt passes when the answer contains an accepted answer and no known-wrong anchor, "
+            "and format items answer in the asked form.", "", "| Category | N | Score |", "|---|---|---|"]
+    for cat, v in bench["categories"].items():
+        out.append(f"| {cat} | {v['total']} | {v['passed']}/{v['total']} ({v['score']:.1%}) |")
+    out.append(f"| **TOTAL** | **{bench['total']}** | **{bench['passed']}/{bench['total']} ({bench['score']:.1%})** |")
+    return "\n".join(out)
+
+
+def _stage_section(index: int, champ: dict, record: dict) -> str:
+    cfg, train, data = record["config"], record["config"]["train"], record["data"]
+    eng, summary = record.get("engine", {}), record.get("training", {})
+    world = eng.get("world_size") or 1
+    init = record["init"]
+    started = f"`{init['spec']}`" + (f" ({init['champion']['line']}@{init['champion']['version']})"
+                                     if init.get("champion") else "")
+    lines = [f"### Stage {index} — {champ['stage']} ({champ['line']}@{champ['version']})", "",
+             cfg.get("description", ""), "",
+             "| Item | Value |", "|---|---|",
+             f"| Started from | {started} |",
+             f"| Objective | {cfg['objective']} |",
+             f"| Dataset | `{cfg['data']['dataset']}` ({data['builder']} v{data['builder_version']}, "
+             f"{data['splits']['train']['rows']:,} train rows) |",
+             f"| Engine | {eng.get('engine')} · ZeRO stage {eng.get('zero_stage')} · {world} workers "
+             f"({eng.get('backend')}) · DeepSpeed {eng.get('deepspeed')} |",
+             f"| Optimizer / schedule | AdamW, lr {train['lr']:g}, {train['schedule']} with {train['warmup_steps']} "
+             f"warm-up steps, weight decay {train['weight_decay']:g} |",
+             f"| Batch | {train['micro_batch']} × {train['grad_accum']} accumulation × {world} workers = "
+             f"{train['micro_batch'] * train['grad_accum'] * world} sequences/step, max length {cfg['data']['max_length']} |",
+             f"| Steps | {eng.get('global_step')} (save every {train['save_steps']}), precision {train['precision']}, "
+             f"seed {train['seed']} |",
+             f"| Loss | {summary.get('first_loss', float('nan')):.4f} → {summary.get('last_loss', float('nan')):.4f} |",
+             f"| Throughput | {summary.get('tokens_per_s', 0):,.0f} tokens/s, {eng.get('tokens_seen', 0):,} tokens |"]
+    if data.get("sources"):
+        lines += ["", "| Source | Weight | Rows / tokens |", "|---|---|---|"]
+        for s in data["sources"]:
+            size = s.get("tokens") or s.get("rows_out") or s.get("answered") or s.get("rows_in")
+            lines.append(f"| {s.get('name')} | {s.get('weight', '—')} | {size:,} |")
+    if data.get("teacher"):
+        lines += ["", f"Teacher: `{data['teacher']['spec']}`, {data['teacher']['decoding']} answers of at most "
+                      f"{data['teacher']['max_new_tokens']} tokens."]
+    return "\n".join(lines)
+
+
+def render(store: Store, info: dict, card_meta: dict) -> str:
+    from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+    chain = lineage(store, info)
+    records = [store.read_json(c["run_record"]) for c in chain]
+    record = records[-1]
+    mmlu = info["scores"]["mmlu"]
+    name = f"{info['line']}-{info['version']}"
+    data = ModelCardData(
+        language=card_meta.get("language", ["en"]), license=card_meta.get("license", "apache-2.0"),
+        library_name="transformers", pipeline_tag="text-generation", model_name=name,
+        tags=["text-generation", record["model"]["architecture"], "causal-lm", *[c["stage"] for c in chain]],
+        eval_results=[EvalResult(task_type="text-generation", dataset_type="mmlu", dataset_name="MMLU",
+                                 metric_type="accuracy", metric_value=round(mmlu["acc"], 4),
+                                 dataset_config=info["sweep_note"])],
+    )
+    sel = store.read_json(info["selection"])
+    history = ["| Model | Stage | MMLU | Δ vs this model |", "|---|---|---|---|"]
+    for c in chain:
+        acc = c["scores"]["mmlu"]["acc"]
+        delta = "— this model" if c is info else f"{acc - mmlu['acc']:+.2%}"
+        history.append(f"| {c['line']}@{c['version']} | {c['stage']} | {pct(acc)} | {delta} |")
+    stages = "\n\n".join(_stage_section(i, c, r) for i, (c, r) in enumerate(zip(chain, records), 1))
+    versions = record.get("versions", {})
+    prompt = record.get("chat_template_example", "")
+    body = f"""
+# {name}
+
+> Champion of the **{info['line']}** line after the **{info['stage']}** stage: a
+> {record['model']['parameters']:,}-parameter {record['model']['architecture']} decoder trained through
+> {' → '.join(c['stage'] for c in chain)}. This card is generated from the run records.
+
+## Model overview
+
+{_overview(record)}
+
+## Benchmark performance
+
+{_benchmarks(info, info['sweep_note'])}
+
+### Improvement along the line
+
+{chr(10).join(history)}
+
+## Training pipeline — chronological view
+
+{stages}
+
+## Checkpoint sweep and selection ({info['stage']})
+
+Every checkpoint of the run{' and its SLERP merges with the precursor' if any(r.get('kind') == 'merge' for r in sel['candidates']) else ''}
+were scored; the precursor is shown for reference. Policy: best MMLU; a leader whose gain over the
+runner-up is below {sel['policy']['margin']:.2%} may not regress on
+{', '.join(sel['policy']['guarded_domains']) or 'any guarded domain'} by more than
+{sel['policy']['regression_tolerance_se']:g} SE.
+
+{markdown_table(sel)}
+
+## Recommended usage
+
+Greedy decoding (`do_sample=False`). The prompt format is the tokenizer's chat template:
+
+```
+{prompt}
+```
+
+```python
+from transformers import AutoModelForCausalLM, AutoTokenizer
+tokenizer = AutoTokenizer.from_pretrained("path/to/{name}")
+model = AutoModelForCausalLM.from_pretrained("path/to/{name}")
+messages = [{{"role": "user", "content": "What is the capital of France?"}}]
+inputs = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+out = model.generate(**inputs, max_new_tokens=32, do_sample=False)
+print(tokenizer.decode(out[0][inputs["input_ids"].shape[1]:], skip_special_tokens=True))
+```
+
+## Reproducibility
+
+| Item | Value |
+|---|---|
+| Store | `{redact(store.uri)}` |
+| Champion | `{info['key']}` (weights digest `{info['weights_digest']}`) |
+| Run records | {', '.join(f'`{c["run_record"]}`' for c in chain)} |
+| Code | git `{record.get('git_commit')}` |
+| Versions | torch {versions.get('torch')}, deepspeed {versions.get('deepspeed')}, ray {versions.get('ray')}, transformers {versions.get('transformers')}, lm-eval {versions.get('lm_eval')}, mergekit {versions.get('mergekit')} |
+"""
+    return str(ModelCard(f"---\n{data.to_yaml()}\n---\n{body}"))

@@ -1,0 +1,54 @@
+"""What every stage recipe needs from the driver: resolved references, checked data, a TrainJob."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from slm.config import PipelineConfig, StageConfig
+from slm.datasets import read_manifest
+from slm.engine import TrainJob, load_ds_config
+from slm.errors import UserError
+from slm.modeling import load_tokenizer, materialize, resolve_ref
+from slm.store import Store
+
+
+@dataclass
+class StageContext:
+    store: Store
+    pipeline: PipelineConfig
+
+    def resolve_init(self, cfg: StageConfig) -> dict | None:
+        if cfg.model.init == "scratch":
+            return None
+        return resolve_ref(cfg.model.init, self.store, what=f"{cfg.stage} model.init")
+
+    def tokenizer_ref(self, cfg: StageConfig, init: dict | None) -> dict:
+        if init is None:
+            return resolve_ref(cfg.model.tokenizer, self.store, what="tokenizer")
+        if cfg.model.tokenizer:
+            raise UserError(f"{cfg.stage}: model.tokenizer is only used with init: scratch "
+                            f"(a pretrained init brings its own tokenizer)")
+        return init
+
+    def tokenizer(self, cfg: StageConfig, ref: dict):
+        return load_tokenizer(materialize(ref), cfg.model.trust_remote_code, cfg.model.chat_template)
+
+    def dataset(self, cfg: StageConfig, needs_column: str) -> dict:
+        manifest = read_manifest(self.store, cfg.data.dataset)
+        columns = manifest["splits"]["train"]["columns"]
+        if needs_column not in columns:
+            raise UserError(f"{cfg.stage}: dataset {cfg.data.dataset} has no `{needs_column}` column "
+                            f"(columns: {', '.join(columns)}); was it built by the {cfg.stage} builder?")
+        if cfg.data.eval_split and cfg.data.eval_split not in manifest["splits"]:
+            raise UserError(f"{cfg.stage}: data.eval_split {cfg.data.eval_split!r} is not a split of "
+                            f"{cfg.data.dataset} (has {', '.join(manifest['splits'])})")
+        return manifest
+
+    def job(self, cfg: StageConfig, init: dict | None, tokenizer: dict) -> TrainJob:
+        cluster = self.pipeline.cluster
+        return TrainJob(
+            stage=cfg.stage, run_id="", run_prefix="", store=self.store.uri, objective=cfg.objective,
+            init=init, architecture=cfg.model.architecture, tokenizer=tokenizer,
+            trust_remote_code=cfg.model.trust_remote_code, chat_template=cfg.model.chat_template,
+            dataset=cfg.data.dataset, eval_split=cfg.data.eval_split, max_length=cfg.data.max_length,
+            train=cfg.train, ds_config=load_ds_config(cfg.deepspeed, cluster.use_gpu), workers=cluster.workers,
+            use_gpu=cluster.use_gpu, cpus_per_worker=cluster.cpus_per_worker, max_failures=cluster.max_failures)

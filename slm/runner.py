@@ -1,0 +1,227 @@
+"""One stage, end to end: train → sweep every checkpoint → select → SLERP candidates → promote → card.
+
+A run is named by its stage and a digest of its resolved config, starting weights and data, so
+re-running the same stage finds its own run: a finished run is not trained again, an unfinished
+one resumes from its newest complete checkpoint.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+from slm import records
+from slm.config import PipelineConfig, StageConfig, config_digest, load_yaml_config
+from slm.errors import UserError
+from slm.recipe import StageContext
+from slm.store import Store
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def sweep_note(pipeline: PipelineConfig, n_items: int) -> str:
+    from eval.mmlu import SUBJECT_DOMAINS, select_subjects
+
+    s = pipeline.sweep
+    subjects = select_subjects(s.subjects)
+    scope = ("all 57 subjects" if len(subjects) == len(SUBJECT_DOMAINS) else
+             f"{len(subjects)} of 57 subjects ({', '.join(subjects)})")
+    limit = f", at most {s.limit} items per subject" if s.limit else ""
+    subset = " — a subset, not full MMLU" if s.limit or len(subjects) < len(SUBJECT_DOMAINS) else ""
+    return f"lm-eval, {s.num_fewshot}-shot, {scope}{limit}: {n_items:,} test items{subset}."
+
+
+def model_facts(store: Store, checkpoint_key: str, parameters: int) -> dict:
+    cfg = json.loads(store.read_bytes(f"{checkpoint_key}/config.json"))
+    pick = lambda *names: next((cfg[n] for n in names if n in cfg), None)  # noqa: E731
+    return {"architecture": cfg.get("model_type"), "parameters": parameters,
+            "hidden_size": pick("hidden_size", "n_embd"), "layers": pick("num_hidden_layers", "n_layer"),
+            "heads": pick("num_attention_heads", "n_head"), "vocab_size": cfg.get("vocab_size"),
+            "context": pick("max_position_embeddings", "n_positions"),
+            "tie_word_embeddings": cfg.get("tie_word_embeddings", True)}
+
+
+def training_summary(log_history: list[dict]) -> dict:
+    losses = [h["loss"] for h in log_history if "loss" in h]
+    evals = [{"step": h["step"], "eval_loss": h["eval_loss"]} for h in log_history if "eval_loss" in h]
+    final = next((h for h in reversed(log_history) if "train_runtime" in h), {})
+    tokens, runtime = final.get("num_input_tokens_seen"), final.get("train_runtime")
+    return {"first_loss": losses[0] if losses else None, "last_loss": losses[-1] if losses else None,
+            "min_loss": min(losses) if losses else None, "loss_fell": bool(losses) and losses[-1] < losses[0],
+            "eval": evals, "train_runtime_s": runtime, "tokens": tokens,
+            "tokens_per_s": tokens / runtime if tokens and runtime else None}
+
+
+def checkpoints(store: Store, run_prefix: str) -> list[dict]:
+    out = []
+    for name in store.children(f"{run_prefix}/checkpoints"):
+        key = f"{run_prefix}/checkpoints/{name}"
+        if name.startswith("checkpoint-") and store.is_complete(key):
+            out.append({"name": name, "key": key, "kind": "checkpoint", "step": int(name.split("-")[-1])})
+    return sorted(out, key=lambda c: c["step"])
+
+
+def train(pipeline: PipelineConfig, cfg: StageConfig, store: Store) -> dict:
+    """Plan, train (or resume, or skip when finished) and return the run record."""
+    from slm import engine
+    from slm.datasets import read_manifest
+    from stages import RECIPES
+
+    ctx = StageContext(store, pipeline)
+    job = RECIPES[cfg.stage].plan(cfg, ctx)
+    manifest = read_manifest(store, cfg.data.dataset)
+    data_digest = manifest.get("build_digest") or store.tree_manifest(cfg.data.dataset)["files"]["manifest.json"]["sha256"]
+    run_id = f"{cfg.stage}-{config_digest(cfg, {'init': job.init, 'data': data_digest, 'workers': job.workers})}"
+    prefix = f"runs/{cfg.stage}/{run_id}"
+    job = job.model_copy(update={"run_id": run_id, "run_prefix": prefix})
+    record_key = f"{prefix}/record.json"
+    record = store.read_json(record_key) if store.exists(record_key) else None
+    if record and record.get("status") == "finished":
+        log(f"[{cfg.stage}] run {run_id} already finished; not training again ({store.url(prefix)})")
+        return record
+    if record is None:
+        record = {"stage": cfg.stage, "run_id": run_id, "run_prefix": prefix, "line": pipeline.line,
+                  "config": cfg.model_dump(mode="json"), "init": job.init or {"spec": "scratch"},
+                  "tokenizer": job.tokenizer, "data": manifest, "data_manifest_sha256": data_digest,
+                  "deepspeed": {"config_file": cfg.deepspeed, "config": job.ds_config,
+                                "zero_stage": job.ds_config["zero_optimization"]["stage"]},
+                  "cluster": pipeline.cluster.model_dump(), "seed": cfg.train.seed,
+                  "versions": records.versions(), "git_commit": records.git_commit(),
+                  "environment": records.environment_facts(), "attempts": []}
+    record["status"] = "running"
+    record["attempts"].append({"started_at": records.now(),
+                               "resume_from": engine.latest_complete_checkpoint(store, prefix)})
+    store.write_json(record_key, records.redact(record))
+    log(f"[{cfg.stage}] run {run_id}: training on {job.workers} Ray Train workers "
+        f"({'GPU' if job.use_gpu else 'CPU'}), DeepSpeed ZeRO-{record['deepspeed']['zero_stage']}")
+    engine.run(job)
+
+    facts = store.read_json(f"{prefix}/train/engine.json")
+    history = store.read_json(f"{prefix}/train/log_history.json")
+    ckpts = checkpoints(store, prefix)
+    if not ckpts:
+        raise UserError(f"{cfg.stage}: training finished without a complete checkpoint in {store.url(prefix)}")
+    record.update(status="finished", finished_at=records.now(), engine=facts, training=training_summary(history),
+                  checkpoints=[c["key"] for c in ckpts], model=model_facts(store, ckpts[-1]["key"], facts["parameters"]))
+    record["attempts"][-1]["finished_at"] = record["finished_at"]
+    from slm.chat import prompt_text
+    from slm.modeling import load_tokenizer, materialize
+
+    tokenizer = load_tokenizer(materialize(job.tokenizer), job.trust_remote_code, job.chat_template)
+    if tokenizer.chat_template:
+        record["chat_template_example"] = prompt_text(tokenizer, "<your question>")
+    store.write_json(record_key, records.redact(record))
+    t = record["training"]
+    log(f"[{cfg.stage}] finished: loss {t['first_loss']:.4f} → {t['last_loss']:.4f}, "
+        f"{len(ckpts)} checkpoints, world size {facts['world_size']}, ZeRO stage {facts['zero_stage']}")
+    return record
+
+
+def precursor_of(record: dict) -> dict | None:
+    """The stage's starting model when it is a tree in this store (a champion or store: key)."""
+    init = record.get("init") or {}
+    if init.get("key") is None or init.get("store") is None:
+        return None
+    name = "precursor" + (f" ({init['champion']['line']}@{init['champion']['version']})" if init.get("champion") else "")
+    return {"name": name, "key": init["key"], "kind": "precursor",
+            "champion": init.get("champion")}
+
+
+def sweep_and_select(pipeline: PipelineConfig, record: dict, store: Store) -> tuple[dict, dict, dict]:
+    from eval import merge, report
+    from eval.selection import select
+    from eval.sweep import sweep
+
+    prefix, use_gpu = record["run_prefix"], pipeline.cluster.use_gpu
+    out = f"{prefix}/sweep"
+    candidates = checkpoints(store, prefix)
+    precursor = precursor_of(record)
+    to_score = candidates + ([precursor] if precursor and pipeline.sweep.score_precursor else [])
+    log(f"[{record['stage']}] sweep: scoring {len(to_score)} models as Ray tasks")
+    scored = sweep(store, to_score, pipeline.sweep, out, use_gpu)
+    pool = [scored[c["name"]] for c in candidates]
+    report_ = select(pool, pipeline.selection)
+    if pipeline.merge.enabled and precursor:
+        champion = scored[report_["champion"]]
+        merges = merge.merge_candidates(store, champion["key"], precursor["key"], pipeline.merge.t, f"{prefix}/merges")
+        merged = sweep(store, merges, pipeline.sweep, out, use_gpu)
+        pool += [{**m, **merged[m["name"]]} for m in merges]
+        report_ = select(pool, pipeline.selection)
+    reference = []
+    if precursor and precursor["name"] in scored:
+        p = scored[precursor["name"]]["scores"]
+        reference = [{"name": precursor["name"], "kind": "precursor", "step": None, "mmlu": p["mmlu"]["acc"],
+                      "mmlu_se": p["mmlu"]["se"], "domains": {d: v["acc"] for d, v in p["mmlu"]["domains"].items()},
+                      "bench": p["bench"]["score"], "bench_passed": p["bench"]["passed"],
+                      "bench_total": p["bench"]["total"], "status": "reference", "reason": "this stage's input model"}]
+    report_["candidates"] += reference
+    store.write_json(f"{out}/selection.json", report_)
+    store.write_text(f"{out}/selection.md", report.markdown_table(report_))
+    with tempfile.TemporaryDirectory() as tmp:
+        png = Path(tmp) / "selection.png"
+        report.plot({**report_, "candidates": [c for c in report_["candidates"] if c["kind"] != "precursor"]},
+                    reference, png, f"{pipeline.line} · {record['stage']} sweep")
+        store.upload_file(png, f"{out}/selection.png")
+    champion = next(c for c in pool if c["name"] == report_["champion"])
+    log(f"[{record['stage']}] champion: {champion['name']} — "
+        f"{next(r['reason'] for r in report_['candidates'] if r['name'] == champion['name'])}")
+    return champion, report_, precursor
+
+
+def promote_champion(pipeline: PipelineConfig, record: dict, champion: dict, precursor: dict | None,
+                     store: Store) -> dict:
+    from slm import card
+    from slm.promotion import promote
+
+    scores = champion["scores"]
+    info = {"stage": record["stage"], "run_id": record["run_id"], "candidate": champion["name"],
+            "candidate_kind": champion["kind"], "run_record": f"{record['run_prefix']}/record.json",
+            "selection": f"{record['run_prefix']}/sweep/selection.json",
+            "precursor": (precursor or {}).get("champion") or ({"key": precursor["key"]} if precursor else None),
+            "scores": {"mmlu": {k: v for k, v in scores["mmlu"].items() if k != "items"},
+                       "bench": {k: v for k, v in scores["bench"].items() if k != "items"}},
+            "sweep_note": sweep_note(pipeline, scores["mmlu"]["n"])}
+    if champion["kind"] == "merge":
+        info["merge"] = champion["merge"]
+    if champion.get("manual"):
+        info["manual"] = champion["manual"]
+    return promote(store, pipeline.line, champion, info,
+                   lambda final: card.render(store, final, pipeline.card.model_dump()))
+
+
+def run_stage(pipeline: PipelineConfig, name: str, store: Store, overrides: dict | None = None,
+              train_only: bool = False) -> dict:
+    ref = pipeline.stage(name)
+    cfg = load_yaml_config(ref.config, StageConfig, overrides)
+    if cfg.stage != name:
+        raise UserError(f"{ref.config}: declares stage {cfg.stage!r} but the pipeline lists it as {name!r}")
+    record = train(pipeline, cfg, store)
+    if train_only:
+        return {"record": record}
+    champion, report_, precursor = sweep_and_select(pipeline, record, store)
+    pointer = promote_champion(pipeline, record, champion, precursor, store)
+    log(f"[{name}] promoted {pipeline.line}@{pointer['version']} → {store.url(pointer['key'])}")
+    return {"record": record, "selection": report_, "champion": pointer}
+
+
+def build_data(builder_configs: list[str], store: Store) -> list[dict]:
+    from data_builders import run_builder
+
+    manifests = []
+    for path in builder_configs:
+        log(f"[data] building {path}")
+        manifests.append(run_builder(path, store))
+    return manifests
+
+
+def open_pipeline(path: str, store_override: str | None = None, overrides: list[str] = ()) -> tuple[PipelineConfig, Store]:
+    from slm.config import parse_overrides, resolve_path
+
+    pipeline = load_yaml_config(path, PipelineConfig, parse_overrides(list(overrides)))
+    store_uri = store_override or pipeline.store
+    if "://" not in store_uri:
+        store_uri = str(resolve_path(store_uri))
+    return pipeline.model_copy(update={"store": store_uri}), Store.open(store_uri)
