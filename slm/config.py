@@ -160,6 +160,7 @@ class StageRef(Strict):
     name: StageName
     config: str
     builders: list[str] = []  # builder configs run before the stage, in order
+    set: dict[str, Any] = {}  # overrides of the stage config, e.g. {train: {max_steps: 10}}
 
 
 class PipelineConfig(Strict):
@@ -217,8 +218,18 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
         parts = key.split(".")
         for part in parts[:-1]:
             node = node.setdefault(part, {})
-        node[parts[-1]] = yaml.safe_load(raw)
+        node[parts[-1]] = _scalar(raw)
     return out
+
+
+def _scalar(raw: str):
+    value = yaml.safe_load(raw)
+    if isinstance(value, str):  # YAML 1.1 reads 1e-4 as a string; users mean the number
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    return value
 
 
 def deep_merge(base: dict, override: dict) -> dict:

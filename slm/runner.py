@@ -194,8 +194,10 @@ def promote_champion(pipeline: PipelineConfig, record: dict, champion: dict, pre
 
 def run_stage(pipeline: PipelineConfig, name: str, store: Store, overrides: dict | None = None,
               train_only: bool = False) -> dict:
+    from slm.config import deep_merge
+
     ref = pipeline.stage(name)
-    cfg = load_yaml_config(ref.config, StageConfig, overrides)
+    cfg = load_yaml_config(ref.config, StageConfig, deep_merge(ref.set, overrides or {}))
     if cfg.stage != name:
         raise UserError(f"{ref.config}: declares stage {cfg.stage!r} but the pipeline lists it as {name!r}")
     record = train(pipeline, cfg, store)

@@ -199,7 +199,8 @@ class S3Store(Store):
             raise UserError(f"store {uri!r}: no bucket name")
         self.prefix = self.prefix.strip("/")
         self.uri = uri.rstrip("/")
-        self.client = boto3.client(
+        # A session of its own: boto3's default session caches the first credentials it resolved.
+        self.client = boto3.session.Session().client(
             "s3",
             config=Config(retries={"max_attempts": 8, "mode": "standard"},
                           s3={"addressing_style": os.environ.get("SLM_S3_ADDRESSING_STYLE", "path")}),

@@ -1,0 +1,98 @@
+"""Every config in the repo loads; bad configs fail with one line naming the file and the key."""
+from pathlib import Path
+
+import pytest
+
+from slm import REPO_ROOT
+from slm.config import (BuilderConfig, PipelineConfig, StageConfig, deep_merge, load_yaml_config,
+                        parse_overrides)
+from slm.errors import UserError
+
+STAGE_CONFIGS = sorted((REPO_ROOT / "stages" / "configs").glob("*.yaml"))
+BUILDER_CONFIGS = sorted((REPO_ROOT / "data_builders" / "configs").glob("*.yaml"))
+PIPELINES = [REPO_ROOT / "stages" / "pipeline.yaml", *sorted((REPO_ROOT / "stages" / "examples").glob("*.yaml"))]
+
+
+def test_repo_has_every_stage_config():
+    assert {p.stem for p in STAGE_CONFIGS} == {"pretrain", "sft", "distill", "surgical", "repair"}
+
+
+@pytest.mark.parametrize("path", STAGE_CONFIGS, ids=lambda p: p.name)
+def test_stage_configs_load(path):
+    cfg = load_yaml_config(path, StageConfig)
+    assert cfg.stage == path.stem
+    assert (REPO_ROOT / cfg.deepspeed).is_file()
+
+
+@pytest.mark.parametrize("path", BUILDER_CONFIGS, ids=lambda p: p.name)
+def test_builder_configs_load(path):
+    cfg = load_yaml_config(path, BuilderConfig)
+    assert all((REPO_ROOT / i.path).is_file() for i in cfg.inputs)
+
+
+@pytest.mark.parametrize("path", PIPELINES, ids=lambda p: p.name)
+def test_pipeline_configs_load_with_their_stage_overrides(path):
+    pipeline = load_yaml_config(path, PipelineConfig)
+    for ref in pipeline.stages:
+        cfg = load_yaml_config(ref.config, StageConfig, ref.set)
+        assert cfg.stage == ref.name
+        for builder in ref.builders:
+            load_yaml_config(builder, BuilderConfig)
+
+
+def write(tmp_path, text):
+    path = tmp_path / "cfg.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_unknown_key_is_named_with_file(tmp_path):
+    src = (REPO_ROOT / "stages/configs/repair.yaml").read_text().replace("  lr: 2.5e-4", "  lr: 2.5e-4\n  lrr: 1")
+    path = write(tmp_path, src)
+    with pytest.raises(UserError) as err:
+        load_yaml_config(path, StageConfig)
+    assert str(path) in str(err.value) and "unknown key 'train.lrr'" in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_missing_key_and_bad_value_are_named(tmp_path):
+    path = write(tmp_path, "stage: sft\nobjective: chat_sft\nmodel: {init: x}\ndata: {dataset: d}\n"
+                           "train: {lr: -1, save_steps: 5, micro_batch: 2}\n")
+    with pytest.raises(UserError, match=r"train\.lr: Input should be greater than 0"):
+        load_yaml_config(path, StageConfig)
+    path = write(tmp_path, "stage: sft\nobjective: chat_sft\nmodel: {init: x}\ntrain: {lr: 1, save_steps: 5, micro_batch: 2}\n")
+    with pytest.raises(UserError, match="missing key 'data'"):
+        load_yaml_config(path, StageConfig)
+
+
+def test_objective_must_fit_stage_and_scratch_needs_architecture(tmp_path):
+    base = "data: {dataset: d}\ntrain: {lr: 1, save_steps: 5, micro_batch: 2}\n"
+    with pytest.raises(UserError, match="trains with objective 'chat_sft'"):
+        load_yaml_config(write(tmp_path, "stage: sft\nobjective: causal_lm\nmodel: {init: x}\n" + base), StageConfig)
+    with pytest.raises(UserError, match="init: scratch needs both"):
+        load_yaml_config(write(tmp_path, "stage: pretrain\nobjective: causal_lm\nmodel: {init: scratch}\n" + base),
+                         StageConfig)
+
+
+def test_pipeline_rejects_out_of_order_stages_and_unknown_stage(tmp_path):
+    path = write(tmp_path, "line: x\nstore: s\nstages:\n  - {name: repair, config: a}\n  - {name: sft, config: b}\n")
+    with pytest.raises(UserError, match="stages must run in the order"):
+        load_yaml_config(path, PipelineConfig)
+    pipeline = load_yaml_config(REPO_ROOT / "stages/pipeline.yaml", PipelineConfig)
+    with pytest.raises(UserError, match="unknown stage 'dpo'"):
+        pipeline.stage("dpo")
+
+
+def test_overrides_parse_and_merge():
+    assert parse_overrides(["train.lr=1e-4", "data.max_length=64", "model.init=champion:x"]) == {
+        "train": {"lr": 1e-4}, "data": {"max_length": 64}, "model": {"init": "champion:x"}}
+    assert deep_merge({"a": {"b": 1, "c": 2}}, {"a": {"b": 3}}) == {"a": {"b": 3, "c": 2}}
+    with pytest.raises(UserError, match="key.path=value"):
+        parse_overrides(["nonsense"])
+
+
+def test_invalid_yaml_and_missing_file(tmp_path):
+    with pytest.raises(UserError, match="not valid YAML"):
+        load_yaml_config(write(tmp_path, "a: [1,"), StageConfig)
+    with pytest.raises(UserError, match="config file not found"):
+        load_yaml_config(Path(tmp_path / "nope.yaml"), StageConfig)
