@@ -89,7 +89,6 @@ def write_tasks(data_dir: Path, subjects: list[str], out_dir: Path) -> list[str]
         spec = {
             "task": task_name(subject),
             "task_alias": subject,
-            "tag": f"{GROUP}_{SUBJECT_DOMAINS[subject]}_tasks",
             "description": f"The following are multiple choice questions (with answers) about "
                            f"{subject.replace('_', ' ')}.\n\n",
             **TEMPLATE,
@@ -153,3 +152,21 @@ def evaluate(lm, data_dir: Path, subjects: list[str], task_dir: Path, limit: int
                               log_samples=True, random_seed=0, numpy_random_seed=0, torch_random_seed=0,
                               fewshot_random_seed=1234)
     return summarize(results, subjects)
+
+
+def main(argv=None) -> None:
+    """Write the task YAMLs for a data directory: python -m eval.mmlu --data-dir DIR --out DIR."""
+    import argparse
+
+    p = argparse.ArgumentParser(description=main.__doc__)
+    p.add_argument("--data-dir", default="../shared/data/mmlu", help="MMLU in the original CSV layout")
+    p.add_argument("--out", default="eval/tasks/mmlu_csv")
+    p.add_argument("--subjects", nargs="*", default=None)
+    args = p.parse_args(argv)
+    write_tasks(Path(args.data_dir), args.subjects or list(SUBJECT_DOMAINS), Path(args.out))
+    print(f"wrote lm-eval tasks for {len(args.subjects or SUBJECT_DOMAINS)} subjects to {args.out}; "
+          f"run: lm_eval --include_path {args.out} --tasks {GROUP} ...")
+
+
+if __name__ == "__main__":
+    main()

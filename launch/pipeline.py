@@ -24,14 +24,12 @@ def parse_args(argv=None):
 @cli_main
 def main(argv=None):
     args = parse_args(argv)
-    from slm import cluster
     from slm.runner import build_data, open_pipeline, run_stage
 
     pipeline, store = open_pipeline(args.config, args.store, args.overrides)
     names = [s.name for s in pipeline.stages if not args.only or s.name in args.only]
     if args.only and set(args.only) - set(names):
         pipeline.stage(sorted(set(args.only) - set(names))[0])  # raises the one-line unknown-stage error
-    cluster.connect()
     start, summary = time.time(), []
     for name in names:
         t0 = time.time()

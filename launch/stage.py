@@ -30,7 +30,6 @@ def main(argv=None):
     args = parse_args(argv)
     if args.stage not in STAGE_ORDER:
         raise UserError(f"unknown stage {args.stage!r}: choose one of {', '.join(STAGE_ORDER)}")
-    from slm import cluster
     from slm.config import parse_overrides
     from slm.runner import build_data, open_pipeline, run_stage
 
@@ -39,7 +38,6 @@ def main(argv=None):
     overrides = parse_overrides(args.overrides)
     if args.build_data:
         build_data(ref.builders, store)
-    cluster.connect()
     result = run_stage(pipeline, args.stage, store, overrides, train_only=args.train_only)
     if "champion" in result:
         print(store.url(result["champion"]["key"]))

@@ -26,7 +26,8 @@ class Strict(BaseModel):
 class ModelSpec(Strict):
     """Where a stage's starting weights come from.
 
-    init: `scratch` (build from `architecture`), `champion:<line>` or `champion:<line>@<version>`,
+    init: `scratch` (build from `architecture`), `champion:<line>` (the line's latest),
+    `champion:<line>:<stage>` (the newest champion promoted from that stage), `champion:<line>@<version>`,
     `store:<key>` (a model directory in the pipeline's store), `s3://bucket/key`, `hf:<repo>[@rev]`
     (the Hugging Face hub), or a local directory.
     """

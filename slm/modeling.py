@@ -17,7 +17,17 @@ WEIGHT_SUFFIX = ".safetensors"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
 
 
-def champion_pointer(store: Store, line: str, version: str | None = None) -> dict:
+def champion_pointer(store: Store, line: str, version: str | None = None, stage: str | None = None) -> dict:
+    if stage is not None:  # the newest champion promoted from that stage of the line
+        import re
+
+        numbered = [(int(m.group(1)), v) for v in store.children(f"champions/{line}")
+                    if (m := re.fullmatch(rf"v(\d+)-{re.escape(stage)}", v)) and store.is_complete(f"champions/{line}/{v}")]
+        if not numbered:
+            raise UserError(f"no champion promoted yet from stage {stage!r} of line {line!r} "
+                            f"({store.url(f'champions/{line}')})")
+        version = max(numbered)[1]
+        return {"line": line, "version": version, "key": f"champions/{line}/{version}", "stage": stage}
     if version is None:
         key = f"champions/{line}/latest.json"
         if not store.exists(key):
@@ -32,8 +42,9 @@ def champion_pointer(store: Store, line: str, version: str | None = None) -> dic
 def resolve_ref(spec: str, store: Store, what: str = "model") -> dict:
     """Turn a reference into {'spec', 'store', 'key'} (a store tree), {'local'}, or {'hf', 'revision'}."""
     if spec.startswith("champion:"):
-        line, _, version = spec[len("champion:"):].partition("@")
-        pointer = champion_pointer(store, line, version or None)
+        rest, _, version = spec[len("champion:"):].partition("@")
+        line, _, stage = rest.partition(":")
+        pointer = champion_pointer(store, line, version or None, stage or None)
         return {"spec": spec, "store": store.uri, "key": pointer["key"], "champion": pointer}
     if spec.startswith("store:"):
         key = spec[len("store:"):].strip("/")

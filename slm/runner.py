@@ -11,7 +11,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from slm import records
+from slm import cluster, records
 from slm.config import PipelineConfig, StageConfig, config_digest, load_yaml_config
 from slm.errors import UserError
 from slm.recipe import StageContext
@@ -64,6 +64,15 @@ def checkpoints(store: Store, run_prefix: str) -> list[dict]:
     return sorted(out, key=lambda c: c["step"])
 
 
+def init_identity(ref: dict | None):
+    """What the starting weights are (file checksums for store trees), not how they were named."""
+    if ref is None:
+        return "scratch"
+    if ref.get("key") is not None:
+        return Store.open(ref["store"]).tree_manifest(ref["key"])["files"]
+    return {k: ref.get(k) for k in ("local", "hf", "revision")}
+
+
 def train(pipeline: PipelineConfig, cfg: StageConfig, store: Store) -> dict:
     """Plan, train (or resume, or skip when finished) and return the run record."""
     from slm import engine
@@ -74,7 +83,7 @@ def train(pipeline: PipelineConfig, cfg: StageConfig, store: Store) -> dict:
     job = RECIPES[cfg.stage].plan(cfg, ctx)
     manifest = read_manifest(store, cfg.data.dataset)
     data_digest = manifest.get("build_digest") or store.tree_manifest(cfg.data.dataset)["files"]["manifest.json"]["sha256"]
-    run_id = f"{cfg.stage}-{config_digest(cfg, {'init': job.init, 'data': data_digest, 'workers': job.workers})}"
+    run_id = f"{cfg.stage}-{config_digest(cfg, {'init': init_identity(job.init), 'data': data_digest, 'workers': job.workers})}"
     prefix = f"runs/{cfg.stage}/{run_id}"
     job = job.model_copy(update={"run_id": run_id, "run_prefix": prefix})
     record_key = f"{prefix}/record.json"
@@ -95,6 +104,7 @@ def train(pipeline: PipelineConfig, cfg: StageConfig, store: Store) -> dict:
     record["attempts"].append({"started_at": records.now(),
                                "resume_from": engine.latest_complete_checkpoint(store, prefix)})
     store.write_json(record_key, records.redact(record))
+    cluster.connect()
     log(f"[{cfg.stage}] run {run_id}: training on {job.workers} Ray Train workers "
         f"({'GPU' if job.use_gpu else 'CPU'}), DeepSpeed ZeRO-{record['deepspeed']['zero_stage']}")
     engine.run(job)
@@ -140,6 +150,7 @@ def sweep_and_select(pipeline: PipelineConfig, record: dict, store: Store) -> tu
     candidates = checkpoints(store, prefix)
     precursor = precursor_of(record)
     to_score = candidates + ([precursor] if precursor and pipeline.sweep.score_precursor else [])
+    cluster.connect()
     log(f"[{record['stage']}] sweep: scoring {len(to_score)} models as Ray tasks")
     scored = sweep(store, to_score, pipeline.sweep, out, use_gpu)
     pool = [scored[c["name"]] for c in candidates]

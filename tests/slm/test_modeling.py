@@ -66,3 +66,13 @@ def test_scratch_architecture_rejects_unknown_keys_and_short_context(tiny_tokeni
         scratch_config({"model_type": "gpt2", "n_positions": 64}, tok, 128)
     with pytest.raises(UserError, match="unknown model type"):
         scratch_config({"model_type": "gpt9"}, tok, 128)
+
+
+def test_champion_of_a_stage_is_the_newest_from_that_stage(tiny_model_dir, tmp_path):
+    store = Store.open(str(tmp_path / "s"))
+    for version in ("v1-pretrain", "v2-sft", "v3-sft", "v4-repair"):
+        store.put_tree(tiny_model_dir(0), f"champions/ff/{version}")
+    assert resolve_ref("champion:ff:sft", store)["key"] == "champions/ff/v3-sft"
+    assert resolve_ref("champion:ff@v2-sft", store)["key"] == "champions/ff/v2-sft"
+    with pytest.raises(UserError, match="no champion promoted yet from stage 'distill' of line 'ff'"):
+        resolve_ref("champion:ff:distill", store)

@@ -1,0 +1,102 @@
+"""The TRUTH-list bench: scoring rules, the shipped 106-prompt bench, and bench-file validation."""
+import json
+from collections import Counter
+
+import pytest
+
+from eval.bench import load_bench, run_bench, score_item, summarize
+from slm import REPO_ROOT
+from slm.errors import UserError
+
+
+def item(truth, false=None, fmt=None, category="science"):
+    out = {"id": "x", "category": category, "prompt": "q", "truth": truth}
+    if false:
+        out["false"] = false
+    if fmt:
+        out["format"] = fmt
+    return out
+
+
+def test_shipped_bench_has_106_prompts_in_the_published_categories():
+    items = load_bench(REPO_ROOT / "eval/benches/truth106.jsonl")
+    assert len(items) == 106
+    assert Counter(i["category"] for i in items) == {"arithmetic": 5, "open-ended": 1, "person": 25,
+                                                      "science": 25, "geography": 25, "format": 25}
+    assert Counter(i["format"]["type"] for i in items if "format" in i) == {"yes_no": 7, "letter": 6,
+                                                                            "list": 6, "number": 6}
+
+
+def test_truth_matching_is_whole_word_and_normalised():
+    assert score_item(item(["Paris"]), "The capital is Paris.")[0]
+    assert score_item(item(["Brasília"]), "It is brasilia")[0]
+    assert score_item(item(["300,000"]), "about 300000 km/s")[0]
+    assert not score_item(item(["Au"]), "Gold is Aurum")[0]  # no partial-word hits
+    assert not score_item(item(["Paris"]), "I do not know")[0]
+
+
+def test_false_anchor_fails_even_with_a_truth_hit():
+    telephone = item(["Alexander Graham Bell", "Bell"], false=["Edison"])
+    assert score_item(telephone, "Alexander Graham Bell")[0]
+    passed, reason = score_item(telephone, "Thomas Edison, not Bell")
+    assert not passed and "false anchor" in reason
+
+
+@pytest.mark.parametrize("answer,ok", [("yes", True), ("Yes.", True), ("no", False), ("Yes, it is Paris", False)])
+def test_yes_no_format(answer, ok):
+    assert score_item(item(["yes"], fmt={"type": "yes_no"}), answer)[0] is ok
+
+
+@pytest.mark.parametrize("answer,ok", [("B", True), ("b.", True), ("(B)", True), ("B. Dolphin", False), ("C", False)])
+def test_single_letter_format(answer, ok):
+    assert score_item(item(["B"], fmt={"type": "letter"}), answer)[0] is ok
+
+
+@pytest.mark.parametrize("answer,ok", [("72", True), ("72.", True), ("72.0", True), ("The answer is 72", False),
+                                       ("71", False)])
+def test_number_only_format(answer, ok):
+    assert score_item(item(["72"], fmt={"type": "number"}), answer)[0] is ok
+
+
+def test_exact_n_list_format():
+    colors = item(["red", "green", "blue"], fmt={"type": "list", "n": 3})
+    assert score_item(colors, "red\ngreen\nblue")[0]
+    assert score_item(colors, "1. Red\n2. Green\n3. Blue")[0]
+    assert score_item(colors, "red, green, blue")[0]
+    assert score_item(colors, "red\ngreen")[1] == "2 items, asked for 3"
+    assert score_item(colors, "red\ngreen\npurple")[1] == "an item outside the accepted list"
+    assert score_item(item([], fmt={"type": "list", "n": 2}), "Peru\nChile")[0]
+
+
+def test_summary_per_category():
+    items = [item(["a"], category="x"), item(["b"], category="x"), item(["c"], category="y")]
+    s = summarize(items, ["a", "no", "c"])
+    assert s["passed"] == 2 and s["categories"]["x"] == {"passed": 1, "total": 2, "score": 0.5}
+
+
+@pytest.mark.parametrize("line,message", [
+    ("{oops", "not valid JSON"),
+    (json.dumps({"id": "a", "category": "c", "prompt": "p"}), "`truth` must be a list"),
+    (json.dumps({"id": "a", "category": "c", "prompt": "p", "truth": ["x"], "extra": 1}), "unknown key\\(s\\) extra"),
+    (json.dumps({"id": "a", "category": "c", "prompt": "p", "truth": ["x"], "format": {"type": "poem"}}),
+     "`format` must be"),
+    (json.dumps({"id": "a", "category": "c", "prompt": "p", "truth": []}), "`truth` may only be empty for list"),
+])
+def test_malformed_bench_names_the_line(tmp_path, line, message):
+    good = json.dumps({"id": "ok", "category": "c", "prompt": "p", "truth": ["x"]})
+    path = tmp_path / "bench.jsonl"
+    path.write_text(good + "\n" + line + "\n")
+    with pytest.raises(UserError, match=f"bench.jsonl:2: {message}"):
+        load_bench(path)
+
+
+def test_runner_generates_greedily_with_the_chat_template(tiny_model_dir):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = tiny_model_dir(1)
+    model, tok = AutoModelForCausalLM.from_pretrained(path), AutoTokenizer.from_pretrained(path)
+    items = load_bench(REPO_ROOT / "eval/benches/truth106.jsonl")[:4]
+    first = run_bench(model, tok, items, max_new_tokens=6)
+    second = run_bench(model, tok, items, max_new_tokens=6, batch_size=1)
+    assert [i["answer"] for i in first["items"]] == [i["answer"] for i in second["items"]]  # greedy, padding-safe
+    assert first["total"] == 4

@@ -1,0 +1,49 @@
+"""mergekit SLERP of champion and precursor: real merges of tiny models, stored as sweep candidates."""
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from eval.merge import merge_candidates, slerp
+from slm.errors import UserError
+from slm.store import Store
+
+
+def slerp_reference(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
+    """Independent spherical interpolation of two flattened tensors (mergekit's formula)."""
+    va, vb = a.flatten().double(), b.flatten().double()
+    na, nb = va / va.norm(), vb / vb.norm()
+    dot = torch.clamp((na * nb).sum(), -1, 1)
+    theta = torch.arccos(dot)
+    if abs(dot) > 0.9995:
+        out = (1 - t) * va + t * vb
+    else:
+        out = (torch.sin((1 - t) * theta) * va + torch.sin(t * theta) * vb) / torch.sin(theta)
+    return out.reshape(a.shape).float()
+
+
+def test_slerp_matches_an_independent_implementation(tiny_model_dir, tmp_path):
+    champion, precursor = tiny_model_dir(10), tiny_model_dir(11)
+    slerp(champion, precursor, 0.1, tmp_path / "merged")
+    a, b = load_file(champion / "model.safetensors"), load_file(precursor / "model.safetensors")
+    merged = load_file(tmp_path / "merged" / "model.safetensors")
+    name = "transformer.h.0.attn.c_attn.weight"
+    assert torch.allclose(merged[name], slerp_reference(a[name], b[name], 0.1), atol=1e-5)
+    from transformers import AutoModelForCausalLM
+
+    assert AutoModelForCausalLM.from_pretrained(tmp_path / "merged").config.model_type == "gpt2"
+
+
+def test_mismatched_architectures_are_refused(tiny_model_dir, tmp_path):
+    with pytest.raises(UserError, match="architectures differ \\(n_embd: 32 vs 64"):
+        slerp(tiny_model_dir(12), tiny_model_dir(13, n_embd=64), 0.1, tmp_path / "m")
+
+
+def test_merge_candidates_are_complete_trees(tiny_model_dir, tmp_path):
+    store = Store.open(str(tmp_path / "store"))
+    store.put_tree(tiny_model_dir(14), "runs/x/checkpoints/checkpoint-5")
+    store.put_tree(tiny_model_dir(15), "champions/l/v1-sft")
+    out = merge_candidates(store, "runs/x/checkpoints/checkpoint-5", "champions/l/v1-sft", [0.1, 0.5], "runs/x/merges")
+    assert [c["name"] for c in out] == ["slerp-t0.1", "slerp-t0.5"]
+    for cand in out:
+        manifest = store.tree_manifest(cand["key"])
+        assert manifest["merge"]["method"] == "slerp" and "model.safetensors" in manifest["files"]

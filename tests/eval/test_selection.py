@@ -1,0 +1,120 @@
+"""Champion selection on constructed per-item answers: each policy branch, with its reason."""
+import random
+
+from eval.mmlu import SUBJECT_DOMAINS
+from eval.selection import mcnemar_p, paired_difference, select
+from slm.config import SelectionPolicy
+
+SUBJECTS = ["astronomy", "college_mathematics", "philosophy", "world_religions", "marketing", "sociology"]
+
+
+def mmlu_scores(items: dict[str, list[int]]) -> dict:
+    subjects = {s: {"acc": sum(v) / len(v), "se": 0.0, "n": len(v), "domain": SUBJECT_DOMAINS[s]}
+                for s, v in items.items()}
+    domains = {}
+    for d in {SUBJECT_DOMAINS[s] for s in items}:
+        vals = [x for s, v in items.items() if SUBJECT_DOMAINS[s] == d for x in v]
+        domains[d] = {"acc": sum(vals) / len(vals), "se": 0.0, "n": len(vals)}
+    everything = [x for v in items.values() for x in v]
+    return {"acc": sum(everything) / len(everything), "se": 0.02, "n": len(everything),
+            "domains": domains, "subjects": subjects, "items": items}
+
+
+def candidate(name, items, kind="checkpoint", step=None, bench=0.5):
+    return {"name": name, "kind": kind, "step": step,
+            "scores": {"mmlu": mmlu_scores(items), "bench": {"score": bench, "passed": 0, "total": 106}}}
+
+
+def answers(rate: float, n: int = 100, seed: int = 0) -> list[int]:
+    rng = random.Random(seed)
+    right = round(rate * n)
+    out = [1] * right + [0] * (n - right)
+    rng.shuffle(out)
+    return out
+
+
+def base_items(rate=0.5, seed=0):
+    return {s: answers(rate, seed=seed + i) for i, s in enumerate(SUBJECTS)}
+
+
+def verdict(report, name):
+    return next(r for r in report["candidates"] if r["name"] == name)
+
+
+def test_clear_winner_is_significant():
+    strong = candidate("checkpoint-200", base_items(0.7), step=200)
+    weak = candidate("checkpoint-100", base_items(0.4, seed=50), step=100)
+    report = select([weak, strong], SelectionPolicy())
+    assert report["champion"] == "checkpoint-200"
+    assert not report["noise"]["within_noise"] and report["noise"]["mcnemar_p"] < 0.001
+    assert "best MMLU" in verdict(report, "checkpoint-200")["reason"]
+
+
+def test_marginal_winner_regressing_on_guarded_domains_is_rejected():
+    """The FF_3.13 case: ckpt-200 is +0.12pp overall but worse on the weak domains; ckpt-150 wins."""
+    runner = base_items(0.5)
+    leader = {s: list(v) for s, v in runner.items()}
+    # the leader loses 12 stem items and gains 13 elsewhere: +1 item overall (+0.17pp)
+    for s in ("astronomy", "college_mathematics"):
+        flipped = [i for i, x in enumerate(leader[s]) if x == 1][:6]
+        for i in flipped:
+            leader[s][i] = 0
+    gained = 0
+    for s in ("marketing", "sociology", "philosophy"):
+        for i, x in enumerate(leader[s]):
+            if x == 0 and gained < 13:
+                leader[s][i] = 1
+                gained += 1
+    policy = SelectionPolicy(margin=0.005, guarded_domains=["stem"], max_guard_regressions=0,
+                             regression_tolerance_se=1.0)
+    report = select([candidate("checkpoint-200", leader, step=200), candidate("checkpoint-150", runner, step=150)],
+                    policy)
+    assert report["champion"] == "checkpoint-150"
+    rejected = verdict(report, "checkpoint-200")
+    assert rejected["status"] == "rejected"
+    assert "below the 0.50% margin" in rejected["reason"] and "stem" in rejected["reason"]
+
+
+def test_marginal_winner_without_regressions_is_kept():
+    runner = base_items(0.5)
+    leader = {s: list(v) for s, v in runner.items()}
+    leader["marketing"][leader["marketing"].index(0)] = 1
+    policy = SelectionPolicy(margin=0.05, guarded_domains=["stem", "humanities"])
+    report = select([candidate("a", leader), candidate("b", runner)], policy)
+    assert report["champion"] == "a"
+
+
+def test_winner_inside_the_noise_is_chosen_but_flagged():
+    runner = base_items(0.5)
+    leader = {s: list(v) for s, v in runner.items()}
+    for s in ("marketing", "sociology"):
+        leader[s][leader[s].index(0)] = 1
+    report = select([candidate("a", leader), candidate("b", runner)], SelectionPolicy(margin=0.0))
+    assert report["champion"] == "a"
+    assert report["noise"]["within_noise"] and report["noise"]["mcnemar_p"] > 0.05
+    assert "within noise" in verdict(report, "a")["reason"]
+
+
+def test_slerp_merge_that_wins_becomes_champion():
+    ckpt = candidate("checkpoint-150", base_items(0.5), step=150)
+    merge = candidate("slerp-t0.1", base_items(0.62, seed=7), kind="merge")
+    report = select([ckpt, merge], SelectionPolicy())
+    assert report["champion"] == "slerp-t0.1"
+    assert verdict(report, "slerp-t0.1")["kind"] == "merge"
+
+
+def test_ties_prefer_bench_then_checkpoints_then_later_steps():
+    same = base_items(0.5)
+    report = select([candidate("slerp-t0.1", same, kind="merge"), candidate("checkpoint-10", same, step=10),
+                     candidate("checkpoint-30", same, step=30)], SelectionPolicy())
+    assert report["champion"] == "checkpoint-30"
+    report = select([candidate("checkpoint-10", same, step=10, bench=0.9),
+                     candidate("checkpoint-30", same, step=30, bench=0.2)], SelectionPolicy())
+    assert report["champion"] == "checkpoint-10"
+
+
+def test_paired_statistics():
+    diff, se = paired_difference([1, 1, 0, 0], [1, 0, 0, 0])
+    assert diff == 0.25 and se > 0
+    assert mcnemar_p([1] * 10, [1] * 10) == 1.0
+    assert mcnemar_p([1] * 20 + [0] * 20, [0] * 20 + [0] * 20) < 1e-5

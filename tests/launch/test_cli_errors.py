@@ -1,0 +1,68 @@
+"""Bad input gets one clear line on stderr and exit status 2, before any Ray worker starts."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from slm import REPO_ROOT
+from slm.store import Store
+
+
+def run(*args, env=None):
+    proc = subprocess.run([sys.executable, *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, **(env or {})})
+    return proc.returncode, proc.stderr.strip().splitlines()
+
+
+@pytest.fixture
+def store(tmp_path):
+    return tmp_path / "store"
+
+
+def one_line(code, lines, expected):
+    assert code == 2, lines
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("error: ") and expected in lines[0], lines[0]
+
+
+def test_unknown_stage(store):
+    one_line(*run("launch/stage.py", "dpo", "--store", str(store)), "unknown stage 'dpo': choose one of pretrain")
+
+
+def test_unknown_config_key(store):
+    code, lines = run("launch/stage.py", "repair", "--store", str(store), "--set", "train.lrr=1")
+    one_line(code, lines, "stages/configs/repair.yaml: unknown key 'train.lrr'")
+    code, lines = run("launch/pipeline.py", "--store", str(store), "--set", "cluster.gpus=8")
+    one_line(code, lines, "stages/pipeline.yaml: unknown key 'cluster.gpus'")
+
+
+def test_missing_input_model(store, tmp_path):
+    one_line(*run("launch/stage.py", "repair", "--store", str(store)), "no champion promoted yet from stage 'surgical' of line 'tiny-ff'")
+    code, lines = run("launch/stage.py", "sft", "--store", str(store), "--set", f"model.init={tmp_path / 'gone'}")
+    one_line(code, lines, f"no such directory {tmp_path / 'gone'}")
+
+
+def test_missing_dataset(store, tiny_model_dir):
+    code, lines = run("launch/stage.py", "sft", "--store", str(store), "--set", f"model.init={tiny_model_dir(20)}")
+    one_line(code, lines, "datasets/sft not found")
+
+
+def test_empty_dataset(store, tiny_model_dir, tmp_path):
+    # a dataset tree whose manifest declares an empty train split (e.g. written by another tool)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "manifest.json").write_text(json.dumps({"builder": "x", "splits": {"train": {"rows": 0, "shards": [],
+                                                                                             "columns": []}}}))
+    Store.open(str(store)).put_tree(empty, "datasets/sft")
+    code, lines = run("launch/stage.py", "sft", "--store", str(store), "--set", f"model.init={tiny_model_dir(21)}")
+    one_line(code, lines, "datasets/sft is empty: its train split has no rows")
+
+
+def test_empty_builder_input(store, tmp_path):
+    src = tmp_path / "none.jsonl"
+    src.write_text("")
+    cfg = tmp_path / "b.yaml"
+    cfg.write_text(f"builder: sft\ninputs: [{{path: {src}}}]\noutput: datasets/sft\n")
+    one_line(*run("launch/build_data.py", str(cfg), "--store", str(store)), "none.jsonl: no rows (empty input)")

@@ -1,0 +1,99 @@
+"""The whole pipeline on a real S3 server (SeaweedFS), real Ray, real DeepSpeed, real lm-eval and mergekit.
+
+Five stages of a tiny GPT-2, shortened through the pipeline's per-stage overrides; then the same
+pipeline again, which must find every run finished and promote nothing new.
+"""
+import os
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from slm import REPO_ROOT
+from slm.store import Store
+
+pytestmark = pytest.mark.slow
+STAGES = ["pretrain", "sft", "distill", "surgical", "repair"]
+
+
+def pipeline_config(tmp_path):
+    config = yaml.safe_load((REPO_ROOT / "stages/pipeline.yaml").read_text())
+    short = {"pretrain": {"model": {"architecture": {"model_type": "gpt2", "n_layer": 2, "n_embd": 64, "n_head": 2,
+                                                     "n_positions": 256}},
+                          "train": {"max_steps": 20, "save_steps": 10}}}
+    for ref in config["stages"]:
+        ref["set"] = short.get(ref["name"], {"train": {"max_steps": 8, "save_steps": 4}})
+    config["sweep"].update(subjects=["astronomy", "philosophy"], limit=4)
+    path = tmp_path / "pipeline.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def run_pipeline(config, store_uri, env):
+    return subprocess.run([sys.executable, "launch/pipeline.py", "--config", str(config), "--store", store_uri],
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=1500, env=env)
+
+
+def test_pipeline_end_to_end_on_s3(tmp_path, s3_env):
+    env = {**os.environ, "SLM_CACHE": str(tmp_path / "cache")}
+    config = pipeline_config(tmp_path)
+    proc = run_pipeline(config, s3_env, env)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    store = Store.open(s3_env)
+
+    # a promoted champion that loads and generates
+    latest = store.read_json("champions/tiny-ff/latest.json")
+    assert latest["stage"] == "repair" and store.url(latest["key"]) in proc.stdout.splitlines()
+    local = tmp_path / "champion"
+    store.get_tree(latest["key"], local)
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model, tok = AutoModelForCausalLM.from_pretrained(local), AutoTokenizer.from_pretrained(local)
+    inputs = tok.apply_chat_template([{"role": "user", "content": "Capital of France?"}], add_generation_prompt=True,
+                                     return_tensors="pt", return_dict=True)
+    out = model.generate(**inputs, max_new_tokens=5, min_new_tokens=5, do_sample=False,
+                         pad_token_id=tok.pad_token_id)
+    assert out.shape[1] == inputs["input_ids"].shape[1] + 5
+    assert (local / "SHA256SUMS").is_file() and (local / "champion.json").is_file()
+
+    # the model card, generated from the records
+    card = (local / "README.md").read_text()
+    assert card.startswith("---\n") and "model-index:" in card and "pipeline_tag: text-generation" in card
+    for stage in STAGES:
+        assert f"— {stage} (tiny-ff@" in card
+    assert "a subset, not full MMLU" in card and "DeepSpeedEngine · ZeRO stage 2 · 2 workers" in card
+
+    # every stage: DeepSpeed ZeRO-2 in 2 Ray Train workers, loss fell, every checkpoint scored
+    import deepspeed
+
+    versions = [v for v in store.children("champions/tiny-ff") if v.startswith("v")]
+    assert sorted(versions) == sorted(f"v{i}-{s}" for i, s in enumerate(STAGES, 1))
+    for stage in STAGES:
+        (run_id,) = store.children(f"runs/{stage}")
+        prefix = f"runs/{stage}/{run_id}"
+        record = store.read_json(f"{prefix}/record.json")
+        assert record["status"] == "finished"
+        assert record["engine"]["engine"] == "DeepSpeedEngine" and record["engine"]["zero_stage"] == 2
+        assert record["engine"]["world_size"] == 2 and record["engine"]["deepspeed"] == deepspeed.__version__
+        assert record["deepspeed"]["config"]["zero_optimization"]["stage"] == 2
+        assert record["training"]["loss_fell"], record["training"]
+        assert record["data"]["splits"]["train"]["rows"] > 0 and record["versions"]["ray"]
+        checkpoints = store.children(f"{prefix}/checkpoints")
+        assert len(checkpoints) == 2
+        for name in checkpoints:
+            files = store.tree_manifest(f"{prefix}/checkpoints/{name}")["files"]
+            assert "model.safetensors" in files and any(f.startswith("global_step") for f in files)
+            scores = store.read_json(f"{prefix}/sweep/{name}.json")["scores"]
+            assert scores["mmlu"]["n"] == 8 and scores["bench"]["total"] == 106
+        for artifact in ("selection.json", "selection.md", "selection.png"):
+            assert store.exists(f"{prefix}/sweep/{artifact}")
+        if stage != "pretrain":
+            assert store.exists(f"{prefix}/sweep/slerp-t0.1.json")
+
+    # re-running finds every run finished: nothing trained, nothing promoted twice
+    again = run_pipeline(config, s3_env, env)
+    assert again.returncode == 0, again.stderr[-4000:]
+    assert again.stderr.count("already finished; not training again") == 5
+    assert "training on 2 Ray Train workers" not in again.stderr
+    assert sorted(v for v in store.children("champions/tiny-ff") if v.startswith("v")) == sorted(versions)
