@@ -1,0 +1,40 @@
+# `make run` and `make test` set everything up on a fresh machine (a venv in .venv) and then run.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+# The embedded default needs nothing from the Hugging Face hub; offline avoids slow retries.
+export HF_HUB_OFFLINE ?= 1
+export HF_DATASETS_OFFLINE ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+export PYTHONUNBUFFERED := 1
+
+.PHONY: setup run test test-fast bench clean
+
+setup: $(STAMP)
+
+# torch first, from the CPU wheel on disk; the constraints file keeps every later install from replacing it.
+$(STAMP): requirements/constraints.txt requirements/base.txt requirements/test.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -c requirements/constraints.txt -r requirements/base.txt -r requirements/test.txt
+	$(BIN)/pip install -q -c requirements/constraints.txt --no-deps -e .
+	$(BIN)/pip check
+	touch $@
+
+# The whole pipeline on the embedded default: tiny model, local store (artifacts/store), local Ray.
+run: setup
+	$(BIN)/python launch/pipeline.py --config stages/pipeline.yaml
+
+test: setup
+	$(BIN)/python -m pytest -q -ra
+
+test-fast: setup
+	$(BIN)/python -m pytest -q -ra -m "not slow"
+
+bench: setup
+	$(BIN)/python benchmarks/train_throughput.py
+
+clean:
+	rm -rf artifacts .pytest_cache
