@@ -13,7 +13,8 @@ os.environ.setdefault("RAY_DEDUP_LOGS", "1")
 
 def running_cluster_address() -> str | None:
     if os.environ.get("RAY_ADDRESS"):
-        return os.environ["RAY_ADDRESS"]
+        address = os.environ["RAY_ADDRESS"]
+        return "auto" if address.startswith("http") else address  # a dashboard URL names the job API
     if Path("/tmp/ray/ray_current_cluster").exists():
         return "auto"
     return None

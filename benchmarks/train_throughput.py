@@ -1,0 +1,122 @@
+"""Training throughput: one stage on the engine (Ray Train + DeepSpeed ZeRO-2) vs a plain PyTorch loop.
+
+Same tiny GPT-2, same packed pretraining blocks, same global batch, same number of optimizer steps.
+Rates are measured between the first logged window (warm-up) and the last step, from the engine's
+own progress log, so Ray/DeepSpeed start-up and checkpoint uploads are reported separately.
+
+    python benchmarks/train_throughput.py [--steps 120] [--workers 1 2]
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+from slm import REPO_ROOT  # noqa: E402
+
+
+def window_rate(rows: list[dict], warmup_step: int) -> float:
+    """tokens/s between the log row at warmup_step and the last row."""
+    first = next(r for r in rows if int(r["step"]) >= warmup_step)
+    last = rows[-1]
+    return (float(last["tokens"]) - float(first["tokens"])) / (float(last["elapsed_s"]) - float(first["elapsed_s"]))
+
+
+def engine_run(store, pipeline, cfg, workers: int, tag: str) -> dict:
+    from slm import cluster, engine
+    from stages import RECIPES
+    from slm.recipe import StageContext
+
+    pipe = pipeline.model_copy(update={"cluster": pipeline.cluster.model_copy(update={"workers": workers})})
+    job = RECIPES["pretrain"].plan(cfg, StageContext(store, pipe))
+    job = job.model_copy(update={"run_id": f"bench-{tag}", "run_prefix": f"runs/bench/{tag}"})
+    cluster.connect()
+    t0 = time.perf_counter()
+    engine.run(job)
+    wall = time.perf_counter() - t0
+    log = store.root / job.run_prefix / "train" / "train_log.csv"
+    rows = [r for r in csv.DictReader(open(log)) if r["loss"]]
+    marker = store.tree_manifest(f"{job.run_prefix}/checkpoints/checkpoint-{cfg.train.max_steps}")
+    return {"tokens_per_s": window_rate(rows, cfg.train.logging_steps * 2), "wall_s": wall,
+            "upload_s": marker["upload_s"]}
+
+
+def plain_loop(store, cfg, threads: int, global_batch: int) -> dict:
+    """The same model and data, one process, torch.optim.AdamW, no framework around it."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from slm.datasets import load_split
+    from slm.modeling import load_tokenizer, materialize, resolve_ref, scratch_config
+
+    torch.set_num_threads(threads)
+    tokenizer = load_tokenizer(materialize(resolve_ref(cfg.model.tokenizer, store, "tokenizer")))
+    torch.manual_seed(cfg.train.seed)
+    model = AutoModelForCausalLM.from_config(scratch_config(cfg.model.architecture, tokenizer, cfg.data.max_length))
+    blocks = torch.tensor(load_split(store, cfg.data.dataset)["input_ids"])
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+    model.train()
+    tokens, marks = 0, {}
+    start = time.perf_counter()
+    for step in range(1, cfg.train.max_steps + 1):
+        idx = torch.randint(0, len(blocks), (global_batch,))
+        batch = blocks[idx]
+        loss = model(input_ids=batch, labels=batch).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.max_grad_norm)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        tokens += batch.numel()
+        marks[step] = (time.perf_counter() - start, tokens)
+    warm = cfg.train.logging_steps * 2
+    (t0, n0), (t1, n1) = marks[warm], marks[cfg.train.max_steps]
+    return {"tokens_per_s": (n1 - n0) / (t1 - t0), "wall_s": t1}
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--steps", type=int, default=120)
+    p.add_argument("--workers", type=int, nargs="+", default=[2])
+    args = p.parse_args()
+
+    from data_builders import run_builder
+    from slm.config import PipelineConfig, StageConfig, load_yaml_config
+    from slm.store import Store
+
+    with tempfile.TemporaryDirectory() as tmp:
+        os.environ.setdefault("SLM_CACHE", str(Path(tmp) / "cache"))
+        store = Store.open(str(Path(tmp) / "store"))
+        for builder in ("tokenizer", "pretrain"):
+            run_builder(str(REPO_ROOT / f"data_builders/configs/{builder}.yaml"), store)
+        pipeline = load_yaml_config(REPO_ROOT / "stages/pipeline.yaml", PipelineConfig)
+        cfg = load_yaml_config(REPO_ROOT / "stages/configs/pretrain.yaml", StageConfig, {
+            "data": {"eval_split": None},
+            "train": {"max_steps": args.steps, "save_steps": args.steps, "logging_steps": 10}})
+        micro = cfg.train.micro_batch * cfg.train.grad_accum
+        results = []
+        for workers in args.workers:
+            r = engine_run(store, pipeline, cfg, workers, f"w{workers}")
+            plain = plain_loop(store, cfg, threads=workers, global_batch=micro * workers)
+            results.append((workers, r, plain))
+        print(f"\n{cfg.model.architecture['model_type']} {cfg.model.architecture}, blocks of "
+              f"{cfg.data.max_length} tokens, {args.steps} steps, fp32, CPU ({os.cpu_count()} cores)")
+        print(f"{'workers':>7} | {'engine tok/s':>12} | {'plain tok/s':>11} | {'ratio':>5} | "
+              f"{'engine wall':>11} | {'ckpt save+upload':>16}")
+        for workers, r, plain in results:
+            print(f"{workers:>7} | {r['tokens_per_s']:>12,.0f} | {plain['tokens_per_s']:>11,.0f} | "
+                  f"{r['tokens_per_s'] / plain['tokens_per_s']:>5.2f} | {r['wall_s']:>10.1f}s | "
+                  f"{r['upload_s']:>15.2f}s")
+        print("ratio = engine / plain loop at the same global batch; the plain loop gets as many threads "
+              "as the engine has workers.")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Start a Ray head on loopback (dashboard and job API on 127.0.0.1 only), then run the given command.
+# Token authentication is on for the cluster and its clients alike (RAY_AUTH_MODE=token).
+set -euo pipefail
+export RAY_AUTH_MODE="${RAY_AUTH_MODE:-token}"
+ray start --head --node-ip-address=127.0.0.1 --dashboard-host=127.0.0.1 --dashboard-port=8265 \
+    --port=6379 --disable-usage-stats
+# `ray job submit` finds the job API at http://127.0.0.1:8265; drivers find the cluster by itself.
+exec "$@"
