@@ -1,4 +1,5 @@
-"""MMLU through lm-eval, from the original CSV layout (`test/<subject>_test.csv`, `dev/<subject>_dev.csv`).
+"""MMLU through lm-eval, from the original CSV layout (`test/<subject>_test.csv`, `dev/<subject>_dev.csv`)
+or from the Hugging Face dataset (`hf:cais/mmlu`, or a local directory laid out like it).
 
 The tasks are plain lm-eval task YAMLs (`mmlu_csv_<subject>`, grouped into `mmlu_csv_<domain>` and
 `mmlu_csv`), written with the same prompt, choices, few-shot split and size-weighted aggregation
@@ -58,6 +59,16 @@ TEMPLATE = {
 }
 
 
+HUB_TEMPLATE = {**TEMPLATE,
+                "doc_to_text": "{{question.strip()}}\nA. {{choices[0]}}\nB. {{choices[1]}}\nC. {{choices[2]}}\n"
+                               "D. {{choices[3]}}\nAnswer:",
+                "doc_to_target": "answer"}
+
+
+def is_hub(source) -> bool:
+    return str(source).startswith("hf:")
+
+
 def select_subjects(spec) -> list[str]:
     if spec == "all":
         return list(SUBJECT_DOMAINS)
@@ -82,23 +93,28 @@ def task_name(subject: str) -> str:
     return f"{GROUP}_{subject}"
 
 
-def write_tasks(data_dir: Path, subjects: list[str], out_dir: Path) -> list[str]:
+def subject_task(subject: str, source) -> dict:
+    """One subject's task: the CSV layout in a directory, or `hf:<dataset>` (a hub id or a local
+    directory laid out like the hub dataset) with lm-eval's own template."""
+    spec = {"task": task_name(subject), "task_alias": subject,
+            "description": f"The following are multiple choice questions (with answers) about "
+                           f"{subject.replace('_', ' ')}.\n\n"}
+    if is_hub(source):
+        return {**spec, **HUB_TEMPLATE, "dataset_path": str(source)[3:], "dataset_name": subject}
+    data_dir = Path(source)
+    return {**spec, **TEMPLATE, "dataset_kwargs": {
+        "column_names": ["question", "A", "B", "C", "D", "answer"],
+        "header": None,
+        "data_files": {"test": str(data_dir / "test" / f"{subject}_test.csv"),
+                       "dev": str(data_dir / "dev" / f"{subject}_dev.csv")},
+    }}
+
+
+def write_tasks(source, subjects: list[str], out_dir: Path) -> list[str]:
     """Write the subject, domain and top-level group YAMLs; returns the top-level group name."""
     out_dir.mkdir(parents=True, exist_ok=True)
     for subject in subjects:
-        spec = {
-            "task": task_name(subject),
-            "task_alias": subject,
-            "description": f"The following are multiple choice questions (with answers) about "
-                           f"{subject.replace('_', ' ')}.\n\n",
-            **TEMPLATE,
-            "dataset_kwargs": {
-                "column_names": ["question", "A", "B", "C", "D", "answer"],
-                "header": None,
-                "data_files": {"test": str(data_dir / "test" / f"{subject}_test.csv"),
-                               "dev": str(data_dir / "dev" / f"{subject}_dev.csv")},
-            },
-        }
+        spec = subject_task(subject, source)
         (out_dir / f"{task_name(subject)}.yaml").write_text(yaml.safe_dump(spec, sort_keys=False, width=1000))
     domains = [d for d in DOMAINS if any(SUBJECT_DOMAINS[s] == d for s in subjects)]
     for domain in domains:
@@ -140,13 +156,15 @@ def summarize(results: dict, subjects: list[str]) -> dict:
             "subjects": per_subject, "items": items}
 
 
-def evaluate(lm, data_dir: Path, subjects: list[str], task_dir: Path, limit: int | None = None,
+def evaluate(lm, source, subjects: list[str], task_dir: Path, limit: int | None = None,
              num_fewshot: int = 0) -> dict:
+    """source: a directory in the CSV layout, or `hf:<dataset>`."""
     from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager
 
-    count_items(data_dir, subjects)  # fail fast on a wrong directory
-    write_tasks(data_dir, subjects, task_dir)
+    if not is_hub(source):
+        count_items(Path(source), subjects)  # fail fast on a wrong directory
+    write_tasks(source, subjects, task_dir)
     results = simple_evaluate(model=lm, tasks=[GROUP], num_fewshot=num_fewshot, limit=limit,
                               task_manager=TaskManager(include_path=str(task_dir), include_defaults=False),
                               log_samples=True, random_seed=0, numpy_random_seed=0, torch_random_seed=0,
@@ -159,14 +177,39 @@ def main(argv=None) -> None:
     import argparse
 
     p = argparse.ArgumentParser(description=main.__doc__)
-    p.add_argument("--data-dir", default="../shared/data/mmlu", help="MMLU in the original CSV layout")
+    p.add_argument("--data-dir", default="../shared/data/mmlu",
+                   help="MMLU in the original CSV layout, or hf:cais/mmlu")
     p.add_argument("--out", default="eval/tasks/mmlu_csv")
     p.add_argument("--subjects", nargs="*", default=None)
     args = p.parse_args(argv)
-    write_tasks(Path(args.data_dir), args.subjects or list(SUBJECT_DOMAINS), Path(args.out))
+    source = args.data_dir if is_hub(args.data_dir) else Path(args.data_dir)
+    write_tasks(source, args.subjects or list(SUBJECT_DOMAINS), Path(args.out))
     print(f"wrote lm-eval tasks for {len(args.subjects or SUBJECT_DOMAINS)} subjects to {args.out}; "
           f"run: lm_eval --include_path {args.out} --tasks {GROUP} ...")
 
 
 if __name__ == "__main__":
     main()
+
+
+def write_hub_layout(csv_dir: Path, out_dir: Path, subjects: list[str]) -> Path:
+    """Lay the CSVs out as the `cais/mmlu` hub dataset (Parquet per subject and split, configs in
+    README.md), so that lm-eval's built-in `mmlu_*` tasks read them offline from a local directory."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    configs = []
+    for subject in subjects:
+        files = []
+        for split in ("test", "dev", "val"):
+            with open(csv_dir / split / f"{subject}_{split}.csv", newline="", encoding="utf-8") as f:
+                rows = [{"question": q, "subject": subject, "choices": [a, b, c, d],
+                         "answer": "ABCD".index(ans.strip())} for q, a, b, c, d, ans in csv.reader(f)]
+            name = "validation" if split == "val" else split
+            path = out_dir / subject / f"{name}-00000-of-00001.parquet"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            pq.write_table(pa.Table.from_pylist(rows), path)
+            files.append({"split": name, "path": f"{subject}/{name}-*.parquet"})
+        configs.append({"config_name": subject, "data_files": files})
+    (out_dir / "README.md").write_text("---\n" + yaml.safe_dump({"configs": configs}, sort_keys=False) + "---\n")
+    return out_dir

@@ -42,6 +42,17 @@ def settings_digest(sweep: SweepSpec) -> str:
                          {"bench_sha256": bench_sha})
 
 
+def quiet_libraries() -> None:
+    """Per-request warnings and progress bars of lm-eval/transformers drown the sweep's own lines."""
+    import logging
+
+    from transformers.utils import logging as hf_logging
+
+    logging.getLogger("lm_eval").setLevel(logging.ERROR)
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
 def score_model(store_uri: str, key: str, sweep: dict, use_gpu: bool = False) -> dict:
     """Load a model tree from the store and score it. Runs inside a Ray task."""
     import torch
@@ -50,6 +61,7 @@ def score_model(store_uri: str, key: str, sweep: dict, use_gpu: bool = False) ->
     from eval import bench, mmlu
     from slm.modeling import load_model, load_tokenizer
 
+    quiet_libraries()
     spec = SweepSpec.model_validate(sweep)
     if not use_gpu:
         torch.set_num_threads(1)  # each sweep task holds one CPU
@@ -62,7 +74,8 @@ def score_model(store_uri: str, key: str, sweep: dict, use_gpu: bool = False) ->
     lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=spec.batch_size, device=device)
     subjects = mmlu.select_subjects(spec.subjects)
     with tempfile.TemporaryDirectory() as tmp:
-        mmlu_scores = mmlu.evaluate(lm, resolve_path(spec.mmlu_dir), subjects, Path(tmp) / "tasks",
+        source = spec.mmlu_dir if mmlu.is_hub(spec.mmlu_dir) else resolve_path(spec.mmlu_dir)
+        mmlu_scores = mmlu.evaluate(lm, source, subjects, Path(tmp) / "tasks",
                                     limit=spec.limit, num_fewshot=spec.num_fewshot)
     bench_scores = bench.run_bench(model, tokenizer, bench.load_bench(resolve_path(spec.bench)),
                                    spec.bench_max_new_tokens, spec.batch_size, spec.prompt_template)
@@ -83,7 +96,8 @@ def sweep(store: Store, candidates: list[dict], spec: SweepSpec, out_prefix: str
 
     settings = settings_digest(spec)
     results, pending = {}, {}
-    remote = ray.remote(score_model).options(num_cpus=1, num_gpus=1 if use_gpu else 0, max_retries=1)
+    remote = ray.remote(score_model).options(num_cpus=1, num_gpus=1 if use_gpu else 0, max_retries=1,
+                                             runtime_env={"env_vars": {"TQDM_DISABLE": "1"}})
     for cand in candidates:
         digest = weights_digest(store, cand["key"])
         cache_key = f"scores/{digest}-{settings}.json"

@@ -118,7 +118,7 @@ class ClusterSpec(Strict):
 
 
 class SweepSpec(Strict):
-    mmlu_dir: str = "../shared/data/mmlu"
+    mmlu_dir: str = "../shared/data/mmlu"  # the original CSV layout, or hf:cais/mmlu (online)
     subjects: list[str] | Literal["all"] = "all"
     limit: int | None = None  # items per subject; None = every item
     num_fewshot: int = Field(0, ge=0, le=5)

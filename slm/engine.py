@@ -152,6 +152,9 @@ def _worker_loop(job_dict: dict) -> None:
     from slm.callbacks import ProgressCallback, SaveLastStepCallback, StoreCheckpointCallback
     from slm.modeling import load_tokenizer, materialize
 
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
     job = TrainJob.model_validate(job_dict)
     if not job.use_gpu:  # one intra-op thread per CPU given to the worker: two workers on two cores don't fight
         torch.set_num_threads(max(1, int(job.cpus_per_worker)))
