@@ -53,6 +53,23 @@ def quiet_libraries() -> None:
     hf_logging.disable_progress_bar()
 
 
+def run_extra_tasks(lm, spec: SweepSpec) -> dict:
+    """Any lm-eval tasks by name; their hub datasets served from local directories when configured."""
+    from lm_eval import simple_evaluate
+    from lm_eval.tasks import TaskManager
+
+    from eval.local_data import LOCAL_TASKS, check_tasks, served_from
+
+    check_tasks(spec.extra_tasks, spec.local_datasets)
+    with served_from(spec.local_datasets):
+        results = simple_evaluate(model=lm, tasks=spec.extra_tasks, num_fewshot=spec.extra_num_fewshot,
+                                  limit=spec.limit, task_manager=TaskManager(include_path=str(LOCAL_TASKS)),
+                                  random_seed=0,
+                                  numpy_random_seed=0, torch_random_seed=0, fewshot_random_seed=1234)
+    return {task: {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
+            for task, metrics in results["results"].items()}
+
+
 def score_model(store_uri: str, key: str, sweep: dict, use_gpu: bool = False) -> dict:
     """Load a model tree from the store and score it. Runs inside a Ray task."""
     import torch
@@ -79,13 +96,7 @@ def score_model(store_uri: str, key: str, sweep: dict, use_gpu: bool = False) ->
                                     limit=spec.limit, num_fewshot=spec.num_fewshot)
     bench_scores = bench.run_bench(model, tokenizer, bench.load_bench(resolve_path(spec.bench)),
                                    spec.bench_max_new_tokens, spec.batch_size, spec.prompt_template)
-    extra = {}
-    if spec.extra_tasks:
-        from lm_eval import simple_evaluate
-
-        results = simple_evaluate(model=lm, tasks=spec.extra_tasks, limit=spec.limit, random_seed=0)
-        extra = {task: {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
-                 for task, metrics in results["results"].items()}
+    extra = run_extra_tasks(lm, spec) if spec.extra_tasks else {}
     return {"mmlu": mmlu_scores, "bench": bench_scores, "extra": extra, "scored_at": now(), "device": device}
 
 

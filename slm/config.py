@@ -126,7 +126,9 @@ class SweepSpec(Strict):
     bench_max_new_tokens: int = Field(32, gt=0)
     batch_size: int = Field(16, gt=0)
     prompt_template: str | None = None  # None: the model's chat template
-    extra_tasks: list[str] = []
+    extra_tasks: list[str] = []  # any lm-eval task names, e.g. [gsm8k, truthfulqa_mc1, truthfulqa_mc2]
+    extra_num_fewshot: int | None = None  # None: each task's own default
+    local_datasets: dict[str, str] = {}  # hub dataset id -> local directory (offline), see eval/local_data.py
     score_precursor: bool = True
 
 

@@ -148,6 +148,7 @@ def _worker_loop(job_dict: dict) -> None:
     import torch
     import torch.distributed as dist
     from transformers import DataCollatorForSeq2Seq, Trainer
+    from transformers.trainer_callback import PrinterCallback
 
     from slm.callbacks import ProgressCallback, SaveLastStepCallback, StoreCheckpointCallback
     from slm.modeling import load_tokenizer, materialize
@@ -187,6 +188,7 @@ def _worker_loop(job_dict: dict) -> None:
         callbacks=[ProgressCallback(job.stage, work / "train_log.csv"), SaveLastStepCallback(),
                    StoreCheckpointCallback(job.store, job.run_prefix, local_rank)],
     )
+    trainer.remove_callback(PrinterCallback)  # its raw log dicts repeat what ProgressCallback prints
     trainer.train(resume_from_checkpoint=str(resume_dir) if resume_dir else None)
 
     engine = trainer.model_wrapped
