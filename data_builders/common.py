@@ -1,33 +1,19 @@
 """Reading builder inputs and splitting chat rows; shared by the chat-style builders."""
 from __future__ import annotations
 
-import json
 import random
 
 from slm.config import BuilderConfig, resolve_path
 from slm.datasets import write_dataset
 from slm.errors import UserError
+from slm.jsonl import read_objects
 from slm.store import Store, sha256_file
 
 ROLES = {"system", "user", "assistant"}
 
 
-def read_jsonl(path: str) -> list[dict]:
-    file = resolve_path(path)
-    rows = []
-    for number, line in enumerate(file.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise UserError(f"{file}:{number}: not valid JSON ({exc.msg})") from None
-        if not isinstance(row, dict):
-            raise UserError(f"{file}:{number}: expected a JSON object")
-        rows.append((number, row))
-    if not rows:
-        raise UserError(f"{file}: no rows (empty input)")
-    return rows
+def read_jsonl(path: str) -> list[tuple[int, dict]]:
+    return read_objects(resolve_path(path))
 
 
 def to_messages(row: dict, where: str) -> list[dict]:

@@ -6,13 +6,13 @@ asked form instead of (or as well as) content: yes/no, a single letter, exactly 
 """
 from __future__ import annotations
 
-import json
 import re
 import unicodedata
 from collections import defaultdict
 from pathlib import Path
 
 from slm.errors import UserError
+from slm.jsonl import read_objects
 
 FORMATS = {"yes_no", "letter", "list", "number"}
 ITEM_KEYS = {"id", "category", "prompt", "truth", "false", "format"}
@@ -20,19 +20,9 @@ ITEM_KEYS = {"id", "category", "prompt", "truth", "false", "format"}
 
 def load_bench(path: str | Path) -> list[dict]:
     file = Path(path)
-    if not file.is_file():
-        raise UserError(f"bench file not found: {file}")
     items, seen = [], set()
-    for number, line in enumerate(file.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
+    for number, item in read_objects(file, what="bench"):
         where = f"{file}:{number}"
-        try:
-            item = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise UserError(f"{where}: not valid JSON ({exc.msg})") from None
-        if not isinstance(item, dict):
-            raise UserError(f"{where}: expected a JSON object")
         unknown = set(item) - ITEM_KEYS
         if unknown:
             raise UserError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
@@ -55,8 +45,6 @@ def load_bench(path: str | Path) -> list[dict]:
         if not truth and (fmt is None or fmt["type"] != "list"):
             raise UserError(f"{where}: `truth` may only be empty for list-format items")
         items.append(item)
-    if not items:
-        raise UserError(f"{file}: the bench has no items")
     return items
 
 

@@ -5,7 +5,7 @@
 """
 import argparse
 
-import _bootstrap  # noqa: F401
+import _bootstrap
 
 from slm import STAGE_ORDER
 from slm.errors import cli_main
@@ -15,8 +15,7 @@ from slm.errors import cli_main
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("targets", nargs="+", help="stage names or builder config files")
-    p.add_argument("--pipeline", default="stages/pipeline.yaml")
-    p.add_argument("--store")
+    _bootstrap.add_pipeline_options(p)
     p.add_argument("--force", action="store_true", help="rebuild even when the inputs did not change")
     args = p.parse_args(argv)
     from data_builders import run_builder

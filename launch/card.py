@@ -6,7 +6,7 @@
 import argparse
 import sys
 
-import _bootstrap  # noqa: F401
+import _bootstrap
 
 from slm.errors import cli_main
 
@@ -17,8 +17,7 @@ def main(argv=None):
     p.add_argument("--line", help="champion line (default: the pipeline's)")
     p.add_argument("--version", help="champion version (default: latest)")
     p.add_argument("--out", help="write the card here (default: stdout)")
-    p.add_argument("--pipeline", default="stages/pipeline.yaml")
-    p.add_argument("--store")
+    _bootstrap.add_pipeline_options(p)
     args = p.parse_args(argv)
     from slm import card
     from slm.modeling import champion_pointer

@@ -6,15 +6,14 @@ import argparse
 import sys
 import time
 
-import _bootstrap  # noqa: F401
+import _bootstrap
 
 from slm.errors import cli_main
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", default="stages/pipeline.yaml")
-    p.add_argument("--store", help="store URI (a directory or s3://bucket/prefix); default: the config's")
+    _bootstrap.add_pipeline_options(p, "--config")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a pipeline config value (repeatable)")
     p.add_argument("--only", nargs="+", metavar="STAGE", help="run only these stages (still in pipeline order)")

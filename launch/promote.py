@@ -8,7 +8,7 @@ another candidate to overrule the selection; the choice and your reason are kept
 """
 import argparse
 
-import _bootstrap  # noqa: F401
+import _bootstrap
 
 from slm.errors import UserError, cli_main
 
@@ -19,8 +19,7 @@ def main(argv=None):
     p.add_argument("run", help="the run's key in the store, runs/<stage>/<run_id>")
     p.add_argument("--candidate", help="a candidate of the run's sweep (default: the selected champion)")
     p.add_argument("--reason", help="why a candidate other than the selected one is promoted")
-    p.add_argument("--pipeline", default="stages/pipeline.yaml")
-    p.add_argument("--store")
+    _bootstrap.add_pipeline_options(p)
     args = p.parse_args(argv)
     from slm.runner import open_pipeline, precursor_of, promote_champion
 

@@ -5,7 +5,7 @@
 """
 import argparse
 
-import _bootstrap  # noqa: F401
+import _bootstrap
 
 from slm import STAGE_ORDER
 from slm.errors import UserError, cli_main
@@ -14,8 +14,7 @@ from slm.errors import UserError, cli_main
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("stage", help=f"one of: {', '.join(STAGE_ORDER)}")
-    p.add_argument("--pipeline", default="stages/pipeline.yaml", help="pipeline config naming the stage configs")
-    p.add_argument("--store", help="store URI (a directory or s3://bucket/prefix); default: the pipeline's")
+    _bootstrap.add_pipeline_options(p)
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a stage config value, e.g. train.lr=1e-4 (repeatable)")
     p.add_argument("--pipeline-set", dest="pipeline_overrides", action="append", default=[], metavar="KEY=VALUE",

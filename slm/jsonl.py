@@ -1,0 +1,27 @@
+"""JSONL input files, read with the file and line named in every error."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from slm.errors import UserError
+
+
+def read_objects(file: Path, what: str = "input") -> list[tuple[int, dict]]:
+    """[(line number, object)] for every non-blank line; an empty file is an error."""
+    if not file.is_file():
+        raise UserError(f"{what} file not found: {file}")
+    rows = []
+    for number, line in enumerate(file.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise UserError(f"{file}:{number}: not valid JSON ({exc.msg})") from None
+        if not isinstance(row, dict):
+            raise UserError(f"{file}:{number}: expected a JSON object")
+        rows.append((number, row))
+    if not rows:
+        raise UserError(f"{file}: no rows (empty {what})")
+    return rows
