@@ -10,6 +10,7 @@ pointing at the configured data directory.
 from __future__ import annotations
 
 import csv
+import json
 import math
 from pathlib import Path
 
@@ -156,19 +157,43 @@ def summarize(results: dict, subjects: list[str]) -> dict:
             "subjects": per_subject, "items": items}
 
 
-def evaluate(lm, source, subjects: list[str], task_dir: Path, limit: int | None = None,
-             num_fewshot: int = 0) -> dict:
-    """source: a directory in the CSV layout, or `hf:<dataset>`."""
-    from lm_eval import simple_evaluate
+# Loaded task objects (datasets read, prompts configured) per process, reused for every checkpoint a
+# sweep worker scores: loading 57 subjects' data is most of lm-eval's per-run overhead.
+_LOADED: dict[str, dict] = {}
+
+
+def load_tasks(source, subjects: list[str], task_dir: Path, num_fewshot: int) -> dict:
+    """lm-eval's task dict for our group, set up as `simple_evaluate` does (few-shot count and seed)."""
     from lm_eval.tasks import TaskManager
+
+    key = json.dumps([str(source), subjects, num_fewshot, TEMPLATE, HUB_TEMPLATE], sort_keys=True)
+    if key not in _LOADED:
+        write_tasks(source, subjects, task_dir)
+        loaded = TaskManager(include_path=str(task_dir), include_defaults=False).load([GROUP])
+        for task in loaded["tasks"].values():
+            task.set_config(key="num_fewshot", value=num_fewshot)
+        _LOADED[key] = loaded
+    for task in _LOADED[key]["tasks"].values():
+        task.set_fewshot_seed(seed=1234)
+    return _LOADED[key]
+
+
+def evaluate(lm, source, subjects: list[str], task_dir: Path, limit: int | None = None,
+             num_fewshot: int = 0, cache_requests: bool = False) -> dict:
+    """source: a directory in the CSV layout, or `hf:<dataset>`. With cache_requests, lm-eval keeps the
+    built requests (under LM_HARNESS_CACHE_PATH) for the next model with the same tokenizer name."""
+    import random
+
+    import numpy as np
+    import torch
+    from lm_eval.evaluator import evaluate as lm_eval_evaluate
 
     if not is_hub(source):
         count_items(Path(source), subjects)  # fail fast on a wrong directory
-    write_tasks(source, subjects, task_dir)
-    results = simple_evaluate(model=lm, tasks=[GROUP], num_fewshot=num_fewshot, limit=limit,
-                              task_manager=TaskManager(include_path=str(task_dir), include_defaults=False),
-                              log_samples=True, random_seed=0, numpy_random_seed=0, torch_random_seed=0,
-                              fewshot_random_seed=1234)
+    task_dict = load_tasks(source, subjects, task_dir, num_fewshot)
+    random.seed(0), np.random.seed(0), torch.manual_seed(0)  # simple_evaluate's seeds
+    results = lm_eval_evaluate(lm=lm, task_dict=task_dict, limit=limit, cache_requests=cache_requests,
+                               log_samples=True)
     return summarize(results, subjects)
 
 

@@ -16,7 +16,8 @@ def markdown_table(report: dict) -> str:
         name = f"**{row['name']}**" if row["status"] == "champion" else row["name"]
         cells = [name, row.get("kind") or "", f"{pct(row['mmlu'])} ± {pct(row['mmlu_se'])}",
                  *[pct(row["domains"].get(d)) for d in domains],
-                 f"{row['bench_passed']}/{row['bench_total']}", row["status"], row["reason"]]
+                 "—" if row["bench"] is None else f"{row['bench_passed']}/{row['bench_total']}",
+                 row["status"], row["reason"]]
         lines.append("| " + " | ".join(cells) + " |")
     if report.get("noise"):
         n = report["noise"]
@@ -44,12 +45,13 @@ def plot(report: dict, reference: list[dict], out: Path, title: str) -> None:
     ax.bar(x, [r["mmlu"] for r in rows], yerr=[r["mmlu_se"] for r in rows], color=colors, alpha=0.8, capsize=4)
     ax.set_ylabel("MMLU accuracy (± SE)")
     ax.set_xticks(list(x), names, rotation=30, ha="right")
-    ax2 = ax.twinx()
-    ax2.plot(list(x), [r["bench"] for r in rows], "o--", color="tab:green", label="TRUTH bench")
-    ax2.set_ylabel("TRUTH bench pass rate")
-    ax2.set_ylim(0, 1)
+    if all(r["bench"] is not None for r in rows):
+        ax2 = ax.twinx()
+        ax2.plot(list(x), [r["bench"] for r in rows], "o--", color="tab:green", label="TRUTH bench")
+        ax2.set_ylabel("TRUTH bench pass rate")
+        ax2.set_ylim(0, 1)
+        ax2.legend(loc="upper right")
     ax.set_title(title)
-    ax2.legend(loc="upper right")
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)

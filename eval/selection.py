@@ -71,8 +71,8 @@ def rank_key(cand: dict):
     """Best MMLU first; ties go to the better bench score, then to a plain checkpoint over a merge,
     then to the later checkpoint (the end of the schedule the run was designed for)."""
     s = cand["scores"]
-    return (-s["mmlu"]["acc"], -s["bench"]["score"], cand.get("kind") != "checkpoint", -(cand.get("step") or 0),
-            cand["name"])
+    bench = s["bench"]["score"] if s.get("bench") else 0.0
+    return (-s["mmlu"]["acc"], -bench, cand.get("kind") != "checkpoint", -(cand.get("step") or 0), cand["name"])
 
 
 def select(candidates: list[dict], policy: SelectionPolicy) -> dict:
@@ -123,12 +123,16 @@ def select(candidates: list[dict], policy: SelectionPolicy) -> dict:
         if noise["within_noise"]:
             verdicts[champion["name"]]["reason"] += (f"; within noise (McNemar p = {p:.2f} ≥ {policy.alpha}), "
                                                      f"the lead is not statistically established")
-    rows = []
-    for cand in ranked:
-        s = cand["scores"]
-        rows.append({"name": cand["name"], "kind": cand.get("kind"), "step": cand.get("step"),
-                     "mmlu": s["mmlu"]["acc"], "mmlu_se": s["mmlu"]["se"],
-                     "domains": {d: v["acc"] for d, v in s["mmlu"]["domains"].items()},
-                     "bench": s["bench"]["score"], "bench_passed": s["bench"]["passed"],
-                     "bench_total": s["bench"]["total"], **verdicts[cand["name"]]})
+    rows = [report_row(cand, **verdicts[cand["name"]]) for cand in ranked]
     return {"champion": champion["name"], "policy": policy.model_dump(), "noise": noise, "candidates": rows}
+
+
+def report_row(cand: dict, status: str, reason: str, **extra) -> dict:
+    """One candidate's line in the selection report."""
+    s = cand["scores"]
+    bench = s.get("bench") or {}
+    return {"name": cand["name"], "kind": cand.get("kind"), "step": cand.get("step"),
+            "mmlu": s["mmlu"]["acc"], "mmlu_se": s["mmlu"]["se"],
+            "domains": {d: v["acc"] for d, v in s["mmlu"]["domains"].items()},
+            "bench": bench.get("score"), "bench_passed": bench.get("passed"), "bench_total": bench.get("total"),
+            "status": status, "reason": reason, **extra}

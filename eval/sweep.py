@@ -36,8 +36,8 @@ def weights_digest(store: Store, key: str) -> str:
 
 
 def settings_digest(sweep: SweepSpec) -> str:
-    bench_file = resolve_path(sweep.bench)
-    bench_sha = hashlib.sha256(bench_file.read_bytes()).hexdigest() if bench_file.is_file() else None
+    bench_file = resolve_path(sweep.bench) if sweep.bench else None
+    bench_sha = hashlib.sha256(bench_file.read_bytes()).hexdigest() if bench_file and bench_file.is_file() else None
     return config_digest(sweep.model_dump(mode="json", exclude={"mmlu_dir", "batch_size", "score_precursor"}),
                          {"bench_sha256": bench_sha})
 
@@ -73,9 +73,9 @@ def run_extra_tasks(lm, spec: SweepSpec) -> dict:
 def score_model(store_uri: str, key: str, sweep: dict, use_gpu: bool = False) -> dict:
     """Load a model tree from the store and score it. Runs inside a Ray task."""
     import torch
-    from lm_eval.models.huggingface import HFLM
 
     from eval import bench, mmlu
+    from eval.lm import ReusableHFLM
     from slm.modeling import load_model, load_tokenizer
 
     quiet_libraries()
@@ -88,14 +88,19 @@ def score_model(store_uri: str, key: str, sweep: dict, use_gpu: bool = False) ->
     device = "cuda" if use_gpu and torch.cuda.is_available() else "cpu"
     model = load_model(path, dtype=torch.bfloat16 if device == "cuda" else torch.float32).to(device)
     model.eval()
-    lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=spec.batch_size, device=device)
+    lm = ReusableHFLM(pretrained=model, tokenizer=tokenizer, batch_size=spec.batch_size, device=device,
+                      tokenizer_dir=path)
     subjects = mmlu.select_subjects(spec.subjects)
     with tempfile.TemporaryDirectory() as tmp:
         source = spec.mmlu_dir if mmlu.is_hub(spec.mmlu_dir) else resolve_path(spec.mmlu_dir)
-        mmlu_scores = mmlu.evaluate(lm, source, subjects, Path(tmp) / "tasks",
-                                    limit=spec.limit, num_fewshot=spec.num_fewshot)
-    bench_scores = bench.run_bench(model, tokenizer, bench.load_bench(resolve_path(spec.bench)),
-                                   spec.bench_max_new_tokens, spec.batch_size, spec.prompt_template)
+        # lm-eval's request cache always builds every item; with a limit, building is cheap anyway.
+        mmlu_scores = mmlu.evaluate(lm, source, subjects, Path(tmp) / "tasks", limit=spec.limit,
+                                    num_fewshot=spec.num_fewshot, cache_requests=spec.limit is None)
+    lm.save_encodings()
+    bench_scores = None
+    if spec.bench:
+        bench_scores = bench.run_bench(model, tokenizer, bench.load_bench(resolve_path(spec.bench)),
+                                       spec.bench_max_new_tokens, spec.batch_size, spec.prompt_template)
     extra = run_extra_tasks(lm, spec) if spec.extra_tasks else {}
     return {"mmlu": mmlu_scores, "bench": bench_scores, "extra": extra, "scored_at": now(), "device": device}
 
@@ -105,10 +110,16 @@ def sweep(store: Store, candidates: list[dict], spec: SweepSpec, out_prefix: str
     """Score candidates ({name, key, kind, ...}); returns name → candidate with `scores` attached."""
     import ray
 
+    from eval.lm import request_cache_dir
+
     settings = settings_digest(spec)
     results, pending = {}, {}
+    # Requests depend on the data too: a cache directory per settings and data source.
+    requests = request_cache_dir(config_digest({"settings": settings, "source": str(resolve_path(spec.mmlu_dir))
+                                                if not spec.mmlu_dir.startswith("hf:") else spec.mmlu_dir}))
+    env = {"TQDM_DISABLE": "1", "LM_HARNESS_CACHE_PATH": str(requests)}
     remote = ray.remote(score_model).options(num_cpus=1, num_gpus=1 if use_gpu else 0, max_retries=1,
-                                             runtime_env={"env_vars": {"TQDM_DISABLE": "1"}})
+                                             runtime_env={"env_vars": env})
     for cand in candidates:
         digest = weights_digest(store, cand["key"])
         cache_key = f"scores/{digest}-{settings}.json"
@@ -117,9 +128,14 @@ def sweep(store: Store, candidates: list[dict], spec: SweepSpec, out_prefix: str
             print(f"[sweep] {cand['name']}: cached scores ({digest})", file=sys.stderr, flush=True)
             results[cand["name"]] = {**cand, "scores": store.read_json(cache_key)}
             continue
-        pending[cand["name"]] = (cand, cache_key,
-                                 remote.remote(store.uri, cand["key"], spec.model_dump(mode="json"), use_gpu))
-    for name, (cand, cache_key, ref) in pending.items():
+        pending[cand["name"]] = (cand, cache_key)
+    refs = {}
+    for i, (name, (cand, _)) in enumerate(pending.items()):
+        refs[name] = remote.remote(store.uri, cand["key"], spec.model_dump(mode="json"), use_gpu)
+        if i == 0 and len(pending) > 1 and spec.limit is None and not requests.exists():
+            ray.wait([refs[name]])  # the first checkpoint fills the request cache; the rest reuse it in parallel
+    for name, (cand, cache_key) in pending.items():
+        ref = refs[name]
         try:
             scores = ray.get(ref)
         except Exception as exc:
@@ -129,8 +145,9 @@ def sweep(store: Store, candidates: list[dict], spec: SweepSpec, out_prefix: str
             raise
         store.write_json(cache_key, scores)
         m, b = scores["mmlu"], scores["bench"]
-        print(f"[sweep] {name}: MMLU {m['acc']:.2%} ± {m['se']:.2%} (n={m['n']}), "
-              f"bench {b['passed']}/{b['total']}", file=sys.stderr, flush=True)
+        bench_note = f", bench {b['passed']}/{b['total']}" if b else ""
+        print(f"[sweep] {name}: MMLU {m['acc']:.2%} ± {m['se']:.2%} (n={m['n']}){bench_note}",
+              file=sys.stderr, flush=True)
         results[name] = {**cand, "scores": scores}
     for name, cand in results.items():
         store.write_json(f"{out_prefix}/{name}.json", cand)

@@ -40,6 +40,8 @@ def _benchmarks(info: dict, sweep_note: str) -> str:
            "| Macro domain | Items | Accuracy |", "|---|---|---|"]
     for d, v in mmlu["domains"].items():
         out.append(f"| {DOMAIN_TITLES.get(d, d)} | {v['n']} | {pct(v['acc'])} |")
+    if bench is None:
+        return "\n".join(out)
     out += ["", "### TRUTH-list bench", "",
             "Greedy answers; a prompt passes when the answer contains an accepted answer and no known-wrong anchor, "
             "and format items answer in the asked form.", "", "| Category | N | Score |", "|---|---|---|"]

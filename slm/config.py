@@ -122,7 +122,7 @@ class SweepSpec(Strict):
     subjects: list[str] | Literal["all"] = "all"
     limit: int | None = None  # items per subject; None = every item
     num_fewshot: int = Field(0, ge=0, le=5)
-    bench: str = "eval/benches/truth106.jsonl"
+    bench: str | None = "eval/benches/truth106.jsonl"  # None: MMLU (and extra tasks) only
     bench_max_new_tokens: int = Field(32, gt=0)
     batch_size: int = Field(16, gt=0)
     prompt_template: str | None = None  # None: the model's chat template

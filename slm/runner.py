@@ -142,7 +142,7 @@ def precursor_of(record: dict) -> dict | None:
 
 def sweep_and_select(pipeline: PipelineConfig, record: dict, store: Store) -> tuple[dict, dict, dict]:
     from eval import merge, report
-    from eval.selection import select
+    from eval.selection import report_row, select
     from eval.sweep import sweep
 
     prefix, use_gpu = record["run_prefix"], pipeline.cluster.use_gpu
@@ -159,15 +159,11 @@ def sweep_and_select(pipeline: PipelineConfig, record: dict, store: Store) -> tu
         champion = scored[report_["champion"]]
         merges = merge.merge_candidates(store, champion["key"], precursor["key"], pipeline.merge.t, f"{prefix}/merges")
         merged = sweep(store, merges, pipeline.sweep, out, use_gpu)
-        pool += [{**m, **merged[m["name"]]} for m in merges]
+        pool += [merged[m["name"]] for m in merges]
         report_ = select(pool, pipeline.selection)
     reference = []
     if precursor and precursor["name"] in scored:
-        p = scored[precursor["name"]]["scores"]
-        reference = [{"name": precursor["name"], "kind": "precursor", "step": None, "mmlu": p["mmlu"]["acc"],
-                      "mmlu_se": p["mmlu"]["se"], "domains": {d: v["acc"] for d, v in p["mmlu"]["domains"].items()},
-                      "bench": p["bench"]["score"], "bench_passed": p["bench"]["passed"],
-                      "bench_total": p["bench"]["total"], "status": "reference", "reason": "this stage's input model"}]
+        reference = [report_row(scored[precursor["name"]], "reference", "this stage's input model")]
     report_["candidates"] += reference
     store.write_json(f"{out}/selection.json", report_)
     store.write_text(f"{out}/selection.md", report.markdown_table(report_))
@@ -193,7 +189,7 @@ def promote_champion(pipeline: PipelineConfig, record: dict, champion: dict, pre
             "selection": f"{record['run_prefix']}/sweep/selection.json",
             "precursor": (precursor or {}).get("champion") or ({"key": precursor["key"]} if precursor else None),
             "scores": {"mmlu": {k: v for k, v in scores["mmlu"].items() if k != "items"},
-                       "bench": {k: v for k, v in scores["bench"].items() if k != "items"}},
+                       "bench": {k: v for k, v in scores["bench"].items() if k != "items"} if scores["bench"] else None},
             "sweep_note": sweep_note(pipeline, scores["mmlu"]["n"])}
     if champion["kind"] == "merge":
         info["merge"] = champion["merge"]

@@ -118,3 +118,11 @@ def test_paired_statistics():
     assert diff == 0.25 and se > 0
     assert mcnemar_p([1] * 10, [1] * 10) == 1.0
     assert mcnemar_p([1] * 20 + [0] * 20, [0] * 20 + [0] * 20) < 1e-5
+
+
+def test_selection_without_a_bench():
+    strong, weak = candidate("a", base_items(0.7)), candidate("b", base_items(0.4, seed=9))
+    for cand in (strong, weak):
+        cand["scores"]["bench"] = None
+    report = select([weak, strong], SelectionPolicy())
+    assert report["champion"] == "a" and verdict(report, "a")["bench"] is None
