@@ -64,7 +64,7 @@ def lm_eval_once_per_checkpoint(paths, data: Path, limit, batch_size: int, work:
         per_subject = {}
         for f in out.rglob("samples_*.jsonl"):
             task = f.name[len("samples_"):].rsplit("_", 1)[0]
-            rows = sorted((json.loads(line) for line in f.read_text().splitlines()), key=lambda r: r["doc_id"])
+            rows = sorted((json.loads(line) for line in f.read_text().split("\n") if line), key=lambda r: r["doc_id"])
             per_subject[task[len(mmlu.GROUP) + 1:]] = [int(r["acc"]) for r in rows]
         items[path.name] = per_subject
     return time.perf_counter() - start, items

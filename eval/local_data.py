@@ -38,7 +38,7 @@ def _readme(out: Path, configs: dict[str, list[dict]]) -> None:
 
 def gsm8k_layout(src: Path, out: Path) -> None:
     """test.jsonl ({question, answer}) → openai/gsm8k's `main` config (test split only)."""
-    rows = [json.loads(line) for line in (src / "test.jsonl").read_text(encoding="utf-8").splitlines() if line]
+    rows = [json.loads(line) for line in (src / "test.jsonl").read_text(encoding="utf-8").split("\n") if line.strip()]
     _readme(out, {"main": [_write(out, "main", "test", [{"question": r["question"], "answer": r["answer"]}
                                                         for r in rows])]})
 

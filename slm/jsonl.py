@@ -12,7 +12,8 @@ def read_objects(file: Path, what: str = "input") -> list[tuple[int, dict]]:
     if not file.is_file():
         raise UserError(f"{what} file not found: {file}")
     rows = []
-    for number, line in enumerate(file.read_text(encoding="utf-8").splitlines(), 1):
+    # split on "\n" only: str.splitlines() also breaks at U+2028 and friends, legal inside JSON strings
+    for number, line in enumerate(file.read_text(encoding="utf-8").split("\n"), 1):
         if not line.strip():
             continue
         try:

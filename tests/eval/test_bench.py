@@ -100,3 +100,10 @@ def test_runner_generates_greedily_with_the_chat_template(tiny_model_dir):
     second = run_bench(model, tok, items, max_new_tokens=6, batch_size=1)
     assert [i["answer"] for i in first["items"]] == [i["answer"] for i in second["items"]]  # greedy, padding-safe
     assert first["total"] == 4
+
+
+def test_jsonl_lines_may_hold_unicode_line_separators(tmp_path):
+    path = tmp_path / "bench.jsonl"
+    path.write_text(json.dumps({"id": "a", "category": "c", "prompt": "one\u2028two", "truth": ["x"]},
+                               ensure_ascii=False) + "\n")
+    assert load_bench(path)[0]["prompt"] == "one\u2028two"

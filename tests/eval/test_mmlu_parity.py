@@ -31,7 +31,7 @@ def lm_eval_cli(model_dir: Path, workdir: Path, tasks: str, limit: int, shots: i
     results = json.loads(next(out.rglob("results_*.json")).read_text())["results"]
     samples = {}
     for f in out.rglob("samples_*.jsonl"):
-        rows = [json.loads(line) for line in f.read_text().splitlines()]
+        rows = [json.loads(line) for line in f.read_text().split("\n") if line]  # not splitlines: items hold U+2028
         task = f.name[len("samples_"):].rsplit("_", 1)[0]
         samples[task] = {r["doc_id"]: int(r["acc"]) for r in rows}
     return results, samples

@@ -1,0 +1,92 @@
+"""Full-MMLU parity: our MMLU (the original CSVs through eval/mmlu.py) vs the `lm_eval` CLI's own `mmlu` group.
+
+The CLI reads lm-eval's built-in tasks from a local copy of the data laid out as `cais/mmlu`. Both
+score the same model on all 14,042 test items; the script prints overall and domain accuracy from
+each, and how many per-item answers differ (expected: none).
+
+    python benchmarks/mmlu_parity.py [--model DIR] [--num-fewshot 0] [--limit N]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+from slm import REPO_ROOT  # noqa: E402
+
+
+def tiny_model(path: Path) -> Path:
+    import torch
+    from transformers import AutoModelForCausalLM, GPT2Config
+
+    from data_builders.tokenizer import train_tokenizer
+
+    fixtures = [REPO_ROOT / f"data_builders/fixtures/pretrain/{s}.txt" for s in ("encyclopedic", "educational", "web")]
+    tokenizer = train_tokenizer(fixtures, 768)
+    torch.manual_seed(0)
+    config = GPT2Config(n_layer=2, n_embd=64, n_head=2, n_positions=1024, vocab_size=len(tokenizer),
+                        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+    AutoModelForCausalLM.from_config(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", help="a model directory (default: a tiny random GPT-2)")
+    p.add_argument("--num-fewshot", type=int, default=0)
+    p.add_argument("--limit", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--data", default=str(REPO_ROOT / "../shared/data/mmlu"))
+    args = p.parse_args()
+    from lm_eval.models.huggingface import HFLM
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from eval import mmlu
+
+    data = Path(args.data).resolve()
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        model_dir = Path(args.model) if args.model else tiny_model(work / "model")
+        mmlu.write_hub_layout(data, work / "cais" / "mmlu", list(mmlu.SUBJECT_DOMAINS))
+
+        t0 = time.perf_counter()
+        cmd = [str(Path(sys.executable).parent / "lm_eval"), "--model", "hf",
+               "--model_args", f"pretrained={model_dir},dtype=float32", "--tasks", "mmlu",
+               "--num_fewshot", str(args.num_fewshot), "--batch_size", str(args.batch_size), "--device", "cpu",
+               "--log_samples", "--output_path", str(work / "cli")] + (["--limit", str(args.limit)] if args.limit else [])
+        subprocess.run(cmd, cwd=work, check=True, capture_output=True, text=True)
+        cli_s = time.perf_counter() - t0
+        cli = json.loads(next((work / "cli").rglob("results_*.json")).read_text())["results"]
+        cli_items = {}
+        for f in (work / "cli").rglob("samples_*.jsonl"):
+            rows = sorted((json.loads(line) for line in f.read_text().split("\n") if line), key=lambda r: r["doc_id"])
+            cli_items[f.name[len("samples_mmlu_"):].rsplit("_", 1)[0]] = [int(r["acc"]) for r in rows]
+
+        t0 = time.perf_counter()
+        model = AutoModelForCausalLM.from_pretrained(model_dir)
+        lm = HFLM(pretrained=model, tokenizer=AutoTokenizer.from_pretrained(model_dir), batch_size=args.batch_size)
+        ours = mmlu.evaluate(lm, data, list(mmlu.SUBJECT_DOMAINS), work / "tasks", limit=args.limit,
+                             num_fewshot=args.num_fewshot)
+        ours_s = time.perf_counter() - t0
+
+    differing = sum(a != b for s in mmlu.SUBJECT_DOMAINS for a, b in zip(ours["items"][s], cli_items[s]))
+    print(f"\nMMLU {args.num_fewshot}-shot, {ours['n']:,} items, model {model_dir}")
+    print(f"{'':18} {'ours':>10} {'lm_eval mmlu':>13}")
+    print(f"{'overall':18} {ours['acc']:>10.4%} {cli['mmlu']['acc,none']:>13.4%}")
+    for d, v in ours["domains"].items():
+        print(f"{d:18} {v['acc']:>10.4%} {cli['mmlu_' + d]['acc,none']:>13.4%}")
+    print(f"per-item answers differing: {differing} of {ours['n']:,}   (time: ours {ours_s:.0f}s, CLI {cli_s:.0f}s)")
+
+
+if __name__ == "__main__":
+    main()
