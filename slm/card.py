@@ -80,6 +80,8 @@ def _stage_section(index: int, champ: dict, record: dict) -> str:
         for s in data["sources"]:
             size = s.get("tokens") or s.get("rows_out") or s.get("answered") or s.get("rows_in")
             lines.append(f"| {s.get('name')} | {s.get('weight', '—')} | {size:,} |")
+    for warning in record.get("warnings", []):
+        lines += ["", f"> ⚠ {warning}"]
     if data.get("teacher"):
         lines += ["", f"Teacher: `{data['teacher']['spec']}`, {data['teacher']['decoding']} answers of at most "
                       f"{data['teacher']['max_new_tokens']} tokens."]

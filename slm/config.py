@@ -30,6 +30,8 @@ class ModelSpec(Strict):
     `champion:<line>:<stage>` (the newest champion promoted from that stage), `champion:<line>@<version>`,
     `store:<key>` (a model directory in the pipeline's store), `s3://bucket/key`, `hf:<repo>[@rev]`
     (the Hugging Face hub), or a local directory.
+    architecture: with `scratch`, what to build; with a pretrained init, what the checkpoint must be
+    (every stated field is compared with its config.json, mismatches are named).
     """
 
     init: str
@@ -42,8 +44,6 @@ class ModelSpec(Strict):
     def _scratch_needs_architecture(self):
         if self.init == "scratch" and (not self.architecture or not self.tokenizer):
             raise ValueError("init: scratch needs both `architecture` and `tokenizer`")
-        if self.init != "scratch" and self.architecture:
-            raise ValueError("`architecture` is only used with init: scratch")
         if self.architecture is not None and "model_type" not in self.architecture:
             raise ValueError("architecture needs `model_type` (gpt2, llama, qwen2, ...)")
         return self

@@ -151,6 +151,7 @@ def _worker_loop(job_dict: dict) -> None:
     from transformers.trainer_callback import PrinterCallback
 
     from slm.callbacks import ProgressCallback, SaveLastStepCallback, StoreCheckpointCallback
+    from slm.init_checks import check_tied
     from slm.modeling import load_tokenizer, materialize
 
     from transformers.utils import logging as hf_logging
@@ -166,6 +167,7 @@ def _worker_loop(job_dict: dict) -> None:
 
     tokenizer = load_tokenizer(materialize(job.tokenizer), job.trust_remote_code, job.chat_template)
     model = _build_model(job, tokenizer)
+    tied = check_tied(model, f"{job.stage} model")
     train_data = _prepare_dataset(job, tokenizer, "train")
     eval_data = _prepare_dataset(job, tokenizer, job.eval_split) if job.eval_split else None
 
@@ -205,6 +207,7 @@ def _worker_loop(job_dict: dict) -> None:
         "tokens_seen": trainer.state.num_input_tokens_seen,
         "resumed_from": resume_key,
         "torch_threads": torch.get_num_threads(),
+        "tied_embeddings": tied and check_tied(model, f"{job.stage} trained model"),
     }
     if rank == 0:
         history_key = f"{job.run_prefix}/train"

@@ -1,12 +1,14 @@
 """What every stage recipe needs from the driver: resolved references, checked data, a TrainJob."""
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 from slm.config import PipelineConfig, StageConfig
 from slm.datasets import read_manifest
 from slm.engine import TrainJob, load_ds_config
 from slm.errors import UserError
+from slm.init_checks import check_architecture, check_vocab
 from slm.modeling import load_tokenizer, materialize, resolve_ref
 from slm.store import Store
 
@@ -19,7 +21,16 @@ class StageContext:
     def resolve_init(self, cfg: StageConfig) -> dict | None:
         if cfg.model.init == "scratch":
             return None
-        return resolve_ref(cfg.model.init, self.store, what=f"{cfg.stage} model.init")
+        ref = resolve_ref(cfg.model.init, self.store, what=f"{cfg.stage} model.init")
+        if cfg.model.architecture:
+            check_architecture(cfg.model.architecture, self.init_config(ref), f"{cfg.stage} model.init {cfg.model.init}")
+        return ref
+
+    def init_config(self, ref: dict) -> dict:
+        """The init's config.json (read from the store without fetching the weights when possible)."""
+        if ref.get("key") is not None:
+            return json.loads(Store.open(ref["store"]).read_bytes(f"{ref['key']}/config.json".lstrip("/")))
+        return json.loads((materialize(ref) / "config.json").read_text())
 
     def tokenizer_ref(self, cfg: StageConfig, init: dict | None) -> dict:
         if init is None:
@@ -29,8 +40,11 @@ class StageContext:
                             f"(a pretrained init brings its own tokenizer)")
         return init
 
-    def tokenizer(self, cfg: StageConfig, ref: dict):
-        return load_tokenizer(materialize(ref), cfg.model.trust_remote_code, cfg.model.chat_template)
+    def tokenizer(self, cfg: StageConfig, ref: dict, init: dict | None = None):
+        tokenizer = load_tokenizer(materialize(ref), cfg.model.trust_remote_code, cfg.model.chat_template)
+        if init is not None:
+            check_vocab(self.init_config(init)["vocab_size"], len(tokenizer), f"{cfg.stage} model.init {cfg.model.init}")
+        return tokenizer
 
     def dataset(self, cfg: StageConfig, needs_column: str) -> dict:
         manifest = read_manifest(self.store, cfg.data.dataset)

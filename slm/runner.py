@@ -73,6 +73,27 @@ def init_identity(ref: dict | None):
     return {k: ref.get(k) for k in ("local", "hf", "revision")}
 
 
+def planned_token_warning(cfg: StageConfig, job, manifest: dict) -> str | None:
+    """Pretraining only: planned tokens vs parameters (compute-optimal is ~20 per parameter)."""
+    from transformers import AutoConfig
+
+    from slm.init_checks import count_parameters, tokens_per_parameter_warning
+    from slm.modeling import load_tokenizer, materialize, scratch_config
+
+    if cfg.stage != "pretrain":
+        return None
+    t = cfg.train
+    if t.max_steps > 0:
+        planned = t.max_steps * t.micro_batch * t.grad_accum * job.workers * cfg.data.max_length
+    else:
+        planned = int(t.epochs * manifest.get("tokens", 0))
+    if job.init is None:
+        config = scratch_config(cfg.model.architecture, load_tokenizer(materialize(job.tokenizer)), cfg.data.max_length)
+    else:
+        config = AutoConfig.from_pretrained(str(materialize(job.init)), trust_remote_code=job.trust_remote_code)
+    return tokens_per_parameter_warning(planned, count_parameters(config))
+
+
 def train(pipeline: PipelineConfig, cfg: StageConfig, store: Store) -> dict:
     """Plan, train (or resume, or skip when finished) and return the run record."""
     from slm import engine
@@ -99,7 +120,11 @@ def train(pipeline: PipelineConfig, cfg: StageConfig, store: Store) -> dict:
                                 "zero_stage": job.ds_config["zero_optimization"]["stage"]},
                   "cluster": pipeline.cluster.model_dump(), "seed": cfg.train.seed,
                   "versions": records.versions(), "git_commit": records.git_commit(),
-                  "environment": records.environment_facts(), "attempts": []}
+                  "environment": records.environment_facts(), "attempts": [], "warnings": []}
+        warning = planned_token_warning(cfg, job, manifest)
+        if warning:
+            record["warnings"].append(warning)
+            log(f"[{cfg.stage}] warning: {warning}")
     record["status"] = "running"
     record["attempts"].append({"started_at": records.now(),
                                "resume_from": engine.latest_complete_checkpoint(store, prefix)})
@@ -117,6 +142,12 @@ def train(pipeline: PipelineConfig, cfg: StageConfig, store: Store) -> dict:
     record.update(status="finished", finished_at=records.now(), engine=facts, training=training_summary(history),
                   checkpoints=[c["key"] for c in ckpts], model=model_facts(store, ckpts[-1]["key"], facts["parameters"]))
     record["attempts"][-1]["finished_at"] = record["finished_at"]
+    from slm.init_checks import init_loss_warning
+
+    warning = init_loss_warning(record["training"]["first_loss"], record["model"]["vocab_size"], record["init"]["spec"])
+    if warning:
+        record["warnings"].append(warning)
+        log(f"[{cfg.stage}] warning: {warning}")
     from slm.chat import prompt_text
     from slm.modeling import load_tokenizer, materialize
 

@@ -13,7 +13,7 @@ def plan(cfg, ctx: StageContext):
     if init is None:
         raise UserError("distill: the student starts from a model, not from scratch")
     tokenizer_ref = ctx.tokenizer_ref(cfg, init)
-    check_tokenizer_for_chat(ctx.tokenizer(cfg, tokenizer_ref), f"distill model {cfg.model.init}")
+    check_tokenizer_for_chat(ctx.tokenizer(cfg, tokenizer_ref, init), f"distill model {cfg.model.init}")
     manifest = ctx.dataset(cfg, needs_column="messages")
     if "teacher" not in manifest:
         raise UserError(f"distill: dataset {cfg.data.dataset} names no teacher; build it with the distill builder")

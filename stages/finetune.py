@@ -13,6 +13,6 @@ def plan(cfg, ctx: StageContext):
     if init is None:
         raise UserError(f"{cfg.stage}: a fine-tuning stage starts from a model, not from scratch")
     tokenizer_ref = ctx.tokenizer_ref(cfg, init)
-    check_tokenizer_for_chat(ctx.tokenizer(cfg, tokenizer_ref), f"{cfg.stage} model {cfg.model.init}")
+    check_tokenizer_for_chat(ctx.tokenizer(cfg, tokenizer_ref, init), f"{cfg.stage} model {cfg.model.init}")
     ctx.dataset(cfg, needs_column="messages")
     return ctx.job(cfg, init, tokenizer_ref)

@@ -10,7 +10,7 @@ from slm.recipe import StageContext
 def plan(cfg, ctx: StageContext):
     init = ctx.resolve_init(cfg)
     tokenizer_ref = ctx.tokenizer_ref(cfg, init)
-    tokenizer = ctx.tokenizer(cfg, tokenizer_ref)
+    tokenizer = ctx.tokenizer(cfg, tokenizer_ref, init)
     if init is None:
         scratch_config(cfg.model.architecture, tokenizer, cfg.data.max_length)  # rejects unknown keys now
 

@@ -66,3 +66,9 @@ def test_empty_builder_input(store, tmp_path):
     cfg = tmp_path / "b.yaml"
     cfg.write_text(f"builder: sft\ninputs: [{{path: {src}}}]\noutput: datasets/sft\n")
     one_line(*run("launch/build_data.py", str(cfg), "--store", str(store)), "none.jsonl: no rows (empty input)")
+
+
+def test_pretrained_init_with_a_mismatched_architecture(store, tiny_model_dir):
+    code, lines = run("launch/stage.py", "sft", "--store", str(store), "--set", f"model.init={tiny_model_dir(22)}",
+                      "--set", "model.architecture={model_type: gpt2, n_layer: 12}")
+    one_line(code, lines, "architecture mismatch (n_layer: config says 12, checkpoint has 2)")
