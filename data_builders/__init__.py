@@ -13,9 +13,6 @@ from slm.config import BuilderConfig, config_digest, load_yaml_config, resolve_p
 from slm.errors import UserError
 from slm.store import Store, sha256_file
 
-BUILDERS = ("tokenizer", "pretrain", "sft", "distill", "surgical", "repair")
-
-
 def build_digest(cfg: BuilderConfig, store: Store, version: str) -> str:
     from slm.modeling import resolve_ref
 

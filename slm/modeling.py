@@ -144,10 +144,6 @@ def load_model(path: Path, trust_remote_code: bool = False, dtype=None):
         raise UserError(f"cannot load model from {path}: {str(exc).splitlines()[0]}") from None
 
 
-def count_parameters(model) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
 def tokenizer_digest(path: Path) -> str | None:
     """Checksum of a tokenizer's vocabulary file (tokenizer.json), to tie token datasets to tokenizers."""
     from slm.store import sha256_file

@@ -13,7 +13,6 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Iterable
 
@@ -118,19 +117,6 @@ class Store:
             if sha256_file(dest) != info["sha256"]:
                 raise UserError(f"checksum mismatch for {self.url(_join(prefix, rel))}")
         return manifest
-
-    def copy_tree(self, src_prefix: str, dst_prefix: str, meta: dict | None = None) -> dict:
-        """Copy a complete tree within the store; the destination's marker is written last."""
-        manifest = self.tree_manifest(src_prefix)
-        with tempfile.TemporaryDirectory() as tmp:
-            for rel in manifest["files"]:
-                dest = Path(tmp) / rel
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                self.download_file(_join(src_prefix, rel), dest)
-                self.upload_file(dest, _join(dst_prefix, rel))
-        copied = {"files": manifest["files"], **(meta or {})}
-        self.write_json(_join(dst_prefix, COMPLETE), copied)
-        return copied
 
 
 class LocalStore(Store):

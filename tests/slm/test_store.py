@@ -1,10 +1,9 @@
 """The store behaves the same on a local directory and on a real S3 server (SeaweedFS on 127.0.0.1)."""
-import json
 
 import pytest
 
 from slm.errors import UserError
-from slm.store import COMPLETE, LocalStore, S3Store, Store
+from slm.store import LocalStore, S3Store, Store
 
 
 @pytest.fixture(params=["local", "s3"])
@@ -63,14 +62,6 @@ def test_incomplete_tree_is_never_read(store, tmp_path):
     assert not store.is_complete("ckpt/checkpoint-5")
     with pytest.raises(UserError, match="incomplete"):
         store.get_tree("ckpt/checkpoint-5", tmp_path / "x")
-
-
-def test_copy_tree_writes_marker_last(store, tmp_path):
-    store.put_tree(make_tree(tmp_path / "src", {"a.json": "1", "b.safetensors": "2"}), "src")
-    store.copy_tree("src", "dst", meta={"note": "copied"})
-    marker = json.loads(store.read_bytes(f"dst/{COMPLETE}"))
-    assert marker["note"] == "copied" and set(marker["files"]) == {"a.json", "b.safetensors"}
-    assert store.read_text("dst/b.safetensors") == "2"
 
 
 def test_s3_reads_endpoint_and_credentials_from_environment(s3_env, monkeypatch):
