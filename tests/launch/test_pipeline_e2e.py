@@ -97,3 +97,24 @@ def test_pipeline_end_to_end_on_s3(tmp_path, s3_env):
     assert again.stderr.count("already finished; not training again") == 5
     assert "training on 2 Ray Train workers" not in again.stderr
     assert sorted(v for v in store.children("champions/tiny-ff") if v.startswith("v")) == sorted(versions)
+
+    # the card can be regenerated from the records alone, and a person can overrule the selection
+    card_proc = subprocess.run([sys.executable, "launch/card.py", "--store", s3_env], cwd=REPO_ROOT,
+                               capture_output=True, text=True, timeout=300, env=env)
+    assert card_proc.returncode == 0 and card_proc.stdout == card, card_proc.stderr[-2000:]
+    (repair_run,) = store.children("runs/repair")
+    selection = store.read_json(f"runs/repair/{repair_run}/sweep/selection.json")
+    other = next(c["name"] for c in selection["candidates"]
+                 if c["kind"] == "checkpoint" and c["name"] != selection["champion"])
+    promote = [sys.executable, "launch/promote.py", f"runs/repair/{repair_run}", "--candidate", other,
+               "--store", s3_env]
+    refused = subprocess.run(promote, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300, env=env)
+    assert refused.returncode == 2 and "give --reason" in refused.stderr
+    manual = subprocess.run(promote + ["--reason", "better on the held-out set"], cwd=REPO_ROOT,
+                            capture_output=True, text=True, timeout=300, env=env)
+    assert manual.returncode == 0, manual.stderr[-2000:]
+    latest = store.read_json("champions/tiny-ff/latest.json")
+    assert latest["version"] == "v6-repair"
+    info = store.read_json(f"{latest['key']}/champion.json")
+    assert info["candidate"] == other and info["manual"] == {"overrules": selection["champion"],
+                                                              "reason": "better on the held-out set"}
