@@ -21,23 +21,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
+from benchmarks.tiny_checkpoints import make_checkpoints  # noqa: E402
 from slm import REPO_ROOT  # noqa: E402
-
-
-def tiny_model(path: Path) -> Path:
-    import torch
-    from transformers import AutoModelForCausalLM, GPT2Config
-
-    from data_builders.tokenizer import train_tokenizer
-
-    fixtures = [REPO_ROOT / f"data_builders/fixtures/pretrain/{s}.txt" for s in ("encyclopedic", "educational", "web")]
-    tokenizer = train_tokenizer(fixtures, 768)
-    torch.manual_seed(0)
-    config = GPT2Config(n_layer=2, n_embd=64, n_head=2, n_positions=1024, vocab_size=len(tokenizer),
-                        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
-    AutoModelForCausalLM.from_config(config).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
 
 
 def main():
@@ -56,7 +41,7 @@ def main():
     data = Path(args.data).resolve()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        model_dir = Path(args.model) if args.model else tiny_model(work / "model")
+        model_dir = Path(args.model) if args.model else make_checkpoints(work / "model", 1)[0]
         mmlu.write_hub_layout(data, work / "cais" / "mmlu", list(mmlu.SUBJECT_DOMAINS))
 
         t0 = time.perf_counter()

@@ -23,28 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
+from benchmarks.tiny_checkpoints import make_checkpoints  # noqa: E402
 from slm import REPO_ROOT  # noqa: E402
-
-
-def make_checkpoints(root: Path, n: int) -> list[Path]:
-    """n tiny GPT-2 checkpoints (2 layers, hidden 64) sharing one tokenizer, like a run's saves."""
-    import torch
-    from transformers import AutoModelForCausalLM, GPT2Config
-
-    from data_builders.tokenizer import train_tokenizer
-
-    fixtures = [REPO_ROOT / f"data_builders/fixtures/pretrain/{s}.txt" for s in ("encyclopedic", "educational", "web")]
-    tokenizer = train_tokenizer(fixtures, 768)
-    paths = []
-    for i in range(n):
-        torch.manual_seed(i)
-        config = GPT2Config(n_layer=2, n_embd=64, n_head=2, n_positions=1024, vocab_size=len(tokenizer),
-                            pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
-        path = root / f"checkpoint-{(i + 1) * 100}"
-        AutoModelForCausalLM.from_config(config).save_pretrained(path)
-        tokenizer.save_pretrained(path)
-        paths.append(path)
-    return paths
 
 
 def lm_eval_once_per_checkpoint(paths, data: Path, limit, batch_size: int, work: Path) -> tuple[float, dict]:
