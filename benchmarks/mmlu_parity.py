@@ -52,10 +52,7 @@ def main():
         subprocess.run(cmd, cwd=work, check=True, capture_output=True, text=True)
         cli_s = time.perf_counter() - t0
         cli = json.loads(next((work / "cli").rglob("results_*.json")).read_text())["results"]
-        cli_items = {}
-        for f in (work / "cli").rglob("samples_*.jsonl"):
-            rows = sorted((json.loads(line) for line in f.read_text().split("\n") if line), key=lambda r: r["doc_id"])
-            cli_items[f.name[len("samples_mmlu_"):].rsplit("_", 1)[0]] = [int(r["acc"]) for r in rows]
+        cli_items = {task[len("mmlu_"):]: acc for task, acc in mmlu.read_cli_samples(work / "cli").items()}
 
         t0 = time.perf_counter()
         model = AutoModelForCausalLM.from_pretrained(model_dir)

@@ -11,7 +11,6 @@ whether every per-item answer is identical.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -41,12 +40,7 @@ def lm_eval_once_per_checkpoint(paths, data: Path, limit, batch_size: int, work:
                "--tasks", mmlu.GROUP, "--batch_size", str(batch_size), "--device", "cpu",
                "--log_samples", "--output_path", str(out)] + (["--limit", str(limit)] if limit else [])
         subprocess.run(cmd, check=True, capture_output=True, text=True)
-        per_subject = {}
-        for f in out.rglob("samples_*.jsonl"):
-            task = f.name[len("samples_"):].rsplit("_", 1)[0]
-            rows = sorted((json.loads(line) for line in f.read_text().split("\n") if line), key=lambda r: r["doc_id"])
-            per_subject[task[len(mmlu.GROUP) + 1:]] = [int(r["acc"]) for r in rows]
-        items[path.name] = per_subject
+        items[path.name] = {task[len(mmlu.GROUP) + 1:]: acc for task, acc in mmlu.read_cli_samples(out).items()}
     return time.perf_counter() - start, items
 
 

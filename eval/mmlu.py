@@ -238,3 +238,13 @@ def write_hub_layout(csv_dir: Path, out_dir: Path, subjects: list[str]) -> Path:
         configs.append({"config_name": subject, "data_files": files})
     (out_dir / "README.md").write_text("---\n" + yaml.safe_dump({"configs": configs}, sort_keys=False) + "---\n")
     return out_dir
+
+
+def read_cli_samples(output_dir: Path) -> dict[str, list[int]]:
+    """Per-item correctness from an `lm_eval --log_samples` output directory: task → [acc by doc_id]."""
+    out = {}
+    for f in Path(output_dir).rglob("samples_*.jsonl"):
+        # split on "\n" only: str.splitlines() also breaks at U+2028, which MMLU items contain
+        rows = [json.loads(line) for line in f.read_text(encoding="utf-8").split("\n") if line]
+        out[f.name[len("samples_"):].rsplit("_", 1)[0]] = [int(r["acc"]) for r in sorted(rows, key=lambda r: r["doc_id"])]
+    return out

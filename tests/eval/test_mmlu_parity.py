@@ -29,12 +29,7 @@ def lm_eval_cli(model_dir: Path, workdir: Path, tasks: str, limit: int, shots: i
                           env={**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads(next(out.rglob("results_*.json")).read_text())["results"]
-    samples = {}
-    for f in out.rglob("samples_*.jsonl"):
-        rows = [json.loads(line) for line in f.read_text().split("\n") if line]  # not splitlines: items hold U+2028
-        task = f.name[len("samples_"):].rsplit("_", 1)[0]
-        samples[task] = {r["doc_id"]: int(r["acc"]) for r in rows}
-    return results, samples
+    return results, mmlu.read_cli_samples(out)
 
 
 def ours(model_dir: Path, subjects, limit, shots, tmp_path):
