@@ -25,11 +25,15 @@ class ProgressCallback(TrainerCallback):
     bars turn into noise; a plain line per logging step reads well in `ray job logs`.
     """
 
-    FIELDS = ("step", "epoch", "loss", "eval_loss", "lr", "grad_norm", "tokens", "tokens_per_s", "elapsed_s")
+    FIELDS = ("step", "epoch", "loss", "eval_loss", "lr", "grad_norm", "kl", "kl_weight", "distill_kl",
+              "tokens", "tokens_per_s", "mfu", "elapsed_s")
 
-    def __init__(self, stage: str, csv_path: Path):
+    def __init__(self, stage: str, csv_path: Path, flops_per_token: float | None = None,
+                 peak_tflops_total: float | None = None):
         self.stage = stage
         self.csv_path = csv_path
+        self.flops_per_token = flops_per_token
+        self.peak_tflops_total = peak_tflops_total
         self.start = None
         self.last = None  # (time, tokens)
 
@@ -50,8 +54,14 @@ class ProgressCallback(TrainerCallback):
         self.last = (now, tokens)
         row = {"step": state.global_step, "epoch": round(state.epoch or 0, 4), "loss": logs.get("loss"),
                "eval_loss": logs.get("eval_loss"), "lr": logs.get("learning_rate"),
-               "grad_norm": logs.get("grad_norm"), "tokens": tokens, "tokens_per_s": round(rate, 1),
-               "elapsed_s": round(now - self.start, 2)}
+               "grad_norm": logs.get("grad_norm"), "kl": logs.get("kl"), "kl_weight": logs.get("kl_weight"),
+               "distill_kl": logs.get("distill_kl"), "tokens": tokens, "tokens_per_s": round(rate, 1),
+               "mfu": None, "elapsed_s": round(now - self.start, 2)}
+        if self.flops_per_token and rate > 0:
+            from slm.mfu import mfu
+
+            value = mfu(rate, self.flops_per_token, self.peak_tflops_total)
+            row["mfu"] = round(value, 5) if value is not None else None
         with open(self.csv_path, "a", newline="") as f:
             csv.writer(f).writerow([row[k] for k in self.FIELDS])
         if "loss" in logs or "eval_loss" in logs:
@@ -66,7 +76,12 @@ class ProgressCallback(TrainerCallback):
                 parts.append(f"lr {logs['learning_rate']:.2e}")
             if logs.get("grad_norm") is not None:
                 parts.append(f"grad {logs['grad_norm']:.2f}")
+            for name in ("kl", "distill_kl"):
+                if logs.get(name) is not None:
+                    parts.append(f"{name} {logs[name]:.4f}")
             parts.append(f"tok/s {rate:,.0f}")
+            if row["mfu"] is not None:
+                parts.append(f"MFU {row['mfu']:.1%}")
             parts.append(f"eta {dt.timedelta(seconds=int(eta))}")
             print(" ".join(parts), file=sys.stderr, flush=True)
 
@@ -77,6 +92,38 @@ class SaveLastStepCallback(TrainerCallback):
     def on_step_end(self, args, state, control, **kwargs):
         if state.global_step >= state.max_steps:
             control.should_save = True
+
+
+class MergedLoRACallback(TrainerCallback):
+    """A LoRA checkpoint holds the merged full model (config.json + model.safetensors) at its root,
+    which is what the sweep scores and promotion publishes, and the adapter under `adapter/`.
+
+    The merge runs on CPU from the init's weights plus the saved adapter (PEFT's own
+    `merge_and_unload`), so the training copy on the device is never touched. The adapter moves
+    out of the root because transformers' `from_pretrained` attaches any adapter_config.json it
+    finds there, which would apply the adapter a second time on top of the merged weights.
+    (Resume does not read it: DeepSpeed's own files hold the trained state.)
+    """
+
+    def __init__(self, init_ref: dict, trust_remote_code: bool):
+        self.init_ref = init_ref
+        self.trust_remote_code = trust_remote_code
+
+    def on_save(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            from peft import PeftModel
+
+            from slm.modeling import load_model, materialize
+
+            checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            base = load_model(materialize(self.init_ref), self.trust_remote_code)
+            merged = PeftModel.from_pretrained(base, checkpoint).merge_and_unload()
+            adapter = checkpoint / "adapter"
+            adapter.mkdir(exist_ok=True)
+            for name in ("adapter_config.json", "adapter_model.safetensors", "README.md"):
+                if (checkpoint / name).exists():
+                    (checkpoint / name).rename(adapter / name)
+            merged.save_pretrained(checkpoint, safe_serialization=True)
 
 
 class StoreCheckpointCallback(TrainerCallback):

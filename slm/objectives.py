@@ -1,0 +1,107 @@
+"""Loss terms beyond next-token cross-entropy: a KL anchor to the starting model, and logit distillation.
+
+Both are a KL divergence to a frozen model's next-token distribution on the supervised tokens, so
+one Trainer subclass carries them. Neither HF Trainer nor TRL has a KL-to-reference term for plain
+SFT (TRL's GKD trainer generates on-policy, which is a different method), hence this small module.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from transformers import Trainer
+
+from slm.chat import IGNORE_INDEX
+
+
+@dataclass
+class KLTerm:
+    """loss = ce_weight · CE + weight(step) · T² · KL(frozen_T ‖ trained_T) on the selected tokens."""
+
+    name: str  # "kl" (anchor) or "distill_kl"
+    model: torch.nn.Module
+    coef: float
+    start_step: int = 0
+    warmup_steps: int = 0
+    last_k_tokens: int | None = None
+    temperature: float = 1.0
+    ce_weight: float = 1.0
+
+    def weight(self, step: int) -> float:
+        if step < self.start_step:
+            return 0.0
+        if self.warmup_steps <= 0:
+            return self.coef
+        return self.coef * min(1.0, (step - self.start_step + 1) / self.warmup_steps)
+
+
+def supervised_positions(labels: torch.Tensor, last_k: int | None) -> torch.Tensor:
+    """Mask over shifted positions (logits[:, :-1] predict labels[:, 1:]); optionally only each row's last K."""
+    mask = labels[:, 1:] != IGNORE_INDEX
+    if last_k is not None:
+        from_the_end = mask.flip(1).cumsum(1).flip(1)  # 1 at the last supervised token, 2 before it, ...
+        mask = mask & (from_the_end <= last_k)
+    return mask
+
+
+def token_kl(frozen_logits: torch.Tensor, logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """KL(frozen ‖ trained) per position, in fp32, summed over the vocabulary."""
+    target = F.log_softmax(frozen_logits.float() / temperature, dim=-1)
+    current = F.log_softmax(logits.float() / temperature, dim=-1)
+    return (target.exp() * (target - current)).sum(-1)
+
+
+class StageTrainer(Trainer):
+    """The HF Trainer plus optional KL terms; their values are logged beside the loss."""
+
+    def __init__(self, *args, kl_terms: list[KLTerm] = (), **kwargs):
+        super().__init__(*args, **kwargs)
+        self.kl_terms = list(kl_terms)
+        for term in self.kl_terms:
+            term.model.to(self.args.device).eval().requires_grad_(False)
+        self._kl_sums = {t.name: [0.0, 0] for t in self.kl_terms}
+        self._kl_weights = {t.name: 0.0 for t in self.kl_terms}  # the weight of the latest optimizer step
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if not self.kl_terms or not model.training:  # eval_loss stays plain cross-entropy
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        loss, outputs = super().compute_loss(model, inputs, True, num_items_in_batch)
+        step = self.state.global_step
+        mask_full = supervised_positions(inputs["labels"], None)
+        ce_weight = min(t.ce_weight for t in self.kl_terms)
+        total = ce_weight * loss
+        for term in self.kl_terms:
+            mask = supervised_positions(inputs["labels"], term.last_k_tokens)
+            with torch.no_grad():
+                frozen = term.model(input_ids=inputs["input_ids"], attention_mask=inputs.get("attention_mask")).logits
+            kl = token_kl(frozen[:, :-1], outputs.logits[:, :-1], term.temperature)[mask]
+            if kl.numel() == 0:
+                continue
+            mean_kl = kl.mean()
+            scaled = mean_kl
+            if num_items_in_batch is not None and self.model_accepts_loss_kwargs:
+                # Scale like the cross-entropy: the model divides its token sum by num_items_in_batch
+                # (tokens of the whole accumulated, possibly cross-device, batch) and the Trainer
+                # multiplies by the process count; with every supervised token selected this
+                # contributes the per-token mean over that batch.
+                scaled = kl.sum() * (mask_full.sum() / mask.sum()).detach() / num_items_in_batch
+                if self.args.average_tokens_across_devices:
+                    scaled = scaled * self.accelerator.num_processes
+            weight = self._kl_weights[term.name] = term.weight(step)
+            if weight > 0:
+                total = total + weight * term.temperature ** 2 * scaled.to(total.dtype)
+            sums = self._kl_sums[term.name]
+            sums[0] += float(mean_kl.detach())
+            sums[1] += 1
+        return (total, outputs) if return_outputs else total
+
+    def log(self, logs: dict, *args, **kwargs) -> None:
+        if "loss" in logs:
+            for term in self.kl_terms:
+                total, count = self._kl_sums[term.name]
+                if count:
+                    logs[term.name] = round(total / count, 6)
+                    logs[f"{term.name}_weight"] = self._kl_weights[term.name]
+                self._kl_sums[term.name] = [0.0, 0]
+        super().log(logs, *args, **kwargs)
