@@ -2,4 +2,5 @@
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-STAGE_ORDER = ("pretrain", "sft", "distill", "surgical", "repair")
+# dpo is optional (the default pipeline leaves it out); where a pipeline lists it, it runs after sft.
+STAGE_ORDER = ("pretrain", "sft", "dpo", "distill", "surgical", "repair")

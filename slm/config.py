@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from slm import REPO_ROOT, STAGE_ORDER
 from slm.errors import UserError
 
-StageName = Literal["pretrain", "sft", "distill", "surgical", "repair"]
+StageName = Literal["pretrain", "sft", "dpo", "distill", "surgical", "repair"]
 
 
 class Strict(BaseModel):
@@ -71,20 +71,73 @@ class TrainSpec(Strict):
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
 
 
+class KLAnchorSpec(Strict):
+    """A KL term to the frozen starting model, KL(start ‖ trained) per supervised token, against forgetting."""
+
+    coef: float = Field(gt=0)
+    start_step: int = Field(0, ge=0)  # the term is off before this optimizer step
+    warmup_steps: int = Field(0, ge=0)  # then its weight ramps linearly from 0 to coef
+    last_k_tokens: int | None = Field(None, gt=0)  # only the last K supervised tokens of each sequence
+
+
+class LoRASpec(Strict):
+    """Train a PEFT LoRA adapter instead of all weights; every checkpoint also holds the merged full model."""
+
+    r: int = Field(8, gt=0)
+    alpha: float = Field(16, gt=0)
+    dropout: float = Field(0.0, ge=0, lt=1)
+    target_modules: list[str] | Literal["all-linear"] = "all-linear"
+
+
+class LogitDistillSpec(Strict):
+    """distill only: forward KL(teacher ‖ student) on the teacher's logits (same tokenizer required)."""
+
+    teacher: str  # model reference, same grammar as model.init
+    temperature: float = Field(1.0, gt=0)
+    alpha: float = Field(0.5, gt=0, le=1)  # loss = (1 - alpha) · cross-entropy + alpha · T² · KL
+
+
+class DPOSpec(Strict):
+    """dpo only: TRL's DPOTrainer over preference pairs, against the frozen starting model."""
+
+    beta: float = Field(0.1, gt=0)
+    loss_type: Literal["sigmoid", "hinge", "ipo", "robust"] = "sigmoid"
+
+
+class ExperimentSpec(Strict):
+    """A run tried against the stage's current champion: promoted only if it wins, kept on record either way."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    hypothesis: str = ""
+
+
 class StageConfig(Strict):
     stage: StageName
     description: str = ""
-    objective: Literal["causal_lm", "chat_sft"]
+    objective: Literal["causal_lm", "chat_sft", "dpo"]
     model: ModelSpec
     data: DataSpec
     train: TrainSpec
     deepspeed: str = "ds_configs/zero2.json"
+    kl_anchor: KLAnchorSpec | None = None
+    lora: LoRASpec | None = None
+    logit_distill: LogitDistillSpec | None = None
+    dpo: DPOSpec | None = None
+    experiment: ExperimentSpec | None = None
 
     @model_validator(mode="after")
     def _objective_fits_stage(self):
-        expected = "causal_lm" if self.stage == "pretrain" else "chat_sft"
+        expected = {"pretrain": "causal_lm", "dpo": "dpo"}.get(self.stage, "chat_sft")
         if self.objective != expected:
             raise ValueError(f"stage {self.stage} trains with objective {expected!r}, not {self.objective!r}")
+        if self.stage == "pretrain" and (self.kl_anchor or self.lora):
+            raise ValueError("kl_anchor and lora are options of the fine-tuning stages, not of pretrain")
+        if self.logit_distill and self.stage != "distill":
+            raise ValueError(f"logit_distill is an option of the distill stage, not of {self.stage}")
+        if self.stage == "dpo" and self.kl_anchor:
+            raise ValueError("dpo is already anchored to its starting model (beta); kl_anchor does not apply")
+        if self.dpo and self.stage != "dpo":
+            raise ValueError(f"`dpo` settings belong to the dpo stage, not to {self.stage}")
         return self
 
 
@@ -97,7 +150,7 @@ class BuilderInput(Strict):
 class BuilderConfig(Strict):
     """What a data builder reads and where it writes. Builder-specific knobs live under `options`."""
 
-    builder: Literal["tokenizer", "pretrain", "sft", "distill", "surgical", "repair"]
+    builder: Literal["tokenizer", "pretrain", "sft", "dpo", "distill", "surgical", "repair"]
     inputs: list[BuilderInput] = Field(min_length=1)
     output: str  # store key
     num_shards: int = Field(2, gt=0)
@@ -115,6 +168,9 @@ class ClusterSpec(Strict):
     use_gpu: bool = False
     cpus_per_worker: float = Field(1, gt=0)
     max_failures: int = Field(1, ge=0)
+    # Peak dense TFLOP/s of one worker's device for the MFU column; None: looked up from the GPU's
+    # name (see slm/mfu.py), and left empty on CPU, whose peak we cannot know.
+    peak_tflops_per_worker: float | None = Field(None, gt=0)
 
 
 class SweepSpec(Strict):
@@ -144,6 +200,9 @@ class SelectionPolicy(Strict):
 class MergeSpec(Strict):
     enabled: bool = True
     t: list[float] = [0.1]
+    # More SLERP pairs beside champion × precursor, the first of each the base: "champion", "runner_up",
+    # "precursor", or a candidate's name (e.g. checkpoint-60).
+    pairs: list[tuple[str, str]] = []
 
     @field_validator("t")
     @classmethod
@@ -189,7 +248,9 @@ class PipelineConfig(Strict):
             if ref.name == name:
                 return ref
         known = ", ".join(s.name for s in self.stages)
-        raise UserError(f"unknown stage {name!r}: this pipeline has {known}")
+        hint = (" (dpo is optional: list it in the pipeline, as stages/examples/tiny-with-experiments.yaml does)"
+                if name == "dpo" else "")
+        raise UserError(f"unknown stage {name!r}: this pipeline has {known}{hint}")
 
 
 Model = TypeVar("Model", bound=BaseModel)

@@ -8,6 +8,8 @@ scheduler, RNG and data position restored by the Trainer.
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import shutil
@@ -43,6 +45,13 @@ class TrainJob(BaseModel):
     use_gpu: bool
     cpus_per_worker: float = 1
     max_failures: int = 1
+    attempt: int = 1  # how many times this run has been launched (1 = first launch; reruns resume)
+    kl_anchor: dict | None = None  # KLAnchorSpec
+    lora: dict | None = None  # LoRASpec
+    logit_distill: dict | None = None  # LogitDistillSpec with `teacher` resolved to a model reference
+    dpo: dict | None = None  # DPOSpec (the dpo stage)
+    peak_tflops_per_worker: float | None = None
+    wandb_project: str | None = None  # set when WANDB_API_KEY is in the driver's environment
 
 
 def load_ds_config(path: str, use_gpu: bool) -> dict:
@@ -78,6 +87,11 @@ def _prepare_dataset(job: TrainJob, tokenizer, split: str):
     from slm.datasets import load_split
 
     data = load_split(Store.open(job.store), job.dataset, split)
+    if job.objective == "dpo":  # TRL tokenizes preference pairs itself (chat template, prompt/completion masks)
+        missing = {"prompt", "chosen", "rejected"} - set(data.column_names)
+        if missing:
+            raise UserError(f"dataset {job.dataset}: a dpo stage needs {', '.join(sorted(missing))} columns")
+        return data.select_columns(["prompt", "chosen", "rejected"])
     if job.objective == "causal_lm":
         if "input_ids" not in data.column_names:
             raise UserError(f"dataset {job.dataset}: a causal_lm stage needs packed `input_ids` blocks")
@@ -105,11 +119,57 @@ def _build_model(job: TrainJob, tokenizer):
     return load_model(materialize(job.init), job.trust_remote_code)
 
 
+def _apply_lora(job: TrainJob, model):
+    from peft import LoraConfig, get_peft_model
+
+    spec = job.lora
+    config = LoraConfig(r=spec["r"], lora_alpha=spec["alpha"], lora_dropout=spec["dropout"],
+                        target_modules=spec["target_modules"], task_type="CAUSAL_LM")
+    return get_peft_model(model, config)
+
+
+def _kl_terms(job: TrainJob) -> list:
+    from slm.modeling import load_model, materialize
+    from slm.objectives import KLTerm
+
+    terms = []
+    if job.kl_anchor:
+        a = job.kl_anchor
+        terms.append(KLTerm("kl", load_model(materialize(job.init), job.trust_remote_code), a["coef"],
+                            a["start_step"], a["warmup_steps"], a["last_k_tokens"]))
+    if job.logit_distill:
+        d = job.logit_distill
+        terms.append(KLTerm("distill_kl", load_model(materialize(d["teacher"]), job.trust_remote_code), d["alpha"],
+                            temperature=d["temperature"], ce_weight=1.0 - d["alpha"]))
+    return terms
+
+
+def _progress_callback(job: TrainJob, model, device, csv_path: Path):
+    from slm.callbacks import ProgressCallback
+    from slm.mfu import flops_per_token, model_dims, peak_tflops
+
+    layers, width = model_dims(model.config)
+    per_token = flops_per_token(sum(p.numel() for p in model.parameters()), layers, width, job.max_length)
+    peak = job.peak_tflops_per_worker
+    if peak is None and device.type == "cuda":
+        import torch
+
+        peak = peak_tflops(torch.cuda.get_device_name(device), job.train.precision)
+    return ProgressCallback(job.stage, csv_path, per_token, peak * job.workers if peak else None)
+
+
 def _training_arguments(job: TrainJob, output_dir: Path):
     from transformers import TrainingArguments
 
     t = job.train
-    return TrainingArguments(
+    if job.objective == "dpo":
+        from trl import DPOConfig
+
+        arguments = lambda **common: DPOConfig(**common, beta=job.dpo["beta"], loss_type=[job.dpo["loss_type"]],  # noqa: E731
+                                               max_length=job.max_length)
+    else:
+        arguments = TrainingArguments
+    return arguments(
         output_dir=str(output_dir),
         per_device_train_batch_size=t.micro_batch,
         per_device_eval_batch_size=t.micro_batch,
@@ -136,7 +196,7 @@ def _training_arguments(job: TrainJob, output_dir: Path):
         ddp_backend=None if job.use_gpu else "gloo",
         include_num_input_tokens_seen="non_padding",
         disable_tqdm=True,
-        report_to=["tensorboard"],
+        report_to=["tensorboard"] + (["wandb"] if job.wandb_project else []),
         dataloader_num_workers=0,
         remove_unused_columns=False,
     )
@@ -147,10 +207,11 @@ def _worker_loop(job_dict: dict) -> None:
     import deepspeed
     import torch
     import torch.distributed as dist
-    from transformers import DataCollatorForSeq2Seq, Trainer
+    from transformers import DataCollatorForSeq2Seq
     from transformers.trainer_callback import PrinterCallback
 
-    from slm.callbacks import ProgressCallback, SaveLastStepCallback, StoreCheckpointCallback
+    from slm.callbacks import MergedLoRACallback, SaveLastStepCallback, StoreCheckpointCallback
+    from slm.objectives import StageTrainer
     from slm.init_checks import check_tied
     from slm.modeling import load_tokenizer, materialize
 
@@ -168,6 +229,9 @@ def _worker_loop(job_dict: dict) -> None:
     tokenizer = load_tokenizer(materialize(job.tokenizer), job.trust_remote_code, job.chat_template)
     model = _build_model(job, tokenizer)
     tied = check_tied(model, f"{job.stage} model")
+    parameters = sum(p.numel() for p in model.parameters())
+    if job.lora:
+        model = _apply_lora(job, model)
     train_data = _prepare_dataset(job, tokenizer, "train")
     eval_data = _prepare_dataset(job, tokenizer, job.eval_split) if job.eval_split else None
 
@@ -179,17 +243,43 @@ def _worker_loop(job_dict: dict) -> None:
         resume_dir = fetch_tree_cached(store, resume_key)
         if rank == 0:
             print(f"[{job.stage}] resuming from {store.url(resume_key)}", file=sys.stderr, flush=True)
+    if rank == 0:  # one event per worker-group start: a Ray Train restart or a rerun after the job died
+        import datetime as dt
 
-    trainer = Trainer(
-        model=model,
-        args=_training_arguments(job, work / "trainer"),
-        train_dataset=train_data,
-        eval_dataset=eval_data,
-        data_collator=DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100),
-        processing_class=tokenizer,
-        callbacks=[ProgressCallback(job.stage, work / "train_log.csv"), SaveLastStepCallback(),
-                   StoreCheckpointCallback(job.store, job.run_prefix, local_rank)],
-    )
+        stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+        store.write_json(f"{job.run_prefix}/train/starts/{stamp}.json",
+                         {"attempt": job.attempt, "started_at": stamp, "resume_from": resume_key,
+                          "world_size": dist.get_world_size()})
+
+    args = _training_arguments(job, work / "trainer")
+    callbacks = [_progress_callback(job, model, args.device, work / "train_log.csv"), SaveLastStepCallback()]
+    if job.lora:  # before the upload, so the merged full weights go to the store with the adapter
+        callbacks.append(MergedLoRACallback(job.init, job.trust_remote_code))
+    callbacks.append(StoreCheckpointCallback(job.store, job.run_prefix, local_rank))
+    if job.objective == "dpo":
+        from trl import DPOTrainer
+
+        from slm.modeling import load_model
+
+        # The frozen reference is the starting model, loaded like any model (safetensors only); with
+        # LoRA, TRL uses the base with the adapter disabled instead.
+        reference = None if job.lora else load_model(materialize(job.init), job.trust_remote_code)
+        # TRL tokenizes with datasets.map, whose fingerprinting disassembles the map function through
+        # dill; under Ray's stdout forwarding that bytecode dump lands in the job log. Keep it out.
+        with contextlib.redirect_stdout(io.StringIO()):
+            trainer = DPOTrainer(model=model, ref_model=reference, args=args, train_dataset=train_data,
+                                 eval_dataset=eval_data, processing_class=tokenizer, callbacks=callbacks)
+    else:
+        trainer = StageTrainer(
+            model=model,
+            args=args,
+            train_dataset=train_data,
+            eval_dataset=eval_data,
+            data_collator=DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100),
+            processing_class=tokenizer,
+            callbacks=callbacks,
+            kl_terms=_kl_terms(job),
+        )
     trainer.remove_callback(PrinterCallback)  # its raw log dicts repeat what ProgressCallback prints
     trainer.train(resume_from_checkpoint=str(resume_dir) if resume_dir else None)
 
@@ -201,7 +291,9 @@ def _worker_loop(job_dict: dict) -> None:
         "backend": dist.get_backend(),
         "deepspeed": deepspeed.__version__,
         "device": str(trainer.args.device),
-        "parameters": sum(p.numel() for p in model.parameters()),
+        "parameters": parameters,
+        "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        "lora": job.lora,
         "train_rows": len(train_data),
         "global_step": trainer.state.global_step,
         "tokens_seen": trainer.state.num_input_tokens_seen,

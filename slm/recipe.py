@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from slm.config import PipelineConfig, StageConfig
+from slm.config import DPOSpec, PipelineConfig, StageConfig
 from slm.datasets import read_manifest
 from slm.engine import TrainJob, load_ds_config
 from slm.errors import UserError
@@ -57,12 +57,29 @@ class StageContext:
                             f"{cfg.data.dataset} (has {', '.join(manifest['splits'])})")
         return manifest
 
-    def job(self, cfg: StageConfig, init: dict | None, tokenizer: dict) -> TrainJob:
+    def job(self, cfg: StageConfig, init: dict | None, tokenizer: dict, logit_distill: dict | None = None) -> TrainJob:
+        import os
+
         cluster = self.pipeline.cluster
+        ds_config = load_ds_config(cfg.deepspeed, cluster.use_gpu)
+        if (cfg.kl_anchor or logit_distill) and ds_config["zero_optimization"].get("stage") == 3:
+            raise UserError(f"{cfg.stage}: kl_anchor / logit_distill keep a frozen full copy of a model on every "
+                            f"worker, which ZeRO-3 ({cfg.deepspeed}) would partition; use a ZeRO-2 config")
+        wandb_project = None
+        if os.environ.get("WANDB_API_KEY"):
+            import importlib.util
+
+            if importlib.util.find_spec("wandb") is None:
+                raise UserError("WANDB_API_KEY is set but the wandb package is not installed (pip install wandb)")
+            wandb_project = os.environ.get("WANDB_PROJECT", self.pipeline.line)
         return TrainJob(
             stage=cfg.stage, run_id="", run_prefix="", store=self.store.uri, objective=cfg.objective,
             init=init, architecture=cfg.model.architecture, tokenizer=tokenizer,
             trust_remote_code=cfg.model.trust_remote_code, chat_template=cfg.model.chat_template,
             dataset=cfg.data.dataset, eval_split=cfg.data.eval_split, max_length=cfg.data.max_length,
-            train=cfg.train, ds_config=load_ds_config(cfg.deepspeed, cluster.use_gpu), workers=cluster.workers,
-            use_gpu=cluster.use_gpu, cpus_per_worker=cluster.cpus_per_worker, max_failures=cluster.max_failures)
+            train=cfg.train, ds_config=ds_config, workers=cluster.workers,
+            use_gpu=cluster.use_gpu, cpus_per_worker=cluster.cpus_per_worker, max_failures=cluster.max_failures,
+            kl_anchor=cfg.kl_anchor.model_dump() if cfg.kl_anchor else None,
+            lora=cfg.lora.model_dump() if cfg.lora else None, logit_distill=logit_distill,
+            dpo=(cfg.dpo or DPOSpec()).model_dump() if cfg.stage == "dpo" else None,
+            peak_tflops_per_worker=cluster.peak_tflops_per_worker, wandb_project=wandb_project)

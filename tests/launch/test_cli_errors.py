@@ -28,7 +28,10 @@ def one_line(code, lines, expected):
 
 
 def test_unknown_stage(store):
-    one_line(*run("launch/stage.py", "dpo", "--store", str(store)), "unknown stage 'dpo': choose one of pretrain")
+    one_line(*run("launch/stage.py", "rlhf", "--store", str(store)), "unknown stage 'rlhf': choose one of pretrain")
+    one_line(*run("launch/stage.py", "dpo", "--store", str(store)),
+             "unknown stage 'dpo': this pipeline has pretrain, sft, distill, surgical, repair (dpo is optional: "
+             "list it in the pipeline, as stages/examples/tiny-with-experiments.yaml does)")
 
 
 def test_unknown_config_key(store):

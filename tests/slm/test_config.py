@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from slm import REPO_ROOT
+from slm import REPO_ROOT, STAGE_ORDER
 from slm.config import (BuilderConfig, PipelineConfig, StageConfig, deep_merge, load_yaml_config,
                         parse_overrides)
 from slm.errors import UserError
@@ -14,7 +14,7 @@ PIPELINES = [REPO_ROOT / "stages" / "pipeline.yaml", *sorted((REPO_ROOT / "stage
 
 
 def test_repo_has_every_stage_config():
-    assert {p.stem for p in STAGE_CONFIGS} == {"pretrain", "sft", "distill", "surgical", "repair"}
+    assert {p.stem for p in STAGE_CONFIGS} == set(STAGE_ORDER)
 
 
 @pytest.mark.parametrize("path", STAGE_CONFIGS, ids=lambda p: p.name)
@@ -96,3 +96,21 @@ def test_invalid_yaml_and_missing_file(tmp_path):
         load_yaml_config(write(tmp_path, "a: [1,"), StageConfig)
     with pytest.raises(UserError, match="config file not found"):
         load_yaml_config(Path(tmp_path / "nope.yaml"), StageConfig)
+
+
+def test_method_options_only_where_they_apply(tmp_path):
+    base = "model: {init: x}\ndata: {dataset: d}\ntrain: {lr: 1, save_steps: 5, micro_batch: 2}\n"
+    with pytest.raises(UserError, match="kl_anchor and lora are options of the fine-tuning stages"):
+        load_yaml_config(write(tmp_path, "stage: pretrain\nobjective: causal_lm\nlora: {r: 4}\n" + base), StageConfig)
+    with pytest.raises(UserError, match="logit_distill is an option of the distill stage"):
+        load_yaml_config(write(tmp_path, "stage: sft\nobjective: chat_sft\nlogit_distill: {teacher: t}\n" + base),
+                         StageConfig)
+    with pytest.raises(UserError, match="kl_anchor.coef"):
+        load_yaml_config(write(tmp_path, "stage: sft\nobjective: chat_sft\nkl_anchor: {coef: -1}\n" + base), StageConfig)
+    with pytest.raises(UserError, match="unknown key 'lora.rank'"):
+        load_yaml_config(write(tmp_path, "stage: sft\nobjective: chat_sft\nlora: {rank: 4}\n" + base), StageConfig)
+    with pytest.raises(UserError, match="dpo is already anchored"):
+        load_yaml_config(write(tmp_path, "stage: dpo\nobjective: dpo\nkl_anchor: {coef: 1}\n" + base), StageConfig)
+    cfg = load_yaml_config(write(tmp_path, "stage: repair\nobjective: chat_sft\nkl_anchor: {coef: 0.03, start_step: 200, "
+                                           "warmup_steps: 300, last_k_tokens: 128}\nlora: {r: 8}\n" + base), StageConfig)
+    assert cfg.kl_anchor.last_k_tokens == 128 and cfg.lora.target_modules == "all-linear"
