@@ -34,11 +34,12 @@ def main(argv=None):
         t0 = time.time()
         build_data(pipeline.stage(name).builders, store)
         result = run_stage(pipeline, name, store)
-        pointer = result["champion"]
-        summary.append((name, pointer["version"], time.time() - t0))
+        outcome = (f"{pipeline.line}@{result['champion']['version']}" if "champion" in result
+                   else f"experiment {result['experiment']['name']} rejected, not promoted")
+        summary.append((name, outcome, time.time() - t0))
     print(f"\npipeline finished in {time.time() - start:.0f}s", file=sys.stderr)
-    for name, version, seconds in summary:
-        print(f"  {name:9s} → {pipeline.line}@{version}  ({seconds:.0f}s)", file=sys.stderr)
+    for name, outcome, seconds in summary:
+        print(f"  {name:9s} → {outcome}  ({seconds:.0f}s)", file=sys.stderr)
     latest = store.read_json(f"champions/{pipeline.line}/latest.json")
     print(f"champion: {store.url(latest['key'])}\ncard:     {store.url(latest['key'] + '/README.md')}", file=sys.stderr)
     print(store.url(latest["key"]))

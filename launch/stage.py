@@ -40,6 +40,8 @@ def main(argv=None):
     result = run_stage(pipeline, args.stage, store, overrides, train_only=args.train_only)
     if "champion" in result:
         print(store.url(result["champion"]["key"]))
+    elif "experiment" in result:
+        print(f"experiment {result['experiment']['name']} rejected: {result['experiment']['reason']}")
 
 
 if __name__ == "__main__":

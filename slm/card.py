@@ -75,6 +75,24 @@ def _stage_section(index: int, champ: dict, record: dict) -> str:
              f"seed {train['seed']} |",
              f"| Loss | {summary.get('first_loss', float('nan')):.4f} → {summary.get('last_loss', float('nan')):.4f} |",
              f"| Throughput | {summary.get('tokens_per_s', 0):,.0f} tokens/s, {eng.get('tokens_seen', 0):,} tokens |"]
+    if cfg.get("lora"):
+        lo = cfg["lora"]
+        lines.append(f"| LoRA | r {lo['r']}, alpha {lo['alpha']:g}, dropout {lo['dropout']:g}, targets "
+                     f"{lo['target_modules'] if isinstance(lo['target_modules'], str) else ', '.join(lo['target_modules'])}; "
+                     f"{eng.get('trainable_parameters', 0):,} trainable parameters, merged into full weights |")
+    if cfg.get("kl_anchor"):
+        kl = cfg["kl_anchor"]
+        lines.append(f"| KL anchor | KL(start ‖ trained) × {kl['coef']:g} from step {kl['start_step']}, "
+                     f"{kl['warmup_steps']} warm-up steps, "
+                     f"{'last ' + str(kl['last_k_tokens']) + ' supervised tokens' if kl['last_k_tokens'] else 'all supervised tokens'} |")
+    if cfg.get("logit_distill"):
+        ld = cfg["logit_distill"]
+        lines.append(f"| Logit distillation | forward KL to `{ld['teacher']}` at T = {ld['temperature']:g}, "
+                     f"weight {ld['alpha']:g} (cross-entropy {1 - ld['alpha']:g}) |")
+    resumes = [s for s in record.get("worker_group_starts", []) if s.get("resume_from")]
+    if resumes:
+        lines.append(f"| Interruptions | resumed {len(resumes)} time(s) from the newest complete checkpoint: "
+                     + ", ".join(f"{r['resume_from'].rsplit('/', 1)[-1]} (attempt {r['attempt']})" for r in resumes) + " |")
     if data.get("sources"):
         lines += ["", "| Source | Weight | Rows / tokens |", "|---|---|---|"]
         for s in data["sources"]:
@@ -86,6 +104,22 @@ def _stage_section(index: int, champ: dict, record: dict) -> str:
         lines += ["", f"Teacher: `{data['teacher']['spec']}`, {data['teacher']['decoding']} answers of at most "
                       f"{data['teacher']['max_new_tokens']} tokens."]
     return "\n".join(lines)
+
+
+def _experiments(store: Store, line: str) -> str:
+    """Every experiment tried on this line, rejected ones included: the card keeps the negative results."""
+    names = [n for n in store.children(f"experiments/{line}") if n.endswith(".json")]
+    if not names:
+        return ""
+    rows = ["| Experiment | Stage | Hypothesis | Status | MMLU (experiment vs incumbent) | Reason |",
+            "|---|---|---|---|---|---|"]
+    for n in names:
+        e = store.read_json(f"experiments/{line}/{n}")
+        m = e["mmlu"]
+        rows.append(f"| {e['name']} | {e['stage']} | {e.get('hypothesis') or '—'} | **{e['status']}** | "
+                    f"{pct(m['candidate'])} vs {pct(m['incumbent'])} | {e['reason']} |")
+    intro = "Runs tried against the current champion of their stage; rejected ones were not promoted."
+    return "\n".join(["## Experiments", "", intro, "", *rows, ""])
 
 
 def render(store: Store, info: dict, card_meta: dict) -> str:
@@ -146,6 +180,7 @@ runner-up is below {sel['policy']['margin']:.2%} may not regress on
 
 {markdown_table(sel)}
 
+{_experiments(store, info['line'])}
 ## Recommended usage
 
 Greedy decoding (`do_sample=False`). The prompt format is the tokenizer's chat template:

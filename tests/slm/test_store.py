@@ -1,5 +1,7 @@
 """The store behaves the same on a local directory and on a real S3 server (SeaweedFS on 127.0.0.1)."""
 
+import os
+
 import pytest
 
 from slm.errors import UserError
@@ -70,3 +72,58 @@ def test_s3_reads_endpoint_and_credentials_from_environment(s3_env, monkeypatch)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wrong")
     with pytest.raises(Exception, match="SignatureDoesNotMatch|AccessDenied|InvalidAccessKeyId|403"):
         Store.open(s3_env).read_bytes("k.txt")
+
+
+def test_s3_server_restarted_mid_checkpoint_upload_never_yields_a_partial_checkpoint(s3_server, s3_env, tmp_path,
+                                                                                     monkeypatch):
+    """The engine's own upload callback writes checkpoint-20 while the S3 server goes down after a few
+    files and comes back: resume and the sweep still only see checkpoint-10; re-saving completes it."""
+    from types import SimpleNamespace
+
+    from slm.callbacks import StoreCheckpointCallback
+    from slm.engine import latest_complete_checkpoint
+    from slm.runner import checkpoints
+    from slm.store import S3Store
+
+    prefix = "runs/pretrain/pretrain-0123456789"
+    out = tmp_path / "trainer"
+    for step in (10, 20):
+        local = out / f"checkpoint-{step}"
+        (local / f"global_step{step}").mkdir(parents=True)
+        (local / "config.json").write_text("{}")
+        for i in range(6):
+            (local / f"global_step{step}" / f"shard_{i}.pt").write_bytes(os.urandom(256 * 1024))
+    callback = StoreCheckpointCallback(s3_env, prefix, local_rank=0)
+    args = SimpleNamespace(output_dir=str(out))
+
+    def state(step):
+        return SimpleNamespace(global_step=step, is_world_process_zero=True, log_history=[{"loss": 1.0}])
+
+    callback.on_save(args, state(10), None)
+
+    real_upload, calls = S3Store.upload_file, []
+
+    def upload_then_lose_the_server(self, local, key):
+        calls.append(key)
+        if len(calls) == 3:
+            s3_server.stop()
+        return real_upload(self, local, key)
+
+    monkeypatch.setattr(S3Store, "upload_file", upload_then_lose_the_server)
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "2")
+    try:
+        with pytest.raises(Exception):
+            callback.on_save(args, state(20), None)
+    finally:
+        s3_server.start()
+    monkeypatch.setattr(S3Store, "upload_file", real_upload)
+
+    store = Store.open(s3_env)
+    assert store.exists(f"{prefix}/checkpoints/checkpoint-20/config.json"), "part of checkpoint-20 did land"
+    assert not store.is_complete(f"{prefix}/checkpoints/checkpoint-20")
+    assert latest_complete_checkpoint(store, prefix).endswith("checkpoint-10")
+    assert [c["name"] for c in checkpoints(store, prefix)] == ["checkpoint-10"]
+
+    callback.on_save(args, state(20), None)  # what the restarted worker group does after resuming
+    assert latest_complete_checkpoint(store, prefix).endswith("checkpoint-20")
+    assert [c["name"] for c in checkpoints(store, prefix)] == ["checkpoint-10", "checkpoint-20"]
