@@ -1,4 +1,5 @@
-"""SLERP merges of a stage's champion with its precursor (mergekit), kept as extra sweep candidates.
+"""SLERP merges of a stage's champion with its precursor, and of any configured pair of candidates
+(mergekit), kept as extra sweep candidates.
 
 `base_model` is the champion, so `t` is how far the merge moves toward the precursor: t = 0.1 keeps
 90% of the way at the champion (the FF line's "SLERP t=0.10" backup).
@@ -45,16 +46,35 @@ def slerp(champion: Path, precursor: Path, t: float, out_dir: Path) -> dict:
     return config
 
 
+def resolve_pairs(pairs: list[tuple[str, str]], ranked: list[str], candidates: dict[str, dict]) -> list[tuple[dict, dict]]:
+    """Pair names → candidates. ranked: candidate names best first (ranked[0] the champion);
+    candidates: every scored model by name, the precursor under the kind "precursor"."""
+    aliases = {"champion": ranked[0], "runner_up": ranked[1] if len(ranked) > 1 else None,
+               "precursor": next((n for n, c in candidates.items() if c.get("kind") == "precursor"), None)}
+    out = []
+    for a, b in pairs:
+        names = [aliases.get(x, x) for x in (a, b)]
+        for alias, name in zip((a, b), names):
+            if name not in candidates:
+                raise UserError(f"merge.pairs: no candidate {alias!r} in this sweep (choose champion, runner_up, "
+                                f"precursor or one of: {', '.join(sorted(n for n in candidates if n))})")
+        if names[0] == names[1]:
+            raise UserError(f"merge.pairs: {a!r} and {b!r} are the same model ({names[0]})")
+        out.append((candidates[names[0]], candidates[names[1]]))
+    return out
+
+
 def merge_candidates(store: Store, champion_key: str, precursor_key: str, ts: list[float],
-                     out_prefix: str) -> list[dict]:
-    """Merge champion and precursor at each t; each merge becomes a complete tree in the store."""
+                     out_prefix: str, label: str | None = None) -> list[dict]:
+    """Merge a base (the champion) with another model at each t; each merge becomes a complete tree in
+    the store. label names other pairs (the default pair is plain `slerp-t<t>`)."""
     from eval.sweep import is_model_file
 
     champion = fetch_tree_cached(store, champion_key, include=is_model_file)
     precursor = fetch_tree_cached(store, precursor_key, include=is_model_file)
     out = []
     for t in ts:
-        name = f"slerp-t{t:g}"
+        name = f"slerp-{label}-t{t:g}" if label else f"slerp-t{t:g}"
         key = f"{out_prefix}/{name}"
         if not store.is_complete(key):
             with tempfile.TemporaryDirectory() as tmp:
