@@ -139,8 +139,13 @@ class StoreCheckpointCallback(TrainerCallback):
         self.run_prefix = run_prefix
         self.local_rank = local_rank
         self.on_persisted = on_persisted
+        self.step_ended = None
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.step_ended = time.perf_counter()  # the Trainer logs, evaluates, then saves, then calls on_save
 
     def on_save(self, args, state, control, **kwargs):
+        save_s = time.perf_counter() - self.step_ended if self.step_ended else None
         name = f"checkpoint-{state.global_step}"
         local = Path(args.output_dir) / name
         key = f"{self.run_prefix}/checkpoints/{name}"
@@ -164,10 +169,11 @@ class StoreCheckpointCallback(TrainerCallback):
             for part in gathered:
                 merged.update(part or {})
             loss = next((h["loss"] for h in reversed(state.log_history) if "loss" in h), None)
-            store.write_json(f"{key}/{COMPLETE}", {"files": merged, "step": state.global_step,
-                                                   "loss": loss, "upload_s": round(upload_s, 3)})
-            print(f"[checkpoint] {store.url(key)} persisted ({len(merged)} files, {upload_s:.1f}s)",
-                  file=sys.stderr, flush=True)
+            store.write_json(f"{key}/{COMPLETE}", {"files": merged, "step": state.global_step, "loss": loss,
+                                                   "save_s": round(save_s, 3) if save_s is not None else None,
+                                                   "upload_s": round(upload_s, 3)})
+            print(f"[checkpoint] {store.url(key)} persisted ({len(merged)} files, saved in "
+                  f"{save_s or 0:.1f}s, uploaded in {upload_s:.1f}s)", file=sys.stderr, flush=True)
             if self.on_persisted:
                 self.on_persisted(state.global_step, key)
         _barrier()
