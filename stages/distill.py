@@ -5,18 +5,13 @@ dataset manifest, which this recipe requires so that the card can name the teach
 With `logit_distill`, the student also matches the teacher's full next-token distribution on those
 answers (forward KL, temperature T); that needs the teacher's tokenizer to be the student's.
 """
-from slm.chat import check_tokenizer_for_chat
 from slm.errors import UserError
 from slm.modeling import load_tokenizer, materialize, resolve_ref
 from slm.recipe import StageContext
 
 
 def plan(cfg, ctx: StageContext):
-    init = ctx.resolve_init(cfg)
-    if init is None:
-        raise UserError("distill: the student starts from a model, not from scratch")
-    tokenizer_ref = ctx.tokenizer_ref(cfg, init)
-    check_tokenizer_for_chat(ctx.tokenizer(cfg, tokenizer_ref, init), f"distill model {cfg.model.init}")
+    init, tokenizer_ref = ctx.chat_start(cfg, "the student")
     manifest = ctx.dataset(cfg, needs_column="messages")
     if "teacher" not in manifest:
         raise UserError(f"distill: dataset {cfg.data.dataset} names no teacher; build it with the distill builder")

@@ -45,7 +45,7 @@ def wait_for_first_checkpoint(store_dir, proc):
     raise AssertionError(f"no checkpoint reached the store (exit {proc.poll()})")
 
 
-def mmlu_answers(checkpoint_dir):
+def mmlu_answers(checkpoint_dir, task_dir):
     from lm_eval.models.huggingface import HFLM
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -54,8 +54,7 @@ def mmlu_answers(checkpoint_dir):
     model = AutoModelForCausalLM.from_pretrained(checkpoint_dir)
     lm = HFLM(pretrained=model, tokenizer=AutoTokenizer.from_pretrained(checkpoint_dir), batch_size=16)
     subjects = ["astronomy", "marketing"]
-    result = mmlu.evaluate(lm, REPO_ROOT.parent / "shared/data/mmlu", subjects, REPO_ROOT / "eval/tasks/mmlu_csv",
-                           limit=40)
+    result = mmlu.evaluate(lm, REPO_ROOT.parent / "shared/data/mmlu", subjects, task_dir, limit=40)
     return result["items"]
 
 
@@ -73,7 +72,7 @@ def test_worker_or_whole_job_killed_after_first_checkpoint_resumes_and_matches(t
 
     ref_store, ref_prefix, ref_record = finished_run(tmp_path / "reference")
     ref_final = tmp_path / "reference" / ref_prefix / "checkpoints/checkpoint-120"
-    ref_answers = mmlu_answers(ref_final)
+    ref_answers = mmlu_answers(ref_final, tmp_path / "tasks")
 
     def assert_matches_reference(store_dir):
         store, prefix, record = finished_run(store_dir)
@@ -83,7 +82,7 @@ def test_worker_or_whole_job_killed_after_first_checkpoint_resumes_and_matches(t
         final = store_dir / prefix / "checkpoints/checkpoint-120"
         a, b = load_file(final / "model.safetensors"), load_file(ref_final / "model.safetensors")
         assert all(torch.allclose(a[k], b[k], rtol=1e-3, atol=1e-4) for k in a)
-        assert mmlu_answers(final) == ref_answers
+        assert mmlu_answers(final, tmp_path / "tasks") == ref_answers
         return record
 
     # (1) one worker SIGKILLed: Ray Train restarts the group within the same job
