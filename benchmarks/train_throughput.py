@@ -84,7 +84,7 @@ def plain_loop(store, cfg, threads: int, global_batch: int) -> dict:
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--steps", type=int, default=120)
-    p.add_argument("--workers", type=int, nargs="+", default=[2])
+    p.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     args = p.parse_args()
 
     from data_builders import run_builder
