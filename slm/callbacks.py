@@ -10,6 +10,7 @@ from pathlib import Path
 import torch.distributed as dist
 from transformers import TrainerCallback
 
+from slm.mfu import mfu
 from slm.store import COMPLETE, Store, sha256_file
 
 
@@ -58,8 +59,6 @@ class ProgressCallback(TrainerCallback):
                "distill_kl": logs.get("distill_kl"), "tokens": tokens, "tokens_per_s": round(rate, 1),
                "mfu": None, "elapsed_s": round(now - self.start, 2)}
         if self.flops_per_token and rate > 0:
-            from slm.mfu import mfu
-
             value = mfu(rate, self.flops_per_token, self.peak_tflops_total)
             row["mfu"] = round(value, 5) if value is not None else None
         with open(self.csv_path, "a", newline="") as f:

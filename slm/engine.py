@@ -144,12 +144,12 @@ def _kl_terms(job: TrainJob) -> list:
     return terms
 
 
-def _progress_callback(job: TrainJob, model, device, csv_path: Path):
+def _progress_callback(job: TrainJob, model_config, parameters: int, device, csv_path: Path):
     from slm.callbacks import ProgressCallback
     from slm.mfu import flops_per_token, model_dims, peak_tflops
 
-    layers, width = model_dims(model.config)
-    per_token = flops_per_token(sum(p.numel() for p in model.parameters()), layers, width, job.max_length)
+    layers, width = model_dims(model_config)
+    per_token = flops_per_token(parameters, layers, width, job.max_length)
     peak = job.peak_tflops_per_worker
     if peak is None and device.type == "cuda":
         import torch
@@ -163,10 +163,11 @@ def _training_arguments(job: TrainJob, output_dir: Path):
 
     t = job.train
     if job.objective == "dpo":
+        from functools import partial
+
         from trl import DPOConfig
 
-        arguments = lambda **common: DPOConfig(**common, beta=job.dpo["beta"], loss_type=[job.dpo["loss_type"]],  # noqa: E731
-                                               max_length=job.max_length)
+        arguments = partial(DPOConfig, beta=job.dpo["beta"], loss_type=[job.dpo["loss_type"]], max_length=job.max_length)
     else:
         arguments = TrainingArguments
     return arguments(
@@ -252,7 +253,8 @@ def _worker_loop(job_dict: dict) -> None:
                           "world_size": dist.get_world_size()})
 
     args = _training_arguments(job, work / "trainer")
-    callbacks = [_progress_callback(job, model, args.device, work / "train_log.csv"), SaveLastStepCallback()]
+    callbacks = [_progress_callback(job, model.config, parameters, args.device, work / "train_log.csv"),
+                 SaveLastStepCallback()]
     if job.lora:  # before the upload, so the merged full weights go to the store with the adapter
         callbacks.append(MergedLoRACallback(job.init, job.trust_remote_code))
     callbacks.append(StoreCheckpointCallback(job.store, job.run_prefix, local_rank))

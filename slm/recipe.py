@@ -46,16 +46,17 @@ class StageContext:
             check_vocab(self.init_config(init)["vocab_size"], len(tokenizer), f"{cfg.stage} model.init {cfg.model.init}")
         return tokenizer
 
-    def chat_start(self, cfg: StageConfig, what: str) -> tuple[dict, dict]:
-        """The starting model and tokenizer of a chat stage: a pretrained model whose tokenizer can chat."""
+    def chat_start(self, cfg: StageConfig, what: str) -> tuple[dict, dict, object]:
+        """A chat stage's start: its model reference, tokenizer reference and loaded tokenizer (which can chat)."""
         from slm.chat import check_tokenizer_for_chat
 
         init = self.resolve_init(cfg)
         if init is None:
             raise UserError(f"{cfg.stage}: {what} starts from a model, not from scratch")
         tokenizer_ref = self.tokenizer_ref(cfg, init)
-        check_tokenizer_for_chat(self.tokenizer(cfg, tokenizer_ref, init), f"{cfg.stage} model {cfg.model.init}")
-        return init, tokenizer_ref
+        tokenizer = self.tokenizer(cfg, tokenizer_ref, init)
+        check_tokenizer_for_chat(tokenizer, f"{cfg.stage} model {cfg.model.init}")
+        return init, tokenizer_ref, tokenizer
 
     def dataset(self, cfg: StageConfig, needs_column: str) -> dict:
         manifest = read_manifest(self.store, cfg.data.dataset)

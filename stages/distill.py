@@ -11,14 +11,14 @@ from slm.recipe import StageContext
 
 
 def plan(cfg, ctx: StageContext):
-    init, tokenizer_ref = ctx.chat_start(cfg, "the student")
+    init, tokenizer_ref, tokenizer = ctx.chat_start(cfg, "the student")
     manifest = ctx.dataset(cfg, needs_column="messages")
     if "teacher" not in manifest:
         raise UserError(f"distill: dataset {cfg.data.dataset} names no teacher; build it with the distill builder")
     logit_distill = None
     if cfg.logit_distill:
         teacher = resolve_ref(cfg.logit_distill.teacher, ctx.store, what="distill logit_distill.teacher")
-        student_vocab = ctx.tokenizer(cfg, tokenizer_ref, init).get_vocab()
+        student_vocab = tokenizer.get_vocab()
         teacher_vocab = load_tokenizer(materialize(teacher), cfg.model.trust_remote_code).get_vocab()
         if teacher_vocab != student_vocab:
             raise UserError(f"distill: logit_distill.teacher {cfg.logit_distill.teacher} has a different tokenizer "

@@ -7,6 +7,6 @@ from slm.recipe import StageContext
 
 
 def plan(cfg, ctx: StageContext):
-    init, tokenizer_ref = ctx.chat_start(cfg, "preference optimization (usually on the SFT champion)")
+    init, tokenizer_ref, _ = ctx.chat_start(cfg, "preference optimization (usually on the SFT champion)")
     ctx.dataset(cfg, needs_column="chosen")
     return ctx.job(cfg, init, tokenizer_ref)

@@ -7,6 +7,6 @@ from slm.recipe import StageContext
 
 
 def plan(cfg, ctx: StageContext):
-    init, tokenizer_ref = ctx.chat_start(cfg, "a fine-tuning stage")
+    init, tokenizer_ref, _ = ctx.chat_start(cfg, "a fine-tuning stage")
     ctx.dataset(cfg, needs_column="messages")
     return ctx.job(cfg, init, tokenizer_ref)
