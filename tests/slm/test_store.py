@@ -99,7 +99,10 @@ def test_s3_server_restarted_mid_checkpoint_upload_never_yields_a_partial_checkp
     def state(step):
         return SimpleNamespace(global_step=step, is_world_process_zero=True, log_history=[{"loss": 1.0}])
 
+    callback.on_step_end(args, state(10), None)
     callback.on_save(args, state(10), None)
+    marker = Store.open(s3_env).tree_manifest(f"{prefix}/checkpoints/checkpoint-10")
+    assert marker["save_s"] >= 0 and marker["upload_s"] >= 0
 
     real_upload, calls = S3Store.upload_file, []
 

@@ -1,0 +1,35 @@
+"""Checks a stage makes in the driver before any worker starts."""
+import importlib.util
+
+import pytest
+
+from slm.config import PipelineConfig, StageConfig, load_yaml_config
+from slm.errors import UserError
+from slm.recipe import StageContext
+from slm.store import Store
+
+
+@pytest.fixture
+def ctx(tmp_path):
+    pipeline = load_yaml_config("stages/pipeline.yaml", PipelineConfig)
+    return StageContext(Store.open(str(tmp_path)), pipeline)
+
+
+def test_kl_anchor_on_zero3_is_refused(ctx):
+    cfg = load_yaml_config("stages/configs/sft.yaml", StageConfig,
+                           {"kl_anchor": {"coef": 0.1}, "deepspeed": "ds_configs/zero3.json"})
+    with pytest.raises(UserError, match="ZeRO-3 .* would partition; use a ZeRO-2 config"):
+        ctx.job(cfg, None, {})
+    assert ctx.job(cfg.model_copy(update={"deepspeed": "ds_configs/zero2.json"}), None, {}).kl_anchor["coef"] == 0.1
+
+
+def test_wandb_follows_the_api_key(ctx, monkeypatch):
+    cfg = load_yaml_config("stages/configs/sft.yaml", StageConfig)
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    assert ctx.job(cfg, None, {}).wandb_project is None
+    monkeypatch.setenv("WANDB_API_KEY", "not-a-real-key")
+    if importlib.util.find_spec("wandb") is None:
+        with pytest.raises(UserError, match="WANDB_API_KEY is set but the wandb package is not installed"):
+            ctx.job(cfg, None, {})
+    else:
+        assert ctx.job(cfg, None, {}).wandb_project == "tiny-ff"
