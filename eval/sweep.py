@@ -10,6 +10,7 @@ import hashlib
 import json
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from slm.config import SweepSpec, config_digest, resolve_path
@@ -78,6 +79,7 @@ def score_model(store_uri: str, key: str, sweep: dict, use_gpu: bool = False) ->
     from eval.lm import ReusableHFLM
     from slm.modeling import load_model, load_tokenizer
 
+    started = time.perf_counter()
     quiet_libraries()
     spec = SweepSpec.model_validate(sweep)
     if not use_gpu:
@@ -89,7 +91,7 @@ def score_model(store_uri: str, key: str, sweep: dict, use_gpu: bool = False) ->
     model = load_model(path, dtype=torch.bfloat16 if device == "cuda" else torch.float32).to(device)
     model.eval()
     lm = ReusableHFLM(pretrained=model, tokenizer=tokenizer, batch_size=spec.batch_size, device=device,
-                      tokenizer_dir=path)
+                      tokenizer_dir=path, progress_bars=False)
     subjects = mmlu.select_subjects(spec.subjects)
     with tempfile.TemporaryDirectory() as tmp:
         source = spec.mmlu_dir if mmlu.is_hub(spec.mmlu_dir) else resolve_path(spec.mmlu_dir)
@@ -102,7 +104,8 @@ def score_model(store_uri: str, key: str, sweep: dict, use_gpu: bool = False) ->
         bench_scores = bench.run_bench(model, tokenizer, bench.load_bench(resolve_path(spec.bench)),
                                        spec.bench_max_new_tokens, spec.batch_size, spec.prompt_template)
     extra = run_extra_tasks(lm, spec) if spec.extra_tasks else {}
-    return {"mmlu": mmlu_scores, "bench": bench_scores, "extra": extra, "scored_at": now(), "device": device}
+    return {"mmlu": mmlu_scores, "bench": bench_scores, "extra": extra, "scored_at": now(), "device": device,
+            "seconds": round(time.perf_counter() - started, 1)}
 
 
 def sweep(store: Store, candidates: list[dict], spec: SweepSpec, out_prefix: str,
@@ -129,6 +132,12 @@ def sweep(store: Store, candidates: list[dict], spec: SweepSpec, out_prefix: str
             results[cand["name"]] = {**cand, "scores": store.read_json(cache_key)}
             continue
         pending[cand["name"]] = (cand, cache_key)
+    if pending:
+        mmlu_scope = "all subjects" if spec.subjects == "all" else f"{len(spec.subjects)} subjects"
+        limit = f", {spec.limit} items each" if spec.limit else ""
+        print(f"[sweep] scoring {len(pending)} candidate(s): MMLU {mmlu_scope}{limit}, {spec.num_fewshot}-shot"
+              f"{', bench' if spec.bench else ''}{', ' + ', '.join(spec.extra_tasks) if spec.extra_tasks else ''}",
+              file=sys.stderr, flush=True)
     refs = {}
     for i, (name, (cand, _)) in enumerate(pending.items()):
         refs[name] = remote.remote(store.uri, cand["key"], spec.model_dump(mode="json"), use_gpu)
@@ -146,8 +155,8 @@ def sweep(store: Store, candidates: list[dict], spec: SweepSpec, out_prefix: str
         store.write_json(cache_key, scores)
         m, b = scores["mmlu"], scores["bench"]
         bench_note = f", bench {b['passed']}/{b['total']}" if b else ""
-        print(f"[sweep] {name}: MMLU {m['acc']:.2%} ± {m['se']:.2%} (n={m['n']}){bench_note}",
-              file=sys.stderr, flush=True)
+        print(f"[sweep] {name}: MMLU {m['acc']:.2%} ± {m['se']:.2%} (n={m['n']}){bench_note}, "
+              f"scored in {scores['seconds']:.0f} s", file=sys.stderr, flush=True)
         results[name] = {**cand, "scores": scores}
     for name, cand in results.items():
         store.write_json(f"{out_prefix}/{name}.json", cand)
