@@ -141,16 +141,17 @@ class ReusableHFLM(HFLM):
                 logits = self.model(batched, use_cache=False, logits_to_keep=keep).logits  # [kept, vocab]
             logprobs = F.log_softmax(logits, dim=-1, dtype=self.softmax_dtype)
             offset = 0
-            for (request_str, ctx_tokens, _), (start, end), (_, _, cont_toks) in zip(chunk, spans, chunk,
-                                                                                       strict=True):
+            for (pair, ctx_tokens, cont_toks), (start, end) in zip(chunk, spans, strict=True):
                 scored = logprobs[offset:offset + end - start].unsqueeze(0)  # [1, cont, vocab]
                 offset += end - start
                 greedy_tokens = scored.argmax(dim=-1)
-                for request_str, cont_toks, scored in re_ord.get_cache(req_str=request_str, cxt_toks=ctx_tokens,
-                                                                      cont_toks=cont_toks, logits=scored):
-                    cont = torch.tensor(cont_toks, dtype=torch.long, device=self.device).unsqueeze(0)
+                # One forward serves every request of the group (the other answer choices of an MMLU item).
+                for request_str, request_cont, request_logits in re_ord.get_cache(
+                        req_str=pair, cxt_toks=ctx_tokens, cont_toks=cont_toks, logits=scored):
+                    cont = torch.tensor(request_cont, dtype=torch.long, device=self.device).unsqueeze(0)
                     max_equal = (greedy_tokens[:, -cont.shape[1]:] == cont).all()
-                    answer = (float(torch.gather(scored, 2, cont.unsqueeze(-1)).squeeze(-1).sum()), bool(max_equal))
+                    logprob = torch.gather(request_logits, 2, cont.unsqueeze(-1)).squeeze(-1).sum()
+                    answer = (float(logprob), bool(max_equal))
                     res.append(answer)
                     if request_str is not None:
                         self.cache_hook.add_partial("loglikelihood", request_str, answer)
