@@ -11,11 +11,10 @@ from importlib import import_module
 
 from slm.config import BuilderConfig, config_digest, load_yaml_config, resolve_path
 from slm.errors import UserError
+from slm.modeling import resolve_ref
 from slm.store import Store, sha256_file
 
 def build_digest(cfg: BuilderConfig, store: Store, version: str) -> str:
-    from slm.modeling import resolve_ref
-
     refs = {}
     for field in ("tokenizer", "teacher"):
         spec = getattr(cfg, field)

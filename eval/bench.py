@@ -11,6 +11,7 @@ import unicodedata
 from collections import defaultdict
 from pathlib import Path
 
+from slm.chat import prompt_text
 from slm.errors import UserError
 from slm.jsonl import read_objects
 
@@ -120,7 +121,6 @@ def run_bench(model, tokenizer, items: list[dict], max_new_tokens: int, batch_si
     """Greedy answers for every item, scored. The prompt is the model's chat template unless `template`."""
     import torch
 
-    from slm.chat import prompt_text
 
     tokenizer.padding_side = "left"
     answers = []

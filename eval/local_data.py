@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
+from eval.mmlu import SUBJECT_DOMAINS, write_hub_layout
 from slm.config import resolve_path
 from slm.errors import UserError
 from slm.store import cache_dir
@@ -59,7 +60,6 @@ def truthfulqa_layout(src: Path, out: Path) -> None:
 
 
 def mmlu_layout(src: Path, out: Path) -> None:
-    from eval.mmlu import SUBJECT_DOMAINS, write_hub_layout
 
     write_hub_layout(src, out, list(SUBJECT_DOMAINS))
 

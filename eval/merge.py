@@ -12,6 +12,7 @@ from pathlib import Path
 
 import yaml
 
+from eval.sweep import is_model_file
 from slm.errors import UserError
 from slm.store import Store, fetch_tree_cached
 
@@ -68,8 +69,6 @@ def merge_candidates(store: Store, champion_key: str, precursor_key: str, ts: li
                      out_prefix: str, label: str | None = None) -> list[dict]:
     """Merge a base (the champion) with another model at each t; each merge becomes a complete tree in
     the store. label names other pairs (the default pair is plain `slerp-t<t>`)."""
-    from eval.sweep import is_model_file
-
     champion = fetch_tree_cached(store, champion_key, include=is_model_file)
     precursor = fetch_tree_cached(store, precursor_key, include=is_model_file)
     out = []

@@ -213,10 +213,6 @@ def main(argv=None) -> None:
           f"run: lm_eval --include_path {args.out} --tasks {GROUP} ...")
 
 
-if __name__ == "__main__":
-    main()
-
-
 def write_hub_layout(csv_dir: Path, out_dir: Path, subjects: list[str]) -> Path:
     """Lay the CSVs out as the `cais/mmlu` hub dataset (Parquet per subject and split, configs in
     README.md), so that lm-eval's built-in `mmlu_*` tasks read them offline from a local directory."""
@@ -248,3 +244,7 @@ def read_cli_samples(output_dir: Path) -> dict[str, list[int]]:
         rows = [json.loads(line) for line in f.read_text(encoding="utf-8").split("\n") if line]
         out[f.name[len("samples_"):].rsplit("_", 1)[0]] = [int(r["acc"]) for r in sorted(rows, key=lambda r: r["doc_id"])]
     return out
+
+
+if __name__ == "__main__":
+    main()

@@ -13,11 +13,17 @@ import tempfile
 import time
 from pathlib import Path
 
+from eval import bench, mmlu
+from eval.local_data import LOCAL_TASKS, check_tasks, served_from
+from slm import layout
 from slm.config import SweepSpec, config_digest, resolve_path
 from slm.errors import UserError, find_user_error
-from slm.modeling import WEIGHT_SUFFIX
+from slm.modeling import WEIGHT_SUFFIX, load_model, load_tokenizer
 from slm.records import now
 from slm.store import Store, fetch_tree_cached
+
+# lm-eval, torch and ray (and eval.lm, built on lm-eval and torch) are imported inside the functions
+# that score or launch scoring: reading scores and digests should not pay for them.
 
 # Files of a checkpoint tree that make up the HF model (not optimizer shards, RNG or trainer state).
 MODEL_FILES = (".json", WEIGHT_SUFFIX, ".txt", ".model", ".jinja")
@@ -59,8 +65,6 @@ def run_extra_tasks(lm, spec: SweepSpec) -> dict:
     from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager
 
-    from eval.local_data import LOCAL_TASKS, check_tasks, served_from
-
     check_tasks(spec.extra_tasks, spec.local_datasets)
     with served_from(spec.local_datasets):
         results = simple_evaluate(model=lm, tasks=spec.extra_tasks, num_fewshot=spec.extra_num_fewshot,
@@ -75,9 +79,7 @@ def score_model(store_uri: str, key: str, sweep: dict, use_gpu: bool = False) ->
     """Load a model tree from the store and score it. Runs inside a Ray task."""
     import torch
 
-    from eval import bench, mmlu
     from eval.lm import ReusableHFLM
-    from slm.modeling import load_model, load_tokenizer
 
     started = time.perf_counter()
     quiet_libraries()
@@ -125,7 +127,7 @@ def sweep(store: Store, candidates: list[dict], spec: SweepSpec, out_prefix: str
                                              runtime_env={"env_vars": env})
     for cand in candidates:
         digest = weights_digest(store, cand["key"])
-        cache_key = f"scores/{digest}-{settings}.json"
+        cache_key = layout.score_cache(digest, settings)
         cand = {**cand, "weights_digest": digest, "settings_digest": settings}
         if store.exists(cache_key):
             print(f"[sweep] {cand['name']}: cached scores ({digest})", file=sys.stderr, flush=True)

@@ -7,6 +7,8 @@ import argparse
 
 import _bootstrap
 
+from data_builders import run_builder
+from orchestration.stage import open_pipeline
 from slm import STAGE_ORDER
 from slm.errors import cli_main
 
@@ -15,12 +17,9 @@ from slm.errors import cli_main
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("targets", nargs="+", help="stage names or builder config files")
-    _bootstrap.add_pipeline_options(p)
+    _bootstrap.add_pipeline_options(p, overrides=False)
     p.add_argument("--force", action="store_true", help="rebuild even when the inputs did not change")
     args = p.parse_args(argv)
-    from data_builders import run_builder
-    from slm.runner import open_pipeline
-
     pipeline, store = open_pipeline(args.pipeline, args.store)
     for target in args.targets:
         configs = pipeline.stage(target).builders if target in STAGE_ORDER else [target]

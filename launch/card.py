@@ -8,7 +8,11 @@ import sys
 
 import _bootstrap
 
+from orchestration import card
+from orchestration.stage import open_pipeline
+from slm import layout
 from slm.errors import cli_main
+from slm.modeling import champion_pointer
 
 
 @cli_main
@@ -17,15 +21,11 @@ def main(argv=None):
     p.add_argument("--line", help="champion line (default: the pipeline's)")
     p.add_argument("--version", help="champion version (default: latest)")
     p.add_argument("--out", help="write the card here (default: stdout)")
-    _bootstrap.add_pipeline_options(p)
+    _bootstrap.add_pipeline_options(p, overrides=False)
     args = p.parse_args(argv)
-    from slm import card
-    from slm.modeling import champion_pointer
-    from slm.runner import open_pipeline
-
     pipeline, store = open_pipeline(args.pipeline, args.store)
     pointer = champion_pointer(store, args.line or pipeline.line, args.version)
-    info = store.read_json(f"{pointer['key']}/champion.json")
+    info = store.read_json(layout.champion_info(pointer["key"]))
     text = card.render(store, info, pipeline.card.model_dump())
     if args.out:
         open(args.out, "w").write(text)

@@ -1,6 +1,6 @@
 """Run every stage of a pipeline in order: build its data, train, sweep, select, promote, card.
 
-    python launch/pipeline.py --config stages/pipeline.yaml
+    python launch/pipeline.py --pipeline stages/pipeline.yaml [--store s3://bucket/prefix] [--only sft repair]
 """
 import argparse
 import sys
@@ -8,14 +8,14 @@ import time
 
 import _bootstrap
 
+from orchestration.stage import build_data, open_pipeline, run_stage
+from slm import layout
 from slm.errors import cli_main
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    _bootstrap.add_pipeline_options(p, "--config")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a pipeline config value (repeatable)")
+    _bootstrap.add_pipeline_options(p)
     p.add_argument("--only", nargs="+", metavar="STAGE", help="run only these stages (still in pipeline order)")
     return p.parse_args(argv)
 
@@ -23,9 +23,7 @@ def parse_args(argv=None):
 @cli_main
 def main(argv=None):
     args = parse_args(argv)
-    from slm.runner import build_data, open_pipeline, run_stage
-
-    pipeline, store = open_pipeline(args.config, args.store, args.overrides)
+    pipeline, store = open_pipeline(args.pipeline, args.store, args.overrides)
     names = [s.name for s in pipeline.stages if not args.only or s.name in args.only]
     if args.only and set(args.only) - set(names):
         pipeline.stage(sorted(set(args.only) - set(names))[0])  # raises the one-line unknown-stage error
@@ -40,7 +38,7 @@ def main(argv=None):
     print(f"\npipeline finished in {time.time() - start:.0f}s", file=sys.stderr)
     for name, outcome, seconds in summary:
         print(f"  {name:9s} → {outcome}  ({seconds:.0f}s)", file=sys.stderr)
-    latest = store.read_json(f"champions/{pipeline.line}/latest.json")
+    latest = store.read_json(layout.latest_pointer(pipeline.line))
     print(f"champion: {store.url(latest['key'])}\ncard:     {store.url(latest['key'] + '/README.md')}", file=sys.stderr)
     print(store.url(latest["key"]))
 

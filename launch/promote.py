@@ -10,6 +10,10 @@ import argparse
 
 import _bootstrap
 
+from orchestration.promotion import promote_champion
+from orchestration.stage import open_pipeline
+from orchestration.sweeping import precursor_of
+from slm import layout
 from slm.errors import UserError, cli_main
 
 
@@ -19,23 +23,21 @@ def main(argv=None):
     p.add_argument("run", help="the run's key in the store, runs/<stage>/<run_id>")
     p.add_argument("--candidate", help="a candidate of the run's sweep (default: the selected champion)")
     p.add_argument("--reason", help="why a candidate other than the selected one is promoted")
-    _bootstrap.add_pipeline_options(p)
+    _bootstrap.add_pipeline_options(p, overrides=False)
     args = p.parse_args(argv)
-    from slm.runner import open_pipeline, precursor_of, promote_champion
-
     pipeline, store = open_pipeline(args.pipeline, args.store)
     run = args.run.strip("/")
-    if not store.exists(f"{run}/sweep/selection.json"):
+    if not store.exists(f"{layout.sweep_dir(run)}/selection.json"):
         raise UserError(f"{store.url(run)}: no sweep/selection.json; run the stage's sweep first")
-    record = store.read_json(f"{run}/record.json")
-    selection = store.read_json(f"{run}/sweep/selection.json")
+    record = store.read_json(layout.run_record(run))
+    selection = store.read_json(f"{layout.sweep_dir(run)}/selection.json")
     name = args.candidate or selection["champion"]
     if name != selection["champion"] and not args.reason:
         raise UserError(f"{name} is not the selected champion ({selection['champion']}); give --reason")
-    if not store.exists(f"{run}/sweep/{name}.json") or name.startswith("precursor"):
+    if not store.exists(f"{layout.sweep_dir(run)}/{name}.json") or name.startswith("precursor"):
         names = ", ".join(c["name"] for c in selection["candidates"] if c["kind"] != "precursor")
         raise UserError(f"{name!r} is not a candidate of {run} (candidates: {names})")
-    candidate = store.read_json(f"{run}/sweep/{name}.json")
+    candidate = store.read_json(f"{layout.sweep_dir(run)}/{name}.json")
     if name != selection["champion"]:
         candidate["manual"] = {"overrules": selection["champion"], "reason": args.reason}
     pointer = promote_champion(pipeline, record, candidate, precursor_of(record), store)

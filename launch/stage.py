@@ -1,12 +1,14 @@
 """Run one stage: train on DeepSpeed in Ray Train workers, sweep, select, promote, write the card.
 
     python launch/stage.py repair
+    python launch/stage.py repair --set train.lr=1e-5 --set cluster.workers=4
     ray job submit --working-dir . -- python launch/stage.py repair --store s3://bucket/prefix
 """
 import argparse
 
 import _bootstrap
 
+from orchestration.stage import build_data, open_pipeline, run_stage
 from slm import STAGE_ORDER
 from slm.errors import UserError, cli_main
 
@@ -15,10 +17,6 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("stage", help=f"one of: {', '.join(STAGE_ORDER)}")
     _bootstrap.add_pipeline_options(p)
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a stage config value, e.g. train.lr=1e-4 (repeatable)")
-    p.add_argument("--pipeline-set", dest="pipeline_overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a pipeline config value, e.g. cluster.workers=8")
     p.add_argument("--build-data", action="store_true", help="run the stage's data builders first")
     p.add_argument("--train-only", action="store_true", help="train (or resume) without sweep/promotion")
     return p.parse_args(argv)
@@ -29,15 +27,11 @@ def main(argv=None):
     args = parse_args(argv)
     if args.stage not in STAGE_ORDER:
         raise UserError(f"unknown stage {args.stage!r}: choose one of {', '.join(STAGE_ORDER)}")
-    from slm.config import parse_overrides
-    from slm.runner import build_data, open_pipeline, run_stage
-
-    pipeline, store = open_pipeline(args.pipeline, args.store, args.pipeline_overrides)
+    pipeline, store = open_pipeline(args.pipeline, args.store, args.overrides, stage=args.stage)
     ref = pipeline.stage(args.stage)
-    overrides = parse_overrides(args.overrides)
     if args.build_data:
         build_data(ref.builders, store)
-    result = run_stage(pipeline, args.stage, store, overrides, train_only=args.train_only)
+    result = run_stage(pipeline, args.stage, store, train_only=args.train_only)
     if "champion" in result:
         print(store.url(result["champion"]["key"]))
     elif "experiment" in result:

@@ -10,8 +10,10 @@ from pathlib import Path
 import torch.distributed as dist
 from transformers import TrainerCallback
 
+from slm import layout
 from slm.mfu import mfu
-from slm.store import COMPLETE, Store, sha256_file
+from slm.modeling import load_model, materialize
+from slm.store import Store
 
 
 def _barrier():
@@ -112,8 +114,6 @@ class MergedLoRACallback(TrainerCallback):
         if state.is_world_process_zero:
             from peft import PeftModel
 
-            from slm.modeling import load_model, materialize
-
             checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
             base = load_model(materialize(self.init_ref), self.trust_remote_code)
             merged = PeftModel.from_pretrained(base, checkpoint).merge_and_unload()
@@ -133,11 +133,10 @@ class StoreCheckpointCallback(TrainerCallback):
     node's file list, last. A job killed mid-upload leaves a tree without a marker, which nothing reads.
     """
 
-    def __init__(self, store_uri: str, run_prefix: str, local_rank: int, on_persisted=None):
+    def __init__(self, store_uri: str, run_prefix: str, local_rank: int):
         self.store_uri = store_uri
         self.run_prefix = run_prefix
         self.local_rank = local_rank
-        self.on_persisted = on_persisted
         self.step_ended = None
 
     def on_step_end(self, args, state, control, **kwargs):
@@ -145,21 +144,13 @@ class StoreCheckpointCallback(TrainerCallback):
 
     def on_save(self, args, state, control, **kwargs):
         save_s = time.perf_counter() - self.step_ended if self.step_ended else None
-        name = f"checkpoint-{state.global_step}"
-        local = Path(args.output_dir) / name
-        key = f"{self.run_prefix}/checkpoints/{name}"
+        local = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        key = layout.checkpoint_dir(self.run_prefix, state.global_step)
         _barrier()
-        files = {}
         store = Store.open(self.store_uri)
-        if self.local_rank == 0:
-            t0 = time.perf_counter()
-            for path in sorted(p for p in local.rglob("*") if p.is_file()):
-                rel = path.relative_to(local).as_posix()
-                store.upload_file(path, f"{key}/{rel}")
-                files[rel] = {"sha256": sha256_file(path), "size": path.stat().st_size}
-            upload_s = time.perf_counter() - t0
-        else:
-            upload_s = 0.0
+        t0 = time.perf_counter()
+        files = store.upload_files(local, key) if self.local_rank == 0 else {}
+        upload_s = time.perf_counter() - t0
         gathered = [None] * dist.get_world_size() if dist.is_initialized() else [files]
         if dist.is_initialized():
             dist.all_gather_object(gathered, files)
@@ -168,11 +159,9 @@ class StoreCheckpointCallback(TrainerCallback):
             for part in gathered:
                 merged.update(part or {})
             loss = next((h["loss"] for h in reversed(state.log_history) if "loss" in h), None)
-            store.write_json(f"{key}/{COMPLETE}", {"files": merged, "step": state.global_step, "loss": loss,
-                                                   "save_s": round(save_s, 3) if save_s is not None else None,
-                                                   "upload_s": round(upload_s, 3)})
+            store.mark_complete(key, merged, {"step": state.global_step, "loss": loss,
+                                              "save_s": round(save_s, 3) if save_s is not None else None,
+                                              "upload_s": round(upload_s, 3)})
             print(f"[checkpoint] {store.url(key)} persisted ({len(merged)} files, saved in "
                   f"{save_s or 0:.1f}s, uploaded in {upload_s:.1f}s)", file=sys.stderr, flush=True)
-            if self.on_persisted:
-                self.on_persisted(state.global_step, key)
         _barrier()

@@ -5,6 +5,8 @@ import os
 import sys
 from pathlib import Path
 
+from slm import REPO_ROOT
+
 # Keep a locally started cluster (and the gloo group of Train workers) on 127.0.0.1.
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 # Dedup would fold the two ranks' warnings together; progress lines come from rank 0 only anyway.
@@ -20,7 +22,12 @@ def running_cluster_address() -> str | None:
     return None
 
 
-def connect(num_cpus: int | None = None) -> None:
+def in_job_working_dir_copy() -> bool:
+    """True when this code runs from the copy `ray job submit --working-dir` makes (deleted with the job)."""
+    return "runtime_resources" in REPO_ROOT.parts
+
+
+def connect() -> None:
     import ray
 
     if ray.is_initialized():
@@ -31,5 +38,5 @@ def connect(num_cpus: int | None = None) -> None:
         ray.init(address=address, log_to_driver=True)
     else:
         print("[ray] starting a local cluster on 127.0.0.1 (no dashboard)", file=sys.stderr, flush=True)
-        ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, _node_ip_address="127.0.0.1",
+        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, _node_ip_address="127.0.0.1",
                  log_to_driver=True)

@@ -13,10 +13,10 @@ from typing import Any, Literal, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from slm import REPO_ROOT, STAGE_ORDER
+from slm import REPO_ROOT, STAGE_ORDER, STAGES
 from slm.errors import UserError
 
-StageName = Literal["pretrain", "sft", "dpo", "distill", "surgical", "repair"]
+StageName = Literal[STAGE_ORDER]  # the registry in slm/__init__.py
 
 
 class Strict(BaseModel):
@@ -60,7 +60,7 @@ class TrainSpec(Strict):
     schedule: Literal["cosine", "linear", "constant_with_warmup"] = "cosine"
     warmup_steps: int = Field(0, ge=0)
     epochs: float = Field(1.0, gt=0)
-    max_steps: int = -1  # > 0 overrides epochs
+    max_steps: int = Field(-1, ge=-1)  # > 0 overrides epochs; -1: train for `epochs`
     save_steps: int = Field(gt=0)
     seed: int = 42
     micro_batch: int = Field(gt=0)
@@ -127,7 +127,7 @@ class StageConfig(Strict):
 
     @model_validator(mode="after")
     def _objective_fits_stage(self):
-        expected = {"pretrain": "causal_lm", "dpo": "dpo"}.get(self.stage, "chat_sft")
+        expected = STAGES[self.stage]
         if self.objective != expected:
             raise ValueError(f"stage {self.stage} trains with objective {expected!r}, not {self.objective!r}")
         if self.stage == "pretrain" and (self.kl_anchor or self.lora):
@@ -148,9 +148,9 @@ class BuilderInput(Strict):
 
 
 class BuilderConfig(Strict):
-    """What a data builder reads and where it writes. Builder-specific knobs live under `options`."""
+    """What a data builder reads and where it writes (the builder module is data_builders/<builder>.py)."""
 
-    builder: Literal["tokenizer", "pretrain", "sft", "dpo", "distill", "surgical", "repair"]
+    builder: Literal[("tokenizer", *STAGE_ORDER)]
     inputs: list[BuilderInput] = Field(min_length=1)
     output: str  # store key
     num_shards: int = Field(2, gt=0)
@@ -238,6 +238,9 @@ class PipelineConfig(Strict):
     @model_validator(mode="after")
     def _stages_in_order(self):
         names = [s.name for s in self.stages]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"stage(s) listed more than once: {', '.join(twice)}")
         order = [n for n in STAGE_ORDER if n in names]
         if names != order:
             raise ValueError(f"stages must run in the order {', '.join(STAGE_ORDER)}; got {', '.join(names)}")

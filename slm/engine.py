@@ -8,29 +8,35 @@ scheduler, RNG and data position restored by the Trainer.
 """
 from __future__ import annotations
 
-import contextlib
-import io
+import datetime as dt
 import json
 import os
 import shutil
 import sys
 from pathlib import Path
-
 from pydantic import BaseModel
 
+from slm import layout
 from slm.config import TrainSpec, resolve_path
 from slm.errors import UserError, find_user_error
-from slm.store import Store, cache_dir
+from slm.init_checks import check_tied
+from slm.mfu import flops_per_token, model_dims, peak_tflops
+from slm.modeling import load_model, load_tokenizer, materialize, scratch_config
+from slm.store import Store, cache_dir, fetch_tree_cached
+
+# torch, transformers, deepspeed, peft, ray (and slm.callbacks, which is built on torch and transformers)
+# are imported inside the functions that run in the workers or launch them: the driver imports this
+# module to plan a job and should not pay for them.
 
 
 class TrainJob(BaseModel):
     """Everything a worker needs, resolved in the driver (JSON-able, so it crosses to Ray workers)."""
 
     stage: str
+    recipe: str  # the recipe module that planned the job (stages/<name>.py), for records and logs
     run_id: str
     run_prefix: str
     store: str
-    objective: str  # causal_lm | chat_sft
     init: dict | None  # a resolved model reference; None = from scratch
     architecture: dict | None
     tokenizer: dict  # a resolved reference to the tokenizer directory
@@ -52,6 +58,7 @@ class TrainJob(BaseModel):
     dpo: dict | None = None  # DPOSpec (the dpo stage)
     peak_tflops_per_worker: float | None = None
     wandb_project: str | None = None  # set when WANDB_API_KEY is in the driver's environment
+    warnings: list[str] = []  # what the recipe's plan found worth telling (goes to the run record)
 
 
 def load_ds_config(path: str, use_gpu: bool) -> dict:
@@ -70,107 +77,21 @@ def load_ds_config(path: str, use_gpu: bool) -> dict:
     return config
 
 
-def latest_complete_checkpoint(store: Store, run_prefix: str) -> str | None:
-    steps = []
-    for name in store.children(f"{run_prefix}/checkpoints"):
-        key = f"{run_prefix}/checkpoints/{name}"
-        if name.startswith("checkpoint-") and name.split("-")[-1].isdigit() and store.is_complete(key):
-            steps.append((int(name.split("-")[-1]), key))
-    return max(steps)[1] if steps else None
+def optimizer_name(ds_config: dict) -> str:
+    """The optimizer a run actually uses: the DeepSpeed config's, else the HF Trainer's default."""
+    optimizer = ds_config.get("optimizer")
+    if not optimizer:
+        return "AdamW (HF Trainer default, torch)"
+    params = optimizer.get("params", {})
+    where = " with torch's implementation" if params.get("torch_adam") else ""
+    offload = (ds_config.get("zero_optimization", {}).get("offload_optimizer") or {}).get("device")
+    return f"{optimizer.get('type')} (DeepSpeed{where}{', offloaded to ' + offload if offload and offload != 'none' else ''})"
 
 
-def _prepare_dataset(job: TrainJob, tokenizer, split: str):
-    """Token ids and labels in memory: small per-rank work, and no closure hashing by `datasets`."""
-    from datasets import Dataset
-
-    from slm.chat import IGNORE_INDEX, encode_chat
-    from slm.datasets import load_split
-
-    data = load_split(Store.open(job.store), job.dataset, split)
-    if job.objective == "dpo":  # TRL tokenizes preference pairs itself (chat template, prompt/completion masks)
-        missing = {"prompt", "chosen", "rejected"} - set(data.column_names)
-        if missing:
-            raise UserError(f"dataset {job.dataset}: a dpo stage needs {', '.join(sorted(missing))} columns")
-        return data.select_columns(["prompt", "chosen", "rejected"])
-    if job.objective == "causal_lm":
-        if "input_ids" not in data.column_names:
-            raise UserError(f"dataset {job.dataset}: a causal_lm stage needs packed `input_ids` blocks")
-        blocks = [ids[: job.max_length] for ids in data["input_ids"]]
-        return Dataset.from_dict({"input_ids": blocks, "labels": blocks})
-    if "messages" not in data.column_names:
-        raise UserError(f"dataset {job.dataset}: a chat stage needs a `messages` column")
-    encoded = [encode_chat(tokenizer, messages, job.max_length) for messages in data["messages"]]
-    kept = Dataset.from_list([e for e in encoded if any(label != IGNORE_INDEX for label in e["labels"])])
-    if len(kept) == 0:
-        raise UserError(f"dataset {job.dataset} ({split}): no example keeps an assistant token "
-                        f"within max_length {job.max_length}")
-    return kept
-
-
-def _build_model(job: TrainJob, tokenizer):
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    from slm.modeling import load_model, materialize, scratch_config
-
-    torch.manual_seed(job.train.seed)
-    if job.init is None:
-        return AutoModelForCausalLM.from_config(scratch_config(job.architecture, tokenizer, job.max_length))
-    return load_model(materialize(job.init), job.trust_remote_code)
-
-
-def _apply_lora(job: TrainJob, model):
-    from peft import LoraConfig, get_peft_model
-
-    spec = job.lora
-    config = LoraConfig(r=spec["r"], lora_alpha=spec["alpha"], lora_dropout=spec["dropout"],
-                        target_modules=spec["target_modules"], task_type="CAUSAL_LM")
-    return get_peft_model(model, config)
-
-
-def _kl_terms(job: TrainJob) -> list:
-    from slm.modeling import load_model, materialize
-    from slm.objectives import KLTerm
-
-    terms = []
-    if job.kl_anchor:
-        a = job.kl_anchor
-        terms.append(KLTerm("kl", load_model(materialize(job.init), job.trust_remote_code), a["coef"],
-                            a["start_step"], a["warmup_steps"], a["last_k_tokens"]))
-    if job.logit_distill:
-        d = job.logit_distill
-        terms.append(KLTerm("distill_kl", load_model(materialize(d["teacher"]), job.trust_remote_code), d["alpha"],
-                            temperature=d["temperature"], ce_weight=1.0 - d["alpha"]))
-    return terms
-
-
-def _progress_callback(job: TrainJob, model_config, parameters: int, device, csv_path: Path):
-    from slm.callbacks import ProgressCallback
-    from slm.mfu import flops_per_token, model_dims, peak_tflops
-
-    layers, width = model_dims(model_config)
-    per_token = flops_per_token(parameters, layers, width, job.max_length)
-    peak = job.peak_tflops_per_worker
-    if peak is None and device.type == "cuda":
-        import torch
-
-        peak = peak_tflops(torch.cuda.get_device_name(device), job.train.precision)
-    return ProgressCallback(job.stage, csv_path, per_token, peak * job.workers if peak else None)
-
-
-def _training_arguments(job: TrainJob, output_dir: Path):
-    from transformers import TrainingArguments
-
+def training_arguments(job: TrainJob, output_dir: Path) -> dict:
+    """The TrainingArguments every stage shares; a recipe builds its arguments class from them."""
     t = job.train
-    if job.objective == "dpo":
-        from functools import partial
-
-        from trl import DPOConfig
-
-        arguments = partial(DPOConfig, beta=job.dpo["beta"], loss_type=[job.dpo["loss_type"]], max_length=job.max_length)
-    else:
-        arguments = TrainingArguments
-    return arguments(
+    return dict(
         output_dir=str(output_dir),
         per_device_train_batch_size=t.micro_batch,
         per_device_eval_batch_size=t.micro_batch,
@@ -203,20 +124,47 @@ def _training_arguments(job: TrainJob, output_dir: Path):
     )
 
 
-def _worker_loop(job_dict: dict) -> None:
-    """Runs in every Ray Train worker."""
+def _build_model(job: TrainJob, tokenizer):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(job.train.seed)
+    if job.init is None:
+        return AutoModelForCausalLM.from_config(scratch_config(job.architecture, tokenizer, job.max_length))
+    return load_model(materialize(job.init), job.trust_remote_code)
+
+
+def _apply_lora(job: TrainJob, model):
+    from peft import LoraConfig, get_peft_model
+
+    spec = job.lora
+    config = LoraConfig(r=spec["r"], lora_alpha=spec["alpha"], lora_dropout=spec["dropout"],
+                        target_modules=spec["target_modules"], task_type="CAUSAL_LM")
+    return get_peft_model(model, config)
+
+
+def _progress_callback(job: TrainJob, model_config, parameters: int, device, csv_path: Path):
+    from slm.callbacks import ProgressCallback
+
+    layers, width = model_dims(model_config)
+    per_token = flops_per_token(parameters, layers, width, job.max_length)
+    peak = job.peak_tflops_per_worker
+    if peak is None and device.type == "cuda":
+        import torch
+
+        peak = peak_tflops(torch.cuda.get_device_name(device), job.train.precision)
+    return ProgressCallback(job.stage, csv_path, per_token, peak * job.workers if peak else None)
+
+
+def _worker_loop(job_dict: dict, recipe) -> None:
+    """Runs in every Ray Train worker: the recipe turns rows into examples and builds the trainer."""
     import deepspeed
     import torch
     import torch.distributed as dist
-    from transformers import DataCollatorForSeq2Seq
     from transformers.trainer_callback import PrinterCallback
+    from transformers.utils import logging as hf_logging
 
     from slm.callbacks import MergedLoRACallback, SaveLastStepCallback, StoreCheckpointCallback
-    from slm.objectives import StageTrainer
-    from slm.init_checks import check_tied
-    from slm.modeling import load_tokenizer, materialize
-
-    from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
     job = TrainJob.model_validate(job_dict)
@@ -233,55 +181,29 @@ def _worker_loop(job_dict: dict) -> None:
     parameters = sum(p.numel() for p in model.parameters())
     if job.lora:
         model = _apply_lora(job, model)
-    train_data = _prepare_dataset(job, tokenizer, "train")
-    eval_data = _prepare_dataset(job, tokenizer, job.eval_split) if job.eval_split else None
+    train_data = recipe.examples(job, tokenizer, "train")
+    eval_data = recipe.examples(job, tokenizer, job.eval_split) if job.eval_split else None
 
-    resume_key = latest_complete_checkpoint(store, job.run_prefix)
+    resume_key = layout.latest_checkpoint(store, job.run_prefix)
     resume_dir = None
     if resume_key:
-        from slm.store import fetch_tree_cached
-
         resume_dir = fetch_tree_cached(store, resume_key)
         if rank == 0:
             print(f"[{job.stage}] resuming from {store.url(resume_key)}", file=sys.stderr, flush=True)
     if rank == 0:  # one event per worker-group start: a Ray Train restart or a rerun after the job died
-        import datetime as dt
-
         stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
-        store.write_json(f"{job.run_prefix}/train/starts/{stamp}.json",
+        store.write_json(f"{layout.train_dir(job.run_prefix)}/starts/{stamp}.json",
                          {"attempt": job.attempt, "started_at": stamp, "resume_from": resume_key,
                           "world_size": dist.get_world_size()})
 
-    args = _training_arguments(job, work / "trainer")
-    callbacks = [_progress_callback(job, model.config, parameters, args.device, work / "train_log.csv"),
+    arguments = training_arguments(job, work / "trainer")
+    device = torch.device("cuda", local_rank) if job.use_gpu else torch.device("cpu")
+    callbacks = [_progress_callback(job, model.config, parameters, device, work / "train_log.csv"),
                  SaveLastStepCallback()]
     if job.lora:  # before the upload, so the merged full weights go to the store with the adapter
         callbacks.append(MergedLoRACallback(job.init, job.trust_remote_code))
     callbacks.append(StoreCheckpointCallback(job.store, job.run_prefix, local_rank))
-    if job.objective == "dpo":
-        from trl import DPOTrainer
-
-        from slm.modeling import load_model
-
-        # The frozen reference is the starting model, loaded like any model (safetensors only); with
-        # LoRA, TRL uses the base with the adapter disabled instead.
-        reference = None if job.lora else load_model(materialize(job.init), job.trust_remote_code)
-        # TRL tokenizes with datasets.map, whose fingerprinting disassembles the map function through
-        # dill; under Ray's stdout forwarding that bytecode dump lands in the job log. Keep it out.
-        with contextlib.redirect_stdout(io.StringIO()):
-            trainer = DPOTrainer(model=model, ref_model=reference, args=args, train_dataset=train_data,
-                                 eval_dataset=eval_data, processing_class=tokenizer, callbacks=callbacks)
-    else:
-        trainer = StageTrainer(
-            model=model,
-            args=args,
-            train_dataset=train_data,
-            eval_dataset=eval_data,
-            data_collator=DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100),
-            processing_class=tokenizer,
-            callbacks=callbacks,
-            kl_terms=_kl_terms(job),
-        )
+    trainer = recipe.trainer(job, model, tokenizer, arguments, train_data, eval_data, callbacks)
     trainer.remove_callback(PrinterCallback)  # its raw log dicts repeat what ProgressCallback prints
     trainer.train(resume_from_checkpoint=str(resume_dir) if resume_dir else None)
 
@@ -289,6 +211,7 @@ def _worker_loop(job_dict: dict) -> None:
     facts = {
         "engine": type(engine).__name__,
         "zero_stage": engine.zero_optimization_stage() if hasattr(engine, "zero_optimization_stage") else None,
+        "optimizer": optimizer_name(job.ds_config),
         "world_size": dist.get_world_size(),
         "backend": dist.get_backend(),
         "deepspeed": deepspeed.__version__,
@@ -304,7 +227,7 @@ def _worker_loop(job_dict: dict) -> None:
         "tied_embeddings": tied and check_tied(model, f"{job.stage} trained model"),
     }
     if rank == 0:
-        history_key = f"{job.run_prefix}/train"
+        history_key = layout.train_dir(job.run_prefix)
         store.write_json(f"{history_key}/engine.json", facts)
         store.write_json(f"{history_key}/log_history.json", trainer.state.log_history)
         if (work / "train_log.csv").exists():
@@ -316,13 +239,17 @@ def _worker_loop(job_dict: dict) -> None:
         shutil.rmtree(work / "trainer", ignore_errors=True)
 
 
-def run(job: TrainJob) -> None:
-    """Train on a Ray Train worker group; raises UserError with the worker's message on failure."""
+def run(job: TrainJob, recipe) -> None:
+    """Train `recipe` (a stage module following slm.recipe.Recipe) on a Ray Train worker group;
+    raises UserError with the worker's message on failure."""
     from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
+    def train_loop(config: dict) -> None:  # the recipe module travels by reference (cloudpickle)
+        _worker_loop(config, recipe)
+
     trainer = TorchTrainer(
-        _worker_loop,
+        train_loop,
         train_loop_config=job.model_dump(mode="json"),
         scaling_config=ScalingConfig(num_workers=job.workers, use_gpu=job.use_gpu,
                                      resources_per_worker={"CPU": job.cpus_per_worker}),

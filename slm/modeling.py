@@ -9,9 +9,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from slm import layout
 from slm.config import resolve_path
 from slm.errors import UserError
-from slm.store import Store, fetch_tree_cached
+from slm.store import Store, fetch_tree_cached, sha256_file
 
 WEIGHT_SUFFIX = ".safetensors"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
@@ -19,21 +20,18 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
 
 def champion_pointer(store: Store, line: str, version: str | None = None, stage: str | None = None) -> dict:
     if stage is not None:  # the newest champion promoted from that stage of the line
-        import re
-
-        numbered = [(int(m.group(1)), v) for v in store.children(f"champions/{line}")
-                    if (m := re.fullmatch(rf"v(\d+)-{re.escape(stage)}", v)) and store.is_complete(f"champions/{line}/{v}")]
+        numbered = layout.versions(store, line, stage)
         if not numbered:
             raise UserError(f"no champion promoted yet from stage {stage!r} of line {line!r} "
-                            f"({store.url(f'champions/{line}')})")
-        version = max(numbered)[1]
-        return {"line": line, "version": version, "key": f"champions/{line}/{version}", "stage": stage}
+                            f"({store.url(layout.line_dir(line))})")
+        version = numbered[-1][1]
+        return {"line": line, "version": version, "key": layout.champion_dir(line, version), "stage": stage}
     if version is None:
-        key = f"champions/{line}/latest.json"
+        key = layout.latest_pointer(line)
         if not store.exists(key):
             raise UserError(f"no champion promoted yet for line {line!r} ({store.url(key)} missing)")
         return store.read_json(key)
-    key = f"champions/{line}/{version}"
+    key = layout.champion_dir(line, version)
     if not store.is_complete(key):
         raise UserError(f"champion {line}@{version} not found at {store.url(key)}")
     return {"line": line, "version": version, "key": key}
@@ -146,7 +144,5 @@ def load_model(path: Path, trust_remote_code: bool = False, dtype=None):
 
 def tokenizer_digest(path: Path) -> str | None:
     """Checksum of a tokenizer's vocabulary file (tokenizer.json), to tie token datasets to tokenizers."""
-    from slm.store import sha256_file
-
     file = path / "tokenizer.json"
     return sha256_file(file) if file.is_file() else None

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from transformers import Trainer
 
 from slm.chat import IGNORE_INDEX
+from slm.modeling import load_model, materialize
 
 
 @dataclass
@@ -105,3 +106,17 @@ class StageTrainer(Trainer):
                     logs[f"{term.name}_weight"] = self._kl_weights[term.name]
                 self._kl_sums[term.name] = [0.0, 0]
         super().log(logs, *args, **kwargs)
+
+
+def kl_anchor_term(job) -> KLTerm:
+    """KL(start model ‖ trained) per supervised token, against forgetting (the `kl_anchor` option)."""
+    a = job.kl_anchor
+    return KLTerm("kl", load_model(materialize(job.init), job.trust_remote_code), a["coef"],
+                  a["start_step"], a["warmup_steps"], a["last_k_tokens"])
+
+
+def logit_distill_term(job) -> KLTerm:
+    """T² · KL(teacher ‖ student) on the teacher's answers, weighted against cross-entropy (`logit_distill`)."""
+    d = job.logit_distill
+    return KLTerm("distill_kl", load_model(materialize(d["teacher"]), job.trust_remote_code), d["alpha"],
+                  temperature=d["temperature"], ce_weight=1.0 - d["alpha"])

@@ -1,16 +1,39 @@
-"""What every stage recipe needs from the driver: resolved references, checked data, a TrainJob."""
+"""The protocol every stage recipe follows, and what recipes need from the driver (StageContext).
+
+A recipe is a module in `stages/` with three functions, read top to bottom as its stage:
+
+    plan(cfg, ctx) -> TrainJob                 in the driver: check the inputs, resolve models, plan the job
+    examples(job, tokenizer, split) -> Dataset in each worker: how the stage's rows become training examples
+    trainer(job, model, tokenizer, arguments, train_data, eval_data, callbacks) -> transformers.Trainer
+                                               in each worker: the stage's objective
+
+The engine (slm/engine.py) runs any recipe through these three and knows no stage by name.
+"""
 from __future__ import annotations
 
+import importlib.util
 import json
+import os
 from dataclasses import dataclass
+from typing import Any, Protocol
 
-from slm.config import DPOSpec, PipelineConfig, StageConfig
+from slm.chat import check_tokenizer_for_chat
+from slm.config import PipelineConfig, StageConfig
 from slm.datasets import read_manifest
 from slm.engine import TrainJob, load_ds_config
 from slm.errors import UserError
 from slm.init_checks import check_architecture, check_vocab
 from slm.modeling import load_tokenizer, materialize, resolve_ref
 from slm.store import Store
+
+
+class Recipe(Protocol):
+    def plan(self, cfg: StageConfig, ctx: "StageContext") -> TrainJob: ...
+
+    def examples(self, job: TrainJob, tokenizer, split: str) -> Any: ...
+
+    def trainer(self, job: TrainJob, model, tokenizer, arguments: dict, train_data, eval_data,
+                callbacks: list) -> Any: ...
 
 
 @dataclass
@@ -48,8 +71,6 @@ class StageContext:
 
     def chat_start(self, cfg: StageConfig, what: str) -> tuple[dict, dict, object]:
         """A chat stage's start: its model reference, tokenizer reference and loaded tokenizer (which can chat)."""
-        from slm.chat import check_tokenizer_for_chat
-
         init = self.resolve_init(cfg)
         if init is None:
             raise UserError(f"{cfg.stage}: {what} starts from a model, not from scratch")
@@ -69,29 +90,25 @@ class StageContext:
                             f"{cfg.data.dataset} (has {', '.join(manifest['splits'])})")
         return manifest
 
-    def job(self, cfg: StageConfig, init: dict | None, tokenizer: dict, logit_distill: dict | None = None) -> TrainJob:
-        import os
-
+    def job(self, cfg: StageConfig, recipe: str, init: dict | None, tokenizer: dict, **fields) -> TrainJob:
+        """The TrainJob every recipe starts from; `fields` are the recipe's own (logit_distill, dpo, warnings)."""
         cluster = self.pipeline.cluster
         ds_config = load_ds_config(cfg.deepspeed, cluster.use_gpu)
-        if (cfg.kl_anchor or logit_distill) and ds_config["zero_optimization"].get("stage") == 3:
+        if (cfg.kl_anchor or fields.get("logit_distill")) and ds_config["zero_optimization"].get("stage") == 3:
             raise UserError(f"{cfg.stage}: kl_anchor / logit_distill keep a frozen full copy of a model on every "
                             f"worker, which ZeRO-3 ({cfg.deepspeed}) would partition; use a ZeRO-2 config")
         wandb_project = None
         if os.environ.get("WANDB_API_KEY"):
-            import importlib.util
-
             if importlib.util.find_spec("wandb") is None:
                 raise UserError("WANDB_API_KEY is set but the wandb package is not installed (pip install wandb)")
             wandb_project = os.environ.get("WANDB_PROJECT", self.pipeline.line)
         return TrainJob(
-            stage=cfg.stage, run_id="", run_prefix="", store=self.store.uri, objective=cfg.objective,
+            stage=cfg.stage, recipe=recipe, run_id="", run_prefix="", store=self.store.uri,
             init=init, architecture=cfg.model.architecture, tokenizer=tokenizer,
             trust_remote_code=cfg.model.trust_remote_code, chat_template=cfg.model.chat_template,
             dataset=cfg.data.dataset, eval_split=cfg.data.eval_split, max_length=cfg.data.max_length,
             train=cfg.train, ds_config=ds_config, workers=cluster.workers,
             use_gpu=cluster.use_gpu, cpus_per_worker=cluster.cpus_per_worker, max_failures=cluster.max_failures,
             kl_anchor=cfg.kl_anchor.model_dump() if cfg.kl_anchor else None,
-            lora=cfg.lora.model_dump() if cfg.lora else None, logit_distill=logit_distill,
-            dpo=(cfg.dpo or DPOSpec()).model_dump() if cfg.stage == "dpo" else None,
-            peak_tflops_per_worker=cluster.peak_tflops_per_worker, wandb_project=wandb_project)
+            lora=cfg.lora.model_dump() if cfg.lora else None,
+            peak_tflops_per_worker=cluster.peak_tflops_per_worker, wandb_project=wandb_project, **fields)

@@ -85,8 +85,8 @@ class Store:
             raise UserError(f"{self.url(prefix)} is missing or incomplete (no {COMPLETE})")
         return self.read_json(_join(prefix, COMPLETE))
 
-    def put_tree(self, local_dir: Path, prefix: str, exclude: Iterable[str] = (), meta: dict | None = None) -> dict:
-        """Upload every file below local_dir, then the completion marker. Returns the manifest."""
+    def upload_files(self, local_dir: Path, prefix: str, exclude: Iterable[str] = ()) -> dict:
+        """Upload every file below local_dir (no marker). Returns {relative path: {sha256, size}}."""
         local_dir = Path(local_dir)
         excluded = tuple(exclude)
         files = {}
@@ -96,11 +96,23 @@ class Store:
                 continue
             self.upload_file(path, _join(prefix, rel))
             files[rel] = {"sha256": sha256_file(path), "size": path.stat().st_size}
-        if not files:
-            raise UserError(f"nothing to upload from {local_dir}")
+        return files
+
+    def mark_complete(self, prefix: str, files: dict, meta: dict | None = None) -> dict:
+        """Write the completion marker, last: from now on readers trust the tree."""
         manifest = {"files": files, **(meta or {})}
         self.write_json(_join(prefix, COMPLETE), manifest)
         return manifest
+
+    def put_tree(self, local_dir: Path, prefix: str, exclude: Iterable[str] = (), meta: dict | None = None) -> dict:
+        """Upload every file below local_dir, then the completion marker. Returns the manifest.
+
+        A tree written by several nodes (a multi-node checkpoint) calls `upload_files` on each node
+        and `mark_complete` once with every node's files."""
+        files = self.upload_files(local_dir, prefix, exclude)
+        if not files:
+            raise UserError(f"nothing to upload from {local_dir}")
+        return self.mark_complete(prefix, files, meta)
 
     def get_tree(self, prefix: str, local_dir: Path, include=None) -> dict:
         """Download a complete tree (optionally only files whose name passes `include`), verifying sha256."""

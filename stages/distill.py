@@ -1,12 +1,19 @@
 """Distill: the student is fine-tuned on a teacher's answers (sequence-level distillation).
 
-The teacher ran in the distill data builder; its identity and decoding settings are in the
-dataset manifest, which this recipe requires so that the card can name the teacher.
-With `logit_distill`, the student also matches the teacher's full next-token distribution on those
-answers (forward KL, temperature T); that needs the teacher's tokenizer to be the student's.
+Checks   the student starts from a model whose tokenizer can chat; the dataset was built by the
+         distill builder, whose manifest names the teacher and its decoding (the card shows them);
+         with `logit_distill`, the teacher's vocabulary must be the student's, token for token.
+Examples the teacher's answers as assistant turns, through the chat template, exactly as in SFT.
+Objective cross-entropy on the answers; with `logit_distill` also forward KL(teacher ‖ student) at
+         temperature T on those tokens: (1 − alpha) · CE + alpha · T² · KL. `kl_anchor` as in SFT.
+Defaults stages/configs/distill.yaml.
 """
+from transformers import TrainingArguments
+
 from slm.errors import UserError
+from slm.examples import padding_collator, supervised_chat
 from slm.modeling import load_tokenizer, materialize, resolve_ref
+from slm.objectives import StageTrainer, kl_anchor_term, logit_distill_term
 from slm.recipe import StageContext
 
 
@@ -29,4 +36,15 @@ def plan(cfg, ctx: StageContext):
             raise UserError(f"distill: logit_distill.teacher {cfg.logit_distill.teacher} has vocab_size {sizes[0]}, "
                             f"the student {sizes[1]}; their logits cannot be compared")
         logit_distill = {**cfg.logit_distill.model_dump(), "teacher": teacher}
-    return ctx.job(cfg, init, tokenizer_ref, logit_distill)
+    return ctx.job(cfg, __name__, init, tokenizer_ref, logit_distill=logit_distill)
+
+
+def examples(job, tokenizer, split: str):
+    return supervised_chat(job, tokenizer, split)
+
+
+def trainer(job, model, tokenizer, arguments: dict, train_data, eval_data, callbacks):
+    terms = ([kl_anchor_term(job)] if job.kl_anchor else []) + ([logit_distill_term(job)] if job.logit_distill else [])
+    return StageTrainer(model=model, args=TrainingArguments(**arguments), train_dataset=train_data,
+                        eval_dataset=eval_data, data_collator=padding_collator(tokenizer),
+                        processing_class=tokenizer, callbacks=callbacks, kl_terms=terms)

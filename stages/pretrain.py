@@ -1,9 +1,19 @@
-"""Pretrain: causal-LM loss on packed fixed-length blocks from a weighted mix of sources.
+"""Pretrain: next-token prediction on packed fixed-length blocks from a weighted mix of sources.
 
-Starts from scratch (an architecture mapping plus a tokenizer) or from an existing checkpoint.
+Checks   starts from scratch (an architecture mapping plus a tokenizer) or from a checkpoint; the
+         dataset's blocks were packed with this stage's tokenizer and fit `data.max_length`; warns
+         when the plan is far below ~20 tokens per parameter (compute-optimal training).
+Examples the pretrain builder's `input_ids` blocks; every token is a label.
+Objective causal-LM cross-entropy (the HF Trainer's own loss).
+Defaults stages/configs/pretrain.yaml (GPT-2 shape, cosine schedule, ZeRO-2).
 """
+from transformers import AutoConfig, TrainingArguments
+
 from slm.errors import UserError
+from slm.examples import packed_blocks, padding_collator
+from slm.init_checks import count_parameters, tokens_per_parameter_warning
 from slm.modeling import materialize, scratch_config, tokenizer_digest
+from slm.objectives import StageTrainer
 from slm.recipe import StageContext
 
 
@@ -12,7 +22,9 @@ def plan(cfg, ctx: StageContext):
     tokenizer_ref = ctx.tokenizer_ref(cfg, init)
     tokenizer = ctx.tokenizer(cfg, tokenizer_ref, init)
     if init is None:
-        scratch_config(cfg.model.architecture, tokenizer, cfg.data.max_length)  # rejects unknown keys now
+        model_config = scratch_config(cfg.model.architecture, tokenizer, cfg.data.max_length)  # rejects unknown keys
+    else:
+        model_config = AutoConfig.from_pretrained(str(materialize(init)), trust_remote_code=cfg.model.trust_remote_code)
 
     manifest = ctx.dataset(cfg, needs_column="input_ids")
     if manifest.get("block_size", 0) > cfg.data.max_length:
@@ -21,4 +33,21 @@ def plan(cfg, ctx: StageContext):
     if manifest.get("tokenizer_sha256") != tokenizer_digest(materialize(tokenizer_ref)):
         raise UserError(f"pretrain: dataset {cfg.data.dataset} was tokenized with {manifest.get('tokenizer')}, "
                         f"not with this stage's tokenizer ({tokenizer_ref['spec']})")
-    return ctx.job(cfg, init, tokenizer_ref)
+
+    t, workers = cfg.train, ctx.pipeline.cluster.workers
+    if t.max_steps > 0:
+        planned = t.max_steps * t.micro_batch * t.grad_accum * workers * cfg.data.max_length
+    else:
+        planned = int(t.epochs * manifest.get("tokens", 0))
+    warning = tokens_per_parameter_warning(planned, count_parameters(model_config))
+    return ctx.job(cfg, __name__, init, tokenizer_ref, warnings=[warning] if warning else [])
+
+
+def examples(job, tokenizer, split: str):
+    return packed_blocks(job, split)
+
+
+def trainer(job, model, tokenizer, arguments: dict, train_data, eval_data, callbacks):
+    return StageTrainer(model=model, args=TrainingArguments(**arguments), train_dataset=train_data,
+                        eval_dataset=eval_data, data_collator=padding_collator(tokenizer),
+                        processing_class=tokenizer, callbacks=callbacks)

@@ -31,7 +31,7 @@ def pipeline_config(tmp_path):
 
 
 def run_pipeline(config, store_uri, env):
-    return subprocess.run([sys.executable, "launch/pipeline.py", "--config", str(config), "--store", store_uri],
+    return subprocess.run([sys.executable, "launch/pipeline.py", "--pipeline", str(config), "--store", store_uri],
                           cwd=REPO_ROOT, capture_output=True, text=True, timeout=1500, env=env)
 
 

@@ -19,17 +19,17 @@ def test_kl_anchor_on_zero3_is_refused(ctx):
     cfg = load_yaml_config("stages/configs/sft.yaml", StageConfig,
                            {"kl_anchor": {"coef": 0.1}, "deepspeed": "ds_configs/zero3.json"})
     with pytest.raises(UserError, match="ZeRO-3 .* would partition; use a ZeRO-2 config"):
-        ctx.job(cfg, None, {})
-    assert ctx.job(cfg.model_copy(update={"deepspeed": "ds_configs/zero2.json"}), None, {}).kl_anchor["coef"] == 0.1
+        ctx.job(cfg, "stages.finetune", None, {})
+    assert ctx.job(cfg.model_copy(update={"deepspeed": "ds_configs/zero2.json"}), "stages.finetune", None, {}).kl_anchor["coef"] == 0.1
 
 
 def test_wandb_follows_the_api_key(ctx, monkeypatch):
     cfg = load_yaml_config("stages/configs/sft.yaml", StageConfig)
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
-    assert ctx.job(cfg, None, {}).wandb_project is None
+    assert ctx.job(cfg, "stages.finetune", None, {}).wandb_project is None
     monkeypatch.setenv("WANDB_API_KEY", "not-a-real-key")
     if importlib.util.find_spec("wandb") is None:
         with pytest.raises(UserError, match="WANDB_API_KEY is set but the wandb package is not installed"):
-            ctx.job(cfg, None, {})
+            ctx.job(cfg, "stages.finetune", None, {})
     else:
-        assert ctx.job(cfg, None, {}).wandb_project == "tiny-ff"
+        assert ctx.job(cfg, "stages.finetune", None, {}).wandb_project == "tiny-ff"

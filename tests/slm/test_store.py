@@ -81,8 +81,8 @@ def test_s3_server_restarted_mid_checkpoint_upload_never_yields_a_partial_checkp
     from types import SimpleNamespace
 
     from slm.callbacks import StoreCheckpointCallback
-    from slm.engine import latest_complete_checkpoint
-    from slm.runner import checkpoints
+    from slm.layout import latest_checkpoint as latest_complete_checkpoint
+    from orchestration.training import checkpoints
     from slm.store import S3Store
 
     prefix = "runs/pretrain/pretrain-0123456789"

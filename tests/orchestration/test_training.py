@@ -8,26 +8,27 @@ from slm.store import COMPLETE, Store
 def unfinished_run(store, run_id, workers, identity="abc", checkpoint=True):
     prefix = f"runs/pretrain/{run_id}"
     store.write_json(f"{prefix}/record.json", {"run_id": run_id, "run_prefix": prefix, "status": "running",
-                                               "resume_identity": identity, "cluster": {"workers": workers}})
+                                               "resume_identity": identity, "cluster": {"workers": workers},
+                                               "deepspeed": {"zero_stage": 2}})
     if checkpoint:
         store.write_json(f"{prefix}/checkpoints/checkpoint-30/trainer_state.json", {})
         store.write_json(f"{prefix}/checkpoints/checkpoint-30/{COMPLETE}", {"files": {}})
 
 
 def test_rerun_on_another_worker_count_is_refused_with_what_to_do(tmp_path):
-    from slm.runner import refuse_other_world_size
+    from orchestration.training import refuse_other_world_size
 
     store = Store.open(str(tmp_path))
     unfinished_run(store, "pretrain-aaaa", workers=2)
     with pytest.raises(UserError, match=r"run pretrain-aaaa of this config stopped at checkpoint-30 on 2 workers; "
-                                        r"resuming it on 4 is not supported .* --pipeline-set cluster.workers=2"):
+                                        r"resuming it on 4 is not supported \(ZeRO-2 .* --set cluster.workers=2"):
         refuse_other_world_size(store, "pretrain", "abc", workers=4)
     refuse_other_world_size(store, "pretrain", "abc", workers=2)  # same count: it is simply resumed
     refuse_other_world_size(store, "pretrain", "other-config", workers=4)
 
 
 def test_runs_without_a_complete_checkpoint_or_finished_do_not_block(tmp_path):
-    from slm.runner import refuse_other_world_size
+    from orchestration.training import refuse_other_world_size
 
     store = Store.open(str(tmp_path))
     unfinished_run(store, "pretrain-bbbb", workers=2, checkpoint=False)
@@ -44,7 +45,7 @@ def scores(acc, n=400):
 
 def test_an_experiment_is_accepted_only_when_it_beats_the_incumbent():
     from slm.config import SelectionPolicy
-    from slm.runner import judge_experiment
+    from orchestration.sweeping import judge_experiment
 
     policy = SelectionPolicy(margin=0.005)
     incumbent = {"name": "incumbent (x@v3-sft)", "key": "champions/x/v3-sft", "kind": "incumbent", "scores": scores(0.30)}

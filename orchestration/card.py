@@ -6,7 +6,12 @@ and settings, the sweep table with the selection reasons, and where everything l
 """
 from __future__ import annotations
 
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+from huggingface_hub.repocard_data import model_index_to_eval_results
+
 from eval.report import markdown_table, pct
+from slm import layout
+from slm.engine import optimizer_name
 from slm.records import redact
 from slm.store import Store
 
@@ -54,6 +59,7 @@ def _benchmarks(info: dict, sweep_note: str) -> str:
 def _stage_section(index: int, champ: dict, record: dict) -> str:
     cfg, train, data = record["config"], record["config"]["train"], record["data"]
     eng, summary = record.get("engine", {}), record.get("training", {})
+    optimizer = record["deepspeed"].get("optimizer") or optimizer_name(record["deepspeed"]["config"])
     world = eng.get("world_size") or 1
     init = record["init"]
     started = f"`{init['spec']}`" + (f" ({init['champion']['line']}@{init['champion']['version']})"
@@ -67,7 +73,7 @@ def _stage_section(index: int, champ: dict, record: dict) -> str:
              f"{data['splits']['train']['rows']:,} train rows) |",
              f"| Engine | {eng.get('engine')} · ZeRO stage {eng.get('zero_stage')} · {world} workers "
              f"({eng.get('backend')}) · DeepSpeed {eng.get('deepspeed')} |",
-             f"| Optimizer / schedule | AdamW, lr {train['lr']:g}, {train['schedule']} with {train['warmup_steps']} "
+             f"| Optimizer / schedule | {optimizer}, lr {train['lr']:g}, {train['schedule']} with {train['warmup_steps']} "
              f"warm-up steps, weight decay {train['weight_decay']:g} |",
              f"| Batch | {train['micro_batch']} × {train['grad_accum']} accumulation × {world} workers = "
              f"{train['micro_batch'] * train['grad_accum'] * world} sequences/step, max length {cfg['data']['max_length']} |",
@@ -108,13 +114,13 @@ def _stage_section(index: int, champ: dict, record: dict) -> str:
 
 def _experiments(store: Store, line: str) -> str:
     """Every experiment tried on this line, rejected ones included: the card keeps the negative results."""
-    names = [n for n in store.children(f"experiments/{line}") if n.endswith(".json")]
+    names = [n for n in store.children(layout.experiments_dir(line)) if n.endswith(".json")]
     if not names:
         return ""
     rows = ["| Experiment | Stage | Hypothesis | Status | MMLU (experiment vs incumbent) | Reason |",
             "|---|---|---|---|---|---|"]
     for n in names:
-        e = store.read_json(f"experiments/{line}/{n}")
+        e = store.read_json(f"{layout.experiments_dir(line)}/{n}")
         m = e["mmlu"]
         rows.append(f"| {e['name']} | {e['stage']} | {e.get('hypothesis') or '—'} | **{e['status']}** | "
                     f"{pct(m['candidate'])} vs {pct(m['incumbent'])} | {e['reason']} |")
@@ -122,9 +128,39 @@ def _experiments(store: Store, line: str) -> str:
     return "\n".join(["## Experiments", "", intro, "", *rows, ""])
 
 
-def render(store: Store, info: dict, card_meta: dict) -> str:
-    from huggingface_hub import EvalResult, ModelCard, ModelCardData
+def eval_results(info: dict) -> list[EvalResult]:
+    """The model-index: every benchmark the champion was scored on, as the Hub reads it.
 
+    MMLU scored on a subset says so in its name, so that nothing takes it for full MMLU."""
+    mmlu, bench = info["scores"]["mmlu"], info["scores"].get("bench")
+    subset = "subset" in info["sweep_note"]
+    out = [EvalResult(task_type="text-generation", dataset_type="cais/mmlu",
+                      dataset_name=f"MMLU (subset: {mmlu['n']:,} items, not full MMLU)" if subset else "MMLU",
+                      dataset_config="all", dataset_split="test", metric_type="accuracy",
+                      metric_value=round(mmlu["acc"], 4), metric_name="accuracy")]
+    if bench:
+        out.append(EvalResult(task_type="text-generation", dataset_type="truth-list-bench",
+                              dataset_name=f"TRUTH-list bench ({bench['total']} prompts)", metric_type="pass_rate",
+                              metric_value=round(bench["score"], 4), metric_name="pass rate"))
+    for task, metrics in sorted((info["scores"].get("extra") or {}).items()):
+        for metric, value in sorted(metrics.items()):
+            if "stderr" not in metric:
+                out.append(EvalResult(task_type="text-generation", dataset_type=task, dataset_name=task,
+                                      metric_type=metric.split(",")[0], metric_value=round(value, 4),
+                                      metric_name=metric))
+    return out
+
+
+def validated(text: str, expected: list[EvalResult]) -> str:
+    """Parse the card back with huggingface_hub, as the Hub does, and check the model-index survived."""
+    parsed = ModelCard(text).data
+    _, results = model_index_to_eval_results(parsed.to_dict()["model-index"])
+    if [(r.dataset_type, r.metric_value) for r in results] != [(r.dataset_type, r.metric_value) for r in expected]:
+        raise ValueError("model card metadata did not survive huggingface_hub's parser")
+    return text
+
+
+def render(store: Store, info: dict, card_meta: dict) -> str:
     chain = lineage(store, info)
     records = [store.read_json(c["run_record"]) for c in chain]
     record = records[-1]
@@ -134,9 +170,7 @@ def render(store: Store, info: dict, card_meta: dict) -> str:
         language=card_meta.get("language", ["en"]), license=card_meta.get("license", "apache-2.0"),
         library_name="transformers", pipeline_tag="text-generation", model_name=name,
         tags=["text-generation", record["model"]["architecture"], "causal-lm", *[c["stage"] for c in chain]],
-        eval_results=[EvalResult(task_type="text-generation", dataset_type="mmlu", dataset_name="MMLU",
-                                 metric_type="accuracy", metric_value=round(mmlu["acc"], 4),
-                                 dataset_config=info["sweep_note"])],
+        eval_results=eval_results(info),
     )
     sel = store.read_json(info["selection"])
     history = ["| Model | Stage | MMLU | Δ vs this model |", "|---|---|---|---|"]
@@ -209,4 +243,4 @@ print(tokenizer.decode(out[0][inputs["input_ids"].shape[1]:], skip_special_token
 | Code | git `{record.get('git_commit')}` |
 | Versions | torch {versions.get('torch')}, deepspeed {versions.get('deepspeed')}, ray {versions.get('ray')}, transformers {versions.get('transformers')}, lm-eval {versions.get('lm_eval')}, mergekit {versions.get('mergekit')} |
 """
-    return str(ModelCard(f"---\n{data.to_yaml()}\n---\n{body}"))
+    return validated(str(ModelCard(f"---\n{data.to_yaml()}\n---\n{body}")), data.eval_results)

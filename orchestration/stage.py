@@ -1,0 +1,103 @@
+"""One stage end to end — data, train, sweep, select, promote — and the pipeline config it runs in."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from data_builders import run_builder
+from orchestration.promotion import promote_champion
+from orchestration.sweeping import experiment_incumbent, sweep_and_select
+from orchestration.training import train
+from slm import STAGE_ORDER, cluster, layout, records
+from slm.config import (PipelineConfig, StageConfig, deep_merge, load_yaml_config, parse_overrides,
+                        resolve_path)
+from slm.errors import UserError
+from slm.log import log
+from slm.store import Store
+
+PIPELINE_KEYS = set(PipelineConfig.model_fields)
+STAGE_KEYS = set(StageConfig.model_fields)
+
+
+def route_overrides(pairs: list[str], stage: str | None = None) -> tuple[dict, dict[str, dict]]:
+    """`--set` means the same in every launcher: a pipeline key (cluster.workers=8) overrides the
+    pipeline config; a stage key (train.lr=1e-5) overrides the stage being run, or with `pipeline`
+    every stage; `repair.train.lr=1e-5` names the stage. Returns (pipeline overrides, stage → overrides)."""
+    pipeline: dict = {}
+    stages: dict[str, dict] = {}
+    for pair in pairs:
+        head = pair.split("=", 1)[0].split(".", 1)[0]
+        if head in PIPELINE_KEYS:
+            pipeline = deep_merge(pipeline, parse_overrides([pair]))
+        elif head in STAGE_ORDER:
+            rest = pair.split(".", 1)[1] if "." in pair.split("=", 1)[0] else ""
+            if not rest:
+                raise UserError(f"--set {pair}: name a key of the {head} stage, e.g. {head}.train.lr=1e-5")
+            stages[head] = deep_merge(stages.get(head, {}), parse_overrides([rest]))
+        elif head in STAGE_KEYS:
+            for name in [stage] if stage else ["*"]:
+                stages[name] = deep_merge(stages.get(name, {}), parse_overrides([pair]))
+        else:
+            raise UserError(f"--set {pair}: {head!r} is neither a pipeline key ({', '.join(sorted(PIPELINE_KEYS))}), "
+                            f"a stage key ({', '.join(sorted(STAGE_KEYS))}) nor a stage name")
+    return pipeline, stages
+
+
+def open_pipeline(path: str, store_override: str | None = None, overrides: list[str] = (),
+                  stage: str | None = None) -> tuple[PipelineConfig, Store]:
+    """Load the pipeline config with `--set` overrides applied (see route_overrides), and open its store."""
+    pipeline_overrides, stage_overrides = route_overrides(list(overrides), stage)
+    pipeline = load_yaml_config(path, PipelineConfig, pipeline_overrides)
+    if stage_overrides:
+        refs = [ref.model_copy(update={"set": deep_merge(deep_merge(ref.set, stage_overrides.get("*", {})),
+                                                         stage_overrides.get(ref.name, {}))})
+                for ref in pipeline.stages]
+        for name in set(stage_overrides) - {"*"} - {r.name for r in refs}:
+            pipeline.stage(name)  # the one-line unknown-stage error
+        pipeline = pipeline.model_copy(update={"stages": refs})
+    store_uri = store_override or pipeline.store
+    if "://" not in store_uri:
+        if cluster.in_job_working_dir_copy() and not Path(store_uri).expanduser().is_absolute():
+            raise UserError(f"store {store_uri!r} is a relative path, and this driver runs in a Ray job's temporary "
+                            f"copy of the working directory, deleted with the job: pass --store with an absolute "
+                            f"path (e.g. --store $PWD/artifacts/store) or an s3:// URI")
+        store_uri = str(resolve_path(store_uri))
+    return pipeline.model_copy(update={"store": store_uri}), Store.open(store_uri)
+
+
+def build_data(builder_configs: list[str], store: Store) -> list[dict]:
+    manifests = []
+    for path in builder_configs:
+        log(f"[data] building {path}")
+        manifests.append(run_builder(path, store))
+    return manifests
+
+
+def record_experiment(pipeline: PipelineConfig, store: Store, record: dict, cfg: StageConfig, verdict: dict) -> dict:
+    verdict = {**cfg.experiment.model_dump(), "stage": cfg.stage, "run_id": record["run_id"],
+               "run_record": layout.run_record(record["run_prefix"]), **verdict, "decided_at": records.now()}
+    record["experiment"] = verdict
+    store.write_json(layout.run_record(record["run_prefix"]), records.redact(record))
+    store.write_json(layout.experiment_verdict(pipeline.line, record["run_id"]), verdict)
+    log(f"[{cfg.stage}] experiment {verdict['name']} {verdict['status']}: {verdict['reason']}")
+    return verdict
+
+
+def run_stage(pipeline: PipelineConfig, name: str, store: Store, overrides: dict | None = None,
+              train_only: bool = False) -> dict:
+    """Train (or resume, or find finished) one stage, then sweep, select and promote its champion."""
+    ref = pipeline.stage(name)
+    cfg = load_yaml_config(ref.config, StageConfig, deep_merge(ref.set, overrides or {}))
+    if cfg.stage != name:
+        raise UserError(f"{ref.config}: declares stage {cfg.stage!r} but the pipeline lists it as {name!r}")
+    record = train(pipeline, cfg, store)
+    if train_only:
+        return {"record": record}
+    incumbent = experiment_incumbent(pipeline, name, store) if cfg.experiment else None
+    champion, selection, precursor = sweep_and_select(pipeline, record, store, incumbent)
+    if cfg.experiment:
+        verdict = record_experiment(pipeline, store, record, cfg, selection["experiment"])
+        if verdict["status"] == "rejected":
+            return {"record": record, "selection": selection, "experiment": verdict}
+    pointer = promote_champion(pipeline, record, champion, precursor, store)
+    log(f"[{name}] promoted {pipeline.line}@{pointer['version']} → {store.url(pointer['key'])}")
+    return {"record": record, "selection": selection, "champion": pointer}

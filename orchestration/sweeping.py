@@ -1,0 +1,132 @@
+"""After training: score every checkpoint (and merges, the input model, an incumbent), select the
+champion, and judge experiments against the stage's current champion."""
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from eval import merge, report
+from eval.mmlu import SUBJECT_DOMAINS, select_subjects
+from eval.selection import report_row, select
+from eval.sweep import sweep
+from orchestration.training import checkpoints
+from slm import cluster, layout
+from slm.config import PipelineConfig
+from slm.errors import UserError
+from slm.log import log
+from slm.modeling import champion_pointer
+from slm.store import Store
+
+
+def sweep_note(pipeline: PipelineConfig, n_items: int) -> str:
+    s = pipeline.sweep
+    subjects = select_subjects(s.subjects)
+    scope = ("all 57 subjects" if len(subjects) == len(SUBJECT_DOMAINS) else
+             f"{len(subjects)} of 57 subjects ({', '.join(subjects)})")
+    limit = f", at most {s.limit} items per subject" if s.limit else ""
+    subset = " — a subset, not full MMLU" if s.limit or len(subjects) < len(SUBJECT_DOMAINS) else ""
+    return f"lm-eval, {s.num_fewshot}-shot, {scope}{limit}: {n_items:,} test items{subset}."
+
+
+def precursor_of(record: dict) -> dict | None:
+    """The stage's starting model when it is a tree in this store (a champion or store: key)."""
+    init = record.get("init") or {}
+    if init.get("key") is None or init.get("store") is None:
+        return None
+    name = "precursor" + (f" ({init['champion']['line']}@{init['champion']['version']})" if init.get("champion") else "")
+    return {"name": name, "key": init["key"], "kind": "precursor",
+            "champion": init.get("champion")}
+
+
+def experiment_incumbent(pipeline: PipelineConfig, stage: str, store: Store) -> dict | None:
+    """What an experiment must beat: the newest champion promoted from its stage (None: its precursor)."""
+    try:
+        pointer = champion_pointer(store, pipeline.line, stage=stage)
+    except UserError:
+        return None
+    return {"name": f"incumbent ({pointer['line']}@{pointer['version']})", "key": pointer["key"],
+            "kind": "incumbent", "champion": pointer}
+
+
+def judge_experiment(best: dict, incumbent: dict, policy) -> dict:
+    """Head to head under the selection policy: accepted only when the experiment's best candidate wins."""
+    duel = select([best, incumbent], policy)
+    rows = {r["name"]: r for r in duel["candidates"]}
+    gain = best["scores"]["mmlu"]["acc"] - incumbent["scores"]["mmlu"]["acc"]
+    accepted = duel["champion"] == best["name"] and gain > 0
+    reason = rows[best["name"]]["reason"]
+    if duel["champion"] == best["name"] and not accepted:  # won a tie-break only: the status quo stays
+        reason = f"ties the incumbent {incumbent['name']} on MMLU ({gain:+.2%}); an experiment must beat it"
+    elif not accepted and rows[best["name"]]["status"] != "rejected":
+        reason = f"{reason} (the incumbent {incumbent['name']} stays: {rows[incumbent['name']]['reason']})"
+    return {"status": "accepted" if accepted else "rejected", "reason": reason, "candidate": best["name"],
+            "incumbent": incumbent["name"], "incumbent_key": incumbent["key"], "noise": duel["noise"],
+            "mmlu": {"candidate": best["scores"]["mmlu"]["acc"], "incumbent": incumbent["scores"]["mmlu"]["acc"]},
+            "bench": {"candidate": (best["scores"].get("bench") or {}).get("score"),
+                      "incumbent": (incumbent["scores"].get("bench") or {}).get("score")}}
+
+
+def add_merges(pipeline: PipelineConfig, store: Store, prefix: str, selection: dict, candidates: list[dict],
+               scored: dict, precursor: dict | None) -> list[dict]:
+    """SLERP the champion with its precursor (and any configured pairs); the merges, scored."""
+    ranked = [r["name"] for r in selection["candidates"] if r["status"] == "champion"]
+    ranked += [r["name"] for r in selection["candidates"] if r["status"] != "champion"]
+    pairs = merge.resolve_pairs(([("champion", "precursor")] if precursor else []) + list(pipeline.merge.pairs),
+                                ranked, {**{c["name"]: c for c in candidates}, **scored})
+    merges, seen = [], set()
+    for base, other in pairs:
+        if (base["name"], other["name"]) in seen:
+            continue
+        seen.add((base["name"], other["name"]))
+        label = None if other.get("kind") == "precursor" and base["name"] == ranked[0] else f"{base['name']}-x-{other['name']}"
+        merges += merge.merge_candidates(store, base["key"], other["key"], pipeline.merge.t,
+                                         layout.merges_dir(prefix), label)
+    merged = sweep(store, merges, pipeline.sweep, layout.sweep_dir(prefix), pipeline.cluster.use_gpu)
+    return [merged[m["name"]] for m in merges]
+
+
+def write_report(store: Store, out: str, selection: dict, reference: list[dict], title: str) -> None:
+    store.write_json(f"{out}/selection.json", selection)
+    store.write_text(f"{out}/selection.md", report.markdown_table(selection))
+    with tempfile.TemporaryDirectory() as tmp:
+        png = Path(tmp) / "selection.png"
+        report.plot({**selection, "candidates": [c for c in selection["candidates"] if c["kind"] != "precursor"]},
+                    reference, png, title)
+        store.upload_file(png, f"{out}/selection.png")
+
+
+def sweep_and_select(pipeline: PipelineConfig, record: dict, store: Store,
+                     incumbent: dict | None = None) -> tuple[dict, dict, dict]:
+    prefix, use_gpu = record["run_prefix"], pipeline.cluster.use_gpu
+    out = layout.sweep_dir(prefix)
+    candidates = checkpoints(store, prefix)
+    precursor = precursor_of(record)
+    to_score = candidates + ([precursor] if precursor and (pipeline.sweep.score_precursor or record.get("experiment"))
+                             else [])
+    if incumbent and (not precursor or incumbent["key"] != precursor["key"]):
+        to_score.append(incumbent)
+    cluster.connect()
+    scored = sweep(store, to_score, pipeline.sweep, out, use_gpu)
+    pool = [scored[c["name"]] for c in candidates]
+    selection = select(pool, pipeline.selection)
+    if pipeline.merge.enabled:
+        pool += add_merges(pipeline, store, prefix, selection, candidates, scored, precursor)
+        selection = select(pool, pipeline.selection)
+    reference = []
+    if precursor and precursor["name"] in scored:
+        reference = [report_row(scored[precursor["name"]], "reference", "this stage's input model")]
+    if incumbent and incumbent["name"] in scored:
+        reference.append(report_row(scored[incumbent["name"]], "reference", "the stage's current champion"))
+    selection["candidates"] += reference
+    write_report(store, out, selection, reference, f"{pipeline.line} · {record['stage']} sweep")
+    champion = next(c for c in pool if c["name"] == selection["champion"])
+    log(f"[{record['stage']}] champion: {champion['name']} — "
+        f"{next(r['reason'] for r in selection['candidates'] if r['name'] == champion['name'])}")
+    if record.get("experiment"):
+        against = scored.get((incumbent or {}).get("name")) or scored.get((precursor or {}).get("name"))
+        if against is None:
+            raise UserError(f"{record['stage']}: experiment {record['experiment']['name']} has nothing to be judged "
+                            f"against (no champion from this stage and no precursor in the store)")
+        selection["experiment"] = judge_experiment(champion, {**against, "kind": "incumbent"}, pipeline.selection)
+        store.write_json(f"{out}/selection.json", selection)
+    return champion, selection, precursor

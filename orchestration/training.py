@@ -1,0 +1,205 @@
+"""Training a stage: plan with its recipe, name the run, train (or resume, or skip), keep the record.
+
+A run is named by its stage and a digest of everything that changes its result: the resolved stage
+config, the starting weights, the dataset, the DeepSpeed config's contents, the tokenizer's and
+chat template's contents, and the worker count. Re-running the same stage finds its own run: a
+finished run is not trained again, an unfinished one resumes from its newest complete checkpoint.
+"""
+from __future__ import annotations
+
+import json
+
+from slm import cluster, engine, layout, records
+from slm.chat import prompt_text
+from slm.config import PipelineConfig, StageConfig, config_digest, resolve_path
+from slm.datasets import read_manifest
+from slm.engine import TrainJob
+from slm.errors import UserError
+from slm.init_checks import init_loss_warning
+from slm.log import log
+from slm.modeling import load_tokenizer, materialize
+from slm.recipe import StageContext
+from slm.store import Store, sha256_file
+from stages import RECIPES
+
+# Files of a local model directory hashed by content for a run's identity; bigger ones (weights of a
+# multi-GB model) by size and modification time, so that naming a run never reads gigabytes.
+HASH_BY_CONTENT_BELOW = 64 << 20
+
+
+def model_facts(store: Store, checkpoint_key: str, parameters: int) -> dict:
+    cfg = json.loads(store.read_bytes(f"{checkpoint_key}/config.json"))
+    pick = lambda *names: next((cfg[n] for n in names if n in cfg), None)  # noqa: E731
+    return {"architecture": cfg.get("model_type"), "parameters": parameters,
+            "hidden_size": pick("hidden_size", "n_embd"), "layers": pick("num_hidden_layers", "n_layer"),
+            "heads": pick("num_attention_heads", "n_head"), "vocab_size": cfg.get("vocab_size"),
+            "context": pick("max_position_embeddings", "n_positions"),
+            "tie_word_embeddings": cfg.get("tie_word_embeddings", True)}
+
+
+def training_summary(log_history: list[dict]) -> dict:
+    losses = [h["loss"] for h in log_history if "loss" in h]
+    evals = [{"step": h["step"], "eval_loss": h["eval_loss"]} for h in log_history if "eval_loss" in h]
+    final = next((h for h in reversed(log_history) if "train_runtime" in h), {})
+    tokens, runtime = final.get("num_input_tokens_seen"), final.get("train_runtime")
+    return {"first_loss": losses[0] if losses else None, "last_loss": losses[-1] if losses else None,
+            "min_loss": min(losses) if losses else None, "loss_fell": bool(losses) and losses[-1] < losses[0],
+            "eval": evals, "train_runtime_s": runtime, "tokens": tokens,
+            "tokens_per_s": tokens / runtime if tokens and runtime else None}
+
+
+def checkpoints(store: Store, run: str) -> list[dict]:
+    """A run's complete checkpoints as sweep candidates, oldest first."""
+    return [{"name": key.rsplit("/", 1)[-1], "key": key, "kind": "checkpoint", "step": step}
+            for step, key in layout.complete_checkpoints(store, run)]
+
+
+def files_identity(ref: dict | None):
+    """What a model or tokenizer reference holds (file checksums), not how it was named."""
+    if ref is None:
+        return "scratch"
+    if ref.get("key") is not None:
+        return Store.open(ref["store"]).tree_manifest(ref["key"])["files"]
+    if ref.get("local") is not None:
+        root = resolve_path(ref["local"])
+        return {p.name: (sha256_file(p) if p.stat().st_size < HASH_BY_CONTENT_BELOW
+                         else f"{p.stat().st_size}:{p.stat().st_mtime_ns}")
+                for p in sorted(root.iterdir()) if p.is_file()}
+    return {k: ref.get(k) for k in ("hf", "revision")}
+
+
+def run_identity(cfg: StageConfig, job: TrainJob, data_digest: str) -> dict:
+    """Everything besides the stage config that changes what a run trains."""
+    template = cfg.model.chat_template
+    template_file = resolve_path(template) if template else None
+    return {"init": files_identity(job.init),
+            "tokenizer": "init" if job.tokenizer == job.init else files_identity(job.tokenizer),
+            "chat_template": sha256_file(template_file) if template_file and template_file.is_file() else template,
+            "deepspeed": job.ds_config, "data": data_digest}
+
+
+def refuse_other_world_size(store: Store, stage: str, resume_identity: str, workers: int) -> None:
+    """An unfinished run of the same config on another worker count is not resumed: say so, don't restart silently.
+
+    Its ZeRO optimizer state is partitioned per rank, and the Trainer skips already-seen batches
+    per rank, so on a different world size the data position would replay or skip samples.
+    """
+    for run_id in store.children(layout.stage_runs(stage)):
+        key = layout.run_record(layout.run_prefix(stage, run_id))
+        if not store.exists(key):
+            continue
+        other = store.read_json(key)
+        if (other.get("resume_identity") != resume_identity or other.get("status") == "finished"
+                or other["cluster"]["workers"] == workers):
+            continue
+        checkpoint = layout.latest_checkpoint(store, other["run_prefix"])
+        if checkpoint:
+            zero = other["deepspeed"]["zero_stage"]
+            raise UserError(
+                f"{stage}: run {run_id} of this config stopped at {checkpoint.rsplit('/', 1)[-1]} on "
+                f"{other['cluster']['workers']} workers; resuming it on {workers} is not supported (ZeRO-{zero} "
+                f"optimizer shards are per rank and the data position depends on the world size). Rerun with "
+                f"--set cluster.workers={other['cluster']['workers']} to resume it, or change the config "
+                f"(e.g. train.seed) to start a new run on {workers} workers")
+
+
+def worker_group_starts(store: Store, prefix: str) -> list[dict]:
+    """Every start of the Ray Train worker group (first launch, FailureConfig restarts, reruns), oldest first."""
+    starts = f"{layout.train_dir(prefix)}/starts"
+    return [store.read_json(f"{starts}/{name}") for name in sorted(store.children(starts))]
+
+
+def new_record(pipeline: PipelineConfig, cfg: StageConfig, job: TrainJob, run_id: str, prefix: str,
+               resume_identity: str, manifest: dict, data_digest: str) -> dict:
+    record = {"stage": cfg.stage, "run_id": run_id, "run_prefix": prefix, "line": pipeline.line,
+              "recipe": job.recipe, "resume_identity": resume_identity,
+              "experiment": cfg.experiment.model_dump() if cfg.experiment else None,
+              "config": cfg.model_dump(mode="json"), "init": job.init or {"spec": "scratch"},
+              "tokenizer": job.tokenizer, "data": manifest, "data_manifest_sha256": data_digest,
+              "deepspeed": {"config_file": cfg.deepspeed, "config": job.ds_config,
+                            "zero_stage": job.ds_config["zero_optimization"]["stage"],
+                            "optimizer": engine.optimizer_name(job.ds_config)},
+              "cluster": pipeline.cluster.model_dump(), "seed": cfg.train.seed,
+              "versions": records.versions(), "git_commit": records.git_commit(),
+              "environment": records.environment_facts(), "attempts": [], "warnings": list(job.warnings)}
+    if job.logit_distill:
+        record["logit_distill_teacher"] = job.logit_distill["teacher"]
+    for warning in job.warnings:
+        log(f"[{cfg.stage}] warning: {warning}")
+    return record
+
+
+def train(pipeline: PipelineConfig, cfg: StageConfig, store: Store) -> dict:
+    """Plan, train (or resume, or skip when finished) and return the run record."""
+    recipe = RECIPES[cfg.stage]
+    job = recipe.plan(cfg, StageContext(store, pipeline))
+    manifest = read_manifest(store, cfg.data.dataset)
+    data_digest = manifest.get("build_digest") or store.tree_manifest(cfg.data.dataset)["files"]["manifest.json"]["sha256"]
+    identity = run_identity(cfg, job, data_digest)
+    run_id = f"{cfg.stage}-{config_digest(cfg, {**identity, 'workers': job.workers})}"
+    prefix = layout.run_prefix(cfg.stage, run_id)
+    record_key = layout.run_record(prefix)
+    record = store.read_json(record_key) if store.exists(record_key) else None
+    if record and record.get("status") == "finished":
+        log(f"[{cfg.stage}] run {run_id} already finished; not training again ({store.url(prefix)})")
+        return record
+    resume_identity = config_digest(cfg, identity)
+    if record is None:
+        refuse_other_world_size(store, cfg.stage, resume_identity, job.workers)
+        record = new_record(pipeline, cfg, job, run_id, prefix, resume_identity, manifest, data_digest)
+    for earlier in record["attempts"]:
+        if earlier.get("status", "running") == "running":  # its driver died without finishing: preempted
+            earlier["status"] = "interrupted"
+            earlier["last_complete_checkpoint"] = layout.latest_checkpoint(store, prefix)
+    resume_from = layout.latest_checkpoint(store, prefix)
+    record["status"] = "running"
+    record["attempts"].append({"attempt": len(record["attempts"]) + 1, "status": "running",
+                               "started_at": records.now(), "resume_from": resume_from,
+                               "workers": job.workers})
+    if resume_from:
+        log(f"[{cfg.stage}] run {run_id} was interrupted; attempt {len(record['attempts'])} resumes from "
+            f"{store.url(resume_from)}")
+    job = job.model_copy(update={"run_id": run_id, "run_prefix": prefix, "attempt": len(record["attempts"])})
+    store.write_json(record_key, records.redact(record))
+    cluster.connect()
+    log(f"[{cfg.stage}] run {run_id}: {job.recipe} on {job.workers} Ray Train workers "
+        f"({'GPU' if job.use_gpu else 'CPU'}), DeepSpeed ZeRO-{record['deepspeed']['zero_stage']}, "
+        f"{record['deepspeed']['optimizer']}")
+    try:
+        engine.run(job, recipe)
+    except BaseException as exc:
+        record["status"] = "failed"
+        record["attempts"][-1].update(status="failed", ended_at=records.now(),
+                                      error=str(exc).splitlines()[0][:500] if str(exc) else type(exc).__name__)
+        store.write_json(record_key, records.redact(record))
+        raise
+    return finish_record(store, record, job)
+
+
+def finish_record(store: Store, record: dict, job: TrainJob) -> dict:
+    prefix, stage = record["run_prefix"], record["stage"]
+    facts = store.read_json(f"{layout.train_dir(prefix)}/engine.json")
+    history = store.read_json(f"{layout.train_dir(prefix)}/log_history.json")
+    ckpts = checkpoints(store, prefix)
+    if not ckpts:
+        raise UserError(f"{stage}: training finished without a complete checkpoint in {store.url(prefix)}")
+    record.update(status="finished", finished_at=records.now(), engine=facts, training=training_summary(history),
+                  checkpoints=[c["key"] for c in ckpts], model=model_facts(store, ckpts[-1]["key"], facts["parameters"]))
+    record["attempts"][-1].update(status="finished", finished_at=record["finished_at"])
+    record["worker_group_starts"] = worker_group_starts(store, prefix)
+    restarts = [s for s in record["worker_group_starts"] if s["resume_from"]]
+    if restarts:
+        log(f"[{stage}] resumed {len(restarts)} time(s): "
+            + "; ".join(f"attempt {s['attempt']} from {s['resume_from'].rsplit('/', 1)[-1]}" for s in restarts))
+    warning = init_loss_warning(record["training"]["first_loss"], record["model"]["vocab_size"], record["init"]["spec"])
+    if warning:
+        record["warnings"].append(warning)
+        log(f"[{stage}] warning: {warning}")
+    tokenizer = load_tokenizer(materialize(job.tokenizer), job.trust_remote_code, job.chat_template)
+    if tokenizer.chat_template:
+        record["chat_template_example"] = prompt_text(tokenizer, "<your question>")
+    store.write_json(layout.run_record(prefix), records.redact(record))
+    t = record["training"]
+    log(f"[{stage}] finished: loss {t['first_loss']:.4f} → {t['last_loss']:.4f}, "
+        f"{len(ckpts)} checkpoints, world size {facts['world_size']}, ZeRO stage {facts['zero_stage']}")
+    return record

@@ -1,0 +1,115 @@
+"""Where everything lives in a store: the one module that spells store keys.
+
+    champions/<line>/<version>/          a promoted model (version `v<N>-<stage>`), latest.json beside them
+    runs/<stage>/<run_id>/               record.json, checkpoints/, train/, sweep/, merges/
+    datasets/<stage>/                    written by the data builders (their configs name the key)
+    scores/<weights>-<settings>.json     the sweep's score cache
+    experiments/<line>/<run_id>.json     experiment verdicts
+"""
+from __future__ import annotations
+
+import re
+
+from slm.store import Store
+
+VERSION = re.compile(r"v(\d+)-([a-z]+)")
+CHECKPOINT = re.compile(r"checkpoint-(\d+)")
+
+
+def line_dir(line: str) -> str:
+    return f"champions/{line}"
+
+
+def champion_dir(line: str, version: str) -> str:
+    return f"champions/{line}/{version}"
+
+
+def latest_pointer(line: str) -> str:
+    return f"champions/{line}/latest.json"
+
+
+def champion_info(champion_key: str) -> str:
+    return f"{champion_key}/champion.json"
+
+
+def version_name(number: int, stage: str) -> str:
+    return f"v{number}-{stage}"
+
+
+def versions(store: Store, line: str, stage: str | None = None) -> list[tuple[int, str]]:
+    """Complete champion versions of a line (optionally from one stage), oldest first."""
+    out = []
+    for name in store.children(line_dir(line)):
+        m = VERSION.fullmatch(name)
+        if m and (stage is None or m.group(2) == stage) and store.is_complete(champion_dir(line, name)):
+            out.append((int(m.group(1)), name))
+    return sorted(out)
+
+
+def next_version(store: Store, line: str, stage: str) -> str:
+    """The next free version number, counting incomplete directories too: versions are never reused."""
+    numbers = [int(m.group(1)) for v in store.children(line_dir(line)) if (m := VERSION.fullmatch(v))]
+    return version_name(max(numbers, default=0) + 1, stage)
+
+
+def stage_runs(stage: str) -> str:
+    return f"runs/{stage}"
+
+
+def run_prefix(stage: str, run_id: str) -> str:
+    return f"runs/{stage}/{run_id}"
+
+
+def run_record(run: str) -> str:
+    return f"{run}/record.json"
+
+
+def checkpoints_dir(run: str) -> str:
+    return f"{run}/checkpoints"
+
+
+def checkpoint_dir(run: str, step: int) -> str:
+    return f"{run}/checkpoints/checkpoint-{step}"
+
+
+def train_dir(run: str) -> str:
+    return f"{run}/train"
+
+
+def sweep_dir(run: str) -> str:
+    return f"{run}/sweep"
+
+
+def merges_dir(run: str) -> str:
+    return f"{run}/merges"
+
+
+def score_cache(weights_digest: str, settings_digest: str) -> str:
+    return f"scores/{weights_digest}-{settings_digest}.json"
+
+
+def experiments_dir(line: str) -> str:
+    return f"experiments/{line}"
+
+
+def experiment_verdict(line: str, run_id: str) -> str:
+    return f"experiments/{line}/{run_id}.json"
+
+
+def complete_checkpoints(store: Store, run: str) -> list[tuple[int, str]]:
+    """The one checkpoint lister: (step, key) of every checkpoint with its completion marker, by step.
+
+    A checkpoint without the marker (a job killed mid-upload) is never listed, so neither resume nor
+    the sweep can pick it.
+    """
+    out = []
+    for name in store.children(checkpoints_dir(run)):
+        m = CHECKPOINT.fullmatch(name)
+        if m and store.is_complete(f"{checkpoints_dir(run)}/{name}"):
+            out.append((int(m.group(1)), f"{checkpoints_dir(run)}/{name}"))
+    return sorted(out)
+
+
+def latest_checkpoint(store: Store, run: str) -> str | None:
+    found = complete_checkpoints(store, run)
+    return found[-1][1] if found else None
