@@ -25,7 +25,7 @@ $(STAMP): requirements/constraints.txt requirements/base.txt requirements/test.t
 
 # The whole pipeline on the embedded default: tiny model, local store (artifacts/store), local Ray.
 run: setup
-	$(BIN)/python launch/pipeline.py --config stages/pipeline.yaml
+	$(BIN)/python launch/pipeline.py --pipeline stages/pipeline.yaml
 
 test: setup
 	$(BIN)/python -m pytest -q -ra

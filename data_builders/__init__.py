@@ -6,11 +6,11 @@ therefore keeps its datasets, so its stages keep their run ids and resume instea
 """
 from __future__ import annotations
 
-import sys
 from importlib import import_module
 
 from slm.config import BuilderConfig, config_digest, load_yaml_config, resolve_path
 from slm.errors import UserError
+from slm.log import log
 from slm.modeling import resolve_ref
 from slm.store import Store, sha256_file
 
@@ -38,8 +38,8 @@ def run_builder(config_path: str, store: Store, overrides: dict | None = None, f
         existing = store.tree_manifest(cfg.output)
         previous = store.read_json(f"{cfg.output}/manifest.json") if "manifest.json" in existing["files"] else existing
         if previous.get("build_digest") == digest:
-            print(f"[data] {store.url(cfg.output)} is up to date", file=sys.stderr, flush=True)
+            log(f"[data] {store.url(cfg.output)} is up to date")
             return previous
     manifest = module.build(cfg, store, digest)
-    print(f"[data] wrote {store.url(cfg.output)}", file=sys.stderr, flush=True)
+    log(f"[data] wrote {store.url(cfg.output)}")
     return manifest

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -18,9 +17,10 @@ from eval.local_data import LOCAL_TASKS, check_tasks, served_from
 from slm import layout
 from slm.config import SweepSpec, config_digest, resolve_path
 from slm.errors import UserError, find_user_error
-from slm.modeling import WEIGHT_SUFFIX, load_model, load_tokenizer
+from slm.log import log
+from slm.modeling import WEIGHT_SUFFIX, load_model, load_tokenizer, materialize
 from slm.records import now
-from slm.store import Store, fetch_tree_cached
+from slm.store import Store, fetch_tree_cached, sha256_file
 
 # lm-eval, torch and ray (and eval.lm, built on lm-eval and torch) are imported inside the functions
 # that score or launch scoring: reading scores and digests should not pay for them.
@@ -34,12 +34,35 @@ def is_model_file(rel: str) -> bool:
     return "/" not in rel and rel.endswith(MODEL_FILES) and rel not in NOT_MODEL
 
 
+def _digest(weights: list[tuple[str, str]], where: str) -> str:
+    if not weights:
+        raise UserError(f"{where}: no safetensors weights")
+    return hashlib.sha256(json.dumps(sorted(weights)).encode()).hexdigest()[:16]
+
+
 def weights_digest(store: Store, key: str) -> str:
     files = store.tree_manifest(key)["files"]
-    weights = sorted((rel, info["sha256"]) for rel, info in files.items() if rel.endswith(WEIGHT_SUFFIX))
-    if not weights:
-        raise UserError(f"{store.url(key)}: no safetensors weights in this tree")
-    return hashlib.sha256(json.dumps(weights).encode()).hexdigest()[:16]
+    return _digest([(rel, info["sha256"]) for rel, info in files.items() if rel.endswith(WEIGHT_SUFFIX)], store.url(key))
+
+
+def model_ref(store: Store, cand: dict) -> dict:
+    """A candidate's model: a tree in this store (`key`), or any resolved reference (`ref`)."""
+    return cand.get("ref") or {"store": store.uri, "key": cand["key"]}
+
+
+def ref_weights_digest(ref: dict) -> str:
+    """The same digest for the same weights, wherever they live: scores are shared through the cache."""
+    if ref.get("key") is not None:
+        return weights_digest(Store.open(ref["store"]), ref["key"])
+    path = materialize(ref)
+    return _digest([(p.name, sha256_file(p)) for p in path.iterdir() if p.name.endswith(WEIGHT_SUFFIX)], str(path))
+
+
+def model_dir(ref: dict) -> Path:
+    """The model files of a reference on this node (store trees without optimizer shards or RNG state)."""
+    if ref.get("key") is not None:
+        return fetch_tree_cached(Store.open(ref["store"]), ref["key"], include=is_model_file)
+    return materialize(ref)
 
 
 def settings_digest(sweep: SweepSpec) -> str:
@@ -75,8 +98,8 @@ def run_extra_tasks(lm, spec: SweepSpec) -> dict:
             for task, metrics in results["results"].items()}
 
 
-def score_model(store_uri: str, key: str, sweep: dict, use_gpu: bool = False) -> dict:
-    """Load a model tree from the store and score it. Runs inside a Ray task."""
+def score_model(ref: dict, sweep: dict, use_gpu: bool = False) -> dict:
+    """Load a model (a store tree or any resolved reference) and score it. Runs inside a Ray task."""
     import torch
 
     from eval.lm import ReusableHFLM
@@ -86,8 +109,7 @@ def score_model(store_uri: str, key: str, sweep: dict, use_gpu: bool = False) ->
     spec = SweepSpec.model_validate(sweep)
     if not use_gpu:
         torch.set_num_threads(1)  # each sweep task holds one CPU
-    store = Store.open(store_uri)
-    path = fetch_tree_cached(store, key, include=is_model_file)
+    path = model_dir(ref)
     tokenizer = load_tokenizer(path)
     device = "cuda" if use_gpu and torch.cuda.is_available() else "cpu"
     model = load_model(path, dtype=torch.bfloat16 if device == "cuda" else torch.float32).to(device)
@@ -111,7 +133,7 @@ def score_model(store_uri: str, key: str, sweep: dict, use_gpu: bool = False) ->
 
 
 def sweep(store: Store, candidates: list[dict], spec: SweepSpec, out_prefix: str,
-          use_gpu: bool = False) -> dict[str, dict]:
+          use_gpu: bool = False, tag: str = "sweep") -> dict[str, dict]:
     """Score candidates ({name, key, kind, ...}); returns name → candidate with `scores` attached."""
     import ray
 
@@ -126,23 +148,22 @@ def sweep(store: Store, candidates: list[dict], spec: SweepSpec, out_prefix: str
     remote = ray.remote(score_model).options(num_cpus=1, num_gpus=1 if use_gpu else 0, max_retries=1,
                                              runtime_env={"env_vars": env})
     for cand in candidates:
-        digest = weights_digest(store, cand["key"])
+        digest = ref_weights_digest(model_ref(store, cand))
         cache_key = layout.score_cache(digest, settings)
         cand = {**cand, "weights_digest": digest, "settings_digest": settings}
         if store.exists(cache_key):
-            print(f"[sweep] {cand['name']}: cached scores ({digest})", file=sys.stderr, flush=True)
+            log(f"[{tag}] {cand['name']}: cached scores ({digest})")
             results[cand["name"]] = {**cand, "scores": store.read_json(cache_key)}
             continue
         pending[cand["name"]] = (cand, cache_key)
     if pending:
         mmlu_scope = "all subjects" if spec.subjects == "all" else f"{len(spec.subjects)} subjects"
         limit = f", {spec.limit} items each" if spec.limit else ""
-        print(f"[sweep] scoring {len(pending)} candidate(s): MMLU {mmlu_scope}{limit}, {spec.num_fewshot}-shot"
-              f"{', bench' if spec.bench else ''}{', ' + ', '.join(spec.extra_tasks) if spec.extra_tasks else ''}",
-              file=sys.stderr, flush=True)
+        log(f"[{tag}] scoring {len(pending)} candidate(s): MMLU {mmlu_scope}{limit}, {spec.num_fewshot}-shot"
+              f"{', bench' if spec.bench else ''}{', ' + ', '.join(spec.extra_tasks) if spec.extra_tasks else ''}")
     refs = {}
     for i, (name, (cand, _)) in enumerate(pending.items()):
-        refs[name] = remote.remote(store.uri, cand["key"], spec.model_dump(mode="json"), use_gpu)
+        refs[name] = remote.remote(model_ref(store, cand), spec.model_dump(mode="json"), use_gpu)
         if i == 0 and len(pending) > 1 and spec.limit is None and not requests.exists():
             ray.wait([refs[name]])  # the first checkpoint fills the request cache; the rest reuse it in parallel
     for name, (cand, cache_key) in pending.items():
@@ -157,8 +178,8 @@ def sweep(store: Store, candidates: list[dict], spec: SweepSpec, out_prefix: str
         store.write_json(cache_key, scores)
         m, b = scores["mmlu"], scores["bench"]
         bench_note = f", bench {b['passed']}/{b['total']}" if b else ""
-        print(f"[sweep] {name}: MMLU {m['acc']:.2%} ± {m['se']:.2%} (n={m['n']}){bench_note}, "
-              f"scored in {scores['seconds']:.0f} s", file=sys.stderr, flush=True)
+        log(f"[{tag}] {name}: MMLU {m['acc']:.2%} ± {m['se']:.2%} (n={m['n']}){bench_note}, "
+              f"scored in {scores['seconds']:.0f} s")
         results[name] = {**cand, "scores": scores}
     for name, cand in results.items():
         store.write_json(f"{out_prefix}/{name}.json", cand)

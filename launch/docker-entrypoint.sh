@@ -3,6 +3,8 @@
 # Token authentication is on for the cluster and its clients alike (RAY_AUTH_MODE=token).
 set -euo pipefail
 export RAY_AUTH_MODE="${RAY_AUTH_MODE:-token}"
+# Worker lines once in the job log (Ray Train's print patch would log each twice).
+export RAY_TRAIN_ENABLE_PRINT_PATCH="${RAY_TRAIN_ENABLE_PRINT_PATCH:-0}"
 ray start --head --node-ip-address=127.0.0.1 --dashboard-host=127.0.0.1 --dashboard-port=8265 \
     --port=6379 --disable-usage-stats
 # `ray job submit` finds the job API at http://127.0.0.1:8265; drivers find the cluster by itself.

@@ -67,7 +67,7 @@ def judge_experiment(best: dict, incumbent: dict, policy) -> dict:
 
 
 def add_merges(pipeline: PipelineConfig, store: Store, prefix: str, selection: dict, candidates: list[dict],
-               scored: dict, precursor: dict | None) -> list[dict]:
+               scored: dict, precursor: dict | None, tag: str = "sweep") -> list[dict]:
     """SLERP the champion with its precursor (and any configured pairs); the merges, scored."""
     ranked = [r["name"] for r in selection["candidates"] if r["status"] == "champion"]
     ranked += [r["name"] for r in selection["candidates"] if r["status"] != "champion"]
@@ -81,7 +81,7 @@ def add_merges(pipeline: PipelineConfig, store: Store, prefix: str, selection: d
         label = None if other.get("kind") == "precursor" and base["name"] == ranked[0] else f"{base['name']}-x-{other['name']}"
         merges += merge.merge_candidates(store, base["key"], other["key"], pipeline.merge.t,
                                          layout.merges_dir(prefix), label)
-    merged = sweep(store, merges, pipeline.sweep, layout.sweep_dir(prefix), pipeline.cluster.use_gpu)
+    merged = sweep(store, merges, pipeline.sweep, layout.sweep_dir(prefix), pipeline.cluster.use_gpu, tag)
     return [merged[m["name"]] for m in merges]
 
 
@@ -106,11 +106,12 @@ def sweep_and_select(pipeline: PipelineConfig, record: dict, store: Store,
     if incumbent and (not precursor or incumbent["key"] != precursor["key"]):
         to_score.append(incumbent)
     cluster.connect()
-    scored = sweep(store, to_score, pipeline.sweep, out, use_gpu)
+    tag = f"{record['stage']} sweep"
+    scored = sweep(store, to_score, pipeline.sweep, out, use_gpu, tag)
     pool = [scored[c["name"]] for c in candidates]
     selection = select(pool, pipeline.selection)
     if pipeline.merge.enabled:
-        pool += add_merges(pipeline, store, prefix, selection, candidates, scored, precursor)
+        pool += add_merges(pipeline, store, prefix, selection, candidates, scored, precursor, tag)
         selection = select(pool, pipeline.selection)
     reference = []
     if precursor and precursor["name"] in scored:

@@ -129,14 +129,21 @@ def new_record(pipeline: PipelineConfig, cfg: StageConfig, job: TrainJob, run_id
     return record
 
 
-def train(pipeline: PipelineConfig, cfg: StageConfig, store: Store) -> dict:
-    """Plan, train (or resume, or skip when finished) and return the run record."""
-    recipe = RECIPES[cfg.stage]
-    job = recipe.plan(cfg, StageContext(store, pipeline))
+def plan_run(pipeline: PipelineConfig, cfg: StageConfig, store: Store) -> tuple[TrainJob, str, dict, dict, str]:
+    """The stage's recipe plans the job; the run is named by everything that changes its result.
+    Returns (job, run id, identity, data manifest, data digest)."""
+    job = RECIPES[cfg.stage].plan(cfg, StageContext(store, pipeline))
     manifest = read_manifest(store, cfg.data.dataset)
     data_digest = manifest.get("build_digest") or store.tree_manifest(cfg.data.dataset)["files"]["manifest.json"]["sha256"]
     identity = run_identity(cfg, job, data_digest)
     run_id = f"{cfg.stage}-{config_digest(cfg, {**identity, 'workers': job.workers})}"
+    return job, run_id, identity, manifest, data_digest
+
+
+def train(pipeline: PipelineConfig, cfg: StageConfig, store: Store) -> dict:
+    """Plan, train (or resume, or skip when finished) and return the run record."""
+    recipe = RECIPES[cfg.stage]
+    job, run_id, identity, manifest, data_digest = plan_run(pipeline, cfg, store)
     prefix = layout.run_prefix(cfg.stage, run_id)
     record_key = layout.run_record(prefix)
     record = store.read_json(record_key) if store.exists(record_key) else None

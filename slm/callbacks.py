@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
-import sys
 import time
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import torch.distributed as dist
 from transformers import TrainerCallback
 
 from slm import layout
+from slm.log import log
 from slm.mfu import mfu
 from slm.modeling import load_model, materialize
 from slm.store import Store
@@ -22,11 +22,14 @@ def _barrier():
 
 
 class ProgressCallback(TrainerCallback):
-    """One line per logging step on stderr (rank 0), and the same numbers in a CSV.
+    """Every logging step in a CSV; about `LINES` progress lines per run on stderr (rank 0): the first
+    step, every tenth of the run, each evaluation and the last step, with tokens/s since the last line.
 
     HF's tqdm bar is disabled: Ray forwards worker output line by line, where carriage-return
-    bars turn into noise; a plain line per logging step reads well in `ray job logs`.
+    bars turn into noise; a few plain lines read well in `ray job logs`.
     """
+
+    LINES = 10
 
     FIELDS = ("step", "epoch", "loss", "eval_loss", "lr", "grad_norm", "kl", "kl_weight", "distill_kl",
               "tokens", "tokens_per_s", "mfu", "elapsed_s")
@@ -38,11 +41,12 @@ class ProgressCallback(TrainerCallback):
         self.flops_per_token = flops_per_token
         self.peak_tflops_total = peak_tflops_total
         self.start = None
-        self.last = None  # (time, tokens)
+        self.last = None  # (time, tokens) at the last logging step
+        self.shown = None  # (time, tokens) at the last printed line
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.start = time.perf_counter()
-        self.last = (self.start, state.num_input_tokens_seen)
+        self.last = self.shown = (self.start, state.num_input_tokens_seen)
         if state.is_world_process_zero and not self.csv_path.exists():
             self.csv_path.parent.mkdir(parents=True, exist_ok=True)
             with open(self.csv_path, "w", newline="") as f:
@@ -65,7 +69,12 @@ class ProgressCallback(TrainerCallback):
             row["mfu"] = round(value, 5) if value is not None else None
         with open(self.csv_path, "a", newline="") as f:
             csv.writer(f).writerow([row[k] for k in self.FIELDS])
-        if "loss" in logs or "eval_loss" in logs:
+        every = max(1, state.max_steps // self.LINES)
+        due = state.global_step in (1, state.max_steps) or state.global_step % every == 0
+        if ("loss" in logs and due) or "eval_loss" in logs:
+            if "loss" in logs:
+                rate = (tokens - self.shown[1]) / max(now - self.shown[0], 1e-9)
+                self.shown = (now, tokens)
             done = state.global_step / max(state.max_steps, 1)
             eta = (now - self.start) / max(done, 1e-9) * (1 - done)
             parts = [f"[{self.stage}] step {state.global_step}/{state.max_steps} ({done:.0%})"]
@@ -80,11 +89,12 @@ class ProgressCallback(TrainerCallback):
             for name in ("kl", "distill_kl"):
                 if logs.get(name) is not None:
                     parts.append(f"{name} {logs[name]:.4f}")
-            parts.append(f"tok/s {rate:,.0f}")
+            if "loss" in logs:
+                parts.append(f"tok/s {rate:,.0f}")
             if row["mfu"] is not None:
                 parts.append(f"MFU {row['mfu']:.1%}")
             parts.append(f"eta {dt.timedelta(seconds=int(eta))}")
-            print(" ".join(parts), file=sys.stderr, flush=True)
+            log(" ".join(parts))
 
 
 class SaveLastStepCallback(TrainerCallback):
@@ -162,6 +172,6 @@ class StoreCheckpointCallback(TrainerCallback):
             store.mark_complete(key, merged, {"step": state.global_step, "loss": loss,
                                               "save_s": round(save_s, 3) if save_s is not None else None,
                                               "upload_s": round(upload_s, 3)})
-            print(f"[checkpoint] {store.url(key)} persisted ({len(merged)} files, saved in "
-                  f"{save_s or 0:.1f}s, uploaded in {upload_s:.1f}s)", file=sys.stderr, flush=True)
+            log(f"[checkpoint] {store.url(key)} persisted ({len(merged)} files, saved in "
+                  f"{save_s or 0:.1f}s, uploaded in {upload_s:.1f}s)")
         _barrier()

@@ -1,16 +1,29 @@
 """Connect to a running Ray cluster (`ray job submit`, `ray start`) or start a local one on loopback."""
 from __future__ import annotations
 
+import logging
 import os
-import sys
 from pathlib import Path
 
 from slm import REPO_ROOT
+from slm.log import log
 
 # Keep a locally started cluster (and the gloo group of Train workers) on 127.0.0.1.
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 # Dedup would fold the two ranks' warnings together; progress lines come from rank 0 only anyway.
 os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+# Processes of a cluster this driver starts inherit these: Ray Train's print patch would send every
+# worker line to the log twice, and its preemption watcher (cloud spot notices) has nothing to watch
+# on a local cluster. A cluster started with `ray start` takes them from launch/docker-entrypoint.sh.
+LOCAL_CLUSTER_ENV = {"RAY_TRAIN_ENABLE_PRINT_PATCH": "0", "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0"}
+
+
+def _quiet_logging():
+    """Warnings and errors from Ray's own loggers in this job's processes (Train's controller and workers
+    announce every resource request and process group at INFO); the stage's lines are written directly."""
+    import ray
+
+    return ray.LoggingConfig(encoding="TEXT", log_level="WARNING")
 
 
 def running_cluster_address() -> str | None:
@@ -32,11 +45,17 @@ def connect() -> None:
 
     if ray.is_initialized():
         return
+    quiet = _quiet_logging()
     address = running_cluster_address()
     if address:
-        print(f"[ray] connecting to the running cluster ({address})", file=sys.stderr, flush=True)
-        ray.init(address=address, log_to_driver=True)
+        log(f"[ray] connecting to the running cluster ({address})")
+        ray.init(address=address, log_to_driver=True, logging_config=quiet)
     else:
-        print("[ray] starting a local cluster on 127.0.0.1 (no dashboard)", file=sys.stderr, flush=True)
-        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, _node_ip_address="127.0.0.1",
-                 log_to_driver=True)
+        # The dashboard (loopback only; Ray 2.60 turns token auth on) serves the state API that Ray
+        # Train's placement-group cleaner polls; without it every stage logs its failed queries.
+        log("[ray] starting a local cluster on 127.0.0.1 (dashboard on 127.0.0.1 only)")
+        for key, value in LOCAL_CLUSTER_ENV.items():
+            os.environ.setdefault(key, value)
+        ray.init(num_cpus=os.cpu_count(), include_dashboard=True, dashboard_host="127.0.0.1",
+                 _node_ip_address="127.0.0.1", log_to_driver=True, logging_level=logging.WARNING,
+                 logging_config=quiet)

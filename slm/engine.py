@@ -12,7 +12,6 @@ import datetime as dt
 import json
 import os
 import shutil
-import sys
 from pathlib import Path
 from pydantic import BaseModel
 
@@ -20,6 +19,7 @@ from slm import layout
 from slm.config import TrainSpec, resolve_path
 from slm.errors import UserError, find_user_error
 from slm.init_checks import check_tied
+from slm.log import log
 from slm.mfu import flops_per_token, model_dims, peak_tflops
 from slm.modeling import load_model, load_tokenizer, materialize, scratch_config
 from slm.store import Store, cache_dir, fetch_tree_cached
@@ -118,6 +118,8 @@ def training_arguments(job: TrainJob, output_dir: Path) -> dict:
         ddp_backend=None if job.use_gpu else "gloo",
         include_num_input_tokens_seen="non_padding",
         disable_tqdm=True,
+        log_level="error",  # the Trainer sets transformers' verbosity per rank from these (replicas: warning)
+        log_level_replica="error",
         report_to=["tensorboard"] + (["wandb"] if job.wandb_project else []),
         dataloader_num_workers=0,
         remove_unused_columns=False,
@@ -158,6 +160,12 @@ def _progress_callback(job: TrainJob, model_config, parameters: int, device, csv
 
 def _worker_loop(job_dict: dict, recipe) -> None:
     """Runs in every Ray Train worker: the recipe turns rows into examples and builds the trainer."""
+    import warnings
+
+    job = TrainJob.model_validate(job_dict)
+    if not job.use_gpu:
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")  # said, so DeepSpeed does not warn that it found no GPU
+    warnings.filterwarnings("ignore", category=FutureWarning)  # library deprecations, once per rank and stage
     import deepspeed
     import torch
     import torch.distributed as dist
@@ -167,7 +175,7 @@ def _worker_loop(job_dict: dict, recipe) -> None:
     from slm.callbacks import MergedLoRACallback, SaveLastStepCallback, StoreCheckpointCallback
 
     hf_logging.disable_progress_bar()
-    job = TrainJob.model_validate(job_dict)
+    hf_logging.set_verbosity_error()
     if not job.use_gpu:  # one intra-op thread per CPU given to the worker: two workers on two cores don't fight
         torch.set_num_threads(max(1, int(job.cpus_per_worker)))
     rank, local_rank = dist.get_rank(), int(os.environ.get("LOCAL_RANK", 0))
@@ -189,7 +197,7 @@ def _worker_loop(job_dict: dict, recipe) -> None:
     if resume_key:
         resume_dir = fetch_tree_cached(store, resume_key)
         if rank == 0:
-            print(f"[{job.stage}] resuming from {store.url(resume_key)}", file=sys.stderr, flush=True)
+            log(f"[{job.stage}] resuming from {store.url(resume_key)}")
     if rank == 0:  # one event per worker-group start: a Ray Train restart or a rerun after the job died
         stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
         store.write_json(f"{layout.train_dir(job.run_prefix)}/starts/{stamp}.json",
@@ -242,7 +250,7 @@ def _worker_loop(job_dict: dict, recipe) -> None:
 def run(job: TrainJob, recipe) -> None:
     """Train `recipe` (a stage module following slm.recipe.Recipe) on a Ray Train worker group;
     raises UserError with the worker's message on failure."""
-    from ray.train import FailureConfig, RunConfig, ScalingConfig
+    from ray.train import FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     def train_loop(config: dict) -> None:  # the recipe module travels by reference (cloudpickle)
@@ -254,7 +262,9 @@ def run(job: TrainJob, recipe) -> None:
         scaling_config=ScalingConfig(num_workers=job.workers, use_gpu=job.use_gpu,
                                      resources_per_worker={"CPU": job.cpus_per_worker}),
         run_config=RunConfig(name=job.run_id, storage_path=str(cache_dir() / "ray_results"),
-                             failure_config=FailureConfig(max_failures=job.max_failures)),
+                             failure_config=FailureConfig(max_failures=job.max_failures),
+                             # Train's own INFO lines (resource requests, worker ranks) are not for users
+                             logging_config=LoggingConfig(log_level="WARNING")),
     )
     try:
         trainer.fit()

@@ -1,8 +1,8 @@
 """How a stage's rows become training examples: the building blocks recipes share.
 
-Token ids and labels are built in memory on each rank: small per-rank work for the datasets this
-project ships, and no closure hashing by `datasets.map` (whose fingerprinting dumps bytecode into
-Ray's forwarded logs).
+Token ids and labels are built in memory on each rank, as plain lists of examples (the Trainer takes
+any sized sequence): small per-rank work for the datasets this project ships, and no fingerprint
+hashing by `datasets` (which dumps bytecode into Ray's forwarded worker logs).
 """
 from __future__ import annotations
 
@@ -24,23 +24,19 @@ def stage_rows(job, split: str, columns: list[str]):
 
 def packed_blocks(job, split: str):
     """Fixed-length token blocks (packed by the pretrain builder), predicting every token."""
-    from datasets import Dataset
-
     blocks = [ids[: job.max_length] for ids in stage_rows(job, split, ["input_ids"])["input_ids"]]
-    return Dataset.from_dict({"input_ids": blocks, "labels": blocks})
+    return [{"input_ids": block, "labels": block} for block in blocks]
 
 
 def supervised_chat(job, tokenizer, split: str):
     """Conversations through the chat template, labels on assistant tokens only (slm/chat.py)."""
-    from datasets import Dataset
-
     conversations = stage_rows(job, split, ["messages"])["messages"]
     encoded = [encode_chat(tokenizer, messages, job.max_length) for messages in conversations]
     kept = [e for e in encoded if any(label != IGNORE_INDEX for label in e["labels"])]
     if not kept:
         raise UserError(f"dataset {job.dataset} ({split}): no example keeps an assistant token "
                         f"within max_length {job.max_length}")
-    return Dataset.from_list(kept)
+    return kept
 
 
 def padding_collator(tokenizer):

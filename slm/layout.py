@@ -113,3 +113,8 @@ def complete_checkpoints(store: Store, run: str) -> list[tuple[int, str]]:
 def latest_checkpoint(store: Store, run: str) -> str | None:
     found = complete_checkpoints(store, run)
     return found[-1][1] if found else None
+
+
+def evaluation_dir(name: str) -> str:
+    """Reports of the standalone evaluator (launch/evaluate.py)."""
+    return f"evaluations/{name}"

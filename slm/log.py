@@ -1,8 +1,13 @@
-"""The driver's log: one line per event on stderr, flushed (Ray and pipes must not hold it back)."""
+"""One line per event on stderr, flushed, for drivers and workers alike.
+
+Written with `sys.stderr.write`, not `print`: inside Ray Train workers `print` is patched to go to
+both the stream and Train's logger, and every line would reach the job log twice.
+"""
 from __future__ import annotations
 
 import sys
 
 
 def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
+    sys.stderr.write(msg + "\n")
+    sys.stderr.flush()

@@ -32,7 +32,7 @@ def test_runs_without_a_complete_checkpoint_or_finished_do_not_block(tmp_path):
 
     store = Store.open(str(tmp_path))
     unfinished_run(store, "pretrain-bbbb", workers=2, checkpoint=False)
-    refuse_other_world_size(store, "pretrain", "abc", workers=4)  # nothing to lose by starting over
+    assert refuse_other_world_size(store, "pretrain", "abc", workers=4) is None  # nothing to lose by starting over
 
 
 def scores(acc, n=400):
@@ -56,3 +56,58 @@ def test_an_experiment_is_accepted_only_when_it_beats_the_incumbent():
     assert better["status"] == "accepted" and "best MMLU" in better["reason"]
     tie = judge_experiment({"name": "checkpoint-40", "key": "k", "scores": scores(0.30)}, incumbent, policy)
     assert tie["status"] == "rejected" and "an experiment must beat it" in tie["reason"]
+
+
+@pytest.fixture(scope="module")
+def sft_plan(tmp_path_factory, tiny_model_dir):
+    """The sft stage planned (not trained) on the embedded data, starting from a tiny local model."""
+    from orchestration.stage import build_data, open_pipeline
+
+    root = tmp_path_factory.mktemp("identity")
+    pipeline, store = open_pipeline("stages/pipeline.yaml", str(root / "store"))
+    build_data(pipeline.stage("sft").builders, store)
+    return pipeline, store, tiny_model_dir(seed=3), root
+
+
+def run_id_of(sft_plan, **overrides):
+    from orchestration.training import plan_run
+    from slm.config import StageConfig, deep_merge, load_yaml_config
+
+    pipeline, store, start, _ = sft_plan
+    cfg = load_yaml_config("stages/configs/sft.yaml", StageConfig, deep_merge({"model": {"init": str(start)}}, overrides))
+    return plan_run(pipeline, cfg, store)[1]
+
+
+def test_the_run_id_follows_the_deepspeed_config_contents_not_its_path(sft_plan):
+    import json
+
+    from slm.config import resolve_path
+
+    ds_file = sft_plan[3] / "zero2.json"
+    zero2 = json.loads(resolve_path("ds_configs/zero2.json").read_text())
+    ds_file.write_text(json.dumps(zero2))
+    before = run_id_of(sft_plan, deepspeed=str(ds_file))
+    assert before == run_id_of(sft_plan, deepspeed=str(ds_file)), "planning twice names the same run"
+    # the same file, edited in place (what a user does to ds_configs/zero2.json)
+    zero2["zero_optimization"]["reduce_bucket_size"] = 12345678
+    ds_file.write_text(json.dumps(zero2))
+    assert run_id_of(sft_plan, deepspeed=str(ds_file)) != before, "an edited DeepSpeed config is a new run"
+
+
+def test_the_run_id_follows_the_tokenizer_and_chat_template_files(sft_plan):
+    import shutil
+
+    pipeline, store, start, root = sft_plan
+    base = run_id_of(sft_plan)
+    template = root / "template.jinja"
+    template.write_text("{% for m in messages %}{{ m['content'] }}{{ eos_token }}{% endfor %}")
+    with_template = run_id_of(sft_plan, model={"chat_template": str(template)})
+    template.write_text("{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}{{ eos_token }}{% endfor %}")
+    assert run_id_of(sft_plan, model={"chat_template": str(template)}) != with_template != base
+
+    copy = root / "start-copy"
+    shutil.copytree(start, copy)
+    same_files = run_id_of(sft_plan, model={"init": str(copy)})
+    config = copy / "tokenizer_config.json"
+    config.write_text(config.read_text().replace("{", '{"model_max_length": 77, ', 1))
+    assert run_id_of(sft_plan, model={"init": str(copy)}) != same_files, "an edited tokenizer is a new run"

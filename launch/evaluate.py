@@ -1,0 +1,37 @@
+"""Score models on the sweep's MMLU settings and bench, with the stage sweeps' cache and report.
+
+    python launch/evaluate.py path/to/model hf:HuggingFaceTB/SmolLM2-135M-Instruct
+    python launch/evaluate.py runs/sft/<run_id> champion:tiny-ff --select --merge
+    python launch/evaluate.py store:models/base --set sweep.subjects=all --set sweep.limit=null
+
+A model is a local directory, `hf:<repo>[@revision]`, `s3://bucket/key`, `store:<key>`,
+`champion:<line>[:<stage>|@<version>]`, or `runs/<stage>/<run_id>` (every checkpoint of that run).
+The report (JSON, Markdown, PNG) goes to `evaluations/<name>/sweep/` in the store.
+"""
+import argparse
+
+import _bootstrap
+
+from eval.report import markdown_table
+from orchestration.evaluate import evaluate
+from orchestration.stage import open_pipeline
+from slm.errors import cli_main
+
+
+@cli_main
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("models", nargs="+", help="model references or run keys")
+    _bootstrap.add_pipeline_options(p)
+    p.add_argument("--name", help="report name under evaluations/ (default: a digest of the models and settings)")
+    p.add_argument("--select", action="store_true", help="choose a champion under the pipeline's selection policy")
+    p.add_argument("--merge", action="store_true", help="SLERP the champion with the runner-up and score the merges")
+    args = p.parse_args(argv)
+    pipeline, store = open_pipeline(args.pipeline, args.store, args.overrides)
+    out, report = evaluate(pipeline, store, args.models, args.name, args.select, args.merge)
+    print(markdown_table(report))
+    print(store.url(f"{out}/sweep/selection.md"))
+
+
+if __name__ == "__main__":
+    main()

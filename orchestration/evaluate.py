@@ -1,0 +1,112 @@
+"""The standalone evaluator: score any models — directories, `hf:` repos, `s3://` trees, store keys,
+champions, or every checkpoint of a run — with the sweep a stage runs after training (same MMLU
+settings, bench, score cache and report), optionally selecting a champion and SLERP-merging it.
+
+Scores are cached by weights checksum and eval settings, so a model a stage sweep already scored is
+not scored again here, and the reverse.
+"""
+from __future__ import annotations
+
+import re
+
+from eval import bench
+from eval.local_data import LOCAL_TASKS
+from eval.selection import report_row, select
+from eval.sweep import settings_digest, sweep
+from orchestration.sweeping import add_merges, write_report
+from orchestration.training import checkpoints
+from slm import cluster, layout
+from slm.config import PipelineConfig, config_digest, resolve_path
+from slm.errors import UserError
+from slm.log import log
+from slm.modeling import resolve_ref
+from slm.store import Store
+
+RUN = re.compile(r"runs/[a-z]+/[A-Za-z0-9_.-]+")
+
+
+def label(spec: str) -> str:
+    """A candidate name from a model reference: short, and safe as a file name in the store."""
+    tail = spec.rstrip("/").rsplit("/", 1)[-1] if not spec.startswith(("champion:", "hf:")) else spec.split(":", 1)[1]
+    return re.sub(r"[^A-Za-z0-9_.@-]+", "-", tail).strip("-") or "model"
+
+
+def candidates_of(specs: list[str], store: Store) -> list[dict]:
+    """Model references (or run keys) → sweep candidates, each with a unique name."""
+    out = []
+    for spec in specs:
+        if RUN.fullmatch(spec.strip("/")):
+            run = spec.strip("/")
+            found = checkpoints(store, run)
+            if not found:
+                raise UserError(f"run {store.url(run)}: no complete checkpoint to evaluate")
+            prefix = f"{run.rsplit('/', 1)[-1]}-" if len(specs) > 1 else ""
+            out += [{**c, "name": f"{prefix}{c['name']}"} for c in found]
+            continue
+        ref = resolve_ref(spec, store, what="model")
+        candidate = {"name": label(spec), "kind": "model", "spec": spec}
+        if ref.get("key") is not None and ref["store"] == store.uri:
+            candidate["key"] = ref["key"]  # a tree of this store: it can be merged like a checkpoint
+        else:
+            candidate["ref"] = ref
+        out.append(candidate)
+    names = [c["name"] for c in out]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise UserError(f"two models would both be named {twice[0]!r} in the report; evaluate them separately")
+    return out
+
+
+def check_settings(pipeline: PipelineConfig) -> None:
+    """What the scoring tasks would fail on, checked before Ray starts."""
+    spec = pipeline.sweep
+    if spec.bench:
+        file = resolve_path(spec.bench)
+        if not file.is_file():
+            raise UserError(f"sweep.bench: bench file not found: {file}")
+        bench.load_bench(file)
+    if not spec.mmlu_dir.startswith("hf:") and not resolve_path(spec.mmlu_dir).is_dir():
+        raise UserError(f"sweep.mmlu_dir: no MMLU data at {resolve_path(spec.mmlu_dir)}")
+    if spec.extra_tasks:
+        from lm_eval.tasks import TaskManager  # heavy: only when extra tasks are named
+
+        known = set(TaskManager(include_path=str(LOCAL_TASKS)).all_tasks)
+        unknown = [t for t in spec.extra_tasks if t not in known]
+        if unknown:
+            raise UserError(f"sweep.extra_tasks: unknown lm-eval task {unknown[0]!r}")
+
+
+def ranked_rows(pool: list[dict]) -> dict:
+    """The report without a selection: every model, best MMLU first."""
+    rows = sorted(pool, key=lambda c: (-c["scores"]["mmlu"]["acc"], c["name"]))
+    return {"champion": None, "policy": None, "noise": None,
+            "candidates": [report_row(c, "scored", "") for c in rows]}
+
+
+def evaluate(pipeline: PipelineConfig, store: Store, specs: list[str], name: str | None = None,
+             choose: bool = False, merge: bool = False) -> tuple[str, dict]:
+    """Score `specs`; returns (the evaluation's store prefix, the report). Laid out like a run:
+    `<prefix>/sweep/` holds each model's scores and selection.json/.md/.png, `<prefix>/merges/` the merges."""
+    if merge and not choose:
+        raise UserError("--merge merges the selected champion with the runner-up: add --select")
+    check_settings(pipeline)
+    candidates = candidates_of(specs, store)
+    if merge and (len(candidates) < 2 or any("key" not in c for c in candidates)):
+        raise UserError("--merge needs at least two models that are trees of this store (run checkpoints, "
+                        "champion:, store: references)")
+    out = layout.evaluation_dir(name or config_digest({"models": specs, "settings": settings_digest(pipeline.sweep)}))
+    cluster.connect()
+    log(f"[evaluate] {len(candidates)} model(s) → {store.url(out)}")
+    scored = sweep(store, candidates, pipeline.sweep, layout.sweep_dir(out), pipeline.cluster.use_gpu)
+    pool = [scored[c["name"]] for c in candidates]
+    if choose:
+        selection = select(pool, pipeline.selection)
+        if merge:
+            merge_spec = pipeline.merge.model_copy(update={"pairs": [("champion", "runner_up")]})
+            pool += add_merges(pipeline.model_copy(update={"merge": merge_spec}), store, out, selection,
+                               candidates, scored, precursor=None)
+            selection = select(pool, pipeline.selection)
+    else:
+        selection = ranked_rows(pool)
+    write_report(store, layout.sweep_dir(out), selection, [], f"{pipeline.line} · evaluation of {len(candidates)} model(s)")
+    return out, selection

@@ -1,0 +1,80 @@
+"""The standalone evaluator, through its command line: two tiny models scored with real lm-eval in
+Ray tasks, ranked and selected, the report in the store, scores shared through the cache; and the
+mistakes a user makes stopped with one line before Ray starts."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from slm import REPO_ROOT
+from slm.store import Store
+
+DATA = (REPO_ROOT / "../shared/data/mmlu").resolve()
+pytestmark = pytest.mark.skipif(not DATA.is_dir(), reason="../shared/data/mmlu not present")
+
+BENCH = [{"id": "geo-01", "category": "geography", "prompt": "What is the capital of France?", "truth": ["Paris"]},
+         {"id": "sci-01", "category": "science", "prompt": "What gas do plants absorb?", "truth": ["carbon dioxide", "CO2"]}]
+
+
+def evaluate(tmp_path, *args):
+    env = {**os.environ, "SLM_CACHE": str(tmp_path / "cache")}
+    return subprocess.run([sys.executable, "launch/evaluate.py", *map(str, args), "--store", str(tmp_path / "store"),
+                           "--set", "sweep.subjects=[astronomy, marketing]", "--set", "sweep.limit=5",
+                           "--set", f"sweep.bench={tmp_path / 'bench.jsonl'}"],
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=600, env=env)
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory, tiny_model_dir):
+    root = tmp_path_factory.mktemp("evaluate")
+    (root / "bench.jsonl").write_text("".join(json.dumps(item) + "\n" for item in BENCH))
+    return root, tiny_model_dir(seed=11), tiny_model_dir(seed=12)
+
+
+def test_two_models_are_scored_selected_and_cached(models):
+    root, a, b = models
+    proc = evaluate(root, a, b, "--select", "--name", "pair")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    store = Store.open(str(root / "store"))
+    report = store.read_json("evaluations/pair/sweep/selection.json")
+    names = {r["name"] for r in report["candidates"]}
+    assert names == {a.name, b.name} and report["champion"] in names
+    for row in report["candidates"]:
+        assert row["bench_total"] == 2 and 0 <= row["mmlu"] <= 1
+        scores = store.read_json(f"evaluations/pair/sweep/{row['name']}.json")["scores"]
+        assert scores["mmlu"]["n"] == 10 and len(scores["bench"]["items"]) == 2
+    assert store.exists("evaluations/pair/sweep/selection.png")
+    assert "| **" + report["champion"] + "** |" in store.read_text("evaluations/pair/sweep/selection.md")
+    assert proc.stdout.strip().endswith("evaluations/pair/sweep/selection.md")
+
+    again = evaluate(root, a, "--name", "again")  # same weights, same settings: the cache answers
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert f"[sweep] {a.name}: cached scores" in again.stderr
+    ranked = store.read_json("evaluations/again/sweep/selection.json")
+    assert ranked["champion"] is None and ranked["candidates"][0]["status"] == "scored"
+
+
+@pytest.mark.parametrize("case, expected", [
+    ("missing-model", "model 'no/such/model': no such directory"),
+    ("unreadable-bench", "bench.jsonl:1"),
+    ("unknown-task", "unknown lm-eval task 'not_a_task'"),
+])
+def test_mistakes_stop_with_one_line_and_exit_2(models, case, expected):
+    root, a, _ = models
+    extra = []
+    if case == "missing-model":
+        extra = ["no/such/model"]
+    elif case == "unreadable-bench":
+        bad = root / case
+        bad.mkdir(exist_ok=True)
+        (bad / "bench.jsonl").write_text("{not json\n")
+        root = bad
+    else:
+        extra = ["--set", "sweep.extra_tasks=[not_a_task]"]
+    proc = evaluate(root, a, *extra)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], proc.stderr
+    assert "Traceback" not in proc.stderr
