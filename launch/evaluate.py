@@ -15,6 +15,7 @@ import _bootstrap
 from eval.report import markdown_table
 from orchestration.evaluate import evaluate
 from orchestration.stage import open_pipeline
+from slm import layout
 from slm.errors import cli_main
 
 
@@ -30,7 +31,7 @@ def main(argv=None):
     pipeline, store = open_pipeline(args.pipeline, args.store, args.overrides)
     out, report = evaluate(pipeline, store, args.models, args.name, args.select, args.merge)
     print(markdown_table(report))
-    print(store.url(f"{out}/sweep/selection.md"))
+    print(store.url(f"{layout.sweep_dir(out)}/selection.md"))
 
 
 if __name__ == "__main__":

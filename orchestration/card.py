@@ -23,9 +23,9 @@ def lineage(store: Store, info: dict) -> list[dict]:
     chain = [info]
     while chain[0].get("precursor") and chain[0]["precursor"].get("key"):
         key = chain[0]["precursor"]["key"]
-        if not store.exists(f"{key}/champion.json"):
+        if not store.exists(layout.champion_info(key)):
             break  # an external init (hub, local dir) ends the chain
-        chain.insert(0, store.read_json(f"{key}/champion.json"))
+        chain.insert(0, store.read_json(layout.champion_info(key)))
     return chain
 
 

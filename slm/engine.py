@@ -8,7 +8,9 @@ scheduler, RNG and data position restored by the Trainer.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import io
 import json
 import os
 import shutil
@@ -211,9 +213,13 @@ def _worker_loop(job_dict: dict, recipe) -> None:
     if job.lora:  # before the upload, so the merged full weights go to the store with the adapter
         callbacks.append(MergedLoRACallback(job.init, job.trust_remote_code))
     callbacks.append(StoreCheckpointCallback(job.store, job.run_prefix, local_rank))
-    trainer = recipe.trainer(job, model, tokenizer, arguments, train_data, eval_data, callbacks)
-    trainer.remove_callback(PrinterCallback)  # its raw log dicts repeat what ProgressCallback prints
-    trainer.train(resume_from_checkpoint=str(resume_dir) if resume_dir else None)
+    # Libraries print the same setup lines on every rank (DeepSpeed's "built successfully"); rank 0's
+    # copy is enough. Progress, checkpoints and errors go to stderr and are not affected.
+    quiet = contextlib.nullcontext() if rank == 0 else contextlib.redirect_stdout(io.StringIO())
+    with quiet:
+        trainer = recipe.trainer(job, model, tokenizer, arguments, train_data, eval_data, callbacks)
+        trainer.remove_callback(PrinterCallback)  # its raw log dicts repeat what ProgressCallback prints
+        trainer.train(resume_from_checkpoint=str(resume_dir) if resume_dir else None)
 
     engine = trainer.model_wrapped
     facts = {
