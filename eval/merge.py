@@ -12,6 +12,7 @@ from pathlib import Path
 
 import yaml
 
+from eval.scores import Candidate
 from eval.sweep import is_model_file
 from slm.errors import UserError
 from slm.store import Store, fetch_tree_cached
@@ -47,11 +48,12 @@ def slerp(champion: Path, precursor: Path, t: float, out_dir: Path) -> dict:
     return config
 
 
-def resolve_pairs(pairs: list[tuple[str, str]], ranked: list[str], candidates: dict[str, dict]) -> list[tuple[dict, dict]]:
+def resolve_pairs(pairs: list[tuple[str, str]], ranked: list[str],
+                  candidates: dict[str, Candidate]) -> list[tuple[Candidate, Candidate]]:
     """Pair names → candidates. ranked: candidate names best first (ranked[0] the champion);
     candidates: every scored model by name, the precursor under the kind "precursor"."""
     aliases = {"champion": ranked[0], "runner_up": ranked[1] if len(ranked) > 1 else None,
-               "precursor": next((n for n, c in candidates.items() if c.get("kind") == "precursor"), None)}
+               "precursor": next((n for n, c in candidates.items() if c.kind == "precursor"), None)}
     out = []
     for a, b in pairs:
         names = [aliases.get(x, x) for x in (a, b)]
@@ -66,7 +68,7 @@ def resolve_pairs(pairs: list[tuple[str, str]], ranked: list[str], candidates: d
 
 
 def merge_candidates(store: Store, champion_key: str, precursor_key: str, ts: list[float],
-                     out_prefix: str, label: str | None = None) -> list[dict]:
+                     out_prefix: str, label: str | None = None) -> list[Candidate]:
     """Merge a base (the champion) with another model at each t; each merge becomes a complete tree in
     the store. label names other pairs (the default pair is plain `slerp-t<t>`)."""
     champion = fetch_tree_cached(store, champion_key, include=is_model_file)
@@ -80,6 +82,6 @@ def merge_candidates(store: Store, champion_key: str, precursor_key: str, ts: li
                 config = slerp(champion, precursor, t, Path(tmp))
                 store.put_tree(Path(tmp), key, meta={"merge": {"method": "slerp", "t": t, "champion": champion_key,
                                                                "precursor": precursor_key, "mergekit": config}})
-        out.append({"name": name, "key": key, "kind": "merge",
-                    "merge": {"method": "slerp", "t": t, "of": [champion_key, precursor_key]}})
+        out.append(Candidate(name=name, key=key, kind="merge",
+                             merge={"method": "slerp", "t": t, "of": [champion_key, precursor_key]}))
     return out

@@ -3,24 +3,26 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from eval.scores import Selection, SelectionRow
+
 
 def pct(x: float | None) -> str:
     return "—" if x is None else f"{x:.2%}"
 
 
-def markdown_table(report: dict) -> str:
-    domains = sorted({d for row in report["candidates"] for d in row["domains"]})
+def markdown_table(report: Selection) -> str:
+    domains = sorted({d for row in report.candidates for d in row.domains})
     head = ["Candidate", "Kind", "MMLU", *[d.replace("_", " ") for d in domains], "Bench", "Status", "Reason"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for row in report["candidates"]:
-        name = f"**{row['name']}**" if row["status"] == "champion" else row["name"]
-        cells = [name, row.get("kind") or "", f"{pct(row['mmlu'])} ± {pct(row['mmlu_se'])}",
-                 *[pct(row["domains"].get(d)) for d in domains],
-                 "—" if row["bench"] is None else f"{row['bench_passed']}/{row['bench_total']}",
-                 row["status"], row["reason"]]
+    for row in report.candidates:
+        name = f"**{row.name}**" if row.status == "champion" else row.name
+        cells = [name, row.kind or "", f"{pct(row.mmlu)} ± {pct(row.mmlu_se)}",
+                 *[pct(row.domains.get(d)) for d in domains],
+                 "—" if row.bench is None else f"{row.bench_passed}/{row.bench_total}",
+                 row.status, row.reason]
         lines.append("| " + " | ".join(cells) + " |")
-    if report.get("noise"):
-        n = report["noise"]
+    if report.noise:
+        n = report.noise
         lines.append("")
         lines.append(f"Champion vs {n['versus']}: {n['delta']:+.2%} ± {n['se']:.2%} on {n['n']} paired items, "
                      f"McNemar p = {n['mcnemar_p']:.3f} ({'within noise' if n['within_noise'] else 'significant'} "
@@ -28,26 +30,26 @@ def markdown_table(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot(report: dict, reference: list[dict], out: Path, title: str) -> None:
+def plot(report: Selection, reference: list[SelectionRow], out: Path, title: str) -> None:
     """MMLU ± SE per candidate (checkpoints in step order, then merges), bench score on a second axis."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = sorted(report["candidates"], key=lambda r: (r.get("kind") != "checkpoint", r.get("step") or 0, r["name"]))
+    rows = sorted(report.candidates, key=lambda r: (r.kind != "checkpoint", r.step or 0, r.name))
     rows = reference + rows
-    names = [r["name"] for r in rows]
+    names = [r.name for r in rows]
     x = range(len(rows))
     fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(rows)), 4))
-    colors = ["tab:red" if r.get("status") == "champion" else "tab:gray" if r.get("kind") == "precursor"
+    colors = ["tab:red" if r.status == "champion" else "tab:gray" if r.kind == "precursor"
               else "tab:blue" for r in rows]
-    ax.bar(x, [r["mmlu"] for r in rows], yerr=[r["mmlu_se"] for r in rows], color=colors, alpha=0.8, capsize=4)
+    ax.bar(x, [r.mmlu for r in rows], yerr=[r.mmlu_se for r in rows], color=colors, alpha=0.8, capsize=4)
     ax.set_ylabel("MMLU accuracy (± SE)")
     ax.set_xticks(list(x), names, rotation=30, ha="right")
-    if all(r["bench"] is not None for r in rows):
+    if all(r.bench is not None for r in rows):
         ax2 = ax.twinx()
-        ax2.plot(list(x), [r["bench"] for r in rows], "o--", color="tab:green", label="TRUTH bench")
+        ax2.plot(list(x), [r.bench for r in rows], "o--", color="tab:green", label="TRUTH bench")
         ax2.set_ylabel("TRUTH bench pass rate")
         ax2.set_ylim(0, 1)
         ax2.legend(loc="upper right")

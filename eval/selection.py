@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 
 from eval.mmlu import DOMAINS, SUBJECT_DOMAINS
+from eval.scores import Candidate, MMLUScores, Scores, Selection, SelectionRow
 from slm.config import SelectionPolicy
 
 
@@ -22,10 +23,10 @@ def domain_subjects(domain: str, scored: list[str]) -> list[str]:
     return [domain] if domain in scored else []
 
 
-def paired_items(a: dict, b: dict, subjects: list[str]) -> tuple[list[int], list[int]]:
+def paired_items(a: MMLUScores, b: MMLUScores, subjects: list[str]) -> tuple[list[int], list[int]]:
     xs, ys = [], []
     for s in subjects:
-        ia, ib = a["items"].get(s, []), b["items"].get(s, [])
+        ia, ib = a.items.get(s, []), b.items.get(s, [])
         if len(ia) != len(ib):
             raise ValueError(f"candidates were scored on different items of {s}")
         xs += ia
@@ -53,86 +54,85 @@ def mcnemar_p(xs: list[int], ys: list[int]) -> float:
     return 1.0 if b + c == 0 else float(binomtest(b, b + c, 0.5).pvalue)
 
 
-def guard_regressions(leader: dict, runner: dict, policy: SelectionPolicy) -> list[dict]:
-    scored = list(leader["mmlu"]["subjects"])
+def guard_regressions(leader: Scores, runner: Scores, policy: SelectionPolicy) -> list[dict]:
+    scored = list(leader.mmlu.subjects)
     out = []
     for domain in policy.guarded_domains:
         subjects = domain_subjects(domain, scored)
         if not subjects:
             continue
-        xs, ys = paired_items(leader["mmlu"], runner["mmlu"], subjects)
+        xs, ys = paired_items(leader.mmlu, runner.mmlu, subjects)
         diff, se = paired_difference(xs, ys)
         if -diff > policy.regression_tolerance_se * se and diff < 0:
             out.append({"domain": domain, "delta": diff, "se": se, "n": len(xs)})
     return out
 
 
-def rank_key(cand: dict):
+def rank_key(cand: Candidate):
     """Best MMLU first; ties go to the better bench score, then to a plain checkpoint over a merge,
     then to the later checkpoint (the end of the schedule the run was designed for)."""
-    s = cand["scores"]
-    bench = s["bench"]["score"] if s.get("bench") else 0.0
-    return (-s["mmlu"]["acc"], -bench, cand.get("kind") != "checkpoint", -(cand.get("step") or 0), cand["name"])
+    s = cand.scored
+    bench = s.bench.score if s.bench else 0.0
+    return (-s.mmlu.acc, -bench, cand.kind != "checkpoint", -(cand.step or 0), cand.name)
 
 
-def select(candidates: list[dict], policy: SelectionPolicy) -> dict:
-    """candidates: [{name, kind, scores: {mmlu, bench}}]. Returns the selection report."""
+def select(candidates: list[Candidate | dict], policy: SelectionPolicy) -> Selection:
+    """Scored candidates (typed, or their JSON form). Returns the selection report."""
     if not candidates:
         raise ValueError("no candidates to select from")
-    ranked = sorted(candidates, key=rank_key)
-    verdicts = {c["name"]: {"status": "not selected", "reason": ""} for c in ranked}
+    ranked = sorted((Candidate.model_validate(c) if isinstance(c, dict) else c for c in candidates), key=rank_key)
+    verdicts = {c.name: {"status": "not selected", "reason": ""} for c in ranked}
     remaining = list(ranked)
     champion, runner = None, None
     while remaining:
         leader = remaining[0]
         if len(remaining) == 1:
             champion = leader
-            verdicts[leader["name"]] = {"status": "champion", "reason": "the only candidate left"}
+            verdicts[leader.name] = {"status": "champion", "reason": "the only candidate left"}
             break
         runner = remaining[1]
-        gain = leader["scores"]["mmlu"]["acc"] - runner["scores"]["mmlu"]["acc"]
-        regressions = guard_regressions(leader["scores"], runner["scores"], policy)
+        gain = leader.scored.mmlu.acc - runner.scored.mmlu.acc
+        regressions = guard_regressions(leader.scored, runner.scored, policy)
         if gain < policy.margin and len(regressions) > policy.max_guard_regressions:
             names = ", ".join(f"{r['domain']} {r['delta']:+.1%}" for r in regressions)
-            verdicts[leader["name"]] = {
+            verdicts[leader.name] = {
                 "status": "rejected",
-                "reason": f"gain {gain:+.2%} over {runner['name']} is below the {policy.margin:.2%} margin "
+                "reason": f"gain {gain:+.2%} over {runner.name} is below the {policy.margin:.2%} margin "
                           f"while it regresses on {len(regressions)} guarded domain(s): {names}",
                 "regressions": regressions}
             remaining.pop(0)
             continue
         champion = leader
-        why = f"best MMLU, {gain:+.2%} over {runner['name']}"
+        why = f"best MMLU, {gain:+.2%} over {runner.name}"
         if regressions:
             why += f" (regresses on {', '.join(r['domain'] for r in regressions)}, allowed by the margin/guard)"
-        verdicts[leader["name"]] = {"status": "champion", "reason": why, "regressions": regressions}
+        verdicts[leader.name] = {"status": "champion", "reason": why, "regressions": regressions}
         break
     for cand in ranked:
-        v = verdicts[cand["name"]]
+        v = verdicts[cand.name]
         if v["status"] == "not selected":
-            delta = cand["scores"]["mmlu"]["acc"] - champion["scores"]["mmlu"]["acc"]
+            delta = cand.scored.mmlu.acc - champion.scored.mmlu.acc
             v["reason"] = f"{delta:+.2%} MMLU vs the champion"
     noise = None
-    if runner is not None and runner["name"] != champion["name"]:
-        subjects = list(champion["scores"]["mmlu"]["subjects"])
-        xs, ys = paired_items(champion["scores"]["mmlu"], runner["scores"]["mmlu"], subjects)
+    if runner is not None and runner.name != champion.name:
+        subjects = list(champion.scored.mmlu.subjects)
+        xs, ys = paired_items(champion.scored.mmlu, runner.scored.mmlu, subjects)
         diff, se = paired_difference(xs, ys)
         p = mcnemar_p(xs, ys)
-        noise = {"versus": runner["name"], "delta": diff, "se": se, "mcnemar_p": p,
+        noise = {"versus": runner.name, "delta": diff, "se": se, "mcnemar_p": p,
                  "within_noise": p >= policy.alpha, "alpha": policy.alpha, "n": len(xs)}
         if noise["within_noise"]:
-            verdicts[champion["name"]]["reason"] += (f"; within noise (McNemar p = {p:.2f} ≥ {policy.alpha}), "
+            verdicts[champion.name]["reason"] += (f"; within noise (McNemar p = {p:.2f} ≥ {policy.alpha}), "
                                                      f"the lead is not statistically established")
-    rows = [report_row(cand, **verdicts[cand["name"]]) for cand in ranked]
-    return {"champion": champion["name"], "policy": policy.model_dump(), "noise": noise, "candidates": rows}
+    rows = [report_row(cand, **verdicts[cand.name]) for cand in ranked]
+    return Selection(champion=champion.name, policy=policy.model_dump(), noise=noise, candidates=rows)
 
 
-def report_row(cand: dict, status: str, reason: str, **extra) -> dict:
+def report_row(cand: Candidate, status: str, reason: str, regressions: list[dict] | None = None) -> SelectionRow:
     """One candidate's line in the selection report."""
-    s = cand["scores"]
-    bench = s.get("bench") or {}
-    return {"name": cand["name"], "kind": cand.get("kind"), "step": cand.get("step"),
-            "mmlu": s["mmlu"]["acc"], "mmlu_se": s["mmlu"]["se"],
-            "domains": {d: v["acc"] for d, v in s["mmlu"]["domains"].items()},
-            "bench": bench.get("score"), "bench_passed": bench.get("passed"), "bench_total": bench.get("total"),
-            "status": status, "reason": reason, **extra}
+    s = cand.scored
+    return SelectionRow(name=cand.name, kind=cand.kind, step=cand.step, mmlu=s.mmlu.acc, mmlu_se=s.mmlu.se,
+                        domains={d: v.acc for d, v in s.mmlu.domains.items()},
+                        bench=s.bench.score if s.bench else None, bench_passed=s.bench.passed if s.bench else None,
+                        bench_total=s.bench.total if s.bench else None, status=status, reason=reason,
+                        regressions=regressions)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from eval import bench, mmlu
 from eval.local_data import LOCAL_TASKS, check_tasks, served_from
+from eval.scores import Candidate, Scores
 from slm import layout
 from slm.config import SweepSpec, config_digest, resolve_path
 from slm.errors import UserError, find_user_error
@@ -45,9 +46,9 @@ def weights_digest(store: Store, key: str) -> str:
     return _digest([(rel, info["sha256"]) for rel, info in files.items() if rel.endswith(WEIGHT_SUFFIX)], store.url(key))
 
 
-def model_ref(store: Store, cand: dict) -> dict:
+def model_ref(store: Store, cand: Candidate) -> dict:
     """A candidate's model: a tree in this store (`key`), or any resolved reference (`ref`)."""
-    return cand.get("ref") or {"store": store.uri, "key": cand["key"]}
+    return cand.ref or {"store": store.uri, "key": cand.key}
 
 
 def ref_weights_digest(ref: dict) -> str:
@@ -132,9 +133,9 @@ def score_model(ref: dict, sweep: dict, use_gpu: bool = False) -> dict:
             "seconds": round(time.perf_counter() - started, 1)}
 
 
-def sweep(store: Store, candidates: list[dict], spec: SweepSpec, out_prefix: str,
-          use_gpu: bool = False, tag: str = "sweep") -> dict[str, dict]:
-    """Score candidates ({name, key, kind, ...}); returns name → candidate with `scores` attached."""
+def sweep(store: Store, candidates: list[Candidate], spec: SweepSpec, out_prefix: str,
+          use_gpu: bool = False, tag: str = "sweep") -> dict[str, Candidate]:
+    """Score candidates; returns name → candidate with `scores` attached (each also in `out_prefix`)."""
     import ray
 
     from eval.lm import request_cache_dir
@@ -150,12 +151,12 @@ def sweep(store: Store, candidates: list[dict], spec: SweepSpec, out_prefix: str
     for cand in candidates:
         digest = ref_weights_digest(model_ref(store, cand))
         cache_key = layout.score_cache(digest, settings)
-        cand = {**cand, "weights_digest": digest, "settings_digest": settings}
+        cand = cand.model_copy(update={"weights_digest": digest, "settings_digest": settings})
         if store.exists(cache_key):
-            log(f"[{tag}] {cand['name']}: cached scores ({digest})")
-            results[cand["name"]] = {**cand, "scores": store.read_json(cache_key)}
+            log(f"[{tag}] {cand.name}: cached scores ({digest})")
+            results[cand.name] = cand.model_copy(update={"scores": Scores.model_validate(store.read_json(cache_key))})
             continue
-        pending[cand["name"]] = (cand, cache_key)
+        pending[cand.name] = (cand, cache_key)
     if pending:
         mmlu_scope = "all subjects" if spec.subjects == "all" else f"{len(spec.subjects)} subjects"
         limit = f", {spec.limit} items each" if spec.limit else ""
@@ -169,18 +170,18 @@ def sweep(store: Store, candidates: list[dict], spec: SweepSpec, out_prefix: str
     for name, (cand, cache_key) in pending.items():
         ref = refs[name]
         try:
-            scores = ray.get(ref)
+            scores = Scores.model_validate(ray.get(ref))
         except Exception as exc:
             user_error = find_user_error(exc)
             if user_error is not None:
                 raise user_error from None
             raise
-        store.write_json(cache_key, scores)
-        m, b = scores["mmlu"], scores["bench"]
-        bench_note = f", bench {b['passed']}/{b['total']}" if b else ""
-        log(f"[{tag}] {name}: MMLU {m['acc']:.2%} ± {m['se']:.2%} (n={m['n']}){bench_note}, "
-              f"scored in {scores['seconds']:.0f} s")
-        results[name] = {**cand, "scores": scores}
+        store.write_json(cache_key, scores.to_json())
+        m, b = scores.mmlu, scores.bench
+        bench_note = f", bench {b.passed}/{b.total}" if b else ""
+        log(f"[{tag}] {name}: MMLU {m.acc:.2%} ± {m.se:.2%} (n={m.n}){bench_note}, "
+              f"scored in {scores.seconds:.0f} s")
+        results[name] = cand.model_copy(update={"scores": scores})
     for name, cand in results.items():
-        store.write_json(f"{out_prefix}/{name}.json", cand)
+        store.write_json(f"{out_prefix}/{name}.json", cand.to_json())
     return results

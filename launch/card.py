@@ -25,7 +25,7 @@ def main(argv=None):
     args = p.parse_args(argv)
     pipeline, store = open_pipeline(args.pipeline, args.store)
     pointer = champion_pointer(store, args.line or pipeline.line, args.version)
-    info = store.read_json(layout.champion_info(pointer["key"]))
+    info = store.read_json(layout.champion_info(pointer.key))
     text = card.render(store, info, pipeline.card.model_dump())
     if args.out:
         open(args.out, "w").write(text)

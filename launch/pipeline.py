@@ -11,6 +11,7 @@ import _bootstrap
 from orchestration.stage import build_data, open_pipeline, run_stage
 from slm import layout
 from slm.errors import cli_main
+from slm.records import ChampionPointer
 
 
 def parse_args(argv=None):
@@ -32,15 +33,15 @@ def main(argv=None):
         t0 = time.time()
         build_data(pipeline.stage(name).builders, store)
         result = run_stage(pipeline, name, store)
-        outcome = (f"{pipeline.line}@{result['champion']['version']}" if "champion" in result
+        outcome = (f"{pipeline.line}@{result['champion'].version}" if "champion" in result
                    else f"experiment {result['experiment']['name']} rejected, not promoted")
         summary.append((name, outcome, time.time() - t0))
     print(f"\npipeline finished in {time.time() - start:.0f}s", file=sys.stderr)
     for name, outcome, seconds in summary:
         print(f"  {name:9s} → {outcome}  ({seconds:.0f}s)", file=sys.stderr)
-    latest = store.read_json(layout.latest_pointer(pipeline.line))
-    print(f"champion: {store.url(latest['key'])}\ncard:     {store.url(latest['key'] + '/README.md')}", file=sys.stderr)
-    print(store.url(latest["key"]))
+    latest = ChampionPointer.model_validate(store.read_json(layout.latest_pointer(pipeline.line)))
+    print(f"champion: {store.url(latest.key)}\ncard:     {store.url(latest.key + '/README.md')}", file=sys.stderr)
+    print(store.url(latest.key))
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ import argparse
 
 import _bootstrap
 
+from eval.scores import Candidate, Selection
 from orchestration.promotion import promote_champion
 from orchestration.stage import open_pipeline
 from orchestration.sweeping import precursor_of
@@ -30,18 +31,18 @@ def main(argv=None):
     if not store.exists(f"{layout.sweep_dir(run)}/selection.json"):
         raise UserError(f"{store.url(run)}: no sweep/selection.json; run the stage's sweep first")
     record = store.read_json(layout.run_record(run))
-    selection = store.read_json(f"{layout.sweep_dir(run)}/selection.json")
-    name = args.candidate or selection["champion"]
-    if name != selection["champion"] and not args.reason:
-        raise UserError(f"{name} is not the selected champion ({selection['champion']}); give --reason")
+    selection = Selection.model_validate(store.read_json(f"{layout.sweep_dir(run)}/selection.json"))
+    name = args.candidate or selection.champion
+    if name != selection.champion and not args.reason:
+        raise UserError(f"{name} is not the selected champion ({selection.champion}); give --reason")
     if not store.exists(f"{layout.sweep_dir(run)}/{name}.json") or name.startswith("precursor"):
-        names = ", ".join(c["name"] for c in selection["candidates"] if c["kind"] != "precursor")
+        names = ", ".join(c.name for c in selection.candidates if c.kind != "precursor")
         raise UserError(f"{name!r} is not a candidate of {run} (candidates: {names})")
-    candidate = store.read_json(f"{layout.sweep_dir(run)}/{name}.json")
-    if name != selection["champion"]:
-        candidate["manual"] = {"overrules": selection["champion"], "reason": args.reason}
+    candidate = Candidate.model_validate(store.read_json(f"{layout.sweep_dir(run)}/{name}.json"))
+    if name != selection.champion:
+        candidate = candidate.model_copy(update={"manual": {"overrules": selection.champion, "reason": args.reason}})
     pointer = promote_champion(pipeline, record, candidate, precursor_of(record), store)
-    print(store.url(pointer["key"]))
+    print(store.url(pointer.key))
 
 
 if __name__ == "__main__":

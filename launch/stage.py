@@ -33,7 +33,7 @@ def main(argv=None):
         build_data(ref.builders, store)
     result = run_stage(pipeline, args.stage, store, train_only=args.train_only)
     if "champion" in result:
-        print(store.url(result["champion"]["key"]))
+        print(store.url(result["champion"].key))
     elif "experiment" in result:
         print(f"experiment {result['experiment']['name']} rejected: {result['experiment']['reason']}")
 

@@ -10,6 +10,7 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from huggingface_hub.repocard_data import model_index_to_eval_results
 
 from eval.report import markdown_table, pct
+from eval.scores import Scores, Selection
 from slm import layout
 from slm.engine import optimizer_name
 from slm.records import redact
@@ -38,21 +39,21 @@ def _overview(record: dict) -> str:
     return "| | |\n|---|---|\n" + "\n".join(f"| **{k}** | {v} |" for k, v in rows if v is not None)
 
 
-def _benchmarks(info: dict, sweep_note: str) -> str:
-    mmlu, bench = info["scores"]["mmlu"], info["scores"]["bench"]
+def _benchmarks(scores: Scores, sweep_note: str) -> str:
+    mmlu, bench = scores.mmlu, scores.bench
     out = [f"### MMLU\n\n{sweep_note}\n", "| Split | Score |", "|---|---|",
-           f"| **MMLU ({mmlu['n']:,} items)** | **{pct(mmlu['acc'])} ± {pct(mmlu['se'])}** |", "",
+           f"| **MMLU ({mmlu.n:,} items)** | **{pct(mmlu.acc)} ± {pct(mmlu.se)}** |", "",
            "| Macro domain | Items | Accuracy |", "|---|---|---|"]
-    for d, v in mmlu["domains"].items():
-        out.append(f"| {DOMAIN_TITLES.get(d, d)} | {v['n']} | {pct(v['acc'])} |")
+    for d, v in mmlu.domains.items():
+        out.append(f"| {DOMAIN_TITLES.get(d, d)} | {v.n} | {pct(v.acc)} |")
     if bench is None:
         return "\n".join(out)
     out += ["", "### TRUTH-list bench", "",
             "Greedy answers; a prompt passes when the answer contains an accepted answer and no known-wrong anchor, "
             "and format items answer in the asked form.", "", "| Category | N | Score |", "|---|---|---|"]
-    for cat, v in bench["categories"].items():
-        out.append(f"| {cat} | {v['total']} | {v['passed']}/{v['total']} ({v['score']:.1%}) |")
-    out.append(f"| **TOTAL** | **{bench['total']}** | **{bench['passed']}/{bench['total']} ({bench['score']:.1%})** |")
+    for cat, v in bench.categories.items():
+        out.append(f"| {cat} | {v.total} | {v.passed}/{v.total} ({v.score:.1%}) |")
+    out.append(f"| **TOTAL** | **{bench.total}** | **{bench.passed}/{bench.total} ({bench.score:.1%})** |")
     return "\n".join(out)
 
 
@@ -132,17 +133,18 @@ def eval_results(info: dict) -> list[EvalResult]:
     """The model-index: every benchmark the champion was scored on, as the Hub reads it.
 
     MMLU scored on a subset says so in its name, so that nothing takes it for full MMLU."""
-    mmlu, bench = info["scores"]["mmlu"], info["scores"].get("bench")
+    scores = Scores.model_validate(info["scores"])
+    mmlu, bench = scores.mmlu, scores.bench
     subset = "subset" in info["sweep_note"]
     out = [EvalResult(task_type="text-generation", dataset_type="cais/mmlu",
-                      dataset_name=f"MMLU (subset: {mmlu['n']:,} items, not full MMLU)" if subset else "MMLU",
+                      dataset_name=f"MMLU (subset: {mmlu.n:,} items, not full MMLU)" if subset else "MMLU",
                       dataset_config="all", dataset_split="test", metric_type="accuracy",
-                      metric_value=round(mmlu["acc"], 4), metric_name="accuracy")]
+                      metric_value=round(mmlu.acc, 4), metric_name="accuracy")]
     if bench:
         out.append(EvalResult(task_type="text-generation", dataset_type="truth-list-bench",
-                              dataset_name=f"TRUTH-list bench ({bench['total']} prompts)", metric_type="pass_rate",
-                              metric_value=round(bench["score"], 4), metric_name="pass rate"))
-    for task, metrics in sorted((info["scores"].get("extra") or {}).items()):
+                              dataset_name=f"TRUTH-list bench ({bench.total} prompts)", metric_type="pass_rate",
+                              metric_value=round(bench.score, 4), metric_name="pass rate"))
+    for task, metrics in sorted(scores.extra.items()):
         for metric, value in sorted(metrics.items()):
             if "stderr" not in metric:
                 out.append(EvalResult(task_type="text-generation", dataset_type=task, dataset_name=task,
@@ -164,7 +166,7 @@ def render(store: Store, info: dict, card_meta: dict) -> str:
     chain = lineage(store, info)
     records = [store.read_json(c["run_record"]) for c in chain]
     record = records[-1]
-    mmlu = info["scores"]["mmlu"]
+    scores = Scores.model_validate(info["scores"])
     name = f"{info['line']}-{info['version']}"
     data = ModelCardData(
         language=card_meta.get("language", ["en"]), license=card_meta.get("license", "apache-2.0"),
@@ -172,11 +174,11 @@ def render(store: Store, info: dict, card_meta: dict) -> str:
         tags=["text-generation", record["model"]["architecture"], "causal-lm", *[c["stage"] for c in chain]],
         eval_results=eval_results(info),
     )
-    sel = store.read_json(info["selection"])
+    sel = Selection.model_validate(store.read_json(info["selection"]))
     history = ["| Model | Stage | MMLU | Δ vs this model |", "|---|---|---|---|"]
     for c in chain:
         acc = c["scores"]["mmlu"]["acc"]
-        delta = "— this model" if c is info else f"{acc - mmlu['acc']:+.2%}"
+        delta = "— this model" if c is info else f"{acc - scores.mmlu.acc:+.2%}"
         history.append(f"| {c['line']}@{c['version']} | {c['stage']} | {pct(acc)} | {delta} |")
     stages = "\n\n".join(_stage_section(i, c, r) for i, (c, r) in enumerate(zip(chain, records), 1))
     versions = record.get("versions", {})
@@ -194,7 +196,7 @@ def render(store: Store, info: dict, card_meta: dict) -> str:
 
 ## Benchmark performance
 
-{_benchmarks(info, info['sweep_note'])}
+{_benchmarks(scores, info['sweep_note'])}
 
 ### Improvement along the line
 
@@ -206,11 +208,11 @@ def render(store: Store, info: dict, card_meta: dict) -> str:
 
 ## Checkpoint sweep and selection ({info['stage']})
 
-Every checkpoint of the run{' and its SLERP merges with the precursor' if any(r.get('kind') == 'merge' for r in sel['candidates']) else ''}
+Every checkpoint of the run{' and its SLERP merges with the precursor' if any(r.kind == 'merge' for r in sel.candidates) else ''}
 were scored; the precursor is shown for reference. Policy: best MMLU; a leader whose gain over the
-runner-up is below {sel['policy']['margin']:.2%} may not regress on
-{', '.join(sel['policy']['guarded_domains']) or 'any guarded domain'} by more than
-{sel['policy']['regression_tolerance_se']:g} SE.
+runner-up is below {sel.policy['margin']:.2%} may not regress on
+{', '.join(sel.policy['guarded_domains']) or 'any guarded domain'} by more than
+{sel.policy['regression_tolerance_se']:g} SE.
 
 {markdown_table(sel)}
 

@@ -11,6 +11,7 @@ import re
 
 from eval import bench
 from eval.local_data import LOCAL_TASKS
+from eval.scores import Candidate, Selection
 from eval.selection import report_row, select
 from eval.sweep import settings_digest, sweep
 from orchestration.sweeping import add_merges, write_report
@@ -31,7 +32,7 @@ def label(spec: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.@-]+", "-", tail).strip("-") or "model"
 
 
-def candidates_of(specs: list[str], store: Store) -> list[dict]:
+def candidates_of(specs: list[str], store: Store) -> list[Candidate]:
     """Model references (or run keys) → sweep candidates, each with a unique name."""
     out = []
     for spec in specs:
@@ -41,16 +42,14 @@ def candidates_of(specs: list[str], store: Store) -> list[dict]:
             if not found:
                 raise UserError(f"run {store.url(run)}: no complete checkpoint to evaluate")
             prefix = f"{run.rsplit('/', 1)[-1]}-" if len(specs) > 1 else ""
-            out += [{**c, "name": f"{prefix}{c['name']}"} for c in found]
+            out += [c.model_copy(update={"name": f"{prefix}{c.name}"}) for c in found]
             continue
         ref = resolve_ref(spec, store, what="model")
-        candidate = {"name": label(spec), "kind": "model", "spec": spec}
-        if ref.get("key") is not None and ref["store"] == store.uri:
-            candidate["key"] = ref["key"]  # a tree of this store: it can be merged like a checkpoint
+        if ref.get("key") is not None and ref["store"] == store.uri:  # a tree of this store: mergeable
+            out.append(Candidate(name=label(spec), kind="model", spec=spec, key=ref["key"]))
         else:
-            candidate["ref"] = ref
-        out.append(candidate)
-    names = [c["name"] for c in out]
+            out.append(Candidate(name=label(spec), kind="model", spec=spec, ref=ref))
+    names = [c.name for c in out]
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
         raise UserError(f"two models would both be named {twice[0]!r} in the report; evaluate them separately")
@@ -76,29 +75,28 @@ def check_settings(pipeline: PipelineConfig) -> None:
             raise UserError(f"sweep.extra_tasks: unknown lm-eval task {unknown[0]!r}")
 
 
-def ranked_rows(pool: list[dict]) -> dict:
+def ranked_rows(pool: list[Candidate]) -> Selection:
     """The report without a selection: every model, best MMLU first."""
-    rows = sorted(pool, key=lambda c: (-c["scores"]["mmlu"]["acc"], c["name"]))
-    return {"champion": None, "policy": None, "noise": None,
-            "candidates": [report_row(c, "scored", "") for c in rows]}
+    rows = sorted(pool, key=lambda c: (-c.scored.mmlu.acc, c.name))
+    return Selection(champion=None, candidates=[report_row(c, "scored", "") for c in rows])
 
 
 def evaluate(pipeline: PipelineConfig, store: Store, specs: list[str], name: str | None = None,
-             choose: bool = False, merge: bool = False) -> tuple[str, dict]:
+             choose: bool = False, merge: bool = False) -> tuple[str, Selection]:
     """Score `specs`; returns (the evaluation's store prefix, the report). Laid out like a run:
     `<prefix>/sweep/` holds each model's scores and selection.json/.md/.png, `<prefix>/merges/` the merges."""
     if merge and not choose:
         raise UserError("--merge merges the selected champion with the runner-up: add --select")
     check_settings(pipeline)
     candidates = candidates_of(specs, store)
-    if merge and (len(candidates) < 2 or any("key" not in c for c in candidates)):
+    if merge and (len(candidates) < 2 or any(c.key is None for c in candidates)):
         raise UserError("--merge needs at least two models that are trees of this store (run checkpoints, "
                         "champion:, store: references)")
     out = layout.evaluation_dir(name or config_digest({"models": specs, "settings": settings_digest(pipeline.sweep)}))
     cluster.connect()
     log(f"[evaluate] {len(candidates)} model(s) → {store.url(out)}")
     scored = sweep(store, candidates, pipeline.sweep, layout.sweep_dir(out), pipeline.cluster.use_gpu)
-    pool = [scored[c["name"]] for c in candidates]
+    pool = [scored[c.name] for c in candidates]
     if choose:
         selection = select(pool, pipeline.selection)
         if merge:

@@ -95,9 +95,9 @@ def run_stage(pipeline: PipelineConfig, name: str, store: Store, overrides: dict
     incumbent = experiment_incumbent(pipeline, name, store) if cfg.experiment else None
     champion, selection, precursor = sweep_and_select(pipeline, record, store, incumbent)
     if cfg.experiment:
-        verdict = record_experiment(pipeline, store, record, cfg, selection["experiment"])
+        verdict = record_experiment(pipeline, store, record, cfg, selection.experiment)
         if verdict["status"] == "rejected":
             return {"record": record, "selection": selection, "experiment": verdict}
     pointer = promote_champion(pipeline, record, champion, precursor, store)
-    log(f"[{name}] promoted {pipeline.line}@{pointer['version']} → {store.url(pointer['key'])}")
+    log(f"[{name}] promoted {pipeline.line}@{pointer.version} → {store.url(pointer.key)}")
     return {"record": record, "selection": selection, "champion": pointer}

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from eval import merge, report
 from eval.mmlu import SUBJECT_DOMAINS, select_subjects
+from eval.scores import Candidate, Selection
 from eval.selection import report_row, select
 from eval.sweep import sweep
 from orchestration.training import checkpoints
@@ -28,106 +29,106 @@ def sweep_note(pipeline: PipelineConfig, n_items: int) -> str:
     return f"lm-eval, {s.num_fewshot}-shot, {scope}{limit}: {n_items:,} test items{subset}."
 
 
-def precursor_of(record: dict) -> dict | None:
+def precursor_of(record: dict) -> Candidate | None:
     """The stage's starting model when it is a tree in this store (a champion or store: key)."""
     init = record.get("init") or {}
     if init.get("key") is None or init.get("store") is None:
         return None
     name = "precursor" + (f" ({init['champion']['line']}@{init['champion']['version']})" if init.get("champion") else "")
-    return {"name": name, "key": init["key"], "kind": "precursor",
-            "champion": init.get("champion")}
+    return Candidate(name=name, key=init["key"], kind="precursor", champion=init.get("champion"))
 
 
-def experiment_incumbent(pipeline: PipelineConfig, stage: str, store: Store) -> dict | None:
+def experiment_incumbent(pipeline: PipelineConfig, stage: str, store: Store) -> Candidate | None:
     """What an experiment must beat: the newest champion promoted from its stage (None: its precursor)."""
     try:
         pointer = champion_pointer(store, pipeline.line, stage=stage)
     except UserError:
         return None
-    return {"name": f"incumbent ({pointer['line']}@{pointer['version']})", "key": pointer["key"],
-            "kind": "incumbent", "champion": pointer}
+    return Candidate(name=f"incumbent ({pointer.line}@{pointer.version})", key=pointer.key, kind="incumbent",
+                     champion=pointer.to_json())
 
 
-def judge_experiment(best: dict, incumbent: dict, policy) -> dict:
+def judge_experiment(best: Candidate | dict, incumbent: Candidate | dict, policy) -> dict:
     """Head to head under the selection policy: accepted only when the experiment's best candidate wins."""
+    best, incumbent = (c if isinstance(c, Candidate) else Candidate.model_validate(c) for c in (best, incumbent))
     duel = select([best, incumbent], policy)
-    rows = {r["name"]: r for r in duel["candidates"]}
-    gain = best["scores"]["mmlu"]["acc"] - incumbent["scores"]["mmlu"]["acc"]
-    accepted = duel["champion"] == best["name"] and gain > 0
-    reason = rows[best["name"]]["reason"]
-    if duel["champion"] == best["name"] and not accepted:  # won a tie-break only: the status quo stays
-        reason = f"ties the incumbent {incumbent['name']} on MMLU ({gain:+.2%}); an experiment must beat it"
-    elif not accepted and rows[best["name"]]["status"] != "rejected":
-        reason = f"{reason} (the incumbent {incumbent['name']} stays: {rows[incumbent['name']]['reason']})"
-    return {"status": "accepted" if accepted else "rejected", "reason": reason, "candidate": best["name"],
-            "incumbent": incumbent["name"], "incumbent_key": incumbent["key"], "noise": duel["noise"],
-            "mmlu": {"candidate": best["scores"]["mmlu"]["acc"], "incumbent": incumbent["scores"]["mmlu"]["acc"]},
-            "bench": {"candidate": (best["scores"].get("bench") or {}).get("score"),
-                      "incumbent": (incumbent["scores"].get("bench") or {}).get("score")}}
+    mine, theirs = duel.row(best.name), duel.row(incumbent.name)
+    gain = best.scored.mmlu.acc - incumbent.scored.mmlu.acc
+    accepted = duel.champion == best.name and gain > 0
+    reason = mine.reason
+    if duel.champion == best.name and not accepted:  # won a tie-break only: the status quo stays
+        reason = f"ties the incumbent {incumbent.name} on MMLU ({gain:+.2%}); an experiment must beat it"
+    elif not accepted and mine.status != "rejected":
+        reason = f"{reason} (the incumbent {incumbent.name} stays: {theirs.reason})"
+    bench = lambda c: c.scored.bench.score if c.scored.bench else None  # noqa: E731
+    return {"status": "accepted" if accepted else "rejected", "reason": reason, "candidate": best.name,
+            "incumbent": incumbent.name, "incumbent_key": incumbent.key, "noise": duel.noise,
+            "mmlu": {"candidate": best.scored.mmlu.acc, "incumbent": incumbent.scored.mmlu.acc},
+            "bench": {"candidate": bench(best), "incumbent": bench(incumbent)}}
 
 
-def add_merges(pipeline: PipelineConfig, store: Store, prefix: str, selection: dict, candidates: list[dict],
-               scored: dict, precursor: dict | None, tag: str = "sweep") -> list[dict]:
+def add_merges(pipeline: PipelineConfig, store: Store, prefix: str, selection: Selection,
+               candidates: list[Candidate], scored: dict[str, Candidate], precursor: Candidate | None,
+               tag: str = "sweep") -> list[Candidate]:
     """SLERP the champion with its precursor (and any configured pairs); the merges, scored."""
-    ranked = [r["name"] for r in selection["candidates"] if r["status"] == "champion"]
-    ranked += [r["name"] for r in selection["candidates"] if r["status"] != "champion"]
+    ranked = [r.name for r in selection.candidates if r.status == "champion"]
+    ranked += [r.name for r in selection.candidates if r.status != "champion"]
     pairs = merge.resolve_pairs(([("champion", "precursor")] if precursor else []) + list(pipeline.merge.pairs),
-                                ranked, {**{c["name"]: c for c in candidates}, **scored})
+                                ranked, {**{c.name: c for c in candidates}, **scored})
     merges, seen = [], set()
     for base, other in pairs:
-        if (base["name"], other["name"]) in seen:
+        if (base.name, other.name) in seen:
             continue
-        seen.add((base["name"], other["name"]))
-        label = None if other.get("kind") == "precursor" and base["name"] == ranked[0] else f"{base['name']}-x-{other['name']}"
-        merges += merge.merge_candidates(store, base["key"], other["key"], pipeline.merge.t,
-                                         layout.merges_dir(prefix), label)
+        seen.add((base.name, other.name))
+        label = None if other.kind == "precursor" and base.name == ranked[0] else f"{base.name}-x-{other.name}"
+        merges += merge.merge_candidates(store, base.key, other.key, pipeline.merge.t, layout.merges_dir(prefix), label)
     merged = sweep(store, merges, pipeline.sweep, layout.sweep_dir(prefix), pipeline.cluster.use_gpu, tag)
-    return [merged[m["name"]] for m in merges]
+    return [merged[m.name] for m in merges]
 
 
-def write_report(store: Store, out: str, selection: dict, reference: list[dict], title: str) -> None:
-    store.write_json(f"{out}/selection.json", selection)
+def write_report(store: Store, out: str, selection: Selection, reference: list, title: str) -> None:
+    store.write_json(f"{out}/selection.json", selection.to_json())
     store.write_text(f"{out}/selection.md", report.markdown_table(selection))
     with tempfile.TemporaryDirectory() as tmp:
         png = Path(tmp) / "selection.png"
-        report.plot({**selection, "candidates": [c for c in selection["candidates"] if c["kind"] != "precursor"]},
-                    reference, png, title)
+        shown = selection.model_copy(update={"candidates": [c for c in selection.candidates if c.kind != "precursor"]})
+        report.plot(shown, reference, png, title)
         store.upload_file(png, f"{out}/selection.png")
 
 
 def sweep_and_select(pipeline: PipelineConfig, record: dict, store: Store,
-                     incumbent: dict | None = None) -> tuple[dict, dict, dict]:
+                     incumbent: Candidate | None = None) -> tuple[Candidate, Selection, Candidate | None]:
     prefix, use_gpu = record["run_prefix"], pipeline.cluster.use_gpu
     out = layout.sweep_dir(prefix)
     candidates = checkpoints(store, prefix)
     precursor = precursor_of(record)
     to_score = candidates + ([precursor] if precursor and (pipeline.sweep.score_precursor or record.get("experiment"))
                              else [])
-    if incumbent and (not precursor or incumbent["key"] != precursor["key"]):
+    if incumbent and (not precursor or incumbent.key != precursor.key):
         to_score.append(incumbent)
     cluster.connect()
     tag = f"{record['stage']} sweep"
     scored = sweep(store, to_score, pipeline.sweep, out, use_gpu, tag)
-    pool = [scored[c["name"]] for c in candidates]
+    pool = [scored[c.name] for c in candidates]
     selection = select(pool, pipeline.selection)
     if pipeline.merge.enabled:
         pool += add_merges(pipeline, store, prefix, selection, candidates, scored, precursor, tag)
         selection = select(pool, pipeline.selection)
     reference = []
-    if precursor and precursor["name"] in scored:
-        reference = [report_row(scored[precursor["name"]], "reference", "this stage's input model")]
-    if incumbent and incumbent["name"] in scored:
-        reference.append(report_row(scored[incumbent["name"]], "reference", "the stage's current champion"))
-    selection["candidates"] += reference
+    if precursor and precursor.name in scored:
+        reference = [report_row(scored[precursor.name], "reference", "this stage's input model")]
+    if incumbent and incumbent.name in scored:
+        reference.append(report_row(scored[incumbent.name], "reference", "the stage's current champion"))
+    selection.candidates += reference
     write_report(store, out, selection, reference, f"{pipeline.line} · {record['stage']} sweep")
-    champion = next(c for c in pool if c["name"] == selection["champion"])
-    log(f"[{record['stage']}] champion: {champion['name']} — "
-        f"{next(r['reason'] for r in selection['candidates'] if r['name'] == champion['name'])}")
+    champion = next(c for c in pool if c.name == selection.champion)
+    log(f"[{record['stage']}] champion: {champion.name} — {selection.row(champion.name).reason}")
     if record.get("experiment"):
-        against = scored.get((incumbent or {}).get("name")) or scored.get((precursor or {}).get("name"))
+        against = (scored.get(incumbent.name) if incumbent else None) or (scored.get(precursor.name) if precursor else None)
         if against is None:
             raise UserError(f"{record['stage']}: experiment {record['experiment']['name']} has nothing to be judged "
                             f"against (no champion from this stage and no precursor in the store)")
-        selection["experiment"] = judge_experiment(champion, {**against, "kind": "incumbent"}, pipeline.selection)
-        store.write_json(f"{out}/selection.json", selection)
+        selection.experiment = judge_experiment(champion, against.model_copy(update={"kind": "incumbent"}),
+                                                pipeline.selection)
+        store.write_json(f"{out}/selection.json", selection.to_json())
     return champion, selection, precursor

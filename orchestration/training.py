@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 
+from eval.scores import Candidate
 from slm import cluster, engine, layout, records
 from slm.chat import prompt_text
 from slm.config import PipelineConfig, StageConfig, config_digest, resolve_path
@@ -48,9 +49,9 @@ def training_summary(log_history: list[dict]) -> dict:
             "tokens_per_s": tokens / runtime if tokens and runtime else None}
 
 
-def checkpoints(store: Store, run: str) -> list[dict]:
+def checkpoints(store: Store, run: str) -> list[Candidate]:
     """A run's complete checkpoints as sweep candidates, oldest first."""
-    return [{"name": key.rsplit("/", 1)[-1], "key": key, "kind": "checkpoint", "step": step}
+    return [Candidate(name=key.rsplit("/", 1)[-1], key=key, kind="checkpoint", step=step)
             for step, key in layout.complete_checkpoints(store, run)]
 
 
@@ -191,7 +192,7 @@ def finish_record(store: Store, record: dict, job: TrainJob) -> dict:
     if not ckpts:
         raise UserError(f"{stage}: training finished without a complete checkpoint in {store.url(prefix)}")
     record.update(status="finished", finished_at=records.now(), engine=facts, training=training_summary(history),
-                  checkpoints=[c["key"] for c in ckpts], model=model_facts(store, ckpts[-1]["key"], facts["parameters"]))
+                  checkpoints=[c.key for c in ckpts], model=model_facts(store, ckpts[-1].key, facts["parameters"]))
     record["attempts"][-1].update(status="finished", finished_at=record["finished_at"])
     record["worker_group_starts"] = worker_group_starts(store, prefix)
     restarts = [s for s in record["worker_group_starts"] if s["resume_from"]]

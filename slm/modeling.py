@@ -12,29 +12,30 @@ from pathlib import Path
 from slm import layout
 from slm.config import resolve_path
 from slm.errors import UserError
+from slm.records import ChampionPointer
 from slm.store import Store, fetch_tree_cached, sha256_file
 
 WEIGHT_SUFFIX = ".safetensors"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
 
 
-def champion_pointer(store: Store, line: str, version: str | None = None, stage: str | None = None) -> dict:
+def champion_pointer(store: Store, line: str, version: str | None = None, stage: str | None = None) -> ChampionPointer:
     if stage is not None:  # the newest champion promoted from that stage of the line
         numbered = layout.versions(store, line, stage)
         if not numbered:
             raise UserError(f"no champion promoted yet from stage {stage!r} of line {line!r} "
                             f"({store.url(layout.line_dir(line))})")
         version = numbered[-1][1]
-        return {"line": line, "version": version, "key": layout.champion_dir(line, version), "stage": stage}
+        return ChampionPointer(line=line, version=version, key=layout.champion_dir(line, version), stage=stage)
     if version is None:
         key = layout.latest_pointer(line)
         if not store.exists(key):
             raise UserError(f"no champion promoted yet for line {line!r} ({store.url(key)} missing)")
-        return store.read_json(key)
+        return ChampionPointer.model_validate(store.read_json(key))
     key = layout.champion_dir(line, version)
     if not store.is_complete(key):
         raise UserError(f"champion {line}@{version} not found at {store.url(key)}")
-    return {"line": line, "version": version, "key": key}
+    return ChampionPointer(line=line, version=version, key=key)
 
 
 def resolve_ref(spec: str, store: Store, what: str = "model") -> dict:
@@ -43,7 +44,7 @@ def resolve_ref(spec: str, store: Store, what: str = "model") -> dict:
         rest, _, version = spec[len("champion:"):].partition("@")
         line, _, stage = rest.partition(":")
         pointer = champion_pointer(store, line, version or None, stage or None)
-        return {"spec": spec, "store": store.uri, "key": pointer["key"], "champion": pointer}
+        return {"spec": spec, "store": store.uri, "key": pointer.key, "champion": pointer.to_json()}
     if spec.startswith("store:"):
         key = spec[len("store:"):].strip("/")
         if not store.is_complete(key):

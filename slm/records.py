@@ -8,6 +8,8 @@ import re
 import subprocess
 from importlib import metadata
 
+from pydantic import BaseModel, ConfigDict
+
 from slm import REPO_ROOT
 
 PACKAGES = ("torch", "deepspeed", "ray", "transformers", "accelerate", "datasets", "lm_eval", "mergekit",
@@ -58,3 +60,19 @@ def environment_facts() -> dict:
     """Where a run happened; the AWS endpoint is kept (it says which store), keys never are."""
     return {"host_cpus": os.cpu_count(), "aws_endpoint": os.environ.get("AWS_ENDPOINT_URL"),
             "hf_offline": os.environ.get("HF_HUB_OFFLINE") == "1"}
+
+
+class ChampionPointer(BaseModel):
+    """`champions/<line>/latest.json`, and what a `champion:` reference resolves to."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    line: str
+    version: str
+    key: str
+    stage: str | None = None
+    run_id: str | None = None
+    updated_at: str | None = None
+
+    def to_json(self) -> dict:
+        return self.model_dump(mode="json", exclude_none=True)

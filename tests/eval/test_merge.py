@@ -43,22 +43,24 @@ def test_merge_candidates_are_complete_trees(tiny_model_dir, tmp_path):
     store.put_tree(tiny_model_dir(14), "runs/x/checkpoints/checkpoint-5")
     store.put_tree(tiny_model_dir(15), "champions/l/v1-sft")
     out = merge_candidates(store, "runs/x/checkpoints/checkpoint-5", "champions/l/v1-sft", [0.1, 0.5], "runs/x/merges")
-    assert [c["name"] for c in out] == ["slerp-t0.1", "slerp-t0.5"]
+    assert [c.name for c in out] == ["slerp-t0.1", "slerp-t0.5"]
     for cand in out:
-        manifest = store.tree_manifest(cand["key"])
+        manifest = store.tree_manifest(cand.key)
         assert manifest["merge"]["method"] == "slerp" and "model.safetensors" in manifest["files"]
 
 
 def test_merge_pairs_resolve_aliases_and_name_unknown_candidates():
     from eval.merge import resolve_pairs
+    from eval.scores import Candidate
     from slm.errors import UserError
 
-    candidates = {"checkpoint-30": {"name": "checkpoint-30", "key": "a"}, "checkpoint-60": {"name": "checkpoint-60", "key": "b"},
-                  "precursor (x@v1)": {"name": "precursor (x@v1)", "key": "p", "kind": "precursor"}}
+    candidates = {"checkpoint-30": Candidate(name="checkpoint-30", key="a", kind="checkpoint"),
+                  "checkpoint-60": Candidate(name="checkpoint-60", key="b", kind="checkpoint"),
+                  "precursor (x@v1)": Candidate(name="precursor (x@v1)", key="p", kind="precursor")}
     ranked = ["checkpoint-60", "checkpoint-30"]
     pairs = resolve_pairs([("champion", "precursor"), ("champion", "runner_up"), ("checkpoint-30", "precursor")],
                           ranked, candidates)
-    assert [(a["key"], b["key"]) for a, b in pairs] == [("b", "p"), ("b", "a"), ("a", "p")]
+    assert [(a.key, b.key) for a, b in pairs] == [("b", "p"), ("b", "a"), ("a", "p")]
     with pytest.raises(UserError, match="no candidate 'checkpoint-90'.*checkpoint-30, checkpoint-60"):
         resolve_pairs([("champion", "checkpoint-90")], ranked, candidates)
     with pytest.raises(UserError, match="same model"):

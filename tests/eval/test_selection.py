@@ -22,7 +22,7 @@ def mmlu_scores(items: dict[str, list[int]]) -> dict:
 
 def candidate(name, items, kind="checkpoint", step=None, bench=0.5):
     return {"name": name, "kind": kind, "step": step,
-            "scores": {"mmlu": mmlu_scores(items), "bench": {"score": bench, "passed": 0, "total": 106}}}
+            "scores": {"mmlu": mmlu_scores(items), "bench": {"score": bench, "passed": 0, "total": 106, "categories": {}}}}
 
 
 def answers(rate: float, n: int = 100, seed: int = 0) -> list[int]:
@@ -38,16 +38,16 @@ def base_items(rate=0.5, seed=0):
 
 
 def verdict(report, name):
-    return next(r for r in report["candidates"] if r["name"] == name)
+    return report.row(name)
 
 
 def test_clear_winner_is_significant():
     strong = candidate("checkpoint-200", base_items(0.7), step=200)
     weak = candidate("checkpoint-100", base_items(0.4, seed=50), step=100)
     report = select([weak, strong], SelectionPolicy())
-    assert report["champion"] == "checkpoint-200"
-    assert not report["noise"]["within_noise"] and report["noise"]["mcnemar_p"] < 0.001
-    assert "best MMLU" in verdict(report, "checkpoint-200")["reason"]
+    assert report.champion == "checkpoint-200"
+    assert not report.noise["within_noise"] and report.noise["mcnemar_p"] < 0.001
+    assert "best MMLU" in verdict(report, "checkpoint-200").reason
 
 
 def test_marginal_winner_regressing_on_guarded_domains_is_rejected():
@@ -69,10 +69,10 @@ def test_marginal_winner_regressing_on_guarded_domains_is_rejected():
                              regression_tolerance_se=1.0)
     report = select([candidate("checkpoint-200", leader, step=200), candidate("checkpoint-150", runner, step=150)],
                     policy)
-    assert report["champion"] == "checkpoint-150"
+    assert report.champion == "checkpoint-150"
     rejected = verdict(report, "checkpoint-200")
-    assert rejected["status"] == "rejected"
-    assert "below the 0.50% margin" in rejected["reason"] and "stem" in rejected["reason"]
+    assert rejected.status == "rejected"
+    assert "below the 0.50% margin" in rejected.reason and "stem" in rejected.reason
 
 
 def test_marginal_winner_without_regressions_is_kept():
@@ -81,7 +81,7 @@ def test_marginal_winner_without_regressions_is_kept():
     leader["marketing"][leader["marketing"].index(0)] = 1
     policy = SelectionPolicy(margin=0.05, guarded_domains=["stem", "humanities"])
     report = select([candidate("a", leader), candidate("b", runner)], policy)
-    assert report["champion"] == "a"
+    assert report.champion == "a"
 
 
 def test_winner_inside_the_noise_is_chosen_but_flagged():
@@ -90,27 +90,27 @@ def test_winner_inside_the_noise_is_chosen_but_flagged():
     for s in ("marketing", "sociology"):
         leader[s][leader[s].index(0)] = 1
     report = select([candidate("a", leader), candidate("b", runner)], SelectionPolicy(margin=0.0))
-    assert report["champion"] == "a"
-    assert report["noise"]["within_noise"] and report["noise"]["mcnemar_p"] > 0.05
-    assert "within noise" in verdict(report, "a")["reason"]
+    assert report.champion == "a"
+    assert report.noise["within_noise"] and report.noise["mcnemar_p"] > 0.05
+    assert "within noise" in verdict(report, "a").reason
 
 
 def test_slerp_merge_that_wins_becomes_champion():
     ckpt = candidate("checkpoint-150", base_items(0.5), step=150)
     merge = candidate("slerp-t0.1", base_items(0.62, seed=7), kind="merge")
     report = select([ckpt, merge], SelectionPolicy())
-    assert report["champion"] == "slerp-t0.1"
-    assert verdict(report, "slerp-t0.1")["kind"] == "merge"
+    assert report.champion == "slerp-t0.1"
+    assert verdict(report, "slerp-t0.1").kind == "merge"
 
 
 def test_ties_prefer_bench_then_checkpoints_then_later_steps():
     same = base_items(0.5)
     report = select([candidate("slerp-t0.1", same, kind="merge"), candidate("checkpoint-10", same, step=10),
                      candidate("checkpoint-30", same, step=30)], SelectionPolicy())
-    assert report["champion"] == "checkpoint-30"
+    assert report.champion == "checkpoint-30"
     report = select([candidate("checkpoint-10", same, step=10, bench=0.9),
                      candidate("checkpoint-30", same, step=30, bench=0.2)], SelectionPolicy())
-    assert report["champion"] == "checkpoint-10"
+    assert report.champion == "checkpoint-10"
 
 
 def test_paired_statistics():
@@ -125,4 +125,4 @@ def test_selection_without_a_bench():
     for cand in (strong, weak):
         cand["scores"]["bench"] = None
     report = select([weak, strong], SelectionPolicy())
-    assert report["champion"] == "a" and verdict(report, "a")["bench"] is None
+    assert report.champion == "a" and verdict(report, "a").bench is None

@@ -49,12 +49,12 @@ def test_an_experiment_is_accepted_only_when_it_beats_the_incumbent():
 
     policy = SelectionPolicy(margin=0.005)
     incumbent = {"name": "incumbent (x@v3-sft)", "key": "champions/x/v3-sft", "kind": "incumbent", "scores": scores(0.30)}
-    worse = judge_experiment({"name": "checkpoint-40", "key": "k", "scores": scores(0.25)}, incumbent, policy)
+    worse = judge_experiment({"name": "checkpoint-40", "key": "k", "kind": "checkpoint", "scores": scores(0.25)}, incumbent, policy)
     assert worse["status"] == "rejected" and "the incumbent incumbent (x@v3-sft) stays" in worse["reason"]
     assert worse["mmlu"] == {"candidate": 0.25, "incumbent": 0.30}
-    better = judge_experiment({"name": "checkpoint-40", "key": "k", "scores": scores(0.40)}, incumbent, policy)
+    better = judge_experiment({"name": "checkpoint-40", "key": "k", "kind": "checkpoint", "scores": scores(0.40)}, incumbent, policy)
     assert better["status"] == "accepted" and "best MMLU" in better["reason"]
-    tie = judge_experiment({"name": "checkpoint-40", "key": "k", "scores": scores(0.30)}, incumbent, policy)
+    tie = judge_experiment({"name": "checkpoint-40", "key": "k", "kind": "checkpoint", "scores": scores(0.30)}, incumbent, policy)
     assert tie["status"] == "rejected" and "an experiment must beat it" in tie["reason"]
 
 

@@ -162,6 +162,6 @@ def test_dpo_as_an_experiment_is_judged_against_the_incumbent_and_kept_on_record
     if verdict["status"] == "rejected":
         assert "champion" not in result
     else:
-        assert lab["store"].read_json(f"{result['champion']['key']}/champion.json")["experiment"]["name"] == "dpo-v1"
+        assert lab["store"].read_json(f"{result['champion'].key}/champion.json")["experiment"]["name"] == "dpo-v1"
     table = _experiments(lab["store"], pipeline.line)
     assert "| dpo-v1 | dpo | preferences fix wrong capitals |" in table and f"**{verdict['status']}**" in table

@@ -1,0 +1,137 @@
+"""The typed records that cross sweep → selection → promotion → card.
+
+Each has a JSON form (`to_json`) that is exactly the layout the store has always held, so files
+written by earlier runs load with `model_validate`, and a misspelt field is an error at the
+boundary instead of a KeyError three modules later.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+
+class Record(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    def to_json(self) -> dict:
+        return self.model_dump(mode="json", exclude_none=True)
+
+
+class SubjectScore(Record):
+    acc: float
+    se: float | None = None
+    n: int
+    domain: str
+
+
+class DomainScore(Record):
+    acc: float
+    se: float | None = None
+    n: int
+
+
+class MMLUScores(Record):
+    """Overall, per-domain and per-subject accuracy, and per-item correctness (1/0 by document order)."""
+
+    acc: float
+    se: float
+    n: int
+    domains: dict[str, DomainScore]
+    subjects: dict[str, SubjectScore]
+    items: dict[str, list[int]] = {}  # dropped where only the summary is kept (champion.json)
+
+
+class CategoryScore(Record):
+    passed: int
+    total: int
+    score: float
+
+
+class BenchItem(Record):
+    id: str
+    category: str
+    answer: str
+    passed: bool
+    reason: str
+
+
+class BenchScores(Record):
+    passed: int
+    total: int
+    score: float
+    categories: dict[str, CategoryScore]
+    items: list[BenchItem] = []
+
+
+class Scores(Record):
+    mmlu: MMLUScores
+    bench: BenchScores | None = None
+    extra: dict[str, dict[str, float]] = {}  # other lm-eval tasks: task → metric → value
+    scored_at: str | None = None
+    device: str | None = None
+    seconds: float | None = None
+
+    def summary(self) -> "Scores":
+        """The scores without per-item answers (what a champion's provenance keeps)."""
+        return self.model_copy(update={
+            "mmlu": self.mmlu.model_copy(update={"items": {}}),
+            "bench": self.bench.model_copy(update={"items": []}) if self.bench else None})
+
+
+class Candidate(Record):
+    """A model the sweep scores: a checkpoint, a merge, the stage's input model, an incumbent champion,
+    or any model the evaluator was given. `key` is a tree of the sweep's store; `ref` any resolved
+    model reference (slm.modeling.resolve_ref)."""
+
+    name: str
+    kind: str  # checkpoint | merge | precursor | incumbent | model
+    key: str | None = None
+    ref: dict[str, Any] | None = None
+    step: int | None = None
+    spec: str | None = None  # the reference the user gave (evaluator)
+    champion: dict[str, Any] | None = None  # the champion pointer, when the candidate is one
+    merge: dict[str, Any] | None = None  # method, t, the merged pair
+    manual: dict[str, Any] | None = None  # a promotion that overrules the selection: what and why
+    weights_digest: str | None = None
+    settings_digest: str | None = None
+    scores: Scores | None = None
+
+    @property
+    def scored(self) -> Scores:
+        if self.scores is None:
+            raise ValueError(f"candidate {self.name} has not been scored")
+        return self.scores
+
+
+class SelectionRow(Record):
+    """One candidate's line in a selection report: its scores and the verdict on it."""
+
+    name: str
+    kind: str | None = None
+    step: int | None = None
+    mmlu: float
+    mmlu_se: float
+    domains: dict[str, float]
+    bench: float | None = None
+    bench_passed: int | None = None
+    bench_total: int | None = None
+    status: str  # champion | not selected | rejected | reference | scored
+    reason: str
+    regressions: list[dict[str, Any]] | None = None
+
+
+class Selection(Record):
+    """A selection report: the champion (None when models were only ranked), the policy, the noise test."""
+
+    champion: str | None
+    policy: dict[str, Any] | None = None
+    noise: dict[str, Any] | None = None
+    candidates: list[SelectionRow]
+    experiment: dict[str, Any] | None = None
+
+    def row(self, name: str) -> SelectionRow:
+        return next(r for r in self.candidates if r.name == name)
+
+    def to_json(self) -> dict:  # keep `champion: null` and `noise: null` in the file, as before
+        return self.model_dump(mode="json", exclude_none=False)
