@@ -1,8 +1,10 @@
 """Prompt benches scored by TRUTH lists (format documented in eval/benches/README.md).
 
-A prompt passes when the greedy answer contains one of its accepted answers (whole words, after
-normalising case, accents and punctuation) and none of its FALSE anchors. Format items check the
-asked form instead of (or as well as) content: yes/no, a single letter, exactly N items, a number.
+A prompt passes when the greedy answer asserts one of its accepted answers (whole words, after
+normalising case, accents and punctuation; not in a negated clause; not an echo of the prompt;
+for a calculation, its stated result) and asserts none of its FALSE anchors. Format items check
+the asked form instead of (or as well as) content: yes/no, a single letter, exactly N items, a
+number. The rules are stated in eval/benches/README.md.
 """
 from __future__ import annotations
 
@@ -62,8 +64,51 @@ def mentions(answer: str, phrase: str) -> bool:
     return re.search(rf"(?<!\w){re.escape(normalize(phrase))}(?!\w)", normalize(answer)) is not None
 
 
+# What makes a bench hard to fool: an accepted answer counts only where the answer asserts it.
+# Clauses end at sentence punctuation, commas (not thousands separators), "but" and "however";
+# a mention counts only when nothing before it in its clause negates it ("isn't" normalises to "isn t").
+CLAUSE_END = re.compile(r"[;!?\n]|\.(?!\d)|(?<!\d),|,(?!\d{3})|\bbut\b|\bhowever\b", re.IGNORECASE)
+NEGATION = re.compile(r"\b(not|never|no|nor|neither|t|without|rather than|instead of)\b")
+NUMBER = r"-?\d+(?:\.\d+)?"
+STATED = re.compile(rf"\b(?:is|equals|equal to|makes|gives)\s+({NUMBER})")
+
+
+def clauses(answer: str) -> list[str]:
+    return [c for c in (normalize(part) for part in CLAUSE_END.split(answer)) if c]
+
+
+def asserts(answer: str, phrase: str) -> bool:
+    """The answer states `phrase`: a whole-word mention in a clause with no negation before it."""
+    pattern = re.compile(rf"(?<!\w){re.escape(normalize(phrase))}(?!\w)")
+    for clause in clauses(answer):
+        for m in pattern.finditer(clause):
+            if not NEGATION.search(clause[: m.start()]):
+                return True
+    return False
+
+
+def is_number(text: str) -> bool:
+    return re.fullmatch(NUMBER, normalize(text)) is not None
+
+
+def stated_result(answer: str) -> float | None:
+    """The number an answer gives as its result: the first one after is/=/equals in a clause without
+    negation, else the last number not negated in its clause."""
+    last = None
+    for clause in clauses(answer.replace("=", " equals ")):
+        stated = next((m for m in STATED.finditer(clause) if not NEGATION.search(clause[: m.start()])), None)
+        if stated:
+            return float(stated.group(1))
+        for m in re.finditer(rf"(?<![\w.]){NUMBER}(?![\w.])", clause):
+            if not NEGATION.search(clause[: m.start()]):
+                last = float(m.group())
+    return last
+
+
 def list_items(answer: str) -> list[str]:
     lines = [l.strip(" -*\t") for l in answer.strip().splitlines() if l.strip(" -*\t")]
+    if len(lines) > 1 and lines[0].endswith(":"):  # a lead-in ("The primary colors are:") is not an item
+        lines = lines[1:]
     if len(lines) == 1 and "," in lines[0]:
         lines = [p.strip() for p in lines[0].split(",") if p.strip()]
     return [re.sub(r"^\d+[.)]\s*", "", l) for l in lines]
@@ -95,11 +140,24 @@ def score_item(item: dict, answer: str) -> tuple[bool, str]:
         if item["truth"] and not all(any(normalize(e) == normalize(t) for t in item["truth"]) for e in entries):
             return False, "an item outside the accepted list"
         return True, "list"
+    if item["truth"] and all(is_number(t) for t in item["truth"]) and re.search(r"\d", item["prompt"]):
+        # A calculation: the numbers of the question are in the answer anyway; its result is what counts.
+        result = stated_result(stripped)
+        if result is None:
+            return False, "no stated result"
+        hit = any(result == float(normalize(t)) for t in item["truth"])
+        return hit, f"stated result {result:g}"
     for anchor in item.get("false", []):
-        if mentions(stripped, anchor):
+        if asserts(stripped, anchor):
             return False, f"false anchor {anchor!r}"
-    hit = next((t for t in item["truth"] if mentions(stripped, t)), None)
-    return (hit is not None), (f"matched {hit!r}" if hit else "no accepted answer")
+    # An accepted answer the prompt itself contains would pass any echo of the question.
+    own = [t for t in item["truth"] if not mentions(item["prompt"], t)]
+    hit = next((t for t in own if asserts(stripped, t)), None)
+    if hit:
+        return True, f"matched {hit!r}"
+    if any(mentions(stripped, t) for t in own):
+        return False, "accepted answer only in a negated clause"
+    return False, "no accepted answer"
 
 
 def summarize(items: list[dict], answers: list[str]) -> dict:
