@@ -125,8 +125,8 @@ def test_s3_server_restarted_mid_checkpoint_upload_never_yields_a_partial_checkp
     assert store.exists(f"{prefix}/checkpoints/checkpoint-20/config.json"), "part of checkpoint-20 did land"
     assert not store.is_complete(f"{prefix}/checkpoints/checkpoint-20")
     assert latest_complete_checkpoint(store, prefix).endswith("checkpoint-10")
-    assert [c["name"] for c in checkpoints(store, prefix)] == ["checkpoint-10"]
+    assert [c.name for c in checkpoints(store, prefix)] == ["checkpoint-10"]
 
     callback.on_save(args, state(20), None)  # what the restarted worker group does after resuming
     assert latest_complete_checkpoint(store, prefix).endswith("checkpoint-20")
-    assert [c["name"] for c in checkpoints(store, prefix)] == ["checkpoint-10", "checkpoint-20"]
+    assert [c.name for c in checkpoints(store, prefix)] == ["checkpoint-10", "checkpoint-20"]

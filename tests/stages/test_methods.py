@@ -154,14 +154,14 @@ def test_dpo_as_an_experiment_is_judged_against_the_incumbent_and_kept_on_record
     record = result["record"]
     assert record["engine"]["zero_stage"] == 2 and record["engine"]["global_step"] == 8
     verdict = result["experiment"] if "experiment" in result else record["experiment"]
-    assert verdict["status"] in ("accepted", "rejected") and verdict["reason"]
+    print(f"dpo-v1: {verdict['status']} — {verdict['reason']} (MMLU {verdict['mmlu']})")
+    # The start is a random init at chance; 8 DPO steps cannot lift it on 20 MMLU items (here it ties,
+    # 10% vs 10%), and an experiment must beat its incumbent, not tie it: rejected, and not promoted.
+    assert verdict["status"] == "rejected" and "incumbent" in verdict["reason"], verdict
     assert verdict["incumbent"].startswith("precursor")  # no dpo champion yet: the starting model is the incumbent
     on_record = lab["store"].read_json(f"experiments/{pipeline.line}/{record['run_id']}.json")
     assert on_record["name"] == "dpo-v1" and on_record["status"] == verdict["status"]
     assert lab["store"].read_json(f"{record['run_prefix']}/record.json")["experiment"]["status"] == verdict["status"]
-    if verdict["status"] == "rejected":
-        assert "champion" not in result
-    else:
-        assert lab["store"].read_json(f"{result['champion'].key}/champion.json")["experiment"]["name"] == "dpo-v1"
+    assert "champion" not in result and not lab["store"].exists("champions/tiny-ff/latest.json")
     table = _experiments(lab["store"], pipeline.line)
     assert "| dpo-v1 | dpo | preferences fix wrong capitals |" in table and f"**{verdict['status']}**" in table
