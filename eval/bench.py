@@ -60,8 +60,13 @@ def normalize(text: str) -> str:
     return " ".join(text.split())
 
 
+def whole_words(phrase: str) -> re.Pattern:
+    """The normalised phrase as whole words, to search normalised text."""
+    return re.compile(rf"(?<!\w){re.escape(normalize(phrase))}(?!\w)")
+
+
 def mentions(answer: str, phrase: str) -> bool:
-    return re.search(rf"(?<!\w){re.escape(normalize(phrase))}(?!\w)", normalize(answer)) is not None
+    return whole_words(phrase).search(normalize(answer)) is not None
 
 
 # What makes a bench hard to fool: an accepted answer counts only where the answer asserts it.
@@ -79,7 +84,7 @@ def clauses(answer: str) -> list[str]:
 
 def asserts(answer: str, phrase: str) -> bool:
     """The answer states `phrase`: a whole-word mention in a clause with no negation before it."""
-    pattern = re.compile(rf"(?<!\w){re.escape(normalize(phrase))}(?!\w)")
+    pattern = whole_words(phrase)
     for clause in clauses(answer):
         for m in pattern.finditer(clause):
             if not NEGATION.search(clause[: m.start()]):

@@ -8,14 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
-
-
-class Record(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    def to_json(self) -> dict:
-        return self.model_dump(mode="json", exclude_none=True)
+from slm.records import Record
 
 
 class SubjectScore(Record):

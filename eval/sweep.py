@@ -161,7 +161,7 @@ def sweep(store: Store, candidates: list[Candidate], spec: SweepSpec, out_prefix
         mmlu_scope = "all subjects" if spec.subjects == "all" else f"{len(spec.subjects)} subjects"
         limit = f", {spec.limit} items each" if spec.limit else ""
         log(f"[{tag}] scoring {len(pending)} candidate(s): MMLU {mmlu_scope}{limit}, {spec.num_fewshot}-shot"
-              f"{', bench' if spec.bench else ''}{', ' + ', '.join(spec.extra_tasks) if spec.extra_tasks else ''}")
+            f"{', bench' if spec.bench else ''}{', ' + ', '.join(spec.extra_tasks) if spec.extra_tasks else ''}")
     refs = {}
     for i, (name, (cand, _)) in enumerate(pending.items()):
         refs[name] = remote.remote(model_ref(store, cand), spec.model_dump(mode="json"), use_gpu)
@@ -180,7 +180,7 @@ def sweep(store: Store, candidates: list[Candidate], spec: SweepSpec, out_prefix
         m, b = scores.mmlu, scores.bench
         bench_note = f", bench {b.passed}/{b.total}" if b else ""
         log(f"[{tag}] {name}: MMLU {m.acc:.2%} ± {m.se:.2%} (n={m.n}){bench_note}, "
-              f"scored in {scores.seconds:.0f} s")
+            f"scored in {scores.seconds:.0f} s")
         results[name] = cand.model_copy(update={"scores": scores})
     for name, cand in results.items():
         store.write_json(f"{out_prefix}/{name}.json", cand.to_json())

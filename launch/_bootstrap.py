@@ -13,13 +13,11 @@ SET_HELP = ("override a config value (repeatable): a pipeline key (cluster.worke
             "or a stage's key by name (repair.train.lr=1e-5)")
 
 
-def add_pipeline_options(parser, overrides: bool = True) -> None:
+def add_pipeline_options(parser) -> None:
     """--pipeline (which pipeline config), --store (which store) and --set (overrides)."""
     parser.add_argument("--pipeline", "--config", dest="pipeline", default="stages/pipeline.yaml",
                         help="pipeline config (default: the embedded one)")
     parser.add_argument("--store", help="store URI (a directory or s3://bucket/prefix); default: the pipeline's")
-    if overrides:
-        parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                            help=SET_HELP)
-        # The old spelling of a pipeline override; --set takes pipeline keys too.
-        parser.add_argument("--pipeline-set", dest="overrides", action="append", help=argparse.SUPPRESS)
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help=SET_HELP)
+    # The old spelling of a pipeline override; --set takes pipeline keys too.
+    parser.add_argument("--pipeline-set", dest="overrides", action="append", help=argparse.SUPPRESS)

@@ -17,10 +17,10 @@ from slm.errors import cli_main
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("targets", nargs="+", help="stage names or builder config files")
-    _bootstrap.add_pipeline_options(p, overrides=False)
+    _bootstrap.add_pipeline_options(p)
     p.add_argument("--force", action="store_true", help="rebuild even when the inputs did not change")
     args = p.parse_args(argv)
-    pipeline, store = open_pipeline(args.pipeline, args.store)
+    pipeline, store = open_pipeline(args.pipeline, args.store, args.overrides)
     for target in args.targets:
         configs = pipeline.stage(target).builders if target in STAGE_ORDER else [target]
         for config in configs:

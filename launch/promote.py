@@ -24,9 +24,9 @@ def main(argv=None):
     p.add_argument("run", help="the run's key in the store, runs/<stage>/<run_id>")
     p.add_argument("--candidate", help="a candidate of the run's sweep (default: the selected champion)")
     p.add_argument("--reason", help="why a candidate other than the selected one is promoted")
-    _bootstrap.add_pipeline_options(p, overrides=False)
+    _bootstrap.add_pipeline_options(p)
     args = p.parse_args(argv)
-    pipeline, store = open_pipeline(args.pipeline, args.store)
+    pipeline, store = open_pipeline(args.pipeline, args.store, args.overrides)
     run = args.run.strip("/")
     if not store.exists(f"{layout.sweep_dir(run)}/selection.json"):
         raise UserError(f"{store.url(run)}: no sweep/selection.json; run the stage's sweep first")

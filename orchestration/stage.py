@@ -20,22 +20,23 @@ STAGE_KEYS = set(StageConfig.model_fields)
 
 def route_overrides(pairs: list[str], stage: str | None = None) -> tuple[dict, dict[str, dict]]:
     """`--set` means the same in every launcher: a pipeline key (cluster.workers=8) overrides the
-    pipeline config; a stage key (train.lr=1e-5) overrides the stage being run, or with `pipeline`
-    every stage; `repair.train.lr=1e-5` names the stage. Returns (pipeline overrides, stage → overrides)."""
+    pipeline config; a stage key (train.lr=1e-5) overrides the stage being run, or without one every
+    stage ("*"); `repair.train.lr=1e-5` names the stage. Returns (pipeline overrides, stage → overrides).
+
+    `dpo` is both a stage and a stage key: `dpo.beta=0.2` is the key, `dpo.train.lr=…` names the stage."""
     pipeline: dict = {}
     stages: dict[str, dict] = {}
     for pair in pairs:
-        head = pair.split("=", 1)[0].split(".", 1)[0]
+        head, _, rest = pair.split("=", 1)[0].partition(".")
         if head in PIPELINE_KEYS:
             pipeline = deep_merge(pipeline, parse_overrides([pair]))
-        elif head in STAGE_ORDER:
-            rest = pair.split(".", 1)[1] if "." in pair.split("=", 1)[0] else ""
-            if not rest:
-                raise UserError(f"--set {pair}: name a key of the {head} stage, e.g. {head}.train.lr=1e-5")
-            stages[head] = deep_merge(stages.get(head, {}), parse_overrides([rest]))
+        elif head in STAGE_ORDER and rest.partition(".")[0] in STAGE_KEYS:
+            stages[head] = deep_merge(stages.get(head, {}), parse_overrides([pair[len(head) + 1:]]))
         elif head in STAGE_KEYS:
-            for name in [stage] if stage else ["*"]:
-                stages[name] = deep_merge(stages.get(name, {}), parse_overrides([pair]))
+            name = stage or "*"
+            stages[name] = deep_merge(stages.get(name, {}), parse_overrides([pair]))
+        elif head in STAGE_ORDER:
+            raise UserError(f"--set {pair}: name a key of the {head} stage, e.g. {head}.train.lr=1e-5")
         else:
             raise UserError(f"--set {pair}: {head!r} is neither a pipeline key ({', '.join(sorted(PIPELINE_KEYS))}), "
                             f"a stage key ({', '.join(sorted(STAGE_KEYS))}) nor a stage name")

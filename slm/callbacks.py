@@ -173,5 +173,5 @@ class StoreCheckpointCallback(TrainerCallback):
                                               "save_s": round(save_s, 3) if save_s is not None else None,
                                               "upload_s": round(upload_s, 3)})
             log(f"[checkpoint] {store.url(key)} persisted ({len(merged)} files, saved in "
-                  f"{save_s or 0:.1f}s, uploaded in {upload_s:.1f}s)")
+                f"{save_s or 0:.1f}s, uploaded in {upload_s:.1f}s)")
         _barrier()

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import io
 import json
 import os
 import shutil
 from pathlib import Path
+
 from pydantic import BaseModel
 
 from slm import layout
@@ -215,8 +215,9 @@ def _worker_loop(job_dict: dict, recipe) -> None:
     callbacks.append(StoreCheckpointCallback(job.store, job.run_prefix, local_rank))
     # Libraries print the same setup lines on every rank (DeepSpeed's "built successfully"); rank 0's
     # copy is enough. Progress, checkpoints and errors go to stderr and are not affected.
-    quiet = contextlib.nullcontext() if rank == 0 else contextlib.redirect_stdout(io.StringIO())
-    with quiet:
+    with contextlib.ExitStack() as quiet:
+        if rank != 0:
+            quiet.enter_context(contextlib.redirect_stdout(quiet.enter_context(open(os.devnull, "w"))))
         trainer = recipe.trainer(job, model, tokenizer, arguments, train_data, eval_data, callbacks)
         trainer.remove_callback(PrinterCallback)  # its raw log dicts repeat what ProgressCallback prints
         trainer.train(resume_from_checkpoint=str(resume_dir) if resume_dir else None)
@@ -225,7 +226,6 @@ def _worker_loop(job_dict: dict, recipe) -> None:
     facts = {
         "engine": type(engine).__name__,
         "zero_stage": engine.zero_optimization_stage() if hasattr(engine, "zero_optimization_stage") else None,
-        "optimizer": optimizer_name(job.ds_config),
         "world_size": dist.get_world_size(),
         "backend": dist.get_backend(),
         "deepspeed": deepspeed.__version__,

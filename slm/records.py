@@ -62,10 +62,17 @@ def environment_facts() -> dict:
             "hf_offline": os.environ.get("HF_HUB_OFFLINE") == "1"}
 
 
-class ChampionPointer(BaseModel):
-    """`champions/<line>/latest.json`, and what a `champion:` reference resolves to."""
+class Record(BaseModel):
+    """A typed record whose JSON form is the store's file layout: unknown fields are refused."""
 
     model_config = ConfigDict(extra="forbid")
+
+    def to_json(self) -> dict:
+        return self.model_dump(mode="json", exclude_none=True)
+
+
+class ChampionPointer(Record):
+    """`champions/<line>/latest.json`, and what a `champion:` reference resolves to."""
 
     line: str
     version: str
@@ -73,6 +80,3 @@ class ChampionPointer(BaseModel):
     stage: str | None = None
     run_id: str | None = None
     updated_at: str | None = None
-
-    def to_json(self) -> dict:
-        return self.model_dump(mode="json", exclude_none=True)
