@@ -116,6 +116,10 @@ def write_tasks(source, subjects: list[str], out_dir: Path) -> list[str]:
     out_dir.mkdir(parents=True, exist_ok=True)
     for subject in subjects:
         spec = subject_task(subject, source)
+        for split, file in spec.get("dataset_kwargs", {}).get("data_files", {}).items():
+            if not Path(file).is_file():
+                raise UserError(f"sweep.mmlu_dir {source}: no {split} file for {subject} ({file}); the repository "
+                                f"ships 6 subjects in eval/data/mmlu: point mmlu_dir at a full MMLU copy or hf:cais/mmlu")
         (out_dir / f"{task_name(subject)}.yaml").write_text(yaml.safe_dump(spec, sort_keys=False, width=1000))
     domains = [d for d in DOMAINS if any(SUBJECT_DOMAINS[s] == d for s in subjects)]
     for domain in domains:

@@ -15,7 +15,6 @@ from slm import REPO_ROOT
 from slm.store import Store
 
 VENV_BIN = Path(sys.executable).parent
-DATA = (REPO_ROOT / "../shared/data/mmlu").resolve()
 CURRENT_CLUSTER = Path("/tmp/ray/ray_current_cluster")
 BYTECODE = re.compile(r"\b(LOAD_GLOBAL|LOAD_FAST|RETURN_VALUE|PRECALL|RESUME)\b")
 
@@ -76,13 +75,12 @@ def test_a_relative_store_in_the_jobs_copy_is_refused(ray_head):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not DATA.is_dir(), reason="../shared/data/mmlu not present")
 def test_a_stage_submitted_as_a_job_trains_promotes_and_logs_cleanly(ray_head):
     root, env = ray_head
     store_dir = root / "store"
     proc, logs = submit(env, "launch/stage.py", "pretrain", "--build-data", "--store", str(store_dir),
                         "--set", "train.max_steps=6", "--set", "train.save_steps=3",
-                        "--set", f"sweep.mmlu_dir={DATA}", "--set", "sweep.subjects=[astronomy]",
+                        "--set", "sweep.subjects=[astronomy]",
                         "--set", "sweep.limit=4", "--set", "sweep.bench=null", "--set", "merge.enabled=false")
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
     latest = Store.open(str(store_dir)).read_json("champions/tiny-ff/latest.json")

@@ -11,8 +11,6 @@ import pytest
 from slm import REPO_ROOT
 from slm.store import Store
 
-DATA = (REPO_ROOT / "../shared/data/mmlu").resolve()
-pytestmark = pytest.mark.skipif(not DATA.is_dir(), reason="../shared/data/mmlu not present")
 
 BENCH = [{"id": "geo-01", "category": "geography", "prompt": "What is the capital of France?", "truth": ["Paris"]},
          {"id": "sci-01", "category": "science", "prompt": "What gas do plants absorb?", "truth": ["carbon dioxide", "CO2"]}]
