@@ -1,0 +1,10 @@
+"""The engine's account of what it runs: the optimizer named in records and cards."""
+from slm.engine import load_ds_config, optimizer_name
+
+
+def test_the_optimizer_named_is_the_one_configured():
+    assert optimizer_name(load_ds_config("ds_configs/zero2.json", use_gpu=False)) == \
+        "AdamW (DeepSpeed with torch's implementation)"
+    offload = load_ds_config("ds_configs/zero2_offload.json", use_gpu=True)
+    assert "offloaded to cpu" in optimizer_name(offload)
+    assert optimizer_name({"zero_optimization": {"stage": 2}}) == "AdamW (HF Trainer default, torch)"
