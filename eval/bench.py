@@ -184,8 +184,9 @@ def run_bench(model, tokenizer, items: list[dict], max_new_tokens: int, batch_si
     """Greedy answers for every item, scored. The prompt is the model's chat template unless `template`."""
     import torch
 
-
     tokenizer.padding_side = "left"
+    if tokenizer.pad_token is None:  # Llama-3-style: generation pads finished rows; masked, any token does
+        tokenizer.pad_token = tokenizer.eos_token
     answers = []
     model.eval()
     with torch.no_grad():

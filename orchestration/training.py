@@ -122,11 +122,14 @@ def new_record(pipeline: PipelineConfig, cfg: StageConfig, job: TrainJob, run_id
                             "optimizer": engine.optimizer_name(job.ds_config)},
               "cluster": pipeline.cluster.model_dump(), "seed": cfg.train.seed,
               "versions": records.versions(), "git_commit": records.git_commit(),
-              "environment": records.environment_facts(), "attempts": [], "warnings": list(job.warnings)}
+              "environment": records.environment_facts(), "attempts": [], "warnings": list(job.warnings),
+              "pad": job.pad}
     if job.logit_distill:
         record["logit_distill_teacher"] = job.logit_distill["teacher"]
     for warning in job.warnings:
         log(f"[{cfg.stage}] warning: {warning}")
+    if job.pad and job.pad["how"] != "kept":
+        log(f"[{cfg.stage}] pad token: {job.pad['token']!r} (id {job.pad['id']}) — {job.pad['reason']}")
     return record
 
 

@@ -24,6 +24,7 @@ from slm.init_checks import check_tied
 from slm.log import log
 from slm.mfu import flops_per_token, model_dims, peak_tflops
 from slm.modeling import load_model, load_tokenizer, materialize, scratch_config
+from slm.padding import apply_pad, fit_model_to_pad
 from slm.store import Store, cache_dir, fetch_tree_cached
 
 # torch, transformers, deepspeed, peft, ray (and slm.callbacks, which is built on torch and transformers)
@@ -61,6 +62,7 @@ class TrainJob(BaseModel):
     peak_tflops_per_worker: float | None = None
     wandb_project: str | None = None  # set when WANDB_API_KEY is in the driver's environment
     warnings: list[str] = []  # what the recipe's plan found worth telling (goes to the run record)
+    pad: dict | None = None  # chat stages: the pad token plan (slm/padding.py), applied in every worker
 
 
 def load_ds_config(path: str, use_gpu: bool) -> dict:
@@ -186,7 +188,8 @@ def _worker_loop(job_dict: dict, recipe) -> None:
     os.environ["TENSORBOARD_LOGGING_DIR"] = str(work / "tensorboard")
 
     tokenizer = load_tokenizer(materialize(job.tokenizer), job.trust_remote_code, job.chat_template)
-    model = _build_model(job, tokenizer)
+    apply_pad(tokenizer, job.pad)
+    model = fit_model_to_pad(_build_model(job, tokenizer), job.pad)
     tied = check_tied(model, f"{job.stage} model")
     parameters = sum(p.numel() for p in model.parameters())
     if job.lora:

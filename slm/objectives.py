@@ -14,6 +14,7 @@ from transformers import Trainer
 
 from slm.chat import IGNORE_INDEX
 from slm.modeling import load_model, materialize
+from slm.padding import fit_model_to_pad
 
 
 @dataclass
@@ -111,7 +112,8 @@ class StageTrainer(Trainer):
 def kl_anchor_term(job) -> KLTerm:
     """KL(start model ‖ trained) per supervised token, against forgetting (the `kl_anchor` option)."""
     a = job.kl_anchor
-    return KLTerm("kl", load_model(materialize(job.init), job.trust_remote_code), a["coef"],
+    start = fit_model_to_pad(load_model(materialize(job.init), job.trust_remote_code), job.pad)
+    return KLTerm("kl", start, a["coef"],
                   a["start_step"], a["warmup_steps"], a["last_k_tokens"])
 
 

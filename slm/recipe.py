@@ -24,6 +24,7 @@ from slm.engine import TrainJob, load_ds_config
 from slm.errors import UserError
 from slm.init_checks import check_architecture, check_vocab
 from slm.modeling import load_tokenizer, materialize, resolve_ref
+from slm.padding import plan_pad
 from slm.store import Store
 
 
@@ -69,15 +70,17 @@ class StageContext:
             check_vocab(self.init_config(init)["vocab_size"], len(tokenizer), f"{cfg.stage} model.init {cfg.model.init}")
         return tokenizer
 
-    def chat_start(self, cfg: StageConfig, what: str) -> tuple[dict, dict, object]:
-        """A chat stage's start: its model reference, tokenizer reference and loaded tokenizer (which can chat)."""
+    def chat_start(self, cfg: StageConfig, what: str) -> tuple[dict, dict, object, dict]:
+        """A chat stage's start: its model reference, tokenizer reference, loaded tokenizer (which can chat)
+        and the pad plan (slm/padding.py) its workers apply."""
         init = self.resolve_init(cfg)
         if init is None:
             raise UserError(f"{cfg.stage}: {what} starts from a model, not from scratch")
         tokenizer_ref = self.tokenizer_ref(cfg, init)
         tokenizer = self.tokenizer(cfg, tokenizer_ref, init)
-        check_tokenizer_for_chat(tokenizer, f"{cfg.stage} model {cfg.model.init}")
-        return init, tokenizer_ref, tokenizer
+        where = f"{cfg.stage} model {cfg.model.init}"
+        check_tokenizer_for_chat(tokenizer, where)
+        return init, tokenizer_ref, tokenizer, plan_pad(tokenizer, where)
 
     def dataset(self, cfg: StageConfig, needs_column: str) -> dict:
         manifest = read_manifest(self.store, cfg.data.dataset)

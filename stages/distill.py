@@ -18,7 +18,7 @@ from slm.recipe import StageContext
 
 
 def plan(cfg, ctx: StageContext):
-    init, tokenizer_ref, tokenizer = ctx.chat_start(cfg, "the student")
+    init, tokenizer_ref, tokenizer, pad = ctx.chat_start(cfg, "the student")
     manifest = ctx.dataset(cfg, needs_column="messages")
     if "teacher" not in manifest:
         raise UserError(f"distill: dataset {cfg.data.dataset} names no teacher; build it with the distill builder")
@@ -35,8 +35,12 @@ def plan(cfg, ctx: StageContext):
         if sizes[0] != sizes[1]:
             raise UserError(f"distill: logit_distill.teacher {cfg.logit_distill.teacher} has vocab_size {sizes[0]}, "
                             f"the student {sizes[1]}; their logits cannot be compared")
+        if pad["how"] == "added":
+            raise UserError(f"distill: the student needs a new pad token ({pad['reason']}), which the teacher's "
+                            f"logits have no column for; give the student's tokenizer a pad token, or use the "
+                            f"sequence-level default instead of logit_distill")
         logit_distill = {**cfg.logit_distill.model_dump(), "teacher": teacher}
-    return ctx.job(cfg, __name__, init, tokenizer_ref, logit_distill=logit_distill)
+    return ctx.job(cfg, __name__, init, tokenizer_ref, pad=pad, logit_distill=logit_distill)
 
 
 def examples(job, tokenizer, split: str):

@@ -18,15 +18,16 @@ from trl import DPOConfig, DPOTrainer
 from slm.config import DPOSpec
 from slm.examples import stage_rows
 from slm.modeling import load_model, materialize
+from slm.padding import fit_model_to_pad
 from slm.recipe import StageContext
 
 COLUMNS = ["prompt", "chosen", "rejected"]
 
 
 def plan(cfg, ctx: StageContext):
-    init, tokenizer_ref, _ = ctx.chat_start(cfg, "preference optimization (usually on the SFT champion)")
+    init, tokenizer_ref, _, pad = ctx.chat_start(cfg, "preference optimization (usually on the SFT champion)")
     ctx.dataset(cfg, needs_column="chosen")
-    return ctx.job(cfg, __name__, init, tokenizer_ref, dpo=(cfg.dpo or DPOSpec()).model_dump())
+    return ctx.job(cfg, __name__, init, tokenizer_ref, pad=pad, dpo=(cfg.dpo or DPOSpec()).model_dump())
 
 
 def examples(job, tokenizer, split: str):
@@ -35,7 +36,8 @@ def examples(job, tokenizer, split: str):
 
 def trainer(job, model, tokenizer, arguments: dict, train_data, eval_data, callbacks):
     args = DPOConfig(**arguments, beta=job.dpo["beta"], loss_type=[job.dpo["loss_type"]], max_length=job.max_length)
-    reference = None if job.lora else load_model(materialize(job.init), job.trust_remote_code)
+    reference = None if job.lora else fit_model_to_pad(load_model(materialize(job.init), job.trust_remote_code),
+                                                       job.pad)
     # TRL tokenizes with datasets.map, whose fingerprinting disassembles the map function through
     # dill; under Ray's stdout forwarding that bytecode dump lands in the job log. Keep it out.
     with contextlib.redirect_stdout(io.StringIO()):

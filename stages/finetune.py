@@ -3,8 +3,9 @@
 The three stages differ by data, not by method: SFT on general instructions, surgical on format
 discipline, repair on MCQ / concise facts / numeric blocks with a held-out validation split.
 
-Checks   starts from a model (not scratch) whose tokenizer has eos, a distinct pad and a chat
-         template; the dataset has a `messages` column (and the named eval split).
+Checks   starts from a model (not scratch) whose tokenizer has eos and a chat template (a missing
+         pad, or pad == eos, is routed: slm/padding.py); the dataset has a `messages` column (and the
+         named eval split).
 Examples each conversation rendered with the chat template; prompt tokens are masked (-100), the
          assistant's tokens (its end-of-turn included) are the labels; truncated to max_length.
 Objective cross-entropy on the assistant tokens, plus `kl_anchor` (KL to the starting model) when set;
@@ -19,9 +20,9 @@ from slm.recipe import StageContext
 
 
 def plan(cfg, ctx: StageContext):
-    init, tokenizer_ref, _ = ctx.chat_start(cfg, "a fine-tuning stage")
+    init, tokenizer_ref, _, pad = ctx.chat_start(cfg, "a fine-tuning stage")
     ctx.dataset(cfg, needs_column="messages")
-    return ctx.job(cfg, __name__, init, tokenizer_ref)
+    return ctx.job(cfg, __name__, init, tokenizer_ref, pad=pad)
 
 
 def examples(job, tokenizer, split: str):
