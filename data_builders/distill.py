@@ -16,6 +16,8 @@ VERSION = "1"
 @torch.no_grad()
 def teacher_answers(model, tokenizer, questions: list[str], max_new_tokens: int, batch_size: int = 16) -> list[str]:
     tokenizer.padding_side = "left"  # decoder-only generation pads on the left
+    if tokenizer.pad_token is None:  # a teacher with no pad (Llama-3): padded rows are masked, eos serves
+        tokenizer.pad_token = tokenizer.eos_token
     answers = []
     for i in range(0, len(questions), batch_size):
         prompts = [prompt_text(tokenizer, q) for q in questions[i:i + batch_size]]
