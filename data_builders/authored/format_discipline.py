@@ -1,0 +1,226 @@
+"""Format-discipline conversations for a real surgical stage (`make real`), written by this project.
+
+Four forms, as the TRUTH bench asks them: yes/no, a single letter for a multiple-choice question,
+a number only, exactly N items one per line. Each form is asked in several phrasings, over many
+topics, from the fact tables below (common knowledge, written here). Nothing the bench asks is
+taught: the countries, elements, people and numbers its items are about are left out of the
+tables, and `python data_builders/authored/format_discipline.py --check` reports the n-gram overlap
+between every row and every bench prompt (tests/data_builders/test_authored.py keeps it at zero).
+
+    python data_builders/authored/format_discipline.py          # rewrite format_discipline.jsonl
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+OUT = HERE / "format_discipline.jsonl"
+SEED = 2026
+
+# Entities the bench names (its capitals, elements, animals) are removed from these tables at
+# generation time (`bench_words`); planets, oceans and primary colours are left out by hand.
+CAPITALS = {
+    "Germany": "Berlin", "Japan": "Tokyo", "China": "Beijing", "India": "New Delhi", "Kenya": "Nairobi",
+    "Canada": "Ottawa", "Mexico": "Mexico City", "Argentina": "Buenos Aires", "Peru": "Lima",
+    "Chile": "Santiago", "Norway": "Oslo", "Sweden": "Stockholm", "Finland": "Helsinki", "Poland": "Warsaw",
+    "Greece": "Athens", "Turkey": "Ankara", "Ireland": "Dublin", "Austria": "Vienna", "Hungary": "Budapest",
+    "Thailand": "Bangkok", "Vietnam": "Hanoi", "Nigeria": "Abuja", "Cuba": "Havana", "Denmark": "Copenhagen",
+    "Belgium": "Brussels", "Netherlands": "Amsterdam", "South Korea": "Seoul", "Indonesia": "Jakarta",
+    "Colombia": "Bogota", "Ghana": "Accra", "Iceland": "Reykjavik", "Czechia": "Prague",
+    "Romania": "Bucharest", "Ukraine": "Kyiv", "Pakistan": "Islamabad", "Philippines": "Manila",
+    "New Zealand": "Wellington", "Ethiopia": "Addis Ababa", "Venezuela": "Caracas", "Bulgaria": "Sofia",
+}
+ELEMENTS = {
+    "helium": "He", "nitrogen": "N", "magnesium": "Mg", "aluminium": "Al", "silicon": "Si", "sulfur": "S",
+    "chlorine": "Cl", "potassium": "K", "calcium": "Ca", "iron": "Fe", "copper": "Cu", "zinc": "Zn",
+    "silver": "Ag", "tin": "Sn", "gold": "Au", "mercury": "Hg", "lead": "Pb", "uranium": "U", "nickel": "Ni",
+    "iodine": "I", "neon": "Ne", "argon": "Ar", "fluorine": "F", "lithium": "Li", "platinum": "Pt",
+}
+KINDS = {
+    "mammal": ["whale", "bat", "horse", "tiger", "rabbit", "elephant", "goat", "wolf", "camel", "otter"],
+    "bird": ["eagle", "penguin", "sparrow", "owl", "parrot", "swan", "ostrich", "pigeon", "crow", "heron"],
+    "fish": ["salmon", "cod", "tuna", "carp", "herring", "sardine", "mackerel", "perch", "pike"],
+    "reptile": ["lizard", "crocodile", "tortoise", "iguana", "cobra", "gecko", "python", "alligator", "chameleon"],
+    "insect": ["ant", "bee", "beetle", "butterfly", "mosquito", "grasshopper", "wasp", "moth", "termite"],
+}
+LEGS = {"spider": None, "ant": 6, "dog": 4, "chicken": 2, "horse": 4, "beetle": 6, "duck": 2, "cat": 4,
+        "bee": 6, "crab": 10, "octopus": None, "cow": 4, "ostrich": 2, "frog": 4}
+LISTS = {
+    "fruits": ["apple", "banana", "cherry", "grape", "mango", "orange", "pear", "plum", "peach", "lemon"],
+    "vegetables": ["carrot", "potato", "onion", "spinach", "broccoli", "cabbage", "pea", "leek", "celery"],
+    "musical instruments": ["piano", "violin", "guitar", "flute", "drum", "trumpet", "cello", "harp", "oboe"],
+    "days of the week": ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"],
+    "months of the year": ["January", "February", "March", "April", "May", "June", "July", "August",
+                           "September", "October", "November", "December"],
+    "European countries": ["Germany", "Norway", "Sweden", "Poland", "Greece", "Austria", "Ireland", "Hungary",
+                           "Denmark", "Belgium", "Finland", "Romania"],
+    "Asian countries": ["Japan", "China", "India", "Thailand", "Vietnam", "Indonesia", "Pakistan", "Nepal",
+                        "Mongolia", "Laos"],
+    "metals": ["iron", "copper", "zinc", "silver", "gold", "tin", "lead", "nickel", "platinum"],
+    "sports": ["football", "tennis", "cricket", "rugby", "golf", "hockey", "basketball", "volleyball"],
+    "mammals": KINDS["mammal"], "birds": KINDS["bird"], "fish": KINDS["fish"],
+}
+YES_NO = ["Answer yes or no only.", "Answer with yes or no.", "Reply yes or no only.", "Yes or no only, please."]
+LETTER = ["Reply with a single letter.", "Answer with a single letter only.", "Respond with a single letter."]
+NUMBER = ["Give only the number.", "Answer with the number only.", "Reply with the number only."]
+LIST = ["List exactly {n} {what}, one per line, nothing else.", "Name exactly {n} {what}, one per line, nothing else.",
+        "Write exactly {n} {what}, one per line, with no other text."]
+# The bench's numbers (its arithmetic and number-only items) are not used as operands here.
+BENCH_NUMBERS = {7, 8, 9, 12, 15, 17, 25, 37, 42, 72, 81, 100, 144, 200}
+
+
+def chat(user: str, answer: str) -> dict:
+    return {"messages": [{"role": "user", "content": user}, {"role": "assistant", "content": answer}]}
+
+
+def operand(rng: random.Random, low: int, high: int) -> int:
+    while (x := rng.randint(low, high)) in BENCH_NUMBERS:
+        pass
+    return x
+
+
+def yes_no_rows(rng: random.Random) -> list[dict]:
+    rows, countries = [], list(CAPITALS)
+    for country in countries:
+        right = rng.random() < 0.5
+        city = CAPITALS[country] if right else CAPITALS[rng.choice([c for c in countries if c != country])]
+        rows.append((f"Is {city} the capital of {country}?", right))
+    for name, symbol in ELEMENTS.items():
+        right = rng.random() < 0.5
+        shown = symbol if right else rng.choice([s for s in ELEMENTS.values() if s != symbol])
+        rows.append((f"Is {shown} the chemical symbol of {name}?", right))
+    for kind, animals in KINDS.items():
+        for animal in rng.sample(animals, 5):
+            asked = kind if rng.random() < 0.5 else rng.choice([k for k in KINDS if k != kind])
+            rows.append((f"Is a {animal} a {asked}?", asked == kind))
+    for _ in range(30):
+        a, b = operand(rng, 2, 99), operand(rng, 2, 99)
+        if a != b:
+            rows.append((f"Is {a} greater than {b}?", a > b))
+    for _ in range(20):
+        a = operand(rng, 18, 98)
+        parity = rng.choice(["odd", "even"])
+        rows.append((f"Is {a} an {parity} number?", (a % 2 == 1) == (parity == "odd")))
+    return [chat(f"{rng.choice(YES_NO)} {q}", "yes" if truth else "no") for q, truth in rows]
+
+
+def mcq(rng: random.Random, question: str, right: str, wrong: list[str]) -> dict:
+    options = [right] + rng.sample(wrong, 3)
+    rng.shuffle(options)
+    body = "\n".join(f"{letter}. {option}" for letter, option in zip("ABCD", options))
+    return chat(f"{rng.choice(LETTER)} {question}\n{body}", "ABCD"[options.index(right)])
+
+
+def letter_rows(rng: random.Random) -> list[dict]:
+    rows = []
+    cities = list(CAPITALS.values())
+    for country, city in CAPITALS.items():
+        rows.append(mcq(rng, f"What is the capital of {country}?", city, [c for c in cities if c != city]))
+    symbols = list(ELEMENTS.values())
+    for name, symbol in ELEMENTS.items():
+        rows.append(mcq(rng, f"Which is the chemical symbol of {name}?", symbol, [s for s in symbols if s != symbol]))
+    for kind, animals in KINDS.items():
+        others = [a for k, members in KINDS.items() if k != kind for a in members]
+        for animal in rng.sample(animals, 5):
+            rows.append(mcq(rng, f"Which of these is a {kind}?", animal, others))
+    for _ in range(30):
+        a, b = operand(rng, 11, 60), operand(rng, 11, 60)
+        wrong = sorted({a + b + d for d in (-10, -2, -1, 1, 2, 10)} - {a + b})
+        rows.append(mcq(rng, f"What is {a} plus {b}?", str(a + b), [str(w) for w in wrong]))
+    return rows
+
+
+def number_rows(rng: random.Random) -> list[dict]:
+    rows = []
+    for _ in range(35):
+        a, b = operand(rng, 3, 29), operand(rng, 3, 29)
+        rows.append((f"What is {a} times {b}?", a * b))
+    for _ in range(35):
+        a, b = operand(rng, 20, 90), operand(rng, 2, 19)
+        rows.append((f"What is {a} minus {b}?", a - b))
+    for _ in range(30):
+        a, b = operand(rng, 13, 80), operand(rng, 13, 80)
+        rows.append((f"What is {a} plus {b}?", a + b))
+    for days in (2, 3, 4, 5):
+        rows.append((f"How many hours are in {days} days?", 24 * days))
+    for animal, legs in LEGS.items():
+        if legs is not None:
+            rows.append((f"How many legs does a {animal} have?", legs))
+    return [chat(f"{rng.choice(NUMBER)} {q}", str(answer)) for q, answer in rows]
+
+
+def list_rows(rng: random.Random) -> list[dict]:
+    rows = []
+    for what, members in LISTS.items():
+        for n in (2, 3, 4, 5):
+            if n <= len(members):
+                picked = rng.sample(members, n)
+                rows.append(chat(rng.choice(LIST).format(n=n, what=what), "\n".join(picked)))
+    return rows
+
+
+def bench_prompts() -> list[dict]:
+    sys.path.insert(0, str(HERE.parents[1]))
+    from eval.bench import load_bench
+
+    return load_bench(HERE.parents[1] / "eval/benches/truth106.jsonl")
+
+
+def bench_words() -> set[str]:
+    from eval.bench import normalize
+
+    return {w for item in bench_prompts() for w in normalize(item["prompt"]).split()}
+
+
+def leave_out_bench_entities() -> None:
+    """Drop from the tables every country, element and animal a bench prompt names."""
+    named = bench_words()
+    mentioned = lambda name: any(w in named for w in name.lower().split())  # noqa: E731
+    for country in [c for c in CAPITALS if mentioned(c) or mentioned(CAPITALS[c])]:
+        del CAPITALS[country]
+    for element in [e for e in ELEMENTS if mentioned(e)]:
+        del ELEMENTS[element]
+    for kind, animals in KINDS.items():
+        animals[:] = [a for a in animals if not mentioned(a)]
+    for what, members in LISTS.items():
+        members[:] = [m for m in members if not mentioned(m)]
+
+
+def generate() -> list[dict]:
+    leave_out_bench_entities()
+    rng = random.Random(SEED)
+    rows = yes_no_rows(rng) + letter_rows(rng) + number_rows(rng) + list_rows(rng)
+    rng.shuffle(rows)
+    return rows
+
+
+def bench_overlap(rows: list[dict], n: int = 13) -> dict:
+    """The n-gram overlap of every row (prompt and answer) with every bench prompt."""
+    from eval.contamination import overlap_report
+
+    items = [{"id": it["id"], "text": it["prompt"]} for it in bench_prompts()]
+    texts = [" ".join(m["content"] for m in row["messages"]) for row in rows]
+    return overlap_report(texts, items, n)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--check", action="store_true", help="report the overlap with the bench, write nothing")
+    args = p.parse_args()
+    rows = generate()
+    if args.check:
+        report = bench_overlap(rows)
+        print(json.dumps({k: report[k] for k in ("n", "rows", "items", "contaminated", "longest_shared")}, indent=1))
+        return
+    with OUT.open("w") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    print(f"{len(rows)} rows → {OUT}")
+
+
+if __name__ == "__main__":
+    main()
