@@ -13,9 +13,9 @@ from pathlib import Path
 import yaml
 
 from eval.scores import Candidate
-from eval.sweep import is_model_file
+from eval.sweep import model_dir, model_ref
 from slm.errors import UserError
-from slm.store import Store, fetch_tree_cached
+from slm.store import Store
 
 # Fields that must agree for two checkpoints to be merged tensor by tensor.
 SHAPE_FIELDS = ("model_type", "architectures", "vocab_size", "n_embd", "hidden_size", "n_layer",
@@ -67,12 +67,15 @@ def resolve_pairs(pairs: list[tuple[str, str]], ranked: list[str],
     return out
 
 
-def merge_candidates(store: Store, champion_key: str, precursor_key: str, ts: list[float],
+def merge_candidates(store: Store, base: Candidate, other: Candidate, ts: list[float],
                      out_prefix: str, label: str | None = None) -> list[Candidate]:
-    """Merge a base (the champion) with another model at each t; each merge becomes a complete tree in
-    the store. label names other pairs (the default pair is plain `slerp-t<t>`)."""
-    champion = fetch_tree_cached(store, champion_key, include=is_model_file)
-    precursor = fetch_tree_cached(store, precursor_key, include=is_model_file)
+    """Merge a base (the champion) with another model (a store tree, or any reference: the input model
+    may be a local directory or a hub model) at each t; each merge becomes a complete tree in the store.
+    label names other pairs (the default pair is plain `slerp-t<t>`)."""
+    champion = model_dir(model_ref(store, base))
+    precursor = model_dir(model_ref(store, other))
+    champion_key = base.key if base.key is not None else base.ref["spec"]
+    precursor_key = other.key if other.key is not None else other.ref["spec"]
     out = []
     for t in ts:
         name = f"slerp-{label}-t{t:g}" if label else f"slerp-t{t:g}"

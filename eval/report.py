@@ -27,7 +27,22 @@ def markdown_table(report: Selection) -> str:
         lines.append(f"Champion vs {n['versus']}: {n['delta']:+.2%} ± {n['se']:.2%} on {n['n']} paired items, "
                      f"McNemar p = {n['mcnemar_p']:.3f} ({'within noise' if n['within_noise'] else 'significant'} "
                      f"at α = {n['alpha']}).")
+    if report.gate:
+        lines += ["", gate_table(report.gate)]
     return "\n".join(lines) + "\n"
+
+
+def gate_table(gate: dict) -> str:
+    """The champion against the stage's input model, one paired test per row."""
+    verdict = "passed" if gate["passed"] else "**failed**"
+    lines = [f"Gate ({verdict}): {gate['candidate']} vs {gate['input_model']}, paired exact McNemar tests, "
+             f"worse = fewer correct with p < {gate['alpha']}. {gate['reason'][0].upper()}{gate['reason'][1:]}.", "",
+             "| Test | n | Input model | Champion | Δ | p | Worse |", "|---|---|---|---|---|---|---|"]
+    for t in gate["tests"]:
+        lines.append(f"| {t['what']} | {t['n']} | {t['input']} ({t['input'] / t['n']:.1%}) | "
+                     f"{t['candidate']} ({t['candidate'] / t['n']:.1%}) | {t['delta']:+.1%} | {t['p']:.3g} | "
+                     f"{'yes' if t['worse'] else 'no'} |")
+    return "\n".join(lines)
 
 
 def plot(report: Selection, reference: list[SelectionRow], out: Path, title: str) -> None:
@@ -45,6 +60,9 @@ def plot(report: Selection, reference: list[SelectionRow], out: Path, title: str
     colors = ["tab:red" if r.status == "champion" else "tab:gray" if r.kind == "precursor"
               else "tab:blue" for r in rows]
     ax.bar(x, [r.mmlu for r in rows], yerr=[r.mmlu_se for r in rows], color=colors, alpha=0.8, capsize=4)
+    baseline = next((r for r in reference if r.kind == "precursor"), None)
+    if baseline:  # the input model's MMLU: the baseline every candidate is gated against
+        ax.axhline(baseline.mmlu, color="tab:gray", linestyle=":", linewidth=1, label="input model")
     ax.set_ylabel("MMLU accuracy (± SE)")
     ax.set_xticks(list(x), names, rotation=30, ha="right")
     if all(r.bench is not None for r in rows):

@@ -78,7 +78,7 @@ class Candidate(Record):
     model reference (slm.modeling.resolve_ref)."""
 
     name: str
-    kind: str  # checkpoint | merge | precursor | incumbent | model
+    kind: str  # checkpoint | merge | precursor (the stage's input model) | incumbent | model
     key: str | None = None
     ref: dict[str, Any] | None = None
     step: int | None = None
@@ -122,6 +122,11 @@ class Selection(Record):
     noise: dict[str, Any] | None = None
     candidates: list[SelectionRow]
     experiment: dict[str, Any] | None = None
+    gate: dict[str, Any] | None = None  # the champion against the stage's input model (eval.selection.gate)
+
+    @property
+    def promotable(self) -> bool:
+        return self.champion is not None and (self.gate is None or self.gate["passed"])
 
     def row(self, name: str) -> SelectionRow:
         return next(r for r in self.candidates if r.name == name)

@@ -1,20 +1,29 @@
-"""Champion selection: best by MMLU, guarded against marginal wins that regress on named domains.
+"""Champion selection: best by MMLU, guarded against wins that regress on named domains or the bench,
+then gated against the stage's input model.
 
 Walk the candidates from the best MMLU score down. The leader is compared with the next one (the
-runner-up): when its gain is below `margin` and it regresses on more than `max_guard_regressions`
-guarded domains, it is rejected and the walk moves on. A domain regresses when the leader's
-accuracy there is lower than the runner-up's by more than `regression_tolerance_se` standard
-errors of the paired difference, so noise-sized dips do not count. The winner's lead over the
-runner-up is tested with an exact McNemar test on the per-item answers, and the report says when
-the win is within noise.
+runner-up) and rejected, moving the walk on, when
+  - its gain is below `margin` and it regresses on more than `max_guard_regressions` guarded
+    domains (a domain regresses when the leader is lower there by more than
+    `regression_tolerance_se` standard errors of the paired difference), or
+  - (`bench_guard`) it passes significantly fewer bench prompts than the runner-up, overall or in a
+    category (exact McNemar on the per-prompt passes, p < alpha), and its MMLU lead is not itself
+    significant (McNemar on the per-item answers): a significant loss is traded only for a
+    significant gain.
+The winner's lead over the runner-up is tested the same way, and the report says when it is noise.
+
+The gate (`gate`) then compares the winner with the stage's input model: it is promoted only when it
+is not significantly worse on MMLU, on the bench, or on any bench category (paired exact McNemar,
+p < gate.alpha and fewer correct). Small models sit near chance on MMLU, where the bench is the
+signal that moves; both are tested.
 """
 from __future__ import annotations
 
 import math
 
 from eval.mmlu import DOMAINS, SUBJECT_DOMAINS
-from eval.scores import Candidate, MMLUScores, Scores, Selection, SelectionRow
-from slm.config import SelectionPolicy
+from eval.scores import BenchScores, Candidate, MMLUScores, Scores, Selection, SelectionRow
+from slm.config import GateSpec, SelectionPolicy
 
 
 def domain_subjects(domain: str, scored: list[str]) -> list[str]:
@@ -52,6 +61,56 @@ def mcnemar_p(xs: list[int], ys: list[int]) -> float:
     b = sum(1 for x, y in zip(xs, ys) if x and not y)
     c = sum(1 for x, y in zip(xs, ys) if y and not x)
     return 1.0 if b + c == 0 else float(binomtest(b, b + c, 0.5).pvalue)
+
+
+def paired_bench(a: BenchScores, b: BenchScores, category: str | None = None) -> tuple[list[int], list[int]]:
+    """Per-prompt passes of two bench runs on the same prompts (by id), optionally one category."""
+    mine = {it.id: it for it in a.items if category is None or it.category == category}
+    theirs = {it.id: it for it in b.items if category is None or it.category == category}
+    if set(mine) != set(theirs):
+        raise ValueError("bench runs were scored on different prompts")
+    ids = sorted(mine)
+    return [int(mine[i].passed) for i in ids], [int(theirs[i].passed) for i in ids]
+
+
+def paired_tests(a: Scores, b: Scores, categories: bool) -> list[dict]:
+    """a against b: MMLU per item, the bench per prompt (and per category). Each: what, n, a, b, delta, p."""
+    tests = []
+
+    def add(what: str, xs: list[int], ys: list[int]) -> None:
+        n = len(xs)
+        if n:
+            tests.append({"what": what, "n": n, "candidate": sum(xs), "input": sum(ys),
+                          "delta": (sum(xs) - sum(ys)) / n, "p": mcnemar_p(xs, ys)})
+
+    add("MMLU", *paired_items(a.mmlu, b.mmlu, list(a.mmlu.subjects)))
+    if a.bench and b.bench and a.bench.items and b.bench.items:
+        add("bench", *paired_bench(a.bench, b.bench))
+        if categories:
+            for category in sorted(a.bench.categories):
+                add(f"bench:{category}", *paired_bench(a.bench, b.bench, category))
+    return tests
+
+
+def bench_regressions(leader: Scores, runner: Scores, alpha: float) -> list[dict]:
+    """The bench (overall, per category) where the leader passes significantly fewer prompts."""
+    return [{"domain": t["what"], "delta": t["delta"], "p": t["p"], "n": t["n"]}
+            for t in paired_tests(leader, runner, categories=True)[1:] if t["delta"] < 0 and t["p"] < alpha]
+
+
+def gate(candidate: Candidate, input_model: Candidate, spec: GateSpec) -> dict:
+    """Is the candidate significantly worse than the stage's input model anywhere it is tested?"""
+    tests = paired_tests(candidate.scored, input_model.scored, spec.bench_categories)
+    for t in tests:
+        t["worse"] = t["delta"] < 0 and t["p"] < spec.alpha
+    worse = [t for t in tests if t["worse"]]
+    if worse:
+        reason = "not promoted: regresses vs its input model — " + "; ".join(
+            f"{t['what']} {t['candidate']}/{t['n']} vs {t['input']}/{t['n']} (p = {t['p']:.3g})" for t in worse)
+    else:
+        reason = f"not significantly worse than its input model on any of {len(tests)} paired tests (α = {spec.alpha})"
+    return {"passed": not worse, "candidate": candidate.name, "input_model": input_model.name,
+            "alpha": spec.alpha, "reason": reason, "tests": tests}
 
 
 def guard_regressions(leader: Scores, runner: Scores, policy: SelectionPolicy) -> list[dict]:
@@ -93,6 +152,19 @@ def select(candidates: list[Candidate | dict], policy: SelectionPolicy) -> Selec
         runner = remaining[1]
         gain = leader.scored.mmlu.acc - runner.scored.mmlu.acc
         regressions = guard_regressions(leader.scored, runner.scored, policy)
+        bench_lost = bench_regressions(leader.scored, runner.scored, policy.alpha) if policy.bench_guard else []
+        if bench_lost:
+            lead_p = mcnemar_p(*paired_items(leader.scored.mmlu, runner.scored.mmlu, list(leader.scored.mmlu.subjects)))
+            if gain <= 0 or lead_p >= policy.alpha:
+                names = ", ".join(f"{r['domain']} {r['delta']:+.1%} (p = {r['p']:.3g})" for r in bench_lost)
+                verdicts[leader.name] = {
+                    "status": "rejected",
+                    "reason": f"passes significantly fewer bench prompts than {runner.name} ({names}) while its "
+                              f"MMLU lead {gain:+.2%} is not significant (p = {lead_p:.2f})",
+                    "regressions": bench_lost}
+                remaining.pop(0)
+                continue
+            regressions = regressions + bench_lost
         if gain < policy.margin and len(regressions) > policy.max_guard_regressions:
             names = ", ".join(f"{r['domain']} {r['delta']:+.1%}" for r in regressions)
             verdicts[leader.name] = {

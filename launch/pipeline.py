@@ -33,12 +33,19 @@ def main(argv=None):
         t0 = time.time()
         build_data(pipeline.stage(name).builders, store)
         result = run_stage(pipeline, name, store)
-        outcome = (f"{pipeline.line}@{result['champion'].version}" if "champion" in result
-                   else f"experiment {result['experiment']['name']} rejected, not promoted")
+        if "champion" in result:
+            outcome = f"{pipeline.line}@{result['champion'].version}"
+        elif "not_promoted" in result:
+            outcome = f"not promoted ({result['not_promoted']['reason'].removeprefix('not promoted: ')})"
+        else:
+            outcome = f"experiment {result['experiment']['name']} rejected, not promoted"
         summary.append((name, outcome, time.time() - t0))
     print(f"\npipeline finished in {time.time() - start:.0f}s", file=sys.stderr)
     for name, outcome, seconds in summary:
         print(f"  {name:9s} → {outcome}  ({seconds:.0f}s)", file=sys.stderr)
+    if not store.exists(layout.latest_pointer(pipeline.line)):
+        print(f"no champion: nothing of line {pipeline.line} has been promoted", file=sys.stderr)
+        return
     latest = ChampionPointer.model_validate(store.read_json(layout.latest_pointer(pipeline.line)))
     print(f"champion: {store.url(latest.key)}\ncard:     {store.url(latest.key + '/README.md')}", file=sys.stderr)
     print(store.url(latest.key))

@@ -1,7 +1,9 @@
 """Promote a swept candidate of a run to `champions/<line>/<version>/` and move `latest.json`.
 
 By default the selection's champion is promoted (what `launch/stage.py` does after a sweep); name
-another candidate to overrule the selection; the choice and your reason are kept in champion.json.
+another candidate to overrule the selection, or give --reason to promote a champion the gate kept out
+(significantly worse than the stage's input model); the choice and your reason are kept in
+champion.json and shown in the card.
 
     python launch/promote.py runs/repair/repair-1a2b3c4d5e
     python launch/promote.py runs/repair/repair-1a2b3c4d5e --candidate checkpoint-20 --reason "..."
@@ -33,14 +35,22 @@ def main(argv=None):
     record = store.read_json(layout.run_record(run))
     selection = Selection.model_validate(store.read_json(f"{layout.sweep_dir(run)}/selection.json"))
     name = args.candidate or selection.champion
+    kinds = {c.name: c.kind for c in selection.candidates}
+    if kinds.get(name) in (None, "precursor", "incumbent") or not store.exists(f"{layout.sweep_dir(run)}/{name}.json"):
+        names = ", ".join(n for n, kind in kinds.items() if kind not in ("precursor", "incumbent"))
+        raise UserError(f"{name!r} is not a candidate of {run} (candidates: {names})")
     if name != selection.champion and not args.reason:
         raise UserError(f"{name} is not the selected champion ({selection.champion}); give --reason")
-    if not store.exists(f"{layout.sweep_dir(run)}/{name}.json") or name.startswith("precursor"):
-        names = ", ".join(c.name for c in selection.candidates if c.kind != "precursor")
-        raise UserError(f"{name!r} is not a candidate of {run} (candidates: {names})")
+    gate_failed = selection.gate is not None and not selection.gate["passed"]
+    if gate_failed and not args.reason:
+        raise UserError(f"{run}: {selection.champion} was {selection.gate['reason']}; give --reason to promote "
+                        f"{name} anyway")
     candidate = Candidate.model_validate(store.read_json(f"{layout.sweep_dir(run)}/{name}.json"))
-    if name != selection.champion:
-        candidate = candidate.model_copy(update={"manual": {"overrules": selection.champion, "reason": args.reason}})
+    if name != selection.champion or gate_failed:
+        overruled = [what for what, yes in ((f"the selection ({selection.champion})", name != selection.champion),
+                                            ("the gate against the input model", gate_failed)) if yes]
+        candidate = candidate.model_copy(update={"manual": {"overrules": " and ".join(overruled),
+                                                            "reason": args.reason}})
     pointer = promote_champion(pipeline, record, candidate, precursor_of(record), store)
     print(store.url(pointer.key))
 

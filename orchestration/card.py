@@ -57,6 +57,27 @@ def _benchmarks(scores: Scores, sweep_note: str) -> str:
     return "\n".join(out)
 
 
+def _selection_policy(sel, info: dict) -> str:
+    policy = sel.policy or {}
+    merged = " and its SLERP merges with the input model" if any(r.kind == "merge" for r in sel.candidates) else ""
+    text = (f"Every checkpoint of the run{merged} was scored, with the stage's input model as the baseline. "
+            f"Policy: best MMLU; a leader whose gain over the runner-up is below {policy.get('margin', 0):.2%} may "
+            f"not regress on {', '.join(policy.get('guarded_domains') or []) or 'any guarded domain'} by more than "
+            f"{policy.get('regression_tolerance_se', 1):g} SE")
+    if policy.get("bench_guard"):
+        text += (", and one that passes significantly fewer bench prompts (overall or in a category) than the "
+                 "runner-up is rejected unless its MMLU lead is significant too")
+    gate = policy.get("gate") or {}
+    if gate.get("enabled"):
+        text += (f". Gate: promoted only when not significantly worse than the input model on MMLU, the bench"
+                 f"{' and each bench category' if gate.get('bench_categories') else ''} (paired exact McNemar, "
+                 f"α = {gate.get('alpha')})")
+    text += "."
+    if info.get("manual"):
+        text += (f"\n\n> Promoted by hand, overruling {info['manual']['overrules']}: {info['manual']['reason']}")
+    return text
+
+
 def _stage_section(index: int, champ: dict, record: dict) -> str:
     cfg, train, data = record["config"], record["config"]["train"], record["data"]
     eng, summary = record.get("engine", {}), record.get("training", {})
@@ -212,11 +233,7 @@ def render(store: Store, info: dict, card_meta: dict) -> str:
 
 ## Checkpoint sweep and selection ({info['stage']})
 
-Every checkpoint of the run{' and its SLERP merges with the precursor' if any(r.kind == 'merge' for r in sel.candidates) else ''}
-were scored; the precursor is shown for reference. Policy: best MMLU; a leader whose gain over the
-runner-up is below {sel.policy['margin']:.2%} may not regress on
-{', '.join(sel.policy['guarded_domains']) or 'any guarded domain'} by more than
-{sel.policy['regression_tolerance_se']:g} SE.
+{_selection_policy(sel, info)}
 
 {markdown_table(sel)}
 

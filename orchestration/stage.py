@@ -83,6 +83,28 @@ def record_experiment(pipeline: PipelineConfig, store: Store, record: dict, cfg:
     return verdict
 
 
+def record_not_promoted(pipeline: PipelineConfig, store: Store, record: dict, selection) -> dict:
+    """The gate kept the stage's champion out: say so in the run record, the line, and the log, and
+    name what the line's next stage starts from instead."""
+    stage = record["stage"]
+    verdict = {"status": "not promoted", "stage": stage, "run_id": record["run_id"], "candidate": selection.champion,
+               "reason": selection.gate["reason"], "gate": selection.gate,
+               "run_record": layout.run_record(record["run_prefix"]), "decided_at": records.now(),
+               "overrule": f"python launch/promote.py {record['run_prefix']} --reason '...'"}
+    record["promotion"] = verdict
+    store.write_json(layout.run_record(record["run_prefix"]), records.redact(record))
+    store.write_json(layout.not_promoted(pipeline.line, stage), verdict)
+    log(f"[{stage}] {selection.champion} {verdict['reason']}")
+    latest = layout.latest_pointer(pipeline.line)
+    if store.exists(latest):
+        pointer = records.ChampionPointer.model_validate(store.read_json(latest))
+        log(f"[{stage}] the line's champion stays {pipeline.line}@{pointer.version}; stages that start from "
+            f"champion:{pipeline.line} start from it")
+    else:
+        log(f"[{stage}] the line {pipeline.line} has no champion yet; to promote anyway: {verdict['overrule']}")
+    return verdict
+
+
 def run_stage(pipeline: PipelineConfig, name: str, store: Store, overrides: dict | None = None,
               train_only: bool = False) -> dict:
     """Train (or resume, or find finished) one stage, then sweep, select and promote its champion."""
@@ -99,6 +121,9 @@ def run_stage(pipeline: PipelineConfig, name: str, store: Store, overrides: dict
         verdict = record_experiment(pipeline, store, record, cfg, selection.experiment)
         if verdict["status"] == "rejected":
             return {"record": record, "selection": selection, "experiment": verdict}
+    if not selection.promotable:
+        return {"record": record, "selection": selection, "not_promoted": record_not_promoted(pipeline, store, record,
+                                                                                             selection)}
     pointer = promote_champion(pipeline, record, champion, precursor, store)
     log(f"[{name}] promoted {pipeline.line}@{pointer.version} → {store.url(pointer.key)}")
     return {"record": record, "selection": selection, "champion": pointer}

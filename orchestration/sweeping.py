@@ -1,5 +1,6 @@
 """After training: score every checkpoint (and merges, the input model, an incumbent), select the
-champion, and judge experiments against the stage's current champion."""
+champion, gate it against the stage's input model, and judge experiments against the stage's
+current champion."""
 from __future__ import annotations
 
 import tempfile
@@ -8,7 +9,7 @@ from pathlib import Path
 from eval import merge, report
 from eval.mmlu import SUBJECT_DOMAINS, select_subjects
 from eval.scores import Candidate, Selection
-from eval.selection import report_row, select
+from eval.selection import gate, report_row, select
 from eval.sweep import sweep
 from orchestration.training import checkpoints
 from slm import cluster, layout
@@ -30,12 +31,17 @@ def sweep_note(pipeline: PipelineConfig, n_items: int) -> str:
 
 
 def precursor_of(record: dict) -> Candidate | None:
-    """The stage's starting model when it is a tree in this store (a champion or store: key)."""
+    """The stage's input model, whatever it is: a champion, a `store:` tree, `s3://`, a local directory
+    or `hf:` (None only for a stage trained from scratch). Scored like any candidate, cached by weights."""
     init = record.get("init") or {}
-    if init.get("key") is None or init.get("store") is None:
+    if init.get("spec") in (None, "scratch"):
         return None
-    name = "precursor" + (f" ({init['champion']['line']}@{init['champion']['version']})" if init.get("champion") else "")
-    return Candidate(name=name, key=init["key"], kind="precursor", champion=init.get("champion"))
+    if init.get("key") is not None and init.get("store") in (None, record.get("store")):
+        name = "input model" + (f" ({init['champion']['line']}@{init['champion']['version']})"
+                                if init.get("champion") else "")
+        return Candidate(name=name, key=init["key"], kind="precursor", champion=init.get("champion"),
+                         spec=init["spec"])
+    return Candidate(name="input model", ref=init, kind="precursor", spec=init["spec"])
 
 
 def experiment_incumbent(pipeline: PipelineConfig, stage: str, store: Store) -> Candidate | None:
@@ -80,10 +86,24 @@ def add_merges(pipeline: PipelineConfig, store: Store, prefix: str, selection: S
         if (base.name, other.name) in seen:
             continue
         seen.add((base.name, other.name))
-        label = None if other.kind == "precursor" and base.name == ranked[0] else f"{base.name}-x-{other.name}"
-        merges += merge.merge_candidates(store, base.key, other.key, pipeline.merge.t, layout.merges_dir(prefix), label)
+        default_pair = other.kind == "precursor" and base.name == ranked[0]
+        label = None if default_pair else f"{base.name}-x-{other.name}"
+        try:
+            merges += merge.merge_candidates(store, base, other, pipeline.merge.t, layout.merges_dir(prefix), label)
+        except UserError as exc:
+            if not default_pair:
+                raise
+            # e.g. a pad token added to the vocabulary (slm/padding.py): the shapes no longer match
+            log(f"[{tag}] no SLERP of the champion with its input model: {exc}")
     merged = sweep(store, merges, pipeline.sweep, layout.sweep_dir(prefix), pipeline.cluster.use_gpu, tag)
     return [merged[m.name] for m in merges]
+
+
+def gate_summary(verdict: dict) -> str:
+    """One line: passed or not, and each paired test (what, candidate vs input, p)."""
+    tests = ", ".join(f"{t['what']} {t['candidate']}/{t['n']} vs {t['input']}/{t['n']} (p = {t['p']:.2g})"
+                      for t in verdict["tests"])
+    return f"{verdict['reason'] if not verdict['passed'] else 'passed'} [{tests}]"
 
 
 def write_report(store: Store, out: str, selection: Selection, reference: list, title: str) -> None:
@@ -91,7 +111,7 @@ def write_report(store: Store, out: str, selection: Selection, reference: list, 
     store.write_text(f"{out}/selection.md", report.markdown_table(selection))
     with tempfile.TemporaryDirectory() as tmp:
         png = Path(tmp) / "selection.png"
-        shown = selection.model_copy(update={"candidates": [c for c in selection.candidates if c.kind != "precursor"]})
+        shown = selection.model_copy(update={"candidates": [c for c in selection.candidates if c not in reference]})
         report.plot(shown, reference, png, title)
         store.upload_file(png, f"{out}/selection.png")
 
@@ -101,9 +121,10 @@ def sweep_and_select(pipeline: PipelineConfig, record: dict, store: Store,
     prefix, use_gpu = record["run_prefix"], pipeline.cluster.use_gpu
     out = layout.sweep_dir(prefix)
     candidates = checkpoints(store, prefix)
-    precursor = precursor_of(record)
-    to_score = candidates + ([precursor] if precursor and (pipeline.sweep.score_precursor or record.get("experiment"))
-                             else [])
+    precursor = precursor_of({**record, "store": store.uri})
+    gated = pipeline.selection.gate.enabled and precursor is not None
+    to_score = candidates + ([precursor] if precursor and (gated or pipeline.sweep.score_precursor
+                                                          or record.get("experiment")) else [])
     if incumbent and (not precursor or incumbent.key != precursor.key):
         to_score.append(incumbent)
     cluster.connect()
@@ -115,14 +136,19 @@ def sweep_and_select(pipeline: PipelineConfig, record: dict, store: Store,
         pool += add_merges(pipeline, store, prefix, selection, candidates, scored, precursor, tag)
         selection = select(pool, pipeline.selection)
     reference = []
+    if gated:
+        selection.gate = gate(next(c for c in pool if c.name == selection.champion), scored[precursor.name],
+                              pipeline.selection.gate)
     if precursor and precursor.name in scored:
-        reference = [report_row(scored[precursor.name], "reference", "this stage's input model")]
+        reference = [report_row(scored[precursor.name], "baseline", f"this stage's input model ({precursor.spec})")]
     if incumbent and incumbent.name in scored:
         reference.append(report_row(scored[incumbent.name], "reference", "the stage's current champion"))
     selection.candidates += reference
     write_report(store, out, selection, reference, f"{pipeline.line} · {record['stage']} sweep")
     champion = next(c for c in pool if c.name == selection.champion)
     log(f"[{record['stage']}] champion: {champion.name} — {selection.row(champion.name).reason}")
+    if selection.gate:
+        log(f"[{record['stage']}] gate vs the input model: {gate_summary(selection.gate)}")
     if record.get("experiment"):
         against = (scored.get(incumbent.name) if incumbent else None) or (scored.get(precursor.name) if precursor else None)
         if against is None:

@@ -188,6 +188,15 @@ class SweepSpec(Strict):
     score_precursor: bool = True
 
 
+class GateSpec(Strict):
+    """Promote a stage's champion only when it is not significantly worse than the stage's input model
+    (paired tests: MMLU per item, the bench per prompt, overall and per category)."""
+
+    enabled: bool = True
+    alpha: float = Field(0.05, gt=0, lt=1)
+    bench_categories: bool = True  # also test each bench category on its own
+
+
 class SelectionPolicy(Strict):
     primary: Literal["mmlu"] = "mmlu"
     margin: float = Field(0.005, ge=0)  # absolute accuracy (0.005 = 0.5 points)
@@ -195,6 +204,10 @@ class SelectionPolicy(Strict):
     max_guard_regressions: int = Field(0, ge=0)
     regression_tolerance_se: float = Field(1.0, ge=0)  # a drop counts beyond this many SEs
     alpha: float = Field(0.05, gt=0, lt=1)
+    # A leader whose bench pass rate (overall or in a category) is significantly below the runner-up's
+    # is rejected unless its MMLU lead is itself significant (both paired tests at `alpha`).
+    bench_guard: bool = True
+    gate: GateSpec = GateSpec()
 
 
 class MergeSpec(Strict):

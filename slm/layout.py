@@ -96,6 +96,15 @@ def experiment_verdict(line: str, run_id: str) -> str:
     return f"experiments/{line}/{run_id}.json"
 
 
+def gates_dir(line: str) -> str:
+    return f"gates/{line}"
+
+
+def not_promoted(line: str, stage: str) -> str:
+    """The newest verdict of the gate that kept a stage's champion out of the line (selection.gate)."""
+    return f"{gates_dir(line)}/{stage}.json"
+
+
 def complete_checkpoints(store: Store, run: str) -> list[tuple[int, str]]:
     """The one checkpoint lister: (step, key) of every checkpoint with its completion marker, by step.
 

@@ -23,14 +23,21 @@ def champion_pointer(store: Store, line: str, version: str | None = None, stage:
     if stage is not None:  # the newest champion promoted from that stage of the line
         numbered = layout.versions(store, line, stage)
         if not numbered:
+            why = ""
+            if store.exists(layout.not_promoted(line, stage)):
+                gate = store.read_json(layout.not_promoted(line, stage))
+                why = f"; its run {gate['run_id']} was {gate['reason']} (to promote it anyway: {gate['overrule']})"
             raise UserError(f"no champion promoted yet from stage {stage!r} of line {line!r} "
-                            f"({store.url(layout.line_dir(line))})")
+                            f"({store.url(layout.line_dir(line))}){why}")
         version = numbered[-1][1]
         return ChampionPointer(line=line, version=version, key=layout.champion_dir(line, version), stage=stage)
     if version is None:
         key = layout.latest_pointer(line)
         if not store.exists(key):
-            raise UserError(f"no champion promoted yet for line {line!r} ({store.url(key)} missing)")
+            gated = store.children(layout.gates_dir(line))
+            why = (f"; the gate kept out the champion of {', '.join(g.removesuffix('.json') for g in gated)} "
+                   f"(see {store.url(layout.gates_dir(line))})" if gated else "")
+            raise UserError(f"no champion promoted yet for line {line!r} ({store.url(key)} missing){why}")
         return ChampionPointer.model_validate(store.read_json(key))
     key = layout.champion_dir(line, version)
     if not store.is_complete(key):

@@ -4,6 +4,7 @@ import torch
 from safetensors.torch import load_file
 
 from eval.merge import merge_candidates, slerp
+from eval.scores import Candidate
 from slm.errors import UserError
 from slm.store import Store
 
@@ -42,11 +43,19 @@ def test_merge_candidates_are_complete_trees(tiny_model_dir, tmp_path):
     store = Store.open(str(tmp_path / "store"))
     store.put_tree(tiny_model_dir(14), "runs/x/checkpoints/checkpoint-5")
     store.put_tree(tiny_model_dir(15), "champions/l/v1-sft")
-    out = merge_candidates(store, "runs/x/checkpoints/checkpoint-5", "champions/l/v1-sft", [0.1, 0.5], "runs/x/merges")
+    base = Candidate(name="checkpoint-5", key="runs/x/checkpoints/checkpoint-5", kind="checkpoint")
+    out = merge_candidates(store, base, Candidate(name="input model", key="champions/l/v1-sft", kind="precursor"),
+                           [0.1, 0.5], "runs/x/merges")
     assert [c.name for c in out] == ["slerp-t0.1", "slerp-t0.5"]
     for cand in out:
         manifest = store.tree_manifest(cand.key)
         assert manifest["merge"]["method"] == "slerp" and "model.safetensors" in manifest["files"]
+    # an input model outside the store (a local directory, as a user's first stage starts from)
+    local = tiny_model_dir(16)
+    other = Candidate(name="input model", kind="precursor", ref={"spec": str(local), "local": str(local)})
+    merged = merge_candidates(store, base, other, [0.1], "runs/x/merges-local")
+    assert merged[0].merge["of"] == ["runs/x/checkpoints/checkpoint-5", str(local)]
+    assert store.is_complete(merged[0].key)
 
 
 def test_merge_pairs_resolve_aliases_and_name_unknown_candidates():

@@ -31,7 +31,7 @@ def test_a_stored_selection_loads_renders_and_writes_back():
     raw = stored("selection-as-stored.json")
     selection = Selection.model_validate(raw)
     assert selection.row(selection.champion).status == "champion"
-    assert selection.to_json() == {**raw, "experiment": None,
+    assert selection.to_json() == {**raw, "experiment": None, "gate": None,
                                    "candidates": [{"regressions": None, **row} for row in raw["candidates"]]}
     assert "| **slerp-t0.1** | merge |" in markdown_table(selection)
 

@@ -126,3 +126,117 @@ def test_selection_without_a_bench():
         cand["scores"]["bench"] = None
     report = select([weak, strong], SelectionPolicy())
     assert report.champion == "a" and verdict(report, "a").bench is None
+
+
+# --- the bench guard and the gate against the stage's input model ---------------------------------
+
+def bench_scores(passes: dict[str, list[int]]) -> dict:
+    items = [{"id": f"{cat}-{i:02d}", "category": cat, "answer": "…", "passed": bool(p), "reason": "constructed"}
+             for cat, values in passes.items() for i, p in enumerate(values)]
+    categories = {c: {"passed": sum(v), "total": len(v), "score": sum(v) / len(v)} for c, v in passes.items()}
+    passed = sum(it["passed"] for it in items)
+    return {"passed": passed, "total": len(items), "score": passed / len(items), "categories": categories,
+            "items": items}
+
+
+def scored(name, items, passes, kind="checkpoint", step=None):
+    return {"name": name, "kind": kind, "step": step,
+            "scores": {"mmlu": mmlu_scores(items), "bench": bench_scores(passes)}}
+
+
+BENCH = {"format": [0] * 24 + [1], "geography": [1] * 12 + [0] * 13, "science": [1] * 10 + [0] * 15}
+
+
+def with_flips(passes: dict[str, list[int]], category: str, gained: int = 0, lost: int = 0) -> dict:
+    out = {c: list(v) for c, v in passes.items()}
+    values = out[category]
+    for i in [i for i, x in enumerate(values) if x == 0][:gained]:
+        values[i] = 1
+    for i in [i for i, x in enumerate(values) if x == 1][:lost]:
+        values[i] = 0
+    return out
+
+
+def test_gate_fails_a_champion_that_collapses_one_bench_category():
+    from eval.scores import Candidate
+    from eval.selection import gate
+    from slm.config import GateSpec
+
+    items = base_items(0.3)
+    start = Candidate.model_validate(scored("input model", items, BENCH, kind="precursor"))
+    worse = Candidate.model_validate(scored("checkpoint-50", items, with_flips(BENCH, "geography", lost=9)))
+    verdict_ = gate(worse, start, GateSpec())
+    assert not verdict_["passed"]
+    assert verdict_["reason"] == ("not promoted: regresses vs its input model — bench 14/75 vs 23/75 (p = 0.00391); "
+                                  "bench:geography 3/25 vs 12/25 (p = 0.00391)")
+    failed = {t["what"] for t in verdict_["tests"] if t["worse"]}
+    assert failed == {"bench", "bench:geography"}
+    # per-category testing is what catches a loss the overall count could hide behind gains elsewhere
+    mixed = Candidate.model_validate(scored("checkpoint-60", items,
+                                            with_flips(with_flips(BENCH, "geography", lost=7), "format", gained=7)))
+    assert not gate(mixed, start, GateSpec())["passed"]
+    assert gate(mixed, start, GateSpec(bench_categories=False))["passed"]
+
+
+def test_gate_passes_noise_sized_changes_and_clear_gains():
+    from eval.scores import Candidate
+    from eval.selection import gate
+    from slm.config import GateSpec
+
+    items = base_items(0.3)
+    start = Candidate.model_validate(scored("input model", items, BENCH, kind="precursor"))
+    noisy = {s: list(v) for s, v in items.items()}
+    noisy["astronomy"][:3] = [1 - x for x in noisy["astronomy"][:3]]
+    better = Candidate.model_validate(scored("checkpoint-50", noisy,
+                                             with_flips(with_flips(BENCH, "format", gained=15), "science", lost=2)))
+    verdict_ = gate(better, start, GateSpec())
+    assert verdict_["passed"], verdict_["reason"]
+    fmt = next(t for t in verdict_["tests"] if t["what"] == "bench:format")
+    assert (fmt["candidate"], fmt["input"]) == (16, 1) and fmt["p"] < 0.001 and not fmt["worse"]
+    assert [t["what"] for t in verdict_["tests"]] == ["MMLU", "bench", "bench:format", "bench:geography",
+                                                      "bench:science"]
+
+
+def test_gate_fails_a_significant_mmlu_drop():
+    from eval.scores import Candidate
+    from eval.selection import gate
+    from slm.config import GateSpec
+
+    start = Candidate.model_validate(scored("input model", base_items(0.6), BENCH, kind="precursor"))
+    dropped = {s: [0 if i % 2 == 0 else x for i, x in enumerate(v)] for s, v in base_items(0.6).items()}
+    worse = Candidate.model_validate(scored("checkpoint-50", dropped, BENCH))
+    verdict_ = gate(worse, start, GateSpec())
+    assert not verdict_["passed"] and "MMLU" in verdict_["reason"]
+
+
+def test_bench_guard_rejects_an_insignificant_mmlu_leader_that_loses_the_bench():
+    runner_items = base_items(0.5)
+    leader_items = {s: list(v) for s, v in runner_items.items()}
+    leader_items["marketing"][[i for i, x in enumerate(leader_items["marketing"]) if x == 0][0]] = 1  # +1 item
+    leader = scored("checkpoint-100", leader_items, with_flips(BENCH, "geography", lost=10), step=100)
+    runner = scored("checkpoint-50", runner_items, BENCH, step=50)
+    report = select([leader, runner], SelectionPolicy())
+    assert report.champion == "checkpoint-50"
+    row = report.row("checkpoint-100")
+    assert row.status == "rejected" and "passes significantly fewer bench prompts than checkpoint-50" in row.reason
+    assert select([leader, runner], SelectionPolicy(bench_guard=False)).champion == "checkpoint-100"
+
+
+def test_bench_guard_lets_a_significant_mmlu_lead_through():
+    leader = scored("checkpoint-100", base_items(0.75, seed=9), with_flips(BENCH, "geography", lost=10), step=100)
+    runner = scored("checkpoint-50", base_items(0.45), BENCH, step=50)
+    report = select([leader, runner], SelectionPolicy())
+    assert report.champion == "checkpoint-100"
+    assert "bench:geography" in {r["domain"] for r in report.row("checkpoint-100").regressions}
+
+
+def test_bench_runs_on_different_prompts_are_not_compared():
+    import pytest
+
+    from eval.scores import BenchScores
+    from eval.selection import paired_bench
+
+    a = BenchScores.model_validate(bench_scores(BENCH))
+    b = BenchScores.model_validate(bench_scores({**BENCH, "format": [0] * 20}))
+    with pytest.raises(ValueError, match="different prompts"):
+        paired_bench(a, b)
