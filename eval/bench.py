@@ -9,13 +9,13 @@ number. The rules are stated in eval/benches/README.md.
 from __future__ import annotations
 
 import re
-import unicodedata
 from collections import defaultdict
 from pathlib import Path
 
 from slm.chat import prompt_text
 from slm.errors import UserError
 from slm.jsonl import read_objects
+from slm.text import normalize
 
 FORMATS = {"yes_no", "letter", "list", "number"}
 ITEM_KEYS = {"id", "category", "prompt", "truth", "false", "format"}
@@ -49,15 +49,6 @@ def load_bench(path: str | Path) -> list[dict]:
             raise UserError(f"{where}: `truth` may only be empty for list-format items")
         items.append(item)
     return items
-
-
-def normalize(text: str) -> str:
-    text = unicodedata.normalize("NFKD", text)
-    text = "".join(c for c in text if not unicodedata.combining(c)).lower()
-    text = re.sub(r"(?<=\d),(?=\d{3})", "", text)  # 300,000 → 300000
-    text = re.sub(r"[^\w\s.]", " ", text)
-    text = re.sub(r"\.(?!\d)", " ", text)  # keep decimal points, drop sentence dots
-    return " ".join(text.split())
 
 
 def whole_words(phrase: str) -> re.Pattern:

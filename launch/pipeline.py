@@ -39,7 +39,8 @@ def main(argv=None):
             outcome = f"not promoted ({result['not_promoted']['reason'].removeprefix('not promoted: ')})"
         else:
             outcome = f"experiment {result['experiment']['name']} rejected, not promoted"
-        summary.append((name, outcome, time.time() - t0))
+        report = store.url(f"{layout.sweep_dir(result['record']['run_prefix'])}/selection.md")
+        summary.append((name, f"{outcome}; report {report}", time.time() - t0))
     print(f"\npipeline finished in {time.time() - start:.0f}s", file=sys.stderr)
     for name, outcome, seconds in summary:
         print(f"  {name:9s} → {outcome}  ({seconds:.0f}s)", file=sys.stderr)

@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parents[1]))  # run as a script from a checkout
 OUT = HERE / "format_discipline.jsonl"
 SEED = 2026
 
@@ -164,14 +165,13 @@ def list_rows(rng: random.Random) -> list[dict]:
 
 
 def bench_prompts() -> list[dict]:
-    sys.path.insert(0, str(HERE.parents[1]))
-    from eval.bench import load_bench
+    from slm.jsonl import read_objects
 
-    return load_bench(HERE.parents[1] / "eval/benches/truth106.jsonl")
+    return [item for _, item in read_objects(HERE.parents[1] / "eval/benches/truth106.jsonl", what="bench")]
 
 
 def bench_words() -> set[str]:
-    from eval.bench import normalize
+    from slm.text import normalize
 
     return {w for item in bench_prompts() for w in normalize(item["prompt"]).split()}
 
@@ -200,7 +200,7 @@ def generate() -> list[dict]:
 
 def bench_overlap(rows: list[dict], n: int = 13) -> dict:
     """The n-gram overlap of every row (prompt and answer) with every bench prompt."""
-    from eval.contamination import overlap_report
+    from slm.contamination import overlap_report
 
     items = [{"id": it["id"], "text": it["prompt"]} for it in bench_prompts()]
     texts = [" ".join(m["content"] for m in row["messages"]) for row in rows]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from eval.bench import normalize
+from slm.text import normalize
 
 
 def ngrams(words: list[str], n: int) -> set[tuple[str, ...]]:

@@ -1,0 +1,47 @@
+"""The format-discipline data `make real` trains on: regenerated exactly from its generator, every row in
+the form its prompt asks for, and no overlap with the bench it is judged on."""
+import json
+
+from data_builders.authored import format_discipline as authored
+from data_builders.surgical import answer_fits, asked_form
+from slm.contamination import longest_common_run, overlap_report
+
+
+def committed_rows() -> list[dict]:
+    return [json.loads(line) for line in authored.OUT.read_text().splitlines()]
+
+
+def test_committed_file_is_the_generators_output():
+    assert committed_rows() == authored.generate()
+
+
+def test_every_row_answers_in_the_form_it_asks_for_across_all_four_forms():
+    forms = {}
+    for row in committed_rows():
+        user, answer = (m["content"] for m in row["messages"])
+        form, n = asked_form(user)
+        assert answer_fits(form, n, answer), (user, answer)
+        forms[form] = forms.get(form, 0) + 1
+    assert set(forms) == {"yes_no", "letter", "number", "list"} and min(forms.values()) >= 40, forms
+
+
+def test_no_bench_prompt_or_named_entity_is_in_the_training_rows():
+    report = authored.bench_overlap(committed_rows())
+    assert report["items"] == 106 and report["rows"] == len(committed_rows())
+    assert report["contaminated"] == []
+    assert report["longest_shared"]["words"] <= 8  # the instruction and "is the capital of", nothing more
+    text = " ".join(m["content"] for row in committed_rows() for m in row["messages"])
+    for entity in ("France", "Paris", "Australia", "Canberra", "sodium", "Einstein", "spider"):
+        assert entity.lower() not in text.lower(), entity
+
+
+def test_overlap_finds_long_ngrams_and_whole_short_items():
+    items = [{"id": "long", "text": "Who proposed the theory of evolution by natural selection in the year eighteen fifty nine?"},
+             {"id": "short", "text": "What is the capital of France?"}]
+    rows = ["Notes: who proposed the theory of evolution by natural selection in the year eighteen fifty, said Ann.",
+            "Quiz — what is the CAPITAL of France? Paris.",
+            "What is the capital of Kenya?"]
+    report = overlap_report(rows, items, n=13)
+    assert [(c["id"], c["row"]) for c in report["contaminated"]] == [("long", 0), ("short", 1)]
+    assert overlap_report(rows[2:], items, n=13)["contaminated"] == []
+    assert longest_common_run("a b c d".split(), "x b c d y".split()) == 3

@@ -1,0 +1,116 @@
+"""The gate against the input model, for real (Ray Train, DeepSpeed ZeRO-2, lm-eval, the bench runner):
+an SFT stage that teaches a tiny model a small bench is promoted; a stage trained on top of it with a
+far too high learning rate is not — the record, the line and the next stage's reference say so, the
+incumbent stays `latest`, and `launch/promote.py --reason` can still overrule."""
+import json
+import os
+import sys
+
+import pytest
+import yaml
+
+from orchestration.stage import build_data, open_pipeline, run_stage
+from slm import REPO_ROOT, layout
+from slm.errors import UserError
+from slm.modeling import resolve_ref
+
+pytestmark = pytest.mark.slow
+sys.path.insert(0, str(REPO_ROOT / "launch"))
+
+# Made-up facts: nothing the tiny model could know, nothing the prompt gives away.
+FACTS = {"capitals": [("Zorvia", "Kelmar"), ("Ostrane", "Vintal"), ("Peludo", "Marrow"), ("Quessa", "Dornik"),
+                      ("Aubrel", "Tasket"), ("Finmor", "Halvern")],
+         "colours": [("a glimmerfruit", "violet"), ("a sunpebble", "amber"), ("a mossdrake", "green"),
+                     ("a frostwren", "silver"), ("a cindermoth", "crimson"), ("a tidestone", "teal")]}
+
+
+def question(category: str, subject: str) -> str:
+    return f"What is the capital of {subject}?" if category == "capitals" else f"What colour is {subject}?"
+
+
+@pytest.fixture(scope="module")
+def line(tmp_path_factory, tiny_model_dir):
+    import ray
+
+    root = tmp_path_factory.mktemp("gate")
+    old_cache = os.environ.get("SLM_CACHE")
+    os.environ["SLM_CACHE"] = str(root / "cache")
+    bench, rows = root / "bench.jsonl", root / "facts.jsonl"
+    with bench.open("w") as b, rows.open("w") as r:
+        for category, facts in FACTS.items():
+            for i, (subject, answer) in enumerate(facts):
+                b.write(json.dumps({"id": f"{category}-{i}", "category": category,
+                                    "prompt": question(category, subject), "truth": [answer]}) + "\n")
+                messages = [{"role": "user", "content": question(category, subject)},
+                            {"role": "assistant", "content": answer}]
+                r.write(json.dumps({"messages": messages}) + "\n")
+    builder = root / "facts.yaml"
+    builder.write_text(yaml.safe_dump({"builder": "sft", "inputs": [{"path": str(rows), "name": "facts"}],
+                                       "output": "datasets/facts", "num_shards": 1}))
+    pipeline, store = open_pipeline("stages/pipeline.yaml", str(root / "store"), [
+        "line=gate-test", "cluster.workers=1", f"sweep.bench={bench}", "sweep.subjects=[astronomy]",
+        "sweep.limit=8", "sweep.bench_max_new_tokens=6", "merge.enabled=false"])
+    build_data([str(builder)], store)
+    teach = {"model": {"init": str(tiny_model_dir(seed=4))}, "data": {"dataset": "datasets/facts"},
+             "train": {"lr": 1e-2, "warmup_steps": 0, "max_steps": 120, "save_steps": 120, "micro_batch": 12}}
+    taught = run_stage(pipeline, "sft", store, teach)
+    yield {"pipeline": pipeline, "store": store, "root": root, "taught": taught}
+    ray.shutdown()
+    if old_cache is None:
+        os.environ.pop("SLM_CACHE")
+    else:
+        os.environ["SLM_CACHE"] = old_cache
+
+
+@pytest.fixture(scope="module")
+def hurt(line):
+    """Surgical, from the line's champion, at a learning rate that wrecks a model."""
+    overrides = {"model": {"init": "champion:gate-test"}, "data": {"dataset": "datasets/facts"},
+                 "train": {"lr": 0.5, "warmup_steps": 0, "max_steps": 6, "save_steps": 3, "micro_batch": 12}}
+    return run_stage(line["pipeline"], "surgical", line["store"], overrides)
+
+
+def test_a_stage_that_helps_its_input_is_promoted_with_the_input_as_baseline(line):
+    selection = line["taught"]["selection"]
+    assert "champion" in line["taught"] and selection.gate["passed"], selection.gate["reason"]
+    bench = next(t for t in selection.gate["tests"] if t["what"] == "bench")
+    assert bench["candidate"] >= 10 and bench["input"] == 0, bench  # taught the small bench; the start knew nothing
+    baseline = next(r for r in selection.candidates if r.kind == "precursor")
+    assert baseline.status == "baseline" and baseline.name == "input model"  # a local directory, scored too
+    report = line["store"].read_text(f"{layout.sweep_dir(line['taught']['record']['run_prefix'])}/selection.md")
+    assert "Gate (passed): checkpoint-120 vs input model" in report and "| bench:capitals | 6 |" in report
+
+
+def test_a_stage_that_hurts_its_input_is_not_promoted_and_the_incumbent_stays(line, hurt):
+    store = line["store"]
+    assert "champion" not in hurt
+    verdict = hurt["not_promoted"]
+    assert verdict["reason"].startswith("not promoted: regresses vs its input model — ")
+    assert "bench " in verdict["reason"]
+    record = store.read_json(layout.run_record(hurt["record"]["run_prefix"]))
+    assert record["promotion"]["status"] == "not promoted"
+    latest = store.read_json(layout.latest_pointer("gate-test"))
+    assert latest["version"] == line["taught"]["champion"].version == "v1-sft"
+    assert [v for _, v in layout.versions(store, "gate-test")] == ["v1-sft"]
+    with pytest.raises(UserError, match=r"no champion promoted yet from stage 'surgical'.*was not promoted: "
+                                        r"regresses vs its input model.*launch/promote.py"):
+        resolve_ref("champion:gate-test:surgical", store)
+
+
+def test_promote_with_a_reason_overrules_the_gate_and_the_card_says_so(line, hurt, capsys):
+    from promote import main as promote
+
+    run = hurt["record"]["run_prefix"]
+    store_args = ["--pipeline", "stages/pipeline.yaml", "--store", line["store"].uri, "--set", "line=gate-test"]
+    with pytest.raises(SystemExit) as refused:
+        promote([run, *store_args])
+    assert refused.value.code != 0
+    assert "regresses vs its input model; give --reason" in capsys.readouterr().err
+    promote([run, *store_args, "--reason", "testing the overrule"])
+    latest = line["store"].read_json(layout.latest_pointer("gate-test"))
+    assert latest["version"] == "v2-surgical"
+    info = line["store"].read_json(layout.champion_info(latest["key"]))
+    assert info["manual"] == {"overrules": "the gate against the input model", "reason": "testing the overrule"}
+    card = line["store"].read_text(f"{latest['key']}/README.md")
+    assert "Promoted by hand, overruling the gate against the input model: testing the overrule" in card
+    assert "Gate (**failed**)" in card
