@@ -39,6 +39,16 @@ def promote(store: Store, line: str, candidate: Candidate, champion_info: dict, 
     """
     run_id = champion_info["run_id"]
     version = find_promoted(store, line, run_id, candidate.weights_digest)
+    latest = (ChampionPointer.model_validate(store.read_json(layout.latest_pointer(line)))
+              if store.exists(layout.latest_pointer(line)) else None)
+    if version and latest and layout.version_number(latest.version) >= layout.version_number(version):
+        # Already promoted: `latest` only moves forward, never back to an older version by a re-promotion.
+        note = ("it is the line's latest" if latest.version == version
+                else f"latest stays {line}@{latest.version}, which is newer")
+        log(f"[promote] {line}@{version} already holds these weights; not promoting twice ({note})")
+        return ChampionPointer(line=line, version=version, key=layout.champion_dir(line, version),
+                               stage=champion_info["stage"], run_id=run_id,
+                               updated_at=latest.updated_at if latest.version == version else None)
     if version:
         log(f"[promote] {line}@{version} already holds these weights; not promoting twice")
     else:

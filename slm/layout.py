@@ -5,6 +5,7 @@
     datasets/<stage>/                    written by the data builders (their configs name the key)
     scores/<weights>-<settings>.json     the sweep's score cache
     experiments/<line>/<run_id>.json     experiment verdicts
+    gates/<line>/<stage>.json            the newest champion of a stage the gate kept out
 """
 from __future__ import annotations
 
@@ -34,6 +35,10 @@ def champion_info(champion_key: str) -> str:
 
 def version_name(number: int, stage: str) -> str:
     return f"v{number}-{stage}"
+
+
+def version_number(version: str) -> int:
+    return int(VERSION.fullmatch(version).group(1))
 
 
 def versions(store: Store, line: str, stage: str | None = None) -> list[tuple[int, str]]:

@@ -8,6 +8,7 @@ import sys
 
 import pytest
 import yaml
+from transformers import AutoTokenizer
 
 from orchestration.stage import build_data, open_pipeline, run_stage
 from slm import REPO_ROOT, layout
@@ -51,7 +52,11 @@ def line(tmp_path_factory, tiny_model_dir):
         "line=gate-test", "cluster.workers=1", f"sweep.bench={bench}", "sweep.subjects=[astronomy]",
         "sweep.limit=8", "sweep.bench_max_new_tokens=6", "merge.enabled=false"])
     build_data([str(builder)], store)
-    teach = {"model": {"init": str(tiny_model_dir(seed=4))}, "data": {"dataset": "datasets/facts"},
+    start = tiny_model_dir(seed=4)
+    tokenizer = AutoTokenizer.from_pretrained(start)
+    tokenizer.pad_token = tokenizer.eos_token  # as SmolLM2 ships it: pad == eos
+    tokenizer.save_pretrained(start)
+    teach = {"model": {"init": str(start)}, "data": {"dataset": "datasets/facts"},
              "train": {"lr": 1e-2, "warmup_steps": 0, "max_steps": 120, "save_steps": 120, "micro_batch": 12}}
     taught = run_stage(pipeline, "sft", store, teach)
     yield {"pipeline": pipeline, "store": store, "root": root, "taught": taught}
@@ -79,6 +84,17 @@ def test_a_stage_that_helps_its_input_is_promoted_with_the_input_as_baseline(lin
     assert baseline.status == "baseline" and baseline.name == "input model"  # a local directory, scored too
     report = line["store"].read_text(f"{layout.sweep_dir(line['taught']['record']['run_prefix'])}/selection.md")
     assert "Gate (passed): checkpoint-120 vs input model" in report and "| bench:capitals | 6 |" in report
+
+
+def test_pad_equal_to_eos_is_routed_and_named_in_record_checkpoint_and_card(line):
+    store, record = line["store"], line["taught"]["record"]
+    assert record["pad"] == {"token": "<|pad|>", "id": 1, "how": "routed",
+                             "reason": "the tokenizer's pad token was its eos '<|endoftext|>'; routed to a token made "
+                                       "for padding"}
+    config = json.loads(store.read_text(f"{record['checkpoints'][-1]}/tokenizer_config.json"))
+    assert config["pad_token"] == "<|pad|>" and config["eos_token"] == "<|endoftext|>"
+    card = store.read_text(f"{line['taught']['champion'].key}/README.md")
+    assert "| Pad token | `<\\|pad\\|>` (id 1), routed: the tokenizer's pad token was its eos" in card
 
 
 def test_a_stage_that_hurts_its_input_is_not_promoted_and_the_incumbent_stays(line, hurt):

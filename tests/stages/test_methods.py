@@ -158,7 +158,7 @@ def test_dpo_as_an_experiment_is_judged_against_the_incumbent_and_kept_on_record
     # The start is a random init at chance; 8 DPO steps cannot lift it on 20 MMLU items (here it ties,
     # 10% vs 10%), and an experiment must beat its incumbent, not tie it: rejected, and not promoted.
     assert verdict["status"] == "rejected" and "incumbent" in verdict["reason"], verdict
-    assert verdict["incumbent"].startswith("precursor")  # no dpo champion yet: the starting model is the incumbent
+    assert verdict["incumbent"] == "input model"  # no dpo champion yet: the starting model (a store tree) is the incumbent
     on_record = lab["store"].read_json(f"experiments/{pipeline.line}/{record['run_id']}.json")
     assert on_record["name"] == "dpo-v1" and on_record["status"] == verdict["status"]
     assert lab["store"].read_json(f"{record['run_prefix']}/record.json")["experiment"]["status"] == verdict["status"]
