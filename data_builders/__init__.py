@@ -9,10 +9,15 @@ from __future__ import annotations
 from importlib import import_module
 
 from slm.config import BuilderConfig, config_digest, load_yaml_config, resolve_path
+from slm.datasets import read_manifest
 from slm.errors import UserError
 from slm.log import log
 from slm.modeling import resolve_ref
 from slm.store import Store, sha256_file
+
+# Builders whose rows are chat messages: they also mix in datasets already in the store.
+CHAT_BUILDERS = ("sft", "surgical", "repair")
+
 
 def build_digest(cfg: BuilderConfig, store: Store, version: str) -> str:
     refs = {}
@@ -23,16 +28,29 @@ def build_digest(cfg: BuilderConfig, store: Store, version: str) -> str:
             refs[field] = (ref.get("champion") or {}).get("key") or ref.get("key") or ref.get("local") or ref.get("hf")
             if ref.get("key") is not None:
                 refs[field + "_files"] = store.tree_manifest(ref["key"])["files"]
-    inputs = [sha256_file(resolve_path(i.path)) for i in cfg.inputs]
+    inputs = [sha256_file(resolve_path(i.path)) if i.path else dataset_identity(store, i.dataset) for i in cfg.inputs]
     return config_digest(cfg, {"inputs": inputs, "version": version, "refs": refs})
+
+
+def dataset_identity(store: Store, key: str) -> str:
+    """What a store dataset holds: its build digest (or its manifest's checksum)."""
+    manifest = read_manifest(store, key)
+    return manifest.get("build_digest") or store.tree_manifest(key)["files"]["manifest.json"]["sha256"]
 
 
 def run_builder(config_path: str, store: Store, overrides: dict | None = None, force: bool = False) -> dict:
     cfg = load_yaml_config(config_path, BuilderConfig, overrides)
-    for item in cfg.inputs:
-        if not resolve_path(item.path).is_file():
-            raise UserError(f"{config_path}: input file not found: {resolve_path(item.path)}")
     module = import_module(f"data_builders.{cfg.builder}")
+    for item in cfg.inputs:
+        if item.dataset is not None:
+            if cfg.builder not in CHAT_BUILDERS:
+                raise UserError(f"{config_path}: inputs: `dataset` ({item.dataset}) is read by the chat builders "
+                                f"({', '.join(CHAT_BUILDERS)}), not by {cfg.builder}; give a `path`")
+            if not store.is_complete(item.dataset):
+                raise UserError(f"{config_path}: input dataset {item.dataset} not found (or incomplete) at "
+                                f"{store.url(item.dataset)}; build it first (list its builder earlier)")
+        elif not resolve_path(item.path).is_file():
+            raise UserError(f"{config_path}: input file not found: {resolve_path(item.path)}")
     digest = build_digest(cfg, store, module.VERSION)
     if not force and store.is_complete(cfg.output):
         existing = store.tree_manifest(cfg.output)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import random
 
 from slm.config import BuilderConfig, resolve_path
-from slm.datasets import write_dataset
+from slm.datasets import load_split, read_manifest, write_dataset
 from slm.errors import UserError
 from slm.jsonl import read_objects
 from slm.store import Store, sha256_file
@@ -34,18 +34,27 @@ def to_messages(row: dict, where: str) -> list[dict]:
     raise UserError(f"{where}: expected `messages`, `prompt`/`response` or `question`/`answer`")
 
 
-def weighted_rows(cfg: BuilderConfig, rng: random.Random) -> tuple[list[dict], list[dict]]:
+def source_rows(item, store: Store) -> tuple[list[dict], dict]:
+    """One input's chat rows (a file, or a store dataset's train split) and its provenance entry."""
+    if item.dataset is not None:
+        messages = load_split(store, item.dataset, "train")["messages"]
+        info = {"dataset": item.dataset, "build_digest": read_manifest(store, item.dataset).get("build_digest")}
+        return [{"messages": m, "source": item.label} for m in messages], info
+    path = resolve_path(item.path)
+    rows = [{"messages": to_messages(row, f"{path}:{n}"), "source": item.label} for n, row in read_jsonl(item.path)]
+    return rows, {"path": item.path, "sha256": sha256_file(path)}
+
+
+def weighted_rows(cfg: BuilderConfig, rng: random.Random, store: Store) -> tuple[list[dict], list[dict]]:
     """Read every input; a source's weight scales its row count (2.0 repeats each row twice)."""
     rows, sources = [], []
     for item in cfg.inputs:
-        name = item.name or resolve_path(item.path).stem
-        source_rows = [{"messages": to_messages(row, f"{resolve_path(item.path)}:{n}"), "source": name}
-                       for n, row in read_jsonl(item.path)]
+        found, info = source_rows(item, store)
         whole, frac = int(item.weight), item.weight - int(item.weight)
-        picked = source_rows * whole + rng.sample(source_rows, round(frac * len(source_rows)))
+        picked = found * whole + rng.sample(found, round(frac * len(found)))
         rows += picked
-        sources.append({"name": name, "path": item.path, "sha256": sha256_file(resolve_path(item.path)),
-                        "weight": item.weight, "rows_in": len(source_rows), "rows_out": len(picked)})
+        sources.append({"name": item.label, **info, "weight": item.weight, "rows_in": len(found),
+                        "rows_out": len(picked)})
     return rows, sources
 
 
@@ -62,5 +71,5 @@ def split_and_write(cfg: BuilderConfig, store: Store, rows: list[dict], sources:
 
 
 def build_chat(cfg: BuilderConfig, store: Store, version: str, digest: str) -> dict:
-    rows, sources = weighted_rows(cfg, random.Random(cfg.seed))
+    rows, sources = weighted_rows(cfg, random.Random(cfg.seed), store)
     return split_and_write(cfg, store, rows, sources, version, digest)

@@ -39,7 +39,7 @@ def answer_fits(form: str, n: int | None, answer: str) -> bool:
 
 
 def build(cfg, store, digest):
-    rows, sources = weighted_rows(cfg, random.Random(cfg.seed))
+    rows, sources = weighted_rows(cfg, random.Random(cfg.seed), store)
     forms = {}
     for row in rows:
         user = next(m["content"] for m in row["messages"] if m["role"] == "user")

@@ -142,9 +142,23 @@ class StageConfig(Strict):
 
 
 class BuilderInput(Strict):
-    path: str
+    """A file (`path`), or a dataset already built into the store (`dataset`: its train split; chat
+    builders only), with a mixing weight."""
+
+    path: str | None = None
+    dataset: str | None = None
     name: str | None = None
     weight: float = Field(1.0, gt=0)
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        if (self.path is None) == (self.dataset is None):
+            raise ValueError("give exactly one of `path` (a file) or `dataset` (a store key)")
+        return self
+
+    @property
+    def label(self) -> str:
+        return self.name or (Path(self.path).stem if self.path else self.dataset.rstrip("/").rsplit("/", 1)[-1])
 
 
 class BuilderConfig(Strict):

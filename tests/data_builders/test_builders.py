@@ -116,3 +116,42 @@ def test_distill_builder_runs_the_teacher(store, tiny_model_dir, tmp_path):
     assert manifest["teacher"]["decoding"] == "greedy" and manifest["sources"][0]["questions"] == 2
     rows = load_split(store, "datasets/d")
     assert all(r["messages"][0]["role"] == "user" for r in rows)
+
+
+def test_a_chat_builder_mixes_in_a_dataset_already_in_the_store(store, tmp_path):
+    import yaml
+
+    run_builder(str(CONFIGS / "sft.yaml"), store)
+    sft_rows = read_manifest(store, "datasets/sft")["splits"]["train"]["rows"]
+    config = tmp_path / "mix.yaml"
+    config.write_text(yaml.safe_dump({"builder": "surgical", "output": "datasets/mix", "inputs": [
+        {"path": "data_builders/fixtures/surgical/format_discipline.jsonl", "name": "format"},
+        {"dataset": "datasets/sft", "name": "replay", "weight": 0.5}]}))
+    run_builder(str(config), store)
+    manifest = check_shards(store, "datasets/mix")
+    replay = next(s for s in manifest["sources"] if s["name"] == "replay")
+    assert replay["dataset"] == "datasets/sft" and replay["rows_in"] == sft_rows
+    assert replay["rows_out"] == round(0.5 * sft_rows) and replay["build_digest"]
+    rows = load_split(store, "datasets/mix", "train")
+    assert {"format", "replay"} == set(rows["source"])
+    digest = manifest["build_digest"]
+    # the mixed-in dataset is part of the build's identity: rebuilt with other rows, the mix is rebuilt too
+    run_builder(str(CONFIGS / "sft.yaml"), store, overrides={"seed": 5})
+    assert read_manifest(store, "datasets/mix")["build_digest"] == digest
+    assert run_builder(str(config), store)["build_digest"] != digest
+
+
+def test_dataset_inputs_are_checked_before_building(store, tmp_path):
+    import yaml
+
+    def config(builder, item):
+        path = tmp_path / f"{builder}.yaml"
+        path.write_text(yaml.safe_dump({"builder": builder, "output": "datasets/x", "inputs": [item]}))
+        return str(path)
+
+    with pytest.raises(UserError, match="input dataset datasets/nowhere not found"):
+        run_builder(config("sft", {"dataset": "datasets/nowhere"}), store)
+    with pytest.raises(UserError, match="is read by the chat builders .* not by dpo"):
+        run_builder(config("dpo", {"dataset": "datasets/sft"}), store)
+    with pytest.raises(UserError, match="exactly one of `path`"):
+        run_builder(config("sft", {"dataset": "datasets/sft", "path": "a.jsonl"}), store)
