@@ -30,7 +30,10 @@ def to_messages(row: dict, where: str) -> list[dict]:
         return [{"role": m["role"], "content": m["content"]} for m in messages]
     for q, a in (("prompt", "response"), ("question", "answer")):
         if q in row and a in row:
-            return [{"role": "user", "content": str(row[q])}, {"role": "assistant", "content": str(row[a])}]
+            for key in (q, a):
+                if not isinstance(row[key], str) or not row[key].strip():
+                    raise UserError(f"{where}: `{key}` must be a non-empty string (got {type(row[key]).__name__})")
+            return [{"role": "user", "content": row[q]}, {"role": "assistant", "content": row[a]}]
     raise UserError(f"{where}: expected `messages`, `prompt`/`response` or `question`/`answer`")
 
 

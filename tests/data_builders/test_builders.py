@@ -155,3 +155,15 @@ def test_dataset_inputs_are_checked_before_building(store, tmp_path):
         run_builder(config("dpo", {"dataset": "datasets/sft"}), store)
     with pytest.raises(UserError, match="exactly one of `path`"):
         run_builder(config("sft", {"dataset": "datasets/sft", "path": "a.jsonl"}), store)
+
+
+@pytest.mark.parametrize("row, message", [
+    ({"prompt": None, "response": "x"}, "`prompt` must be a non-empty string \\(got NoneType\\)"),
+    ({"question": "q", "answer": 42}, "`answer` must be a non-empty string \\(got int\\)"),
+    ({"prompt": "p", "response": "  "}, "`response` must be a non-empty string"),
+])
+def test_null_or_non_text_values_are_named_not_trained_on_as_text(row, message):
+    from data_builders.common import to_messages
+
+    with pytest.raises(UserError, match=f"in.jsonl:3: {message}"):
+        to_messages(row, "in.jsonl:3")
