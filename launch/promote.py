@@ -7,13 +7,18 @@ champion.json and shown in the card.
 
     python launch/promote.py runs/repair/repair-1a2b3c4d5e
     python launch/promote.py runs/repair/repair-1a2b3c4d5e --candidate checkpoint-20 --reason "..."
+    python launch/promote.py --rollback v3-distill --reason "v4 answers in the wrong language"
+
+`latest` only moves forward by itself: re-promoting weights that are already a champion changes
+nothing. --rollback moves it back to an older version on purpose; who, when and why go to the
+line's history and the next card.
 """
 import argparse
 
 import _bootstrap
 
 from eval.scores import Candidate, Selection
-from orchestration.promotion import promote_champion
+from orchestration.promotion import promote_champion, rollback
 from orchestration.stage import open_pipeline
 from orchestration.sweeping import precursor_of
 from slm import layout
@@ -23,12 +28,20 @@ from slm.errors import UserError, cli_main
 @cli_main
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("run", help="the run's key in the store, runs/<stage>/<run_id>")
+    p.add_argument("run", nargs="?", help="the run's key in the store, runs/<stage>/<run_id>")
+    p.add_argument("--rollback", metavar="VERSION", help="move the line's latest back to this older version")
     p.add_argument("--candidate", help="a candidate of the run's sweep (default: the selected champion)")
     p.add_argument("--reason", help="why a candidate other than the selected one is promoted")
     _bootstrap.add_pipeline_options(p)
     args = p.parse_args(argv)
     pipeline, store = open_pipeline(args.pipeline, args.store, args.overrides)
+    if args.rollback:
+        if args.run or args.candidate or not args.reason:
+            raise UserError("--rollback VERSION takes --reason and no run or --candidate")
+        print(store.url(rollback(store, pipeline.line, args.rollback, args.reason).key))
+        return
+    if not args.run:
+        raise UserError("name the run to promote from (runs/<stage>/<run_id>), or give --rollback VERSION")
     run = args.run.strip("/")
     if not store.exists(f"{layout.sweep_dir(run)}/selection.json"):
         raise UserError(f"{store.url(run)}: no sweep/selection.json; run the stage's sweep first")

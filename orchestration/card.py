@@ -138,6 +138,18 @@ def _stage_section(index: int, champ: dict, record: dict) -> str:
     return "\n".join(lines)
 
 
+def _rollbacks(store: Store, line: str) -> str:
+    """Deliberate moves of the line's `latest` back to an older version: who, when, why."""
+    names = [n for n in store.children(layout.line_history(line)) if n.endswith("-rollback.json")]
+    if not names:
+        return ""
+    rows = ["## Rollbacks of this line", "", "| When | From | To | By | Reason |", "|---|---|---|---|---|"]
+    for n in names:
+        e = store.read_json(f"{layout.line_history(line)}/{n}")
+        rows.append(f"| {e['at']} | {e['from']} | {e['to']} | {e['by']} | {e['reason']} |")
+    return "\n".join(rows) + "\n\n"
+
+
 def _experiments(store: Store, line: str) -> str:
     """Every experiment tried on this line, rejected ones included: the card keeps the negative results."""
     names = [n for n in store.children(layout.experiments_dir(line)) if n.endswith(".json")]
@@ -237,7 +249,7 @@ def render(store: Store, info: dict, card_meta: dict) -> str:
 
 {markdown_table(sel)}
 
-{_experiments(store, info['line'])}
+{_experiments(store, info['line'])}{_rollbacks(store, info['line'])}
 ## Recommended usage
 
 Greedy decoding (`do_sample=False`). The prompt format is the tokenizer's chat template:

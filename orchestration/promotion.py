@@ -6,6 +6,7 @@ a reader following `latest.json` always finds a complete champion. Versions are 
 """
 from __future__ import annotations
 
+import getpass
 import json
 import tempfile
 from pathlib import Path
@@ -41,10 +42,12 @@ def promote(store: Store, line: str, candidate: Candidate, champion_info: dict, 
     version = find_promoted(store, line, run_id, candidate.weights_digest)
     latest = (ChampionPointer.model_validate(store.read_json(layout.latest_pointer(line)))
               if store.exists(layout.latest_pointer(line)) else None)
-    if version and latest and layout.version_number(latest.version) >= layout.version_number(version):
-        # Already promoted: `latest` only moves forward, never back to an older version by a re-promotion.
+    if version and latest and (latest.rollback or layout.version_number(latest.version) >= layout.version_number(version)):
+        # Already promoted: `latest` moves forward only for a new version (or to finish a promotion that
+        # stopped before moving it), never back, and never over a deliberate rollback.
         note = ("it is the line's latest" if latest.version == version
-                else f"latest stays {line}@{latest.version}, which is newer")
+                else f"latest stays {line}@{latest.version}, rolled back on purpose: {latest.rollback['reason']}"
+                if latest.rollback else f"latest stays {line}@{latest.version}, which is newer")
         log(f"[promote] {line}@{version} already holds these weights; not promoting twice ({note})")
         return ChampionPointer(line=line, version=version, key=layout.champion_dir(line, version),
                                stage=champion_info["stage"], run_id=run_id,
@@ -73,6 +76,30 @@ def promote(store: Store, line: str, candidate: Candidate, champion_info: dict, 
     return pointer
 
 
+def rollback(store: Store, line: str, version: str, reason: str) -> ChampionPointer:
+    """Move `latest` back to an older complete version, on purpose: recorded with who, when and why in
+    the line's history, on the pointer, and in the next card."""
+    if not layout.VERSION.fullmatch(version):
+        raise UserError(f"--rollback {version!r}: not a version name (v<N>-<stage>, e.g. v2-sft)")
+    key = layout.champion_dir(line, version)
+    if not store.is_complete(key):
+        raise UserError(f"--rollback: champion {line}@{version} not found (or incomplete) at {store.url(key)}")
+    if not store.exists(layout.latest_pointer(line)):
+        raise UserError(f"--rollback: line {line!r} has no latest champion to move back from")
+    latest = ChampionPointer.model_validate(store.read_json(layout.latest_pointer(line)))
+    if latest.version == version:
+        raise UserError(f"--rollback: {line}@{version} is already the line's latest")
+    info = store.read_json(layout.champion_info(key))
+    event = {"line": line, "from": latest.version, "to": version, "reason": reason, "by": getpass.getuser(),
+             "at": now()}
+    store.write_json(f"{layout.line_history(line)}/{event['at'].replace(':', '')}-rollback.json", event)
+    pointer = ChampionPointer(line=line, version=version, key=key, stage=info["stage"], run_id=info["run_id"],
+                              updated_at=event["at"], rollback=event)
+    store.write_json(layout.latest_pointer(line), pointer.to_json())
+    log(f"[promote] latest of {line} rolled back {latest.version} → {version}: {reason}")
+    return pointer
+
+
 def promote_champion(pipeline: PipelineConfig, record: dict, champion: Candidate, precursor: Candidate | None,
                      store: Store) -> ChampionPointer:
     """Promote a swept candidate of a run, with its provenance and a card generated from the records."""
@@ -83,7 +110,7 @@ def promote_champion(pipeline: PipelineConfig, record: dict, champion: Candidate
     info = {"stage": record["stage"], "run_id": record["run_id"], "candidate": champion.name,
             "candidate_kind": champion.kind, "run_record": layout.run_record(record["run_prefix"]),
             "selection": f"{layout.sweep_dir(record['run_prefix'])}/selection.json",
-            "precursor": (precursor.champion or {"key": precursor.key}) if precursor else None,
+            "precursor": (precursor.champion or {"key": precursor.key, "spec": precursor.spec}) if precursor else None,
             "scores": {"bench": None, **scores}, "sweep_note": sweep_note(pipeline, champion.scored.mmlu.n)}
     if champion.kind == "merge":
         info["merge"] = champion.merge

@@ -29,6 +29,11 @@ def latest_pointer(line: str) -> str:
     return f"champions/{line}/latest.json"
 
 
+def line_history(line: str) -> str:
+    """Deliberate moves of `latest` (rollbacks), one JSON file each, named by time."""
+    return f"champions/{line}/history"
+
+
 def champion_info(champion_key: str) -> str:
     return f"{champion_key}/champion.json"
 

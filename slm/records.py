@@ -80,3 +80,4 @@ class ChampionPointer(Record):
     stage: str | None = None
     run_id: str | None = None
     updated_at: str | None = None
+    rollback: dict | None = None  # set when `latest` was moved back on purpose (launch/promote.py --rollback)
