@@ -9,7 +9,7 @@ from __future__ import annotations
 from importlib import import_module
 
 from slm.config import BuilderConfig, config_digest, load_yaml_config, resolve_path
-from slm.datasets import read_manifest
+from slm.datasets import manifest_mismatch, read_manifest
 from slm.errors import UserError
 from slm.log import log
 from slm.modeling import resolve_ref
@@ -55,9 +55,12 @@ def run_builder(config_path: str, store: Store, overrides: dict | None = None, f
     if not force and store.is_complete(cfg.output):
         existing = store.tree_manifest(cfg.output)
         previous = store.read_json(f"{cfg.output}/manifest.json") if "manifest.json" in existing["files"] else existing
-        if previous.get("build_digest") == digest:
+        problem = manifest_mismatch(existing["files"], previous) if "splits" in previous else None
+        if previous.get("build_digest") == digest and not problem:
             log(f"[data] {store.url(cfg.output)} is up to date")
             return previous
+        if problem:
+            log(f"[data] {store.url(cfg.output)} does not match its manifest ({problem}); rebuilding it")
     manifest = module.build(cfg, store, digest)
     log(f"[data] wrote {store.url(cfg.output)}")
     return manifest

@@ -43,6 +43,8 @@ def main(argv=None):
     if not args.run:
         raise UserError("name the run to promote from (runs/<stage>/<run_id>), or give --rollback VERSION")
     run = args.run.strip("/")
+    if not layout.RUN_KEY.fullmatch(run):
+        raise UserError(f"{args.run!r} is not a run key (runs/<stage>/<stage>-<digest>, as the stage's log prints it)")
     if not store.exists(f"{layout.sweep_dir(run)}/selection.json"):
         raise UserError(f"{store.url(run)}: no sweep/selection.json; run the stage's sweep first")
     record = store.read_json(layout.run_record(run))

@@ -63,7 +63,39 @@ def read_manifest(store: Store, key: str) -> dict:
     manifest = store.read_json(f"{key}/manifest.json")
     if not manifest["splits"].get("train", {}).get("rows"):
         raise UserError(f"dataset {store.url(key)} is empty: its train split has no rows")
+    problem = manifest_mismatch(store.tree_manifest(key)["files"], manifest)
+    if problem:
+        raise UserError(f"dataset {store.url(key)} is corrupted: {problem}; rebuild it "
+                        f"(python launch/build_data.py CONFIG --force)")
     return manifest
+
+
+def manifest_mismatch(files: dict, manifest: dict) -> str | None:
+    """Where the dataset's manifest and the files the store holds disagree (None: they agree).
+    `files` is the store's completion record (path → sha256), written when the tree was uploaded."""
+    for split, info in manifest["splits"].items():
+        if sum(s["rows"] for s in info["shards"]) != info["rows"]:
+            return f"split {split}: shard rows add up to {sum(s['rows'] for s in info['shards'])}, not {info['rows']}"
+        for shard in info["shards"]:
+            held = files.get(shard["file"])
+            if held is None:
+                return f"shard {shard['file']} is missing"
+            if held["sha256"] != shard["sha256"]:
+                return f"shard {shard['file']} has sha256 {held['sha256'][:12]}…, the manifest says {shard['sha256'][:12]}…"
+    return None
+
+
+def verify_local_shards(local: Path, manifest: dict, where: str) -> None:
+    """The fetched shards are the ones the manifest names: checksum and row count of every file."""
+    for split, info in manifest["splits"].items():
+        for shard in info["shards"]:
+            path = local / shard["file"]
+            if sha256_file(path) != shard["sha256"]:
+                raise UserError(f"dataset {where} is corrupted: {shard['file']} does not match its manifest checksum")
+            rows = pq.read_metadata(path).num_rows
+            if rows != shard["rows"]:
+                raise UserError(f"dataset {where} is corrupted: {shard['file']} has {rows} rows, its manifest says "
+                                f"{shard['rows']}")
 
 
 def load_split(store: Store, key: str, split: str = "train"):
@@ -74,6 +106,7 @@ def load_split(store: Store, key: str, split: str = "train"):
     if split not in manifest["splits"]:
         raise UserError(f"dataset {store.url(key)} has no split {split!r} (has {', '.join(manifest['splits'])})")
     local = fetch_tree_cached(store, key)
+    verify_local_shards(local, {"splits": {split: manifest["splits"][split]}}, store.url(key))
     shards = manifest["splits"][split]["shards"]
     tables = [pq.read_table(local / s["file"]) for s in shards]
     # The shards' checksums name the data: without a fingerprint, `datasets` hashes the whole table

@@ -15,6 +15,7 @@ from slm.store import Store
 
 VERSION = re.compile(r"v(\d+)-([a-z]+)")
 CHECKPOINT = re.compile(r"checkpoint-(\d+)")
+RUN_KEY = re.compile(r"runs/([a-z]+)/\1-[0-9a-f]{10}")
 
 
 def line_dir(line: str) -> str:

@@ -167,3 +167,21 @@ def test_null_or_non_text_values_are_named_not_trained_on_as_text(row, message):
 
     with pytest.raises(UserError, match=f"in.jsonl:3: {message}"):
         to_messages(row, "in.jsonl:3")
+
+
+def test_a_shard_swapped_with_a_matching_completion_record_is_caught_and_rebuilt(store, capsys):
+    """The store's completion record can be made to match a swapped file; the manifest's own per-shard
+    checksums and row counts cannot: training, the builder and load_split all check them."""
+    run_builder(str(CONFIGS / "sft.yaml"), store)
+    run_builder(str(CONFIGS / "surgical.yaml"), store)
+    sft_shard, other = store.root / "datasets/sft/train/shard-00000.parquet", store.root / "datasets/surgical/train/shard-00000.parquet"
+    sft_shard.write_bytes(other.read_bytes())
+    complete = json.loads((store.root / "datasets/sft/_COMPLETE.json").read_text())
+    complete["files"]["train/shard-00000.parquet"] = {"sha256": sha256_file(sft_shard), "size": sft_shard.stat().st_size}
+    (store.root / "datasets/sft/_COMPLETE.json").write_text(json.dumps(complete))
+    with pytest.raises(UserError, match=r"dataset .*datasets/sft is corrupted: shard train/shard-00000.parquet has "
+                                        r"sha256 .* the manifest says"):
+        read_manifest(store, "datasets/sft")
+    run_builder(str(CONFIGS / "sft.yaml"), store)
+    assert "does not match its manifest" in capsys.readouterr().err
+    assert len(load_split(store, "datasets/sft")) == read_manifest(store, "datasets/sft")["splits"]["train"]["rows"]

@@ -116,5 +116,5 @@ def test_pipeline_end_to_end_on_s3(tmp_path, s3_env):
     latest = store.read_json("champions/tiny-ff/latest.json")
     assert latest["version"] == "v6-repair"
     info = store.read_json(f"{latest['key']}/champion.json")
-    assert info["candidate"] == other and info["manual"] == {"overrules": selection["champion"],
+    assert info["candidate"] == other and info["manual"] == {"overrules": f"the selection ({selection['champion']})",
                                                               "reason": "better on the held-out set"}

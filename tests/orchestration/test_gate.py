@@ -122,6 +122,13 @@ def test_promote_with_a_reason_overrules_the_gate_and_the_card_says_so(line, hur
         promote([run, *store_args])
     assert refused.value.code != 0
     assert "regresses vs its input model; give --reason" in capsys.readouterr().err
+    taught = line["taught"]["record"]["run_prefix"]
+    for bad, message in ((["--candidate", f"../../../{taught}/sweep/checkpoint-120"], "is not a candidate of"),
+                         (["--candidate", "input model"], "is not a candidate of"),
+                         ([], "is not a run key")):
+        with pytest.raises(SystemExit):
+            promote([run if bad else "runs/sft/../../etc", *bad, *store_args, "--reason", "forged"])
+        assert message in capsys.readouterr().err
     promote([run, *store_args, "--reason", "testing the overrule"])
     latest = line["store"].read_json(layout.latest_pointer("gate-test"))
     assert latest["version"] == "v2-surgical"
