@@ -18,6 +18,7 @@ from slm.jsonl import read_objects
 from slm.text import normalize
 
 FORMATS = {"yes_no", "letter", "list", "number"}
+MAX_PROMPT_CHARS = 4000
 ITEM_KEYS = {"id", "category", "prompt", "truth", "false", "format"}
 
 
@@ -32,6 +33,9 @@ def load_bench(path: str | Path) -> list[dict]:
         for key in ("id", "category", "prompt"):
             if not isinstance(item.get(key), str) or not item[key].strip():
                 raise UserError(f"{where}: `{key}` must be a non-empty string")
+        if len(item["prompt"]) > MAX_PROMPT_CHARS:
+            raise UserError(f"{where}: prompt of {len(item['prompt']):,} characters; a bench prompt is at most "
+                            f"{MAX_PROMPT_CHARS:,} (every candidate generates from it, batched)")
         if item["id"] in seen:
             raise UserError(f"{where}: duplicate id {item['id']!r}")
         seen.add(item["id"])

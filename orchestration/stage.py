@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from data_builders import run_builder
+from eval.bench import load_bench
 from orchestration.promotion import promote_champion
 from orchestration.sweeping import experiment_incumbent, sweep_and_select
 from orchestration.training import train
@@ -55,6 +56,8 @@ def open_pipeline(path: str, store_override: str | None = None, overrides: list[
         for name in set(stage_overrides) - {"*"} - {r.name for r in refs}:
             pipeline.stage(name)  # the one-line unknown-stage error
         pipeline = pipeline.model_copy(update={"stages": refs})
+    if pipeline.sweep.bench:  # checked now, not after training and MMLU scoring
+        load_bench(resolve_path(pipeline.sweep.bench))
     store_uri = store_override or pipeline.store
     if "://" not in store_uri:
         if cluster.in_job_working_dir_copy() and not Path(store_uri).expanduser().is_absolute():

@@ -13,7 +13,13 @@ def read_objects(file: Path, what: str = "input") -> list[tuple[int, dict]]:
         raise UserError(f"{what} file not found: {file}")
     rows = []
     # split on "\n" only: str.splitlines() also breaks at U+2028 and friends, legal inside JSON strings
-    for number, line in enumerate(file.read_text(encoding="utf-8").split("\n"), 1):
+    try:
+        text = file.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        line = file.read_bytes()[:exc.start].count(b"\n") + 1
+        raise UserError(f"{file}:{line}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}); "
+                        f"re-encode the file as UTF-8") from None
+    for number, line in enumerate(text.split("\n"), 1):
         if not line.strip():
             continue
         try:
