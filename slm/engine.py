@@ -75,6 +75,9 @@ def load_ds_config(path: str, use_gpu: bool) -> dict:
         raise UserError(f"{file}: not valid JSON ({exc})") from None
     if "zero_optimization" not in config:
         raise UserError(f"{file}: no zero_optimization section")
+    stage = config["zero_optimization"].get("stage", 0)
+    if stage not in (0, 1, 2, 3):
+        raise UserError(f"{file}: zero_optimization.stage is {stage!r}; DeepSpeed's ZeRO stages are 0, 1, 2 and 3")
     if not use_gpu and config.get("optimizer", {}).get("type", "").lower() in ("adam", "adamw"):
         # On CPU, torch's AdamW avoids DeepSpeed's JIT build of FusedAdam/CPUAdam (minutes, once per machine).
         config["optimizer"].setdefault("params", {})["torch_adam"] = True
