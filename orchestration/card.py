@@ -199,6 +199,14 @@ def validated(text: str, expected: list[EvalResult]) -> str:
     return text
 
 
+def hub_base(chain: list[dict]) -> dict:
+    """base_model (and its relation) when the line grew from a hub model, so the Hub's model tree shows it."""
+    spec = ((chain[0].get("precursor") or {}).get("spec") or "")
+    if not spec.startswith("hf:"):
+        return {}
+    return {"base_model": spec[len("hf:"):].partition("@")[0], "base_model_relation": "finetune"}
+
+
 def render(store: Store, info: dict, card_meta: dict) -> str:
     chain = lineage(store, info)
     records = [store.read_json(c["run_record"]) for c in chain]
@@ -210,6 +218,7 @@ def render(store: Store, info: dict, card_meta: dict) -> str:
         library_name="transformers", pipeline_tag="text-generation", model_name=name,
         tags=["text-generation", record["model"]["architecture"], "causal-lm", *[c["stage"] for c in chain]],
         eval_results=eval_results(info),
+        **hub_base(chain),
     )
     sel = Selection.model_validate(store.read_json(info["selection"]))
     history = ["| Model | Stage | MMLU | Δ vs this model |", "|---|---|---|---|"]

@@ -34,3 +34,16 @@ def test_the_card_is_parsed_back_by_huggingface_hub():
         assert "did not survive" in str(exc)
     else:
         raise AssertionError("a card missing a benchmark was accepted")
+
+
+def test_a_line_grown_from_a_hub_model_names_it_as_base_model():
+    from huggingface_hub import ModelCardData
+
+    from orchestration.card import hub_base
+
+    first = {"precursor": {"key": None, "spec": "hf:HuggingFaceTB/SmolLM2-135M-Instruct@main"}}
+    base = hub_base([first, {"precursor": {"key": "champions/l/v1-sft"}}])
+    assert base == {"base_model": "HuggingFaceTB/SmolLM2-135M-Instruct", "base_model_relation": "finetune"}
+    assert ModelCardData(**base).to_dict()["base_model"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert hub_base([{"precursor": {"key": None, "spec": "artifacts/real/smollm2-135m"}}]) == {}
+    assert hub_base([{"precursor": None}]) == {}
