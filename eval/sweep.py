@@ -167,8 +167,12 @@ def sweep(store: Store, candidates: list[Candidate], spec: SweepSpec, out_prefix
         refs[name] = remote.remote(model_ref(store, cand), spec.model_dump(mode="json"), use_gpu)
         if i == 0 and len(pending) > 1 and spec.limit is None and not requests.exists():
             ray.wait([refs[name]])  # the first checkpoint fills the request cache; the rest reuse it in parallel
-    for name, (cand, cache_key) in pending.items():
-        ref = refs[name]
+    started, names_of = time.perf_counter(), {ref: name for name, ref in refs.items()}
+    waiting = list(refs.values())
+    while waiting:  # report each candidate as it finishes (k/N, ETA), not in submission order
+        (ref,), waiting = ray.wait(waiting, num_returns=1)
+        name = names_of[ref]
+        cand, cache_key = pending[name]
         try:
             scores = Scores.model_validate(ray.get(ref))
         except Exception as exc:
@@ -179,8 +183,10 @@ def sweep(store: Store, candidates: list[Candidate], spec: SweepSpec, out_prefix
         store.write_json(cache_key, scores.to_json())
         m, b = scores.mmlu, scores.bench
         bench_note = f", bench {b.passed}/{b.total}" if b else ""
-        log(f"[{tag}] {name}: MMLU {m.acc:.2%} ± {m.se:.2%} (n={m.n}){bench_note}, "
-            f"scored in {scores.seconds:.0f} s")
+        done, elapsed = len(refs) - len(waiting), time.perf_counter() - started
+        eta = f", about {elapsed / done * len(waiting):.0f} s left" if waiting else ""
+        log(f"[{tag}] {done}/{len(refs)} {name}: MMLU {m.acc:.2%} ± {m.se:.2%} (n={m.n}){bench_note}, "
+            f"scored in {scores.seconds:.0f} s{eta}")
         results[name] = cand.model_copy(update={"scores": scores})
     for name, cand in results.items():
         store.write_json(f"{out_prefix}/{name}.json", cand.to_json())
