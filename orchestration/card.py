@@ -120,7 +120,7 @@ def _stage_section(index: int, champ: dict, record: dict) -> str:
     pad = record.get("pad")
     if pad:
         cell = lambda text: str(text).replace("|", "\\|")  # noqa: E731  (GFM tables split on | even in code)
-        lines.append(f"| Pad token | `{cell(pad['token'])}` (id {pad['id']}), {pad['how']}: {cell(pad['reason'])} |")
+        lines.append(f"| Pad token | `{cell(pad['content'])}` (id {pad['id']}), {pad['how']}: {cell(pad['reason'])} |")
     resumes = [s for s in record.get("worker_group_starts", []) if s.get("resume_from")]
     if resumes:
         lines.append(f"| Interruptions | resumed {len(resumes)} time(s) from the newest complete checkpoint: "

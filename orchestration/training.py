@@ -129,7 +129,7 @@ def new_record(pipeline: PipelineConfig, cfg: StageConfig, job: TrainJob, run_id
     for warning in job.warnings:
         log(f"[{cfg.stage}] warning: {warning}")
     if job.pad and job.pad["how"] != "kept":
-        log(f"[{cfg.stage}] pad token: {job.pad['token']!r} (id {job.pad['id']}) — {job.pad['reason']}")
+        log(f"[{cfg.stage}] pad token: {job.pad['content']!r} (id {job.pad['id']}) — {job.pad['reason']}")
     return record
 
 

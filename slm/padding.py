@@ -31,14 +31,14 @@ NEW_PAD = "<|pad|>"
 
 
 def plan_pad(tokenizer, where: str) -> dict:
-    """{token, id, how: kept | routed | added, reason}: the pad token a chat stage trains with."""
+    """{content, id, how: kept | routed | added, reason}: the pad token a chat stage trains with."""
     eos = tokenizer.eos_token_id
     if eos is None:
         raise UserError(f"{where}: tokenizer has no eos token, so neither end of turn nor padding can be "
                         f"routed; set eos_token in its tokenizer_config.json")
     pad = tokenizer.pad_token_id
     if pad is not None and pad != eos:
-        return {"token": tokenizer.pad_token, "id": pad, "how": "kept", "reason": "the tokenizer's own pad token"}
+        return {"content": tokenizer.pad_token, "id": pad, "how": "kept", "reason": "the tokenizer's own pad token"}
     before = (f"the tokenizer's pad token was its eos {tokenizer.eos_token!r}" if pad is not None
               else "the tokenizer has no pad token")
     vocab = tokenizer.get_vocab()
@@ -55,8 +55,8 @@ def plan_pad(tokenizer, where: str) -> dict:
                + [(t, "a document-end token distinct from the chat eos") for t in DOCUMENT_END])
     for token, kind in choices:
         if usable(token):
-            return {"token": token, "id": vocab[token], "how": "routed", "reason": f"{before}; routed to {kind}"}
-    return {"token": NEW_PAD, "id": len(tokenizer), "how": "added",
+            return {"content": token, "id": vocab[token], "how": "routed", "reason": f"{before}; routed to {kind}"}
+    return {"content": NEW_PAD, "id": len(tokenizer), "how": "added",
             "reason": f"{before} and no distinct unused token exists; added {NEW_PAD} and grew the embeddings"}
 
 
@@ -65,11 +65,11 @@ def apply_pad(tokenizer, plan: dict | None) -> None:
     if plan is None or plan["how"] == "kept":
         return
     if plan["how"] == "added":
-        tokenizer.add_special_tokens({"pad_token": plan["token"]})
+        tokenizer.add_special_tokens({"pad_token": plan["content"]})
     else:
-        tokenizer.pad_token = plan["token"]
+        tokenizer.pad_token = plan["content"]
     if tokenizer.pad_token_id != plan["id"]:
-        raise UserError(f"pad token {plan['token']!r} has id {tokenizer.pad_token_id} here but {plan['id']} "
+        raise UserError(f"pad token {plan['content']!r} has id {tokenizer.pad_token_id} here but {plan['id']} "
                         f"when the run was planned: the tokenizer changed under the run")
 
 

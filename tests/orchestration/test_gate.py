@@ -88,7 +88,7 @@ def test_a_stage_that_helps_its_input_is_promoted_with_the_input_as_baseline(lin
 
 def test_pad_equal_to_eos_is_routed_and_named_in_record_checkpoint_and_card(line):
     store, record = line["store"], line["taught"]["record"]
-    assert record["pad"] == {"token": "<|pad|>", "id": 1, "how": "routed",
+    assert record["pad"] == {"content": "<|pad|>", "id": 1, "how": "routed",
                              "reason": "the tokenizer's pad token was its eos '<|endoftext|>'; routed to a token made "
                                        "for padding"}
     config = json.loads(store.read_text(f"{record['checkpoints'][-1]}/tokenizer_config.json"))
