@@ -87,7 +87,8 @@ def test_a_stage_that_helps_its_input_is_promoted_with_the_input_as_baseline(lin
 
 
 def test_pad_equal_to_eos_is_routed_and_named_in_record_checkpoint_and_card(line):
-    store, record = line["store"], line["taught"]["record"]
+    store = line["store"]
+    record = store.read_json(layout.run_record(line["taught"]["record"]["run_prefix"]))  # as stored (redacted)
     assert record["pad"] == {"content": "<|pad|>", "id": 1, "how": "routed",
                              "reason": "the tokenizer's pad token was its eos '<|endoftext|>'; routed to a token made "
                                        "for padding"}
@@ -121,7 +122,9 @@ def test_promote_with_a_reason_overrules_the_gate_and_the_card_says_so(line, hur
     with pytest.raises(SystemExit) as refused:
         promote([run, *store_args])
     assert refused.value.code != 0
-    assert "regresses vs its input model; give --reason" in capsys.readouterr().err
+    refusal = capsys.readouterr().err
+    assert "checkpoint-6 was not promoted: regresses vs its input model — bench 0/12 vs 12/12" in refusal
+    assert refusal.rstrip().endswith("give --reason to promote checkpoint-6 anyway")
     taught = line["taught"]["record"]["run_prefix"]
     for bad, message in ((["--candidate", f"../../../{taught}/sweep/checkpoint-120"], "is not a candidate of"),
                          (["--candidate", "input model"], "is not a candidate of"),

@@ -54,7 +54,7 @@ def mmlu_answers(checkpoint_dir, task_dir):
     model = AutoModelForCausalLM.from_pretrained(checkpoint_dir)
     lm = HFLM(pretrained=model, tokenizer=AutoTokenizer.from_pretrained(checkpoint_dir), batch_size=16)
     subjects = ["astronomy", "marketing"]
-    result = mmlu.evaluate(lm, REPO_ROOT.parent / "shared/data/mmlu", subjects, task_dir, limit=40)
+    result = mmlu.evaluate(lm, REPO_ROOT / "eval/data/mmlu", subjects, task_dir, limit=40)  # shipped subjects
     return result["items"]
 
 
