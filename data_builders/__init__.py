@@ -29,7 +29,10 @@ def build_digest(cfg: BuilderConfig, store: Store, version: str) -> str:
             if ref.get("key") is not None:
                 refs[field + "_files"] = store.tree_manifest(ref["key"])["files"]
     inputs = [sha256_file(resolve_path(i.path)) if i.path else dataset_identity(store, i.dataset) for i in cfg.inputs]
-    return config_digest(cfg, {"inputs": inputs, "version": version, "refs": refs})
+    # An input's unset `dataset` is left out, so datasets built before that field existed keep their digest.
+    config = cfg.model_dump(mode="json")
+    config["inputs"] = [{k: v for k, v in i.items() if not (k == "dataset" and v is None)} for i in config["inputs"]]
+    return config_digest(config, {"inputs": inputs, "version": version, "refs": refs})
 
 
 def dataset_identity(store: Store, key: str) -> str:

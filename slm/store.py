@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 from typing import Iterable
@@ -135,6 +136,8 @@ class LocalStore(Store):
     def __init__(self, root: str):
         self.root = Path(root).expanduser().resolve()
         self.uri = str(self.root)
+        if self.root.exists() and not self.root.is_dir():
+            raise UserError(f"store {root!r} is a file ({self.root}), not a directory")
 
     def _path(self, key: str) -> Path:
         return self.root / key.strip("/")
@@ -186,6 +189,9 @@ class LocalStore(Store):
             path.unlink()
 
 
+_REACHABLE: set[tuple[str, str]] = set()  # (endpoint, bucket) pairs this process has reached
+
+
 class S3Store(Store):
     def __init__(self, uri: str):
         import boto3
@@ -198,11 +204,32 @@ class S3Store(Store):
         self.prefix = self.prefix.strip("/")
         self.uri = uri.rstrip("/")
         # A session of its own: boto3's default session caches the first credentials it resolved.
-        self.client = boto3.session.Session().client(
-            "s3",
-            config=Config(retries={"max_attempts": 8, "mode": "standard"},
-                          s3={"addressing_style": os.environ.get("SLM_S3_ADDRESSING_STYLE", "path")}),
-        )
+        session = boto3.session.Session()
+        addressing = {"addressing_style": os.environ.get("SLM_S3_ADDRESSING_STYLE", "path")}
+        self.client = session.client("s3", config=Config(retries={"max_attempts": 8, "mode": "standard"}, s3=addressing))
+        self._check_reachable(session.client("s3", config=Config(retries={"max_attempts": 2}, s3=addressing)))
+
+    def _check_reachable(self, probe) -> None:
+        """Once per process and bucket: no credentials, no server at the endpoint and no such bucket are
+        one line naming the store, not a traceback from the first read deep inside a stage."""
+        from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
+
+        endpoint = probe.meta.endpoint_url
+        if (endpoint, self.bucket) in _REACHABLE:
+            return
+        shown = re.sub(r"://[^/@\s]+@", "://<redacted>@", endpoint)
+        try:
+            probe.head_bucket(Bucket=self.bucket)
+        except NoCredentialsError:
+            raise UserError(f"store {self.uri}: no AWS credentials found (set AWS_ACCESS_KEY_ID and "
+                            f"AWS_SECRET_ACCESS_KEY, or AWS_PROFILE)") from None
+        except EndpointConnectionError:
+            raise UserError(f"store {self.uri}: cannot reach the S3 endpoint {shown} (AWS_ENDPOINT_URL)") from None
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchBucket"):
+                raise UserError(f"store {self.uri}: bucket {self.bucket!r} does not exist at {shown}") from None
+            # 403 and the like: some credentials may read objects without HeadBucket; let the reads decide
+        _REACHABLE.add((endpoint, self.bucket))
 
     def _key(self, key: str) -> str:
         return _join(self.prefix, key)

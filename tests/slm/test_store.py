@@ -130,3 +130,36 @@ def test_s3_server_restarted_mid_checkpoint_upload_never_yields_a_partial_checkp
     callback.on_save(args, state(20), None)  # what the restarted worker group does after resuming
     assert latest_complete_checkpoint(store, prefix).endswith("checkpoint-20")
     assert [c.name for c in checkpoints(store, prefix)] == ["checkpoint-10", "checkpoint-20"]
+
+
+def test_a_store_that_is_a_file_is_named_not_read_as_empty(tmp_path):
+    import pytest
+
+    from slm.errors import UserError
+    from slm.store import Store
+
+    file = tmp_path / "store.txt"
+    file.write_text("not a store")
+    with pytest.raises(UserError, match=r"store '.*store.txt' is a file .*, not a directory"):
+        Store.open(str(file))
+
+
+def test_s3_without_credentials_server_or_bucket_is_one_line_naming_the_store(s3_server, monkeypatch):
+    from slm.errors import UserError
+
+    for key, value in s3_server.env().items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(UserError, match=r"store s3://no-such-bucket-x/p: bucket 'no-such-bucket-x' does not exist"):
+        Store.open("s3://no-such-bucket-x/p")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://user:hunter2@127.0.0.1:9")  # nothing listens on port 9
+    with pytest.raises(UserError, match=r"cannot reach the S3 endpoint http://<redacted>@127.0.0.1:9") as unreachable:
+        Store.open("s3://b1/p")
+    assert "hunter2" not in str(unreachable.value)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_server.endpoint)
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_PROFILE", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/credentials")
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent/config")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    with pytest.raises(UserError, match=r"store s3://b2/p: no AWS credentials found"):
+        Store.open("s3://b2/p")
