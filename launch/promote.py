@@ -66,7 +66,7 @@ def main(argv=None):
                                             ("the gate against the input model", gate_failed)) if yes]
         candidate = candidate.model_copy(update={"manual": {"overrules": " and ".join(overruled),
                                                             "reason": args.reason}})
-    pointer = promote_champion(pipeline, record, candidate, precursor_of(record), store)
+    pointer = promote_champion(pipeline, record, candidate, precursor_of(record, store.uri), store)
     print(store.url(pointer.key))
 
 

@@ -30,18 +30,19 @@ def sweep_note(pipeline: PipelineConfig, n_items: int) -> str:
     return f"lm-eval, {s.num_fewshot}-shot, {scope}{limit}: {n_items:,} test items{subset}."
 
 
-def precursor_of(record: dict) -> Candidate | None:
-    """The stage's input model, whatever it is: a champion, a `store:` tree, `s3://`, a local directory
-    or `hf:` (None only for a stage trained from scratch). Scored like any candidate, cached by weights."""
+def precursor_of(record: dict, store_uri: str) -> Candidate | None:
+    """The stage's input model, whatever it is: a champion or `store:` tree of this store, `s3://`, a
+    local directory or `hf:` (None only for a stage trained from scratch). Scored like any candidate,
+    cached by weights."""
     init = record.get("init") or {}
     if init.get("spec") in (None, "scratch"):
         return None
-    if init.get("key") is not None and init.get("store") in (None, record.get("store")):
+    if init.get("key") is not None and init.get("store") in (None, store_uri):
         name = "input model" + (f" ({init['champion']['line']}@{init['champion']['version']})"
                                 if init.get("champion") else "")
         return Candidate(name=name, key=init["key"], kind="precursor", champion=init.get("champion"),
                          spec=init["spec"])
-    return Candidate(name="input model", ref=init, kind="precursor", spec=init["spec"])
+    return Candidate(name="input model", ref=init, kind="precursor", spec=init["spec"], champion=init.get("champion"))
 
 
 def experiment_incumbent(pipeline: PipelineConfig, stage: str, store: Store) -> Candidate | None:
@@ -121,7 +122,7 @@ def sweep_and_select(pipeline: PipelineConfig, record: dict, store: Store,
     prefix, use_gpu = record["run_prefix"], pipeline.cluster.use_gpu
     out = layout.sweep_dir(prefix)
     candidates = checkpoints(store, prefix)
-    precursor = precursor_of({**record, "store": store.uri})
+    precursor = precursor_of(record, store.uri)
     gated = pipeline.selection.gate.enabled and precursor is not None
     to_score = candidates + ([precursor] if precursor and (gated or pipeline.sweep.score_precursor
                                                           or record.get("experiment")) else [])

@@ -137,6 +137,7 @@ def test_promote_with_a_reason_overrules_the_gate_and_the_card_says_so(line, hur
     assert latest["version"] == "v2-surgical"
     info = line["store"].read_json(layout.champion_info(latest["key"]))
     assert info["manual"] == {"overrules": "the gate against the input model", "reason": "testing the overrule"}
+    assert info["precursor"]["version"] == "v1-sft"  # the lineage (and the card's chain) goes through the incumbent
     card = line["store"].read_text(f"{latest['key']}/README.md")
     assert "Promoted by hand, overruling the gate against the input model: testing the overrule" in card
     assert "Gate (**failed**)" in card

@@ -111,3 +111,28 @@ def test_the_run_id_follows_the_tokenizer_and_chat_template_files(sft_plan):
     config = copy / "tokenizer_config.json"
     config.write_text(config.read_text().replace("{", '{"model_max_length": 77, ', 1))
     assert run_id_of(sft_plan, model={"init": str(copy)}) != same_files, "an edited tokenizer is a new run"
+
+
+def test_the_input_model_is_a_candidate_for_every_kind_of_init():
+    from orchestration.sweeping import precursor_of
+
+    here = "/stores/a"
+    champion = {"line": "l", "version": "v2-sft", "key": "champions/l/v2-sft"}
+    cases = {
+        "scratch": ({"spec": "scratch"}, None),
+        "champion": ({"spec": "champion:l", "store": here, "key": "champions/l/v2-sft", "champion": champion},
+                     ("input model (l@v2-sft)", "champions/l/v2-sft", None)),
+        "store": ({"spec": "store:models/m", "store": here, "key": "models/m"}, ("input model", "models/m", None)),
+        "s3": ({"spec": "s3://b/m", "store": "s3://b/m", "key": ""}, ("input model", None, "s3://b/m")),
+        "local": ({"spec": "models/smollm2", "local": "/abs/models/smollm2"}, ("input model", None, "models/smollm2")),
+        "hub": ({"spec": "hf:org/m", "hf": "org/m", "revision": None}, ("input model", None, "hf:org/m")),
+    }
+    for kind, (init, expected) in cases.items():
+        cand = precursor_of({"init": init}, here)
+        if expected is None:
+            assert cand is None, kind
+            continue
+        name, key, ref_spec = expected
+        assert (cand.name, cand.key, cand.kind) == (name, key, "precursor"), kind
+        assert (cand.ref or {}).get("spec") == ref_spec, kind
+        assert cand.spec == init["spec"]
