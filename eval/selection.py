@@ -95,7 +95,8 @@ def paired_tests(a: Scores, b: Scores, categories: bool) -> list[dict]:
 def bench_regressions(leader: Scores, runner: Scores, alpha: float) -> list[dict]:
     """The bench (overall, per category) where the leader passes significantly fewer prompts."""
     return [{"domain": t["what"], "delta": t["delta"], "p": t["p"], "n": t["n"]}
-            for t in paired_tests(leader, runner, categories=True)[1:] if t["delta"] < 0 and t["p"] < alpha]
+            for t in paired_tests(leader, runner, categories=True)
+            if t["what"].startswith("bench") and t["delta"] < 0 and t["p"] < alpha]
 
 
 def gate(candidate: Candidate, input_model: Candidate, spec: GateSpec) -> dict:
@@ -135,6 +136,11 @@ def rank_key(cand: Candidate):
     return (-s.mmlu.acc, -bench, cand.kind != "checkpoint", -(cand.step or 0), cand.name)
 
 
+def rejected(reason: str, regressions: list[dict]) -> dict:
+    """A leader's verdict when a guard turns it down (the walk moves on to the next candidate)."""
+    return {"status": "rejected", "reason": reason, "regressions": regressions}
+
+
 def select(candidates: list[Candidate | dict], policy: SelectionPolicy) -> Selection:
     """Scored candidates (typed, or their JSON form). Returns the selection report."""
     if not candidates:
@@ -157,22 +163,16 @@ def select(candidates: list[Candidate | dict], policy: SelectionPolicy) -> Selec
             lead_p = mcnemar_p(*paired_items(leader.scored.mmlu, runner.scored.mmlu, list(leader.scored.mmlu.subjects)))
             if gain <= 0 or lead_p >= policy.alpha:
                 names = ", ".join(f"{r['domain']} {r['delta']:+.1%} (p = {r['p']:.3g})" for r in bench_lost)
-                verdicts[leader.name] = {
-                    "status": "rejected",
-                    "reason": f"passes significantly fewer bench prompts than {runner.name} ({names}) while its "
-                              f"MMLU lead {gain:+.2%} is not significant (p = {lead_p:.2f})",
-                    "regressions": bench_lost}
-                remaining.pop(0)
+                verdicts[remaining.pop(0).name] = rejected(
+                    f"passes significantly fewer bench prompts than {runner.name} ({names}) while its "
+                    f"MMLU lead {gain:+.2%} is not significant (p = {lead_p:.2f})", bench_lost)
                 continue
             regressions = regressions + bench_lost
         if gain < policy.margin and len(regressions) > policy.max_guard_regressions:
             names = ", ".join(f"{r['domain']} {r['delta']:+.1%}" for r in regressions)
-            verdicts[leader.name] = {
-                "status": "rejected",
-                "reason": f"gain {gain:+.2%} over {runner.name} is below the {policy.margin:.2%} margin "
-                          f"while it regresses on {len(regressions)} guarded domain(s): {names}",
-                "regressions": regressions}
-            remaining.pop(0)
+            verdicts[remaining.pop(0).name] = rejected(
+                f"gain {gain:+.2%} over {runner.name} is below the {policy.margin:.2%} margin "
+                f"while it regresses on {len(regressions)} guarded domain(s): {names}", regressions)
             continue
         champion = leader
         why = f"best MMLU, {gain:+.2%} over {runner.name}"

@@ -137,16 +137,15 @@ def sweep_and_select(pipeline: PipelineConfig, record: dict, store: Store,
         pool += add_merges(pipeline, store, prefix, selection, candidates, scored, precursor, tag)
         selection = select(pool, pipeline.selection)
     reference = []
+    champion = next(c for c in pool if c.name == selection.champion)
     if gated:
-        selection.gate = gate(next(c for c in pool if c.name == selection.champion), scored[precursor.name],
-                              pipeline.selection.gate)
+        selection.gate = gate(champion, scored[precursor.name], pipeline.selection.gate)
     if precursor and precursor.name in scored:
         reference = [report_row(scored[precursor.name], "baseline", f"this stage's input model ({precursor.spec})")]
     if incumbent and incumbent.name in scored:
         reference.append(report_row(scored[incumbent.name], "reference", "the stage's current champion"))
     selection.candidates += reference
     write_report(store, out, selection, reference, f"{pipeline.line} · {record['stage']} sweep")
-    champion = next(c for c in pool if c.name == selection.champion)
     log(f"[{record['stage']}] champion: {champion.name} — {selection.row(champion.name).reason}")
     if selection.gate:
         log(f"[{record['stage']}] gate vs the input model: {gate_summary(selection.gate)}")
