@@ -23,7 +23,7 @@ def main(argv=None):
     p.add_argument("--out", help="write the card here (default: stdout)")
     _bootstrap.add_pipeline_options(p)
     args = p.parse_args(argv)
-    pipeline, store = open_pipeline(args.pipeline, args.store, args.overrides)
+    pipeline, store = open_pipeline(args.pipeline, args.store, args.overrides, existing_store=True)
     pointer = champion_pointer(store, args.line or pipeline.line, args.version)
     info = store.read_json(layout.champion_info(pointer.key))
     text = card.render(store, info, pipeline.card.model_dump())

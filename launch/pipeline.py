@@ -8,7 +8,7 @@ import time
 
 import _bootstrap
 
-from orchestration.stage import build_data, open_pipeline, run_stage
+from orchestration.stage import build_data, check_before_launch, open_pipeline, run_stage
 from slm import layout
 from slm.errors import cli_main
 from slm.records import ChampionPointer
@@ -28,6 +28,7 @@ def main(argv=None):
     names = [s.name for s in pipeline.stages if not args.only or s.name in args.only]
     if args.only and set(args.only) - set(names):
         pipeline.stage(sorted(set(args.only) - set(names))[0])  # raises the one-line unknown-stage error
+    check_before_launch(pipeline, names, store)
     start, summary = time.time(), []
     for name in names:
         t0 = time.time()

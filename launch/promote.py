@@ -18,11 +18,23 @@ import argparse
 import _bootstrap
 
 from eval.scores import Candidate, Selection
-from orchestration.promotion import promote_champion, rollback
+from orchestration.promotion import find_promoted, promote_champion, rollback
 from orchestration.stage import open_pipeline
 from orchestration.sweeping import precursor_of
 from slm import layout
 from slm.errors import UserError, cli_main
+
+
+def refuse_rewind(store, line: str, run: str, candidate: Candidate, run_id: str) -> None:
+    """Promoting weights that are already an older champion would not move `latest` (it only moves
+    forward): say so and name the rollback, instead of exiting 0 with nothing done."""
+    version = find_promoted(store, line, run_id, candidate.weights_digest)
+    if version and store.exists(layout.latest_pointer(line)):
+        latest = store.read_json(layout.latest_pointer(line))["version"]
+        if latest != version:
+            raise UserError(f"{run}: {candidate.name} is already champion {line}@{version}; latest is {latest} and "
+                            f"promotion only moves it forward (to move it back: python launch/promote.py "
+                            f"--rollback {version} --reason '...')")
 
 
 @cli_main
@@ -34,7 +46,7 @@ def main(argv=None):
     p.add_argument("--reason", help="why a candidate other than the selected one is promoted")
     _bootstrap.add_pipeline_options(p)
     args = p.parse_args(argv)
-    pipeline, store = open_pipeline(args.pipeline, args.store, args.overrides)
+    pipeline, store = open_pipeline(args.pipeline, args.store, args.overrides, existing_store=True)
     if args.rollback:
         if args.run or args.candidate or not args.reason:
             raise UserError("--rollback VERSION takes --reason and no run or --candidate")
@@ -66,6 +78,7 @@ def main(argv=None):
                                             ("the gate against the input model", gate_failed)) if yes]
         candidate = candidate.model_copy(update={"manual": {"overrules": " and ".join(overruled),
                                                             "reason": args.reason}})
+    refuse_rewind(store, pipeline.line, run, candidate, record["run_id"])
     pointer = promote_champion(pipeline, record, candidate, precursor_of(record, store.uri), store)
     print(store.url(pointer.key))
 

@@ -8,7 +8,7 @@ import argparse
 
 import _bootstrap
 
-from orchestration.stage import build_data, open_pipeline, run_stage
+from orchestration.stage import build_data, check_before_launch, open_pipeline, run_stage
 from slm import STAGE_ORDER
 from slm.errors import UserError, cli_main
 
@@ -29,6 +29,7 @@ def main(argv=None):
         raise UserError(f"unknown stage {args.stage!r}: choose one of {', '.join(STAGE_ORDER)}")
     pipeline, store = open_pipeline(args.pipeline, args.store, args.overrides, stage=args.stage)
     ref = pipeline.stage(args.stage)
+    check_before_launch(pipeline, [args.stage], store)
     if args.build_data:
         build_data(ref.builders, store)
     result = run_stage(pipeline, args.stage, store, train_only=args.train_only)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-from eval import bench
+from eval import bench, mmlu
 from eval.local_data import LOCAL_TASKS
 from eval.scores import Candidate, Selection
 from eval.selection import report_row, select
@@ -64,8 +64,18 @@ def check_settings(pipeline: PipelineConfig) -> None:
         if not file.is_file():
             raise UserError(f"sweep.bench: bench file not found: {file}")
         bench.load_bench(file)
-    if not spec.mmlu_dir.startswith("hf:") and not resolve_path(spec.mmlu_dir).is_dir():
-        raise UserError(f"sweep.mmlu_dir: no MMLU data at {resolve_path(spec.mmlu_dir)}")
+    if not spec.mmlu_dir.startswith("hf:"):
+        data_dir = resolve_path(spec.mmlu_dir)
+        if not data_dir.is_dir():
+            raise UserError(f"sweep.mmlu_dir: no MMLU data at {data_dir}")
+        subjects = mmlu.select_subjects(spec.subjects)
+        for split in ("test", "dev"):
+            missing = [s for s in subjects if not (data_dir / split / f"{s}_{split}.csv").is_file()]
+            if missing:
+                raise UserError(f"sweep.mmlu_dir {data_dir}: no {split} file for {len(missing)} of the "
+                                f"{len(subjects)} subjects (first: {missing[0]}); the repository ships 6 subjects in "
+                                f"eval/data/mmlu: set sweep.subjects, or point mmlu_dir at a full MMLU copy or "
+                                f"hf:cais/mmlu")
     if spec.extra_tasks:
         from lm_eval.tasks import TaskManager  # heavy: only when extra tasks are named
 
@@ -87,6 +97,9 @@ def evaluate(pipeline: PipelineConfig, store: Store, specs: list[str], name: str
     `<prefix>/sweep/` holds each model's scores and selection.json/.md/.png, `<prefix>/merges/` the merges."""
     if merge and not choose:
         raise UserError("--merge merges the selected champion with the runner-up: add --select")
+    if name is not None and not layout.LINE.fullmatch(name):
+        raise UserError(f"--name {name!r}: a report name is letters, digits, '_', '.' and '-' (it becomes "
+                        f"evaluations/<name>/ in the store)")
     check_settings(pipeline)
     candidates = candidates_of(specs, store)
     if merge and (len(candidates) < 2 or any(c.key is None for c in candidates)):

@@ -9,8 +9,8 @@ from orchestration.promotion import promote_champion
 from orchestration.sweeping import experiment_incumbent, sweep_and_select
 from orchestration.training import train
 from slm import STAGE_ORDER, cluster, layout, records
-from slm.config import (PipelineConfig, StageConfig, deep_merge, load_yaml_config, parse_overrides,
-                        resolve_path)
+from slm.config import (BuilderConfig, PipelineConfig, StageConfig, deep_merge, leaf_paths, load_yaml_config,
+                        override_origins, parse_overrides, resolve_path)
 from slm.errors import UserError
 from slm.log import log
 from slm.store import Store
@@ -19,43 +19,56 @@ PIPELINE_KEYS = set(PipelineConfig.model_fields)
 STAGE_KEYS = set(StageConfig.model_fields)
 
 
-def route_overrides(pairs: list[str], stage: str | None = None) -> tuple[dict, dict[str, dict]]:
+def route_overrides(pairs: list[str], stage: str | None = None) -> tuple[dict, dict[str, dict], dict[str, dict]]:
     """`--set` means the same in every launcher: a pipeline key (cluster.workers=8) overrides the
     pipeline config; a stage key (train.lr=1e-5) overrides the stage being run, or without one every
-    stage ("*"); `repair.train.lr=1e-5` names the stage. Returns (pipeline overrides, stage → overrides).
+    stage ("*"); `repair.train.lr=1e-5` names the stage. Returns (pipeline overrides, stage → overrides,
+    "pipeline" / stage → {key path: the --set that set it}).
 
     `dpo` is both a stage and a stage key: `dpo.beta=0.2` is the key, `dpo.train.lr=…` names the stage."""
     pipeline: dict = {}
     stages: dict[str, dict] = {}
+    origins: dict[str, dict] = {}
     for pair in pairs:
+        if "=" not in pair:
+            raise UserError(f"--set {pair}: not of the form key.path=value (e.g. train.lr=1e-5)")
         head, _, rest = pair.split("=", 1)[0].partition(".")
         if head in PIPELINE_KEYS:
+            target, pair_for_target = "pipeline", pair
             pipeline = deep_merge(pipeline, parse_overrides([pair]))
         elif head in STAGE_ORDER and rest.partition(".")[0] in STAGE_KEYS:
-            stages[head] = deep_merge(stages.get(head, {}), parse_overrides([pair[len(head) + 1:]]))
+            target, pair_for_target = head, pair[len(head) + 1:]
+            stages[head] = deep_merge(stages.get(head, {}), parse_overrides([pair_for_target]))
         elif head in STAGE_KEYS:
-            name = stage or "*"
-            stages[name] = deep_merge(stages.get(name, {}), parse_overrides([pair]))
+            target, pair_for_target = stage or "*", pair
+            stages[target] = deep_merge(stages.get(target, {}), parse_overrides([pair]))
         elif head in STAGE_ORDER:
             raise UserError(f"--set {pair}: name a key of the {head} stage, e.g. {head}.train.lr=1e-5")
         else:
             raise UserError(f"--set {pair}: {head!r} is neither a pipeline key ({', '.join(sorted(PIPELINE_KEYS))}), "
                             f"a stage key ({', '.join(sorted(STAGE_KEYS))}) nor a stage name")
-    return pipeline, stages
+        origins.setdefault(target, {}).update(override_origins([pair_for_target], f"--set {pair}"))
+    return pipeline, stages, origins
 
 
 def open_pipeline(path: str, store_override: str | None = None, overrides: list[str] = (),
-                  stage: str | None = None) -> tuple[PipelineConfig, Store]:
-    """Load the pipeline config with `--set` overrides applied (see route_overrides), and open its store."""
-    pipeline_overrides, stage_overrides = route_overrides(list(overrides), stage)
-    pipeline = load_yaml_config(path, PipelineConfig, pipeline_overrides)
-    if stage_overrides:
-        refs = [ref.model_copy(update={"set": deep_merge(deep_merge(ref.set, stage_overrides.get("*", {})),
-                                                         stage_overrides.get(ref.name, {}))})
-                for ref in pipeline.stages]
-        for name in set(stage_overrides) - {"*"} - {r.name for r in refs}:
-            pipeline.stage(name)  # the one-line unknown-stage error
-        pipeline = pipeline.model_copy(update={"stages": refs})
+                  stage: str | None = None, existing_store: bool = False) -> tuple[PipelineConfig, Store]:
+    """Load the pipeline config with `--set` overrides applied (see route_overrides), and open its store.
+    existing_store: the command only reads or updates a store (promote, card), so a local store
+    directory that does not exist is a mistyped --store, not an empty line."""
+    pipeline_overrides, stage_overrides, origins = route_overrides(list(overrides), stage)
+    pipeline = load_yaml_config(path, PipelineConfig, pipeline_overrides, origins.get("pipeline"))
+    refs = []
+    for ref in pipeline.stages:
+        merged = ref.model_copy(update={"set": deep_merge(deep_merge(ref.set, stage_overrides.get("*", {})),
+                                                          stage_overrides.get(ref.name, {}))})
+        merged._origins = {**{key: f"{resolve_path(path)} (stages: {ref.name}: set: {'.'.join(key)})"
+                              for key in leaf_paths(ref.set)},
+                           **origins.get("*", {}), **origins.get(ref.name, {})}
+        refs.append(merged)
+    for name in set(stage_overrides) - {"*"} - {r.name for r in refs}:
+        pipeline.stage(name)  # the one-line unknown-stage error
+    pipeline = pipeline.model_copy(update={"stages": refs})
     if pipeline.sweep.bench:  # checked now, not after training and MMLU scoring
         load_bench(resolve_path(pipeline.sweep.bench))
     store_uri = store_override or pipeline.store
@@ -65,7 +78,36 @@ def open_pipeline(path: str, store_override: str | None = None, overrides: list[
                             f"copy of the working directory, deleted with the job: pass --store with an absolute "
                             f"path (e.g. --store $PWD/artifacts/store) or an s3:// URI")
         store_uri = str(resolve_path(store_uri))
+        if existing_store and not Path(store_uri).is_dir():
+            raise UserError(f"store {store_uri} does not exist (no such directory); check --store")
     return pipeline.model_copy(update={"store": store_uri}), Store.open(store_uri)
+
+
+def load_stage_config(pipeline: PipelineConfig, name: str, overrides: dict | None = None) -> StageConfig:
+    ref = pipeline.stage(name)
+    config = resolve_path(ref.config)
+    if not config.is_file():
+        raise UserError(f"stage {name}: its config file {config} does not exist (the pipeline's stages: {name}: config)")
+    cfg = load_yaml_config(config, StageConfig, deep_merge(ref.set, overrides or {}), ref._origins)
+    if cfg.stage != name:
+        raise UserError(f"{ref.config}: declares stage {cfg.stage!r} but the pipeline lists it as {name!r}")
+    return cfg
+
+
+def check_before_launch(pipeline: PipelineConfig, names: list[str], store: Store) -> None:
+    """What can be checked without training is checked before any Ray worker starts: every stage
+    config that will run, its DeepSpeed config (against DeepSpeed's own model), its builder configs,
+    and that the store takes a write."""
+    from orchestration.evaluate import check_settings
+    from slm.engine import load_ds_config
+
+    check_settings(pipeline)
+    for name in names:
+        cfg = load_stage_config(pipeline, name)
+        load_ds_config(cfg.deepspeed, pipeline.cluster.use_gpu)
+        for builder in pipeline.stage(name).builders:
+            load_yaml_config(builder, BuilderConfig)
+    store.check_writable()
 
 
 def build_data(builder_configs: list[str], store: Store) -> list[dict]:
@@ -111,10 +153,7 @@ def record_not_promoted(pipeline: PipelineConfig, store: Store, record: dict, se
 def run_stage(pipeline: PipelineConfig, name: str, store: Store, overrides: dict | None = None,
               train_only: bool = False) -> dict:
     """Train (or resume, or find finished) one stage, then sweep, select and promote its champion."""
-    ref = pipeline.stage(name)
-    cfg = load_yaml_config(ref.config, StageConfig, deep_merge(ref.set, overrides or {}))
-    if cfg.stage != name:
-        raise UserError(f"{ref.config}: declares stage {cfg.stage!r} but the pipeline lists it as {name!r}")
+    cfg = load_stage_config(pipeline, name, overrides)
     record = train(pipeline, cfg, store)
     if train_only:
         return {"record": record}

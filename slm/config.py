@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator,
+                      model_validator)
 
 from slm import REPO_ROOT, STAGE_ORDER, STAGES
 from slm.errors import UserError
@@ -250,6 +251,8 @@ class StageRef(Strict):
     config: str
     builders: list[str] = []  # builder configs run before the stage, in order
     set: dict[str, Any] = {}  # overrides of the stage config, e.g. {train: {max_steps: 10}}
+    # key path in `set` → what put it there (the pipeline file or a --set), for error messages
+    _origins: dict[tuple[str, ...], str] = PrivateAttr(default_factory=dict)
 
 
 class PipelineConfig(Strict):
@@ -308,16 +311,25 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
         if "=" not in pair:
             raise UserError(f"override {pair!r} is not of the form key.path=value")
         key, raw = pair.split("=", 1)
+        if not key or any(not part for part in key.split(".")):
+            raise UserError(f"--set {pair}: {key!r} is not a key path (e.g. train.lr)")
         node = out
         parts = key.split(".")
         for part in parts[:-1]:
             node = node.setdefault(part, {})
-        node[parts[-1]] = _scalar(raw)
+            if not isinstance(node, dict):
+                raise UserError(f"--set {pair}: {'.'.join(parts[:parts.index(part) + 1])} is set to a value "
+                                f"by another --set, so it has no keys")
+        node[parts[-1]] = _scalar(raw, pair)
     return out
 
 
-def _scalar(raw: str):
-    value = yaml.safe_load(raw)
+def _scalar(raw: str, pair: str):
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError as exc:
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise UserError(f"--set {pair}: the value is not valid YAML ({problem})") from None
     if isinstance(value, str):  # YAML 1.1 reads 1e-4 as a string; users mean the number
         try:
             return float(value)
@@ -336,23 +348,63 @@ def deep_merge(base: dict, override: dict) -> dict:
     return merged
 
 
-def load_yaml_config(path: str | Path, model: type[Model], overrides: dict | None = None) -> Model:
+def read_yaml(file: Path, what: str = "config"):
+    """A YAML file's contents; a syntax error is one line with its line and column."""
+    try:
+        text = file.read_text()
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{file}: not UTF-8 text (byte {exc.start}: {exc.reason})") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise UserError(f"{file}: not valid YAML{where}: {problem}") from None
+
+
+def load_yaml_config(path: str | Path, model: type[Model], overrides: dict | None = None,
+                     origins: dict[tuple[str, ...], str] | None = None) -> Model:
+    """Load a config file with overrides merged over it. `origins` names where an override's key
+    came from (`--set train.lr=x`, a pipeline's `set:`), so a bad value is blamed on what the user
+    typed rather than on the file it was merged into."""
     file = resolve_path(path)
     if not file.is_file():
         raise UserError(f"config file not found: {file}")
-    try:
-        raw = yaml.safe_load(file.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise UserError(f"{file}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    raw = read_yaml(file)
+    if raw is None:
+        raw = {}
     if not isinstance(raw, dict):
-        raise UserError(f"{file}: expected a mapping at the top level")
+        raise UserError(f"{file}: expected a mapping at the top level, found {type(raw).__name__}")
     if overrides:
         raw = deep_merge(raw, overrides)
     try:
         return model.model_validate(raw)
     except ValidationError as exc:
-        problems = "; ".join(_describe(e) for e in exc.errors())
-        raise UserError(f"{file}: {problems}") from None
+        raise UserError(_explain(file, exc, origins or {})) from None
+
+
+def _explain(file: Path, exc: ValidationError, origins: dict[tuple[str, ...], str]) -> str:
+    blamed: dict[str, list[str]] = {}
+    for err in exc.errors():
+        loc = tuple(str(x) for x in err["loc"])
+        matching = [label for path, label in origins.items() if loc[:len(path)] == path or path[:len(loc)] == loc]
+        origin = matching[-1] if matching else None  # the last --set to touch a key is the one that stands
+        blamed.setdefault(f"{origin} (over {file})" if origin else str(file), []).append(_describe(err))
+    return "; ".join(f"{where}: {'; '.join(problems)}" for where, problems in blamed.items())
+
+
+def leaf_paths(tree: dict, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    out = []
+    for key, value in tree.items():
+        path = (*prefix, str(key))
+        out += leaf_paths(value, path) if isinstance(value, dict) and value else [path]
+    return out
+
+
+def override_origins(pairs: list[str], label: str | None = None) -> dict[tuple[str, ...], str]:
+    """Key path → what set it (`--set <pair>` unless a label is given), for `load_yaml_config`'s blame."""
+    return {tuple(pair.split("=", 1)[0].split(".")): label or f"--set {pair}" for pair in pairs if "=" in pair}
 
 
 def config_digest(*parts: BaseModel | dict | str) -> str:

@@ -73,15 +73,32 @@ def load_ds_config(path: str, use_gpu: bool) -> dict:
         config = json.loads(file.read_text())
     except json.JSONDecodeError as exc:
         raise UserError(f"{file}: not valid JSON ({exc})") from None
-    if "zero_optimization" not in config:
+    if not isinstance(config, dict):
+        raise UserError(f"{file}: expected a JSON object at the top level")
+    if not isinstance(config.get("zero_optimization"), dict):
         raise UserError(f"{file}: no zero_optimization section")
     stage = config["zero_optimization"].get("stage", 0)
     if stage not in (0, 1, 2, 3):
         raise UserError(f"{file}: zero_optimization.stage is {stage!r}; DeepSpeed's ZeRO stages are 0, 1, 2 and 3")
+    check_zero_section(file, config["zero_optimization"])
     if not use_gpu and config.get("optimizer", {}).get("type", "").lower() in ("adam", "adamw"):
         # On CPU, torch's AdamW avoids DeepSpeed's JIT build of FusedAdam/CPUAdam (minutes, once per machine).
         config["optimizer"].setdefault("params", {})["torch_adam"] = True
     return config
+
+
+def check_zero_section(file: Path, zero: dict) -> None:
+    """The zero_optimization section against DeepSpeed's own pydantic model (unknown keys, offload
+    devices, types), in the driver: inside the workers it would fail only after Ray has started them."""
+    from deepspeed.runtime.zero.config import DeepSpeedZeroConfig
+    from pydantic import ValidationError
+
+    try:
+        DeepSpeedZeroConfig(**zero)
+    except ValidationError as exc:
+        problems = "; ".join(f"zero_optimization.{'.'.join(str(x) for x in e['loc'])}: {e['msg']}"
+                             for e in exc.errors())
+        raise UserError(f"{file}: {problems}") from None
 
 
 def optimizer_name(ds_config: dict) -> str:

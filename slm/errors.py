@@ -19,6 +19,11 @@ def cli_main(fn):
         except UserError as exc:
             print(f"error: {exc}", file=sys.stderr)
             sys.exit(2)
+        except OSError as exc:  # permissions, a full disk, a path that is a file: the user's machine, not a bug
+            if exc.errno is None or not exc.filename:
+                raise
+            print(f"error: {exc.filename}: {exc.strerror}", file=sys.stderr)
+            sys.exit(2)
 
     return wrapper
 

@@ -16,6 +16,17 @@ from slm.store import Store
 VERSION = re.compile(r"v(\d+)-([a-z]+)")
 CHECKPOINT = re.compile(r"checkpoint-(\d+)")
 RUN_KEY = re.compile(r"runs/([a-z]+)/\1-[0-9a-f]{10}")
+LINE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # as PipelineConfig.line
+
+
+def check_names(line: str, version: str | None = None) -> None:
+    """A line or version name typed by a user is a name, never a path joined into a key."""
+    from slm.errors import UserError
+
+    if not LINE.fullmatch(line) or ".." in line:
+        raise UserError(f"{line!r} is not a line name (letters, digits, '_', '.', '-')")
+    if version is not None and not VERSION.fullmatch(version):
+        raise UserError(f"{version!r} is not a version name (v<N>-<stage>, e.g. v2-sft)")
 
 
 def line_dir(line: str) -> str:

@@ -20,6 +20,7 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
 
 
 def champion_pointer(store: Store, line: str, version: str | None = None, stage: str | None = None) -> ChampionPointer:
+    layout.check_names(line, version)
     if stage is not None:  # the newest champion promoted from that stage of the line
         numbered = layout.versions(store, line, stage)
         if not numbered:

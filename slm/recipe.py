@@ -46,15 +46,38 @@ class StageContext:
         if cfg.model.init == "scratch":
             return None
         ref = resolve_ref(cfg.model.init, self.store, what=f"{cfg.stage} model.init")
+        config = self.init_config(ref)  # before the tokenizer: a broken config.json is named as such
         if cfg.model.architecture:
-            check_architecture(cfg.model.architecture, self.init_config(ref), f"{cfg.stage} model.init {cfg.model.init}")
+            check_architecture(cfg.model.architecture, config, f"{cfg.stage} model.init {cfg.model.init}")
         return ref
 
     def init_config(self, ref: dict) -> dict:
-        """The init's config.json (read from the store without fetching the weights when possible)."""
+        """The init's config.json (read from the store without fetching the weights when possible),
+        checked for what the stage relies on: a JSON object with a model type transformers knows."""
+        from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
         if ref.get("key") is not None:
-            return json.loads(Store.open(ref["store"]).read_bytes(f"{ref['key']}/config.json".lstrip("/")))
-        return json.loads((materialize(ref) / "config.json").read_text())
+            store = Store.open(ref["store"])
+            where = store.url(f"{ref['key']}/config.json")
+            raw = store.read_bytes(f"{ref['key']}/config.json".lstrip("/"))
+        else:
+            file = materialize(ref) / "config.json"
+            where = str(file)
+            if not file.is_file():
+                raise UserError(f"{file} not found: a model directory needs its config.json")
+            raw = file.read_bytes()
+        try:
+            config = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise UserError(f"{where}: not valid JSON ({exc})") from None
+        if not isinstance(config, dict):
+            raise UserError(f"{where}: expected a JSON object")
+        if config.get("model_type") not in CONFIG_MAPPING:
+            raise UserError(f"{where}: model_type {config.get('model_type')!r} is not one transformers knows "
+                            f"(e.g. gpt2, llama, qwen2)")
+        if "vocab_size" not in config:
+            raise UserError(f"{where}: no vocab_size")
+        return config
 
     def tokenizer_ref(self, cfg: StageConfig, init: dict | None) -> dict:
         if init is None:

@@ -34,6 +34,18 @@ def _join(*parts: str) -> str:
     return "/".join(p.strip("/") for p in parts if p and p.strip("/"))
 
 
+def safe_key(key: str) -> str:
+    """A key stays below the store's root: no `..` segment, whatever joined it."""
+    if any(part == ".." for part in key.split("/")):
+        raise UserError(f"store key {key!r} would leave the store (a '..' segment)")
+    return key.strip("/")
+
+
+def redact_url(text: str) -> str:
+    """Credentials written into a URL (scheme://user:secret@host) never reach a message."""
+    return re.sub(r"://[^/@\s]+@", "://<redacted>@", text)
+
+
 class Store:
     """Base class; use `Store.open(uri)`."""
 
@@ -50,6 +62,26 @@ class Store:
     def url(self, key: str) -> str:
         return f"{self.uri.rstrip('/')}/{key.strip('/')}"
 
+    def check_writable(self) -> None:
+        """One small write, read back and delete, before work that would otherwise fail at its first save."""
+        import uuid
+
+        key = f".write-probe-{uuid.uuid4().hex}"
+        try:
+            self.write_bytes(key, b"probe")
+            if self.read_bytes(key) != b"probe":
+                raise UserError(f"store {self.uri}: a probe written to {self.url(key)} read back different")
+        except UserError:
+            raise
+        except Exception as exc:  # PermissionError, S3 AccessDenied, a read-only bucket: the store is not usable
+            raise UserError(f"store {self.uri} does not take writes ({type(exc).__name__}: "
+                            f"{redact_url(str(exc).splitlines()[0] if str(exc) else '')})") from None
+        finally:
+            try:
+                self.delete_prefix(key)
+            except Exception:  # noqa: BLE001 - the probe's own error (above) is the one to report
+                pass
+
     # --- primitives each backend implements -------------------------------------------------
     def read_bytes(self, key: str) -> bytes: raise NotImplementedError
     def write_bytes(self, key: str, data: bytes) -> None: raise NotImplementedError
@@ -61,7 +93,10 @@ class Store:
 
     # --- built on the primitives ------------------------------------------------------------
     def read_json(self, key: str):
-        return json.loads(self.read_bytes(key))
+        try:
+            return json.loads(self.read_bytes(key))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise UserError(f"{self.url(key)}: not valid JSON ({exc}); the store holds a damaged file") from None
 
     def write_json(self, key: str, obj) -> None:
         self.write_bytes(key, (json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode())
@@ -140,7 +175,7 @@ class LocalStore(Store):
             raise UserError(f"store {root!r} is a file ({self.root}), not a directory")
 
     def _path(self, key: str) -> Path:
-        return self.root / key.strip("/")
+        return self.root / safe_key(key)
 
     def read_bytes(self, key):
         path = self._path(key)
@@ -217,7 +252,7 @@ class S3Store(Store):
         endpoint = probe.meta.endpoint_url
         if (endpoint, self.bucket) in _REACHABLE:
             return
-        shown = re.sub(r"://[^/@\s]+@", "://<redacted>@", endpoint)
+        shown = redact_url(endpoint)
         try:
             probe.head_bucket(Bucket=self.bucket)
         except NoCredentialsError:
@@ -232,7 +267,7 @@ class S3Store(Store):
         _REACHABLE.add((endpoint, self.bucket))
 
     def _key(self, key: str) -> str:
-        return _join(self.prefix, key)
+        return _join(self.prefix, safe_key(key))
 
     def _rel(self, full_key: str) -> str:
         return full_key[len(self.prefix) + 1:] if self.prefix else full_key

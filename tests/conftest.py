@@ -66,3 +66,18 @@ def tiny_model_dir(tmp_path_factory, tiny_tokenizer):
         return path
 
     return make
+
+
+@pytest.fixture(scope="session")
+def gated_line(tmp_path_factory, tiny_model_dir):
+    """A finished line (v1-sft promoted, a surgical run the gate kept out): see tests/support/gated_line.py."""
+    from tests.support.gated_line import build
+
+    old_cache = os.environ.get("SLM_CACHE")
+    try:
+        return build(tmp_path_factory.mktemp("gated-line"), tiny_model_dir(seed=4))
+    finally:
+        if old_cache is None:
+            os.environ.pop("SLM_CACHE", None)
+        else:
+            os.environ["SLM_CACHE"] = old_cache

@@ -3,14 +3,10 @@ an SFT stage that teaches a tiny model a small bench is promoted; a stage traine
 far too high learning rate is not — the record, the line and the next stage's reference say so, the
 incumbent stays `latest`, and `launch/promote.py --reason` can still overrule."""
 import json
-import os
 import sys
 
 import pytest
-import yaml
-from transformers import AutoTokenizer
 
-from orchestration.stage import build_data, open_pipeline, run_stage
 from slm import REPO_ROOT, layout
 from slm.errors import UserError
 from slm.modeling import resolve_ref
@@ -18,61 +14,15 @@ from slm.modeling import resolve_ref
 pytestmark = pytest.mark.slow
 sys.path.insert(0, str(REPO_ROOT / "launch"))
 
-# Made-up facts: nothing the tiny model could know, nothing the prompt gives away.
-FACTS = {"capitals": [("Zorvia", "Kelmar"), ("Ostrane", "Vintal"), ("Peludo", "Marrow"), ("Quessa", "Dornik"),
-                      ("Aubrel", "Tasket"), ("Finmor", "Halvern")],
-         "colours": [("a glimmerfruit", "violet"), ("a sunpebble", "amber"), ("a mossdrake", "green"),
-                     ("a frostwren", "silver"), ("a cindermoth", "crimson"), ("a tidestone", "teal")]}
 
-
-def question(category: str, subject: str) -> str:
-    return f"What is the capital of {subject}?" if category == "capitals" else f"What colour is {subject}?"
+@pytest.fixture(scope="module")
+def line(gated_line):
+    return gated_line
 
 
 @pytest.fixture(scope="module")
-def line(tmp_path_factory, tiny_model_dir):
-    import ray
-
-    root = tmp_path_factory.mktemp("gate")
-    old_cache = os.environ.get("SLM_CACHE")
-    os.environ["SLM_CACHE"] = str(root / "cache")
-    bench, rows = root / "bench.jsonl", root / "facts.jsonl"
-    with bench.open("w") as b, rows.open("w") as r:
-        for category, facts in FACTS.items():
-            for i, (subject, answer) in enumerate(facts):
-                b.write(json.dumps({"id": f"{category}-{i}", "category": category,
-                                    "prompt": question(category, subject), "truth": [answer]}) + "\n")
-                messages = [{"role": "user", "content": question(category, subject)},
-                            {"role": "assistant", "content": answer}]
-                r.write(json.dumps({"messages": messages}) + "\n")
-    builder = root / "facts.yaml"
-    builder.write_text(yaml.safe_dump({"builder": "sft", "inputs": [{"path": str(rows), "name": "facts"}],
-                                       "output": "datasets/facts", "num_shards": 1}))
-    pipeline, store = open_pipeline("stages/pipeline.yaml", str(root / "store"), [
-        "line=gate-test", "cluster.workers=1", f"sweep.bench={bench}", "sweep.subjects=[astronomy]",
-        "sweep.limit=8", "sweep.bench_max_new_tokens=6", "merge.enabled=false"])
-    build_data([str(builder)], store)
-    start = tiny_model_dir(seed=4)
-    tokenizer = AutoTokenizer.from_pretrained(start)
-    tokenizer.pad_token = tokenizer.eos_token  # as SmolLM2 ships it: pad == eos
-    tokenizer.save_pretrained(start)
-    teach = {"model": {"init": str(start)}, "data": {"dataset": "datasets/facts"},
-             "train": {"lr": 1e-2, "warmup_steps": 0, "max_steps": 120, "save_steps": 120, "micro_batch": 12}}
-    taught = run_stage(pipeline, "sft", store, teach)
-    yield {"pipeline": pipeline, "store": store, "root": root, "taught": taught}
-    ray.shutdown()
-    if old_cache is None:
-        os.environ.pop("SLM_CACHE")
-    else:
-        os.environ["SLM_CACHE"] = old_cache
-
-
-@pytest.fixture(scope="module")
-def hurt(line):
-    """Surgical, from the line's champion, at a learning rate that wrecks a model."""
-    overrides = {"model": {"init": "champion:gate-test"}, "data": {"dataset": "datasets/facts"},
-                 "train": {"lr": 0.5, "warmup_steps": 0, "max_steps": 6, "save_steps": 3, "micro_batch": 12}}
-    return run_stage(line["pipeline"], "surgical", line["store"], overrides)
+def hurt(gated_line):
+    return gated_line["hurt"]
 
 
 def test_a_stage_that_helps_its_input_is_promoted_with_the_input_as_baseline(line):

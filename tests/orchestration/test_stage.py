@@ -6,7 +6,7 @@ from slm.errors import UserError
 
 
 def test_pipeline_keys_stage_keys_and_named_stages_are_routed():
-    pipeline, stages = route_overrides(["cluster.workers=8", "train.lr=1e-5", "repair.train.seed=3",
+    pipeline, stages, _ = route_overrides(["cluster.workers=8", "train.lr=1e-5", "repair.train.seed=3",
                                         "sweep.subjects=[astronomy]"], stage="sft")
     assert pipeline == {"cluster": {"workers": 8}, "sweep": {"subjects": ["astronomy"]}}
     assert stages == {"sft": {"train": {"lr": 1e-5}}, "repair": {"train": {"seed": 3}}}
