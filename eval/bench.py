@@ -8,6 +8,7 @@ number. The rules are stated in eval/benches/README.md.
 """
 from __future__ import annotations
 
+import json
 import re
 from collections import defaultdict
 from pathlib import Path
@@ -19,13 +20,23 @@ from slm.text import normalize
 
 FORMATS = {"yes_no", "letter", "list", "number"}
 MAX_PROMPT_CHARS = 4000
+MAX_ITEM_CHARS = 16_000  # a line: prompt, accepted answers and anchors together
+MAX_FILE_BYTES = 16 << 20
+MAX_ITEMS = 10_000  # every candidate of every sweep generates an answer to each
 ITEM_KEYS = {"id", "category", "prompt", "truth", "false", "format"}
 
 
 def load_bench(path: str | Path) -> list[dict]:
     file = Path(path)
+    if file.is_file() and file.stat().st_size > MAX_FILE_BYTES:
+        raise UserError(f"{file}: {file.stat().st_size:,} bytes; a bench file is at most {MAX_FILE_BYTES:,} "
+                        f"(see eval/benches/README.md)")
     items, seen = [], set()
-    for number, item in read_objects(file, what="bench"):
+    rows = read_objects(file, what="bench")
+    if len(rows) > MAX_ITEMS:
+        raise UserError(f"{file}: {len(rows):,} items; a bench is at most {MAX_ITEMS:,} (each candidate answers "
+                        f"every item)")
+    for number, item in rows:
         where = f"{file}:{number}"
         unknown = set(item) - ITEM_KEYS
         if unknown:
@@ -36,6 +47,10 @@ def load_bench(path: str | Path) -> list[dict]:
         if len(item["prompt"]) > MAX_PROMPT_CHARS:
             raise UserError(f"{where}: prompt of {len(item['prompt']):,} characters; a bench prompt is at most "
                             f"{MAX_PROMPT_CHARS:,} (every candidate generates from it, batched)")
+        size = len(json.dumps(item, ensure_ascii=False))
+        if size > MAX_ITEM_CHARS:
+            raise UserError(f"{where}: an item of {size:,} characters; a bench item is at most {MAX_ITEM_CHARS:,} "
+                            f"(see eval/benches/README.md)")
         if item["id"] in seen:
             raise UserError(f"{where}: duplicate id {item['id']!r}")
         seen.add(item["id"])

@@ -228,6 +228,9 @@ CASES = [
     Case("bench-10mb-line", lambda c: ["pipeline.py", *common(c), *bench_file(c, json.dumps(
         {"id": "a", "category": "c", "prompt": "x" * 10_000_000, "truth": ["y"]}) + "\n")],
         "bench.jsonl:1: prompt of 10,000,000 characters"),
+    Case("bench-10mb-answers", lambda c: ["pipeline.py", *common(c), *bench_file(c, json.dumps(
+        {"id": "a", "category": "c", "prompt": "p", "truth": ["y" * 1000] * 10_000}) + "\n")],
+        "bench.jsonl:1: an item of 10,"),
     Case("bench-bad-json", lambda c: ["pipeline.py", *common(c), *bench_file(c, GOOD_BENCH + "\n{oops\n")],
          "bench.jsonl:2"),
     Case("bench-no-truth", lambda c: ["pipeline.py", *common(c), *bench_file(c, json.dumps(
