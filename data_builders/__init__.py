@@ -8,18 +8,19 @@ from __future__ import annotations
 
 from importlib import import_module
 
-from slm.config import BuilderConfig, config_digest, load_yaml_config, resolve_path
-from slm.datasets import manifest_mismatch, read_manifest
+from data_builders.sources import Source
+from slm.config import BuilderConfig, config_digest, load_yaml_config
+from slm.datasets import manifest_mismatch
 from slm.errors import UserError
 from slm.log import log
 from slm.modeling import resolve_ref
-from slm.store import Store, sha256_file
+from slm.store import Store
 
 # Builders whose rows are chat messages: they also mix in datasets already in the store.
 CHAT_BUILDERS = ("sft", "surgical", "repair")
 
 
-def build_digest(cfg: BuilderConfig, store: Store, version: str) -> str:
+def build_digest(cfg: BuilderConfig, store: Store, version: str, config_path: str, evals=None) -> str:
     refs = {}
     for field in ("tokenizer", "teacher"):
         spec = getattr(cfg, field)
@@ -28,20 +29,14 @@ def build_digest(cfg: BuilderConfig, store: Store, version: str) -> str:
             refs[field] = (ref.get("champion") or {}).get("key") or ref.get("key") or ref.get("local") or ref.get("hf")
             if ref.get("key") is not None:
                 refs[field + "_files"] = store.tree_manifest(ref["key"])["files"]
-    inputs = [sha256_file(resolve_path(i.path)) if i.path else dataset_identity(store, i.dataset) for i in cfg.inputs]
-    # An input's unset `dataset` is left out, so datasets built before that field existed keep their digest.
-    config = cfg.model_dump(mode="json")
-    config["inputs"] = [{k: v for k, v in i.items() if not (k == "dataset" and v is None)} for i in config["inputs"]]
-    return config_digest(config, {"inputs": inputs, "version": version, "refs": refs})
+    inputs = [Source(item, store, config_path).identity() for item in cfg.inputs]
+    return config_digest(cfg, {"inputs": inputs, "version": version, "refs": refs,
+                               "evals": evals.digest if evals is not None else None})
 
 
-def dataset_identity(store: Store, key: str) -> str:
-    """What a store dataset holds: its build digest (or its manifest's checksum)."""
-    manifest = read_manifest(store, key)
-    return manifest.get("build_digest") or store.tree_manifest(key)["files"]["manifest.json"]["sha256"]
-
-
-def run_builder(config_path: str, store: Store, overrides: dict | None = None, force: bool = False) -> dict:
+def run_builder(config_path: str, store: Store, evals=None, overrides: dict | None = None, force: bool = False) -> dict:
+    """Build one dataset. `evals` (an EvalIndex: orchestration/eval_sets.py builds the pipeline's) is
+    what rows are decontaminated against; the launchers always pass it. Without it the manifest says rows were not checked."""
     cfg = load_yaml_config(config_path, BuilderConfig, overrides)
     module = import_module(f"data_builders.{cfg.builder}")
     for item in cfg.inputs:
@@ -52,9 +47,9 @@ def run_builder(config_path: str, store: Store, overrides: dict | None = None, f
             if not store.is_complete(item.dataset):
                 raise UserError(f"{config_path}: input dataset {item.dataset} not found (or incomplete) at "
                                 f"{store.url(item.dataset)}; build it first (list its builder earlier)")
-        elif not resolve_path(item.path).is_file():
-            raise UserError(f"{config_path}: input file not found: {resolve_path(item.path)}")
-    digest = build_digest(cfg, store, module.VERSION)
+    if evals is not None and (cfg.hygiene.ngram, cfg.hygiene.min_item_words) != (evals.n, evals.min_item_words):
+        evals = type(evals)(evals.items, cfg.hygiene.ngram, cfg.hygiene.min_item_words, evals.sources)
+    digest = build_digest(cfg, store, module.VERSION, config_path, evals if cfg.builder != "tokenizer" else None)
     if not force and store.is_complete(cfg.output):
         existing = store.tree_manifest(cfg.output)
         previous = store.read_json(f"{cfg.output}/manifest.json") if "manifest.json" in existing["files"] else existing
@@ -64,6 +59,6 @@ def run_builder(config_path: str, store: Store, overrides: dict | None = None, f
             return previous
         if problem:
             log(f"[data] {store.url(cfg.output)} does not match its manifest ({problem}); rebuilding it")
-    manifest = module.build(cfg, store, digest)
+    manifest = module.build(cfg, store, digest, evals=evals, config_path=config_path)
     log(f"[data] wrote {store.url(cfg.output)}")
     return manifest

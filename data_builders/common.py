@@ -1,78 +1,178 @@
-"""Reading builder inputs and splitting chat rows; shared by the chat-style builders."""
+"""The flow every row builder shares, in bounded memory:
+
+read each source (data_builders/sources.py) → shape its rows (a builder's own check) → dedup and
+decontaminate (data_builders/hygiene.py) → mix by weight → shuffle → write shards as they fill.
+
+Rows are spooled to an Arrow file on local disk as they stream in; mixing and shuffling work on row
+indices (8 bytes a row) and each shard is taken from the memory-mapped spool, so memory holds one
+shard at a time however large the sources are. A weight repeats rows by index (2.0: each kept row
+twice; 0.5: a seeded half), never by copying them.
+"""
 from __future__ import annotations
 
-import random
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
-from slm.config import BuilderConfig, resolve_path
-from slm.datasets import load_split, read_manifest, write_dataset
+import numpy as np
+import pyarrow as pa
+
+from data_builders.hygiene import EvalIndex, Hygiene
+from data_builders.sources import RowReader, Source
+from slm.config import BuilderConfig
+from slm.datasets import shard_count, write_sharded
 from slm.errors import UserError
-from slm.jsonl import read_objects
-from slm.store import Store, sha256_file
+from slm.log import log
+from slm.store import Store
 
-ROLES = {"system", "user", "assistant"}
-
-
-def read_jsonl(path: str) -> list[tuple[int, dict]]:
-    return read_objects(resolve_path(path))
+SPOOL_BATCH = 2048
 
 
-def to_messages(row: dict, where: str) -> list[dict]:
-    """Accept {messages: [...]}, {prompt, response} or {question, answer}; return chat messages."""
+class Spool:
+    """Rows appended to an Arrow IPC file, then read back memory-mapped."""
+
+    def __init__(self, path: Path):
+        self.path, self.writer, self.pending, self.rows = path, None, [], 0
+
+    def append(self, row: dict) -> None:
+        self.pending.append(row)
+        self.rows += 1
+        if len(self.pending) >= SPOOL_BATCH:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        batch = pa.RecordBatch.from_pylist(self.pending, schema=self.writer.schema if self.writer else None)
+        if self.writer is None:
+            self.writer = pa.ipc.new_file(str(self.path), batch.schema)
+        self.writer.write_batch(batch)
+        self.pending = []
+
+    def table(self) -> pa.Table:
+        self.flush()
+        if self.writer is None:
+            raise UserError("no rows to write")
+        self.writer.close()
+        return pa.ipc.open_file(pa.memory_map(str(self.path))).read_all()  # zero-copy: pages load on demand
+
+
+class Progress:
+    """A log line every few seconds while a builder reads: rows so far and rows/s."""
+
+    def __init__(self, what: str, every_s: float = 10.0):
+        self.what, self.every_s, self.start, self.last, self.rows = what, every_s, time.time(), time.time(), 0
+
+    def tick(self, n: int = 1) -> None:
+        self.rows += n
+        now = time.time()
+        if now - self.last >= self.every_s:
+            self.last = now
+            log(f"[data] {self.what}: {self.rows:,} rows read ({self.rows / (now - self.start):,.0f} rows/s)")
+
+    def done(self) -> float:
+        return self.rows / max(time.time() - self.start, 1e-9)
+
+
+def hygiene_text(row: dict) -> str:
+    """What dedup and decontamination look at: every turn's text, or the document."""
     if "messages" in row:
-        messages = row["messages"]
-        if not isinstance(messages, list) or not messages:
-            raise UserError(f"{where}: `messages` must be a non-empty list")
-        for m in messages:
-            if not isinstance(m, dict) or m.get("role") not in ROLES or not isinstance(m.get("content"), str):
-                raise UserError(f"{where}: each message needs role (system/user/assistant) and string content")
-        if not any(m["role"] == "assistant" and m["content"].strip() for m in messages):
-            raise UserError(f"{where}: no non-empty assistant message")
-        return [{"role": m["role"], "content": m["content"]} for m in messages]
-    for q, a in (("prompt", "response"), ("question", "answer")):
-        if q in row and a in row:
-            for key in (q, a):
-                if not isinstance(row[key], str) or not row[key].strip():
-                    raise UserError(f"{where}: `{key}` must be a non-empty string (got {type(row[key]).__name__})")
-            return [{"role": "user", "content": row[q]}, {"role": "assistant", "content": row[a]}]
-    raise UserError(f"{where}: expected `messages`, `prompt`/`response` or `question`/`answer`")
+        return "\n".join(m["content"] for m in row["messages"])
+    if "text" in row:
+        return row["text"]
+    if "question" in row:
+        return row["question"]
+    return "\n".join(m["content"] for key in ("prompt", "chosen", "rejected") for m in row.get(key, []))
 
 
-def source_rows(item, store: Store) -> tuple[list[dict], dict]:
-    """One input's chat rows (a file, or a store dataset's train split) and its provenance entry."""
-    if item.dataset is not None:
-        messages = load_split(store, item.dataset, "train")["messages"]
-        info = {"dataset": item.dataset, "build_digest": read_manifest(store, item.dataset).get("build_digest")}
-        return [{"messages": m, "source": item.label} for m in messages], info
-    path = resolve_path(item.path)
-    rows = [{"messages": to_messages(row, f"{path}:{n}"), "source": item.label} for n, row in read_jsonl(item.path)]
-    return rows, {"path": item.path, "sha256": sha256_file(path)}
-
-
-def weighted_rows(cfg: BuilderConfig, rng: random.Random, store: Store) -> tuple[list[dict], list[dict]]:
-    """Read every input; a source's weight scales its row count (2.0 repeats each row twice)."""
-    rows, sources = [], []
+def collect(cfg: BuilderConfig, store: Store, evals: EvalIndex | None, config_path: str, workdir: Path,
+            wants: str = "messages", shape: Callable[[dict, str], dict] | None = None,
+            reader: Callable[[Source], Iterator[tuple[str, dict]]] | None = None) -> tuple[pa.Table, np.ndarray, list[dict], dict]:
+    """Every source read, shaped, checked. Returns (spooled rows, keep mask, per-source info, hygiene report)."""
+    hygiene = Hygiene(cfg.hygiene, evals, workdir)
+    spool = Spool(workdir / "rows.arrow")
+    sources, ranges = [], []
+    progress = Progress(f"{cfg.output}")
     for item in cfg.inputs:
-        found, info = source_rows(item, store)
+        source = Source(item, store, config_path)
+        sid = hygiene.source(source.label)
+        start = spool.rows
+        rows = reader(source) if reader else RowReader(source, wants)
+        for where, row in rows:
+            if shape is not None:
+                row = shape(row, where)
+            row["source"] = source.label
+            hygiene.add(sid, hygiene_text(row), where)
+            row["_where"] = where  # spooled with the row (on disk), for the samples of dropped rows
+            spool.append(row)
+            progress.tick()
+        if spool.rows == start:
+            raise UserError(f"{config_path}: input {source.label}: no rows")
+        ranges.append((start, spool.rows))
+        sources.append({"name": source.label, **source.describe(), "weight": item.weight,
+                        "format": getattr(rows, "format", None) or item.format})
+    keep = hygiene.finish()
+    table = spool.table()
+    hygiene.add_duplicate_samples(keep, lambda i: (lambda row: (row["_where"], hygiene_text(row)))(
+        table.slice(i, 1).to_pylist()[0]))
+    report = hygiene.report()
+    hygiene.close()
+    for info, (start, end) in zip(sources, ranges):
+        tally = report["sources"][info["name"]]
+        info.update(rows_in=end - start, rows_kept=tally["kept"])
+    log(f"[data] {cfg.output}: read {spool.rows:,} rows ({progress.done():,.0f} rows/s); kept {int(keep.sum()):,} "
+        f"after dedup and decontamination")
+    for name, tally in report["sources"].items():
+        dropped = tally["exact_duplicates"] + tally["near_duplicates"] + sum(tally["contaminated"].values())
+        if dropped:
+            log(f"[data]   {name}: {tally['exact_duplicates']} exact and {tally['near_duplicates']} near duplicates, "
+                f"contaminated {tally['contaminated'] or 0}")
+    return table, keep, sources, {**report, "ranges": ranges}
+
+
+def mix(cfg: BuilderConfig, keep: np.ndarray, ranges: list[tuple[int, int]], sources: list[dict],
+        rng: np.random.Generator) -> np.ndarray:
+    """Row indices of the mixed dataset: each source's kept rows repeated by its weight (seeded)."""
+    picked = []
+    for item, (start, end), info in zip(cfg.inputs, ranges, sources):
+        rows = start + np.nonzero(keep[start:end])[0]
         whole, frac = int(item.weight), item.weight - int(item.weight)
-        picked = found * whole + rng.sample(found, round(frac * len(found)))
-        rows += picked
-        sources.append({"name": item.label, **info, "weight": item.weight, "rows_in": len(found),
-                        "rows_out": len(picked)})
-    return rows, sources
+        part = [rows] * whole + ([rng.choice(rows, size=round(frac * len(rows)), replace=False)] if frac else [])
+        part = np.concatenate(part) if part else np.zeros(0, np.int64)
+        info["rows_out"] = int(len(part))
+        picked.append(part)
+    return np.concatenate(picked) if picked else np.zeros(0, np.int64)
 
 
-def split_and_write(cfg: BuilderConfig, store: Store, rows: list[dict], sources: list[dict], version: str,
-                    digest: str, extra: dict | None = None) -> dict:
-    rng = random.Random(cfg.seed)
-    rng.shuffle(rows)
-    n_val = round(len(rows) * cfg.validation_fraction)
-    splits = {"train": rows[n_val:]}
-    if n_val:
-        splits["validation"] = rows[:n_val]
-    return write_dataset(store, cfg.output, splits, builder=cfg.builder, version=version,
-                         num_shards=cfg.num_shards, sources=sources, extra={"seed": cfg.seed, "build_digest": digest, **(extra or {})})
+def split_and_write(cfg: BuilderConfig, store: Store, table: pa.Table, order: np.ndarray, sources: list[dict],
+                    version: str, digest: str, extra: dict | None = None) -> dict:
+    """Shuffle the chosen row indices, hold out validation, write each split's shards from the spool."""
+    rng = np.random.default_rng(cfg.seed)
+    order = rng.permutation(order)
+    n_val = round(len(order) * cfg.validation_fraction)
+    splits = {"train": order[n_val:], **({"validation": order[:n_val]} if n_val else {})}
+
+    def shards(indices: np.ndarray):
+        n = shard_count(len(indices), cfg.num_shards, cfg.max_shard_rows)
+        bounds = [round(i * len(indices) / n) for i in range(n + 1)] if n else []
+        for i in range(n):
+            yield table.take(pa.array(indices[bounds[i]:bounds[i + 1]])).drop_columns(["_where"])
+
+    return write_sharded(store, cfg.output, {name: shards(idx) for name, idx in splits.items()}, builder=cfg.builder,
+                         version=version, sources=sources,
+                         extra={"seed": cfg.seed, "build_digest": digest, **(extra or {})})
 
 
-def build_chat(cfg: BuilderConfig, store: Store, version: str, digest: str) -> dict:
-    rows, sources = weighted_rows(cfg, random.Random(cfg.seed), store)
-    return split_and_write(cfg, store, rows, sources, version, digest)
+def build_rows(cfg: BuilderConfig, store: Store, evals: EvalIndex | None, config_path: str, version: str,
+               digest: str, wants: str = "messages", shape=None, reader=None, extra=None) -> dict:
+    with tempfile.TemporaryDirectory(prefix="slm-build-") as tmp:
+        table, keep, sources, report = collect(cfg, store, evals, config_path, Path(tmp), wants, shape, reader)
+        order = mix(cfg, keep, report.pop("ranges"), sources, np.random.default_rng(cfg.seed))
+        return split_and_write(cfg, store, table, order, sources, version, digest,
+                               extra={"hygiene": report, **(extra(table, order) if callable(extra) else extra or {})})
+
+
+def build_chat(cfg: BuilderConfig, store: Store, evals: EvalIndex | None, config_path: str, version: str,
+               digest: str) -> dict:
+    return build_rows(cfg, store, evals, config_path, version, digest)

@@ -1,56 +1,168 @@
-"""Distillation: the teacher answers a question set (greedy), and those answers become chat examples."""
-import random
+"""Distillation: the teacher answers a question set (greedy), and those answers become chat examples.
 
-import torch
+Questions are deduplicated and decontaminated first (no teacher time on a leaked MMLU question).
+The teacher then answers them shard by shard: in this process (`teacher_workers: 0`, the default),
+or in `teacher_workers` Ray tasks in parallel, each on a GPU in bf16 with `teacher_gpu: true`.
+Every finished shard's answers are kept in the store, so an interrupted build resumes where it
+stopped; the log gives rows/s and an ETA as shards finish.
+"""
+from __future__ import annotations
 
-from data_builders.common import read_jsonl, split_and_write
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from data_builders.common import collect, mix, split_and_write
 from slm.chat import prompt_text
-from slm.config import resolve_path
 from slm.errors import UserError
+from slm.log import log
 from slm.modeling import load_model, load_tokenizer, materialize, resolve_ref
-from slm.store import sha256_file
 
-VERSION = "1"
+VERSION = "2"  # 2: any source kind; questions deduplicated and decontaminated; sharded, resumable generation
+SHARD_QUESTIONS = 256
 
 
-@torch.no_grad()
-def teacher_answers(model, tokenizer, questions: list[str], max_new_tokens: int, batch_size: int = 16) -> list[str]:
+def generate(model, tokenizer, questions: list[str], max_new_tokens: int, batch_size: int = 16) -> list[str]:
+    import torch
+
     tokenizer.padding_side = "left"  # decoder-only generation pads on the left
     if tokenizer.pad_token is None:  # a teacher with no pad (Llama-3): padded rows are masked, eos serves
         tokenizer.pad_token = tokenizer.eos_token
     answers = []
-    for i in range(0, len(questions), batch_size):
-        prompts = [prompt_text(tokenizer, q) for q in questions[i:i + batch_size]]
-        batch = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
-        out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
-                             pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
-        answers += [tokenizer.decode(o[batch["input_ids"].shape[1]:], skip_special_tokens=True).strip()
-                    for o in out]
+    with torch.no_grad():
+        for i in range(0, len(questions), batch_size):
+            prompts = [prompt_text(tokenizer, q) for q in questions[i:i + batch_size]]
+            batch = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+            out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
+                                 pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+            answers += [tokenizer.decode(o[batch["input_ids"].shape[1]:], skip_special_tokens=True).strip()
+                        for o in out]
     return answers
 
 
-def build(cfg, store, digest):
+class Teacher:
+    """The teacher model, loaded once per process (the driver, or each Ray task's worker)."""
+
+    def __init__(self, path: str, gpu: bool, dtype: str, batch_size: int):
+        import torch
+
+        device = "cuda" if gpu and torch.cuda.is_available() else "cpu"
+        chosen = {"auto": torch.bfloat16 if device == "cuda" else torch.float32, "float32": torch.float32,
+                  "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
+        self.tokenizer = load_tokenizer(Path(path))
+        self.model = load_model(Path(path), dtype=chosen).to(device).eval()
+        self.batch_size, self.device, self.dtype = batch_size, device, str(chosen).replace("torch.", "")
+
+    def answer(self, questions: list[str], max_new_tokens: int) -> list[str]:
+        return generate(self.model, self.tokenizer, questions, max_new_tokens, self.batch_size)
+
+
+def answer_shards(cfg, store, ref: dict, shards: list[list[str]], work: str) -> list[list[str]]:
+    """Every shard answered, the finished ones read back from `work` in the store."""
+    done = {i: store.read_json(f"{work}/shard-{i:05d}.json")["answers"] for i in range(len(shards))
+            if store.exists(f"{work}/shard-{i:05d}.json")}
+    todo = [i for i in range(len(shards)) if i not in done]
+    if done:
+        log(f"[data] teacher: {len(done)} of {len(shards)} shards already answered; resuming")
+    total, answered, start = sum(len(shards[i]) for i in todo), 0, time.time()
+
+    def finished(i: int, answers: list[str]) -> None:
+        nonlocal answered
+        store.write_json(f"{work}/shard-{i:05d}.json", {"answers": answers})
+        done[i] = answers
+        answered += len(answers)
+        rate = answered / max(time.time() - start, 1e-9)
+        log(f"[data] teacher: {len(done)}/{len(shards)} shards, {answered:,}/{total:,} questions "
+            f"({rate:,.1f} rows/s, ETA {(total - answered) / max(rate, 1e-9):,.0f}s)")
+
+    if todo and cfg.teacher_workers == 0:
+        teacher = Teacher(str(materialize(ref)), cfg.teacher_gpu, cfg.teacher_dtype, cfg.teacher_batch_size)
+        log(f"[data] teacher {cfg.teacher} on {teacher.device} ({teacher.dtype}), in this process")
+        for i in todo:
+            finished(i, teacher.answer(shards[i], cfg.max_new_tokens))
+    elif todo:
+        import ray
+
+        from slm import cluster
+
+        cluster.connect()
+
+        @ray.remote(num_gpus=1 if cfg.teacher_gpu else 0, num_cpus=1)
+        class TeacherActor:
+            def __init__(self, ref_, gpu, dtype, batch_size):
+                self.teacher = Teacher(str(materialize(ref_)), gpu, dtype, batch_size)
+
+            def answer(self, i, questions, max_new_tokens):
+                return i, self.teacher.answer(questions, max_new_tokens)
+
+        actors = [TeacherActor.remote(ref, cfg.teacher_gpu, cfg.teacher_dtype, cfg.teacher_batch_size)
+                  for _ in range(min(cfg.teacher_workers, len(todo)))]
+        log(f"[data] teacher {cfg.teacher}: {len(todo)} shards on {len(actors)} Ray actors "
+            f"({'GPU' if cfg.teacher_gpu else 'CPU'})")
+        pending = {}
+        queue = list(todo)
+        for actor in actors:
+            if queue:
+                i = queue.pop(0)
+                pending[actor.answer.remote(i, shards[i], cfg.max_new_tokens)] = actor
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            actor = pending.pop(ready[0])
+            i, answers = ray.get(ready[0])
+            finished(i, answers)
+            if queue:
+                j = queue.pop(0)
+                pending[actor.answer.remote(j, shards[j], cfg.max_new_tokens)] = actor
+        for actor in actors:
+            ray.kill(actor)
+    return [done[i] for i in range(len(shards))]
+
+
+def questions(source):
+    """A question per row: `question`, `prompt` or `instruction`, or a conversation's first user turn."""
+    for row in source.rows():
+        q = next((row.data[k] for k in ("question", "prompt", "instruction") if isinstance(row.data.get(k), str)), None)
+        if q is None and isinstance(row.data.get("messages"), list):
+            q = next((m.get("content") for m in row.data["messages"] if isinstance(m, dict) and m.get("role") == "user"),
+                     None)
+        if not isinstance(q, str) or not q.strip():
+            raise UserError(f"{row.where}: needs a non-empty `question` (or `prompt` / `instruction`, or `messages` "
+                            f"with a user turn)")
+        yield row.where, {"question": q.strip()}
+
+
+def build(cfg, store, digest, evals=None, config_path=""):
     if not cfg.teacher:
         raise UserError("distill builder: set teacher (a model reference)")
     ref = resolve_ref(cfg.teacher, store, what="teacher")
-    path = materialize(ref)
-    tokenizer, model = load_tokenizer(path), load_model(path)
-    model.eval()
-    rows, sources = [], []
-    for item in cfg.inputs:
-        questions = []
-        for n, row in read_jsonl(item.path):
-            if not isinstance(row.get("question"), str) or not row["question"].strip():
-                raise UserError(f"{resolve_path(item.path)}:{n}: needs a non-empty `question`")
-            questions.append(row["question"].strip())
-        answers = teacher_answers(model, tokenizer, questions, cfg.max_new_tokens)
-        kept = [(q, a) for q, a in zip(questions, answers) if a]
-        rows += [{"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}],
-                  "source": item.name or "questions"} for q, a in kept]
-        sources.append({"name": item.name or "questions", "path": item.path,
-                        "sha256": sha256_file(resolve_path(item.path)), "questions": len(questions),
-                        "answered": len(kept)})
-    random.Random(cfg.seed).shuffle(rows)
-    teacher = {"spec": cfg.teacher, "resolved": ref.get("champion") or ref.get("key") or ref.get("local") or ref.get("hf"),
-               "max_new_tokens": cfg.max_new_tokens, "decoding": "greedy"}
-    return split_and_write(cfg, store, rows, sources, VERSION, digest, extra={"teacher": teacher})
+    with tempfile.TemporaryDirectory(prefix="slm-build-") as tmp:
+        table, keep, sources, report = collect(cfg, store, evals, config_path, Path(tmp), reader=questions)
+        ranges = report.pop("ranges")
+        kept = np.nonzero(keep)[0]
+        texts = table.column("question").take(pa.array(kept)).to_pylist()
+        shards = [texts[i:i + SHARD_QUESTIONS] for i in range(0, len(texts), SHARD_QUESTIONS)]
+        work = f"{cfg.output.rstrip('/')}.teacher/{digest}"
+        answers = [a for shard in answer_shards(cfg, store, ref, shards, work) for a in shard]
+        by_row = dict(zip(kept.tolist(), answers))
+        silent = [i for i, a in by_row.items() if not a]
+        for i in silent:  # the teacher said nothing: no example to learn from
+            keep[i] = False
+        if silent:
+            log(f"[data] teacher: {len(silent)} of {len(by_row)} answers empty; those questions are left out")
+        messages = [[{"role": "user", "content": q}, {"role": "assistant", "content": by_row.get(i) or ""}]
+                    for i, q in enumerate(table.column("question").to_pylist())]
+        rows = table.append_column("messages", pa.array(messages)).drop_columns(["question"])
+        for info, (start, end) in zip(sources, ranges):
+            info.update(questions=end - start, answered=int(keep[start:end].sum()))
+        order = mix(cfg, keep, ranges, sources, np.random.default_rng(cfg.seed))
+        teacher = {"spec": cfg.teacher,
+                   "resolved": ref.get("champion") or ref.get("key") or ref.get("local") or ref.get("hf"),
+                   "max_new_tokens": cfg.max_new_tokens, "decoding": "greedy", "empty_answers": len(silent),
+                   "workers": cfg.teacher_workers, "gpu": cfg.teacher_gpu, "dtype": cfg.teacher_dtype}
+        manifest = split_and_write(cfg, store, rows, order, sources, VERSION, digest,
+                                   extra={"teacher": teacher, "hygiene": report})
+    store.delete_prefix(work)  # the dataset holds the answers now
+    return manifest

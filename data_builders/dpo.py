@@ -1,12 +1,8 @@
 """DPO: preference pairs (a prompt, the preferred answer, the dispreferred one) in TRL's conversational form."""
-import random
-
-from data_builders.common import read_jsonl, split_and_write
-from slm.config import resolve_path
+from data_builders.common import build_rows
 from slm.errors import UserError
-from slm.store import sha256_file
 
-VERSION = "1"
+VERSION = "2"  # 2: any source kind (JSONL, Parquet, hub, S3); deduplicated and decontaminated
 
 
 def to_pair(row: dict, where: str) -> dict:
@@ -23,12 +19,10 @@ def to_pair(row: dict, where: str) -> dict:
             "rejected": [{"role": "assistant", "content": fields["rejected"]}]}
 
 
-def build(cfg, store, digest):
-    rows, sources = [], []
-    for item in cfg.inputs:
-        path = resolve_path(item.path)
-        pairs = [{**to_pair(row, f"{path}:{n}"), "source": item.name or path.stem} for n, row in read_jsonl(item.path)]
-        rows += pairs * int(item.weight) + random.Random(cfg.seed).sample(pairs, round((item.weight % 1) * len(pairs)))
-        sources.append({"name": item.name or path.stem, "path": item.path, "sha256": sha256_file(path),
-                        "weight": item.weight, "rows_in": len(pairs)})
-    return split_and_write(cfg, store, rows, sources, VERSION, digest)
+def pairs(source):
+    for row in source.rows():
+        yield row.where, to_pair(row.data, row.where)
+
+
+def build(cfg, store, digest, evals=None, config_path=""):
+    return build_rows(cfg, store, evals, config_path, VERSION, digest, reader=pairs)

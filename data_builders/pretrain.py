@@ -1,61 +1,94 @@
 """Pretraining: documents from several weighted sources, tokenized and packed into fixed-length blocks.
 
-Each source becomes one token stream (documents joined by eos). Blocks are drawn source by source
-with probability proportional to the source weights; a source that runs out starts over (its
-epochs are counted in the manifest), so weights are honoured as token proportions.
+Documents are deduplicated and decontaminated first (data_builders/common.py). Each source then
+becomes one token stream (documents joined by eos) in a token file on local disk, tokenized in
+batches. Blocks are drawn source by source with probability proportional to the source weights; a
+source that runs out starts over (its epochs are counted in the manifest), so weights are honoured
+as token proportions. The draw is a plan of (source, offset) pairs; shards are cut from the
+memory-mapped token files one at a time, so memory does not grow with the corpus.
 """
-import random
+from __future__ import annotations
 
-from slm.config import resolve_path
-from slm.datasets import write_dataset
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from data_builders.common import collect
+from slm.datasets import shard_count, write_sharded
 from slm.errors import UserError
+from slm.log import log
 from slm.modeling import load_tokenizer, materialize, resolve_ref, tokenizer_digest
-from slm.store import sha256_file
 
-VERSION = "1"
+VERSION = "2"  # 2: any source kind; deduplicated and decontaminated; streamed to token files
+TOKENIZE_BATCH = 1000
 
 
-def build(cfg, store, digest):
+def token_streams(table: pa.Table, keep: np.ndarray, ranges, tokenizer, workdir: Path) -> list[np.ndarray]:
+    """Each source's kept documents as one memory-mapped uint32 token stream."""
+    streams = []
+    texts = table.column("text")
+    for s, (start, end) in enumerate(ranges):
+        path = workdir / f"tokens-{s}.bin"
+        rows = start + np.nonzero(keep[start:end])[0]
+        with open(path, "wb") as f:
+            for i in range(0, len(rows), TOKENIZE_BATCH):
+                docs = texts.take(pa.array(rows[i:i + TOKENIZE_BATCH])).to_pylist()
+                for ids in tokenizer(docs, add_special_tokens=False)["input_ids"]:
+                    f.write(np.asarray(ids + [tokenizer.eos_token_id], dtype=np.uint32).tobytes())
+        size = path.stat().st_size // 4
+        streams.append(np.memmap(path, dtype=np.uint32, mode="r", shape=(size,)) if size else np.zeros(0, np.uint32))
+    return streams
+
+
+def build(cfg, store, digest, evals=None, config_path=""):
     if not cfg.tokenizer or not cfg.block_size:
         raise UserError("pretrain builder: set tokenizer and block_size")
     tok_ref = resolve_ref(cfg.tokenizer, store, what="tokenizer")
     tok_dir = materialize(tok_ref)
     tokenizer = load_tokenizer(tok_dir)
-    streams, sources = {}, []
-    for item in cfg.inputs:
-        name = item.name or resolve_path(item.path).stem
-        docs = [d for d in resolve_path(item.path).read_text(encoding="utf-8").split("\n") if d.strip()]
-        if not docs:
-            raise UserError(f"pretrain builder: {resolve_path(item.path)} has no documents")
-        ids = []
-        for doc in docs:
-            ids += tokenizer(doc, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-        if len(ids) < cfg.block_size:
-            raise UserError(f"pretrain builder: source {name} has {len(ids)} tokens, fewer than one block")
-        streams[name] = ids
-        sources.append({"name": name, "path": item.path, "sha256": sha256_file(resolve_path(item.path)),
-                        "weight": item.weight, "documents": len(docs), "tokens": len(ids)})
-    total_blocks = sum(len(s) for s in streams.values()) // cfg.block_size
-    rng = random.Random(cfg.seed)
-    names = list(streams)
-    weights = [s["weight"] for s in sources]
-    cursor = {n: 0 for n in names}
-    drawn = {n: 0 for n in names}
-    rows = []
-    for _ in range(total_blocks):
-        name = rng.choices(names, weights)[0]
-        stream, start = streams[name], cursor[name]
-        block = [stream[(start + i) % len(stream)] for i in range(cfg.block_size)]
-        cursor[name] = start + cfg.block_size
-        drawn[name] += 1
-        rows.append({"input_ids": block, "source": name})
-    for s in sources:
-        s["blocks"] = drawn[s["name"]]
-        s["epochs"] = round(drawn[s["name"]] * cfg.block_size / s["tokens"], 3)
-    rng.shuffle(rows)
-    n_val = round(len(rows) * cfg.validation_fraction)
-    splits = {"train": rows[n_val:], **({"validation": rows[:n_val]} if n_val else {})}
-    return write_dataset(store, cfg.output, splits, builder="pretrain", version=VERSION, num_shards=cfg.num_shards,
-                         sources=sources, extra={"seed": cfg.seed, "build_digest": digest, "block_size": cfg.block_size,
-                                                 "tokenizer": tok_ref["spec"],
-                                                 "tokenizer_sha256": tokenizer_digest(tok_dir), "tokens": total_blocks * cfg.block_size})
+    block = cfg.block_size
+    with tempfile.TemporaryDirectory(prefix="slm-build-") as tmp:
+        table, keep, sources, report = collect(cfg, store, evals, config_path, Path(tmp), wants="text")
+        ranges = report.pop("ranges")
+        streams = token_streams(table, keep, ranges, tokenizer, Path(tmp))
+        for info, stream, (start, end) in zip(sources, streams, ranges):
+            if len(stream) < block:
+                raise UserError(f"pretrain builder: source {info['name']} has {len(stream)} tokens after dedup and "
+                                f"decontamination, fewer than one block ({block})")
+            info.update(documents=int(keep[start:end].sum()), tokens=int(len(stream)))
+        total_blocks = sum(len(s) for s in streams) // block
+        rng = np.random.default_rng(cfg.seed)
+        weights = np.array([item.weight for item in cfg.inputs], dtype=float)
+        plan_source = rng.choice(len(streams), size=total_blocks, p=weights / weights.sum())
+        plan_offset = np.zeros(total_blocks, dtype=np.int64)
+        for s, stream in enumerate(streams):
+            drawn = np.nonzero(plan_source == s)[0]
+            plan_offset[drawn] = (np.arange(len(drawn), dtype=np.int64) * block) % len(stream)
+            sources[s].update(blocks=int(len(drawn)), epochs=round(len(drawn) * block / len(stream), 3))
+        order = rng.permutation(total_blocks)
+        n_val = round(total_blocks * cfg.validation_fraction)
+        splits = {"train": order[n_val:], **({"validation": order[:n_val]} if n_val else {})}
+        names = [info["name"] for info in sources]
+
+        def blocks(picked: np.ndarray):
+            n = shard_count(len(picked), cfg.num_shards, cfg.max_shard_rows)
+            bounds = [round(i * len(picked) / n) for i in range(n + 1)] if n else []
+            for i in range(n):
+                ids, labels = [], []
+                for b in picked[bounds[i]:bounds[i + 1]]:
+                    stream, offset = streams[plan_source[b]], plan_offset[b]
+                    span = stream[offset:offset + block]
+                    if len(span) < block:  # the stream starts over
+                        span = np.concatenate([span, stream[:block - len(span)]])
+                    ids.append(span.astype(np.int32))
+                    labels.append(names[plan_source[b]])
+                yield pa.table({"input_ids": pa.array(ids, type=pa.list_(pa.int32())), "source": labels})
+
+        log(f"[data] {cfg.output}: {total_blocks:,} blocks of {block} tokens")
+        return write_sharded(store, cfg.output, {name: blocks(idx) for name, idx in splits.items()},
+                             builder="pretrain", version=VERSION, sources=sources,
+                             extra={"seed": cfg.seed, "build_digest": digest, "block_size": block,
+                                    "tokenizer": tok_ref["spec"], "tokenizer_sha256": tokenizer_digest(tok_dir),
+                                    "tokens": total_blocks * block, "hygiene": report})

@@ -5,8 +5,8 @@ holds out a validation split that the stage evaluates at every checkpoint.
 """
 from data_builders.common import build_chat
 
-VERSION = "1"
+VERSION = "2"  # 2: any source kind and row format; deduplicated and decontaminated
 
 
-def build(cfg, store, digest):
-    return build_chat(cfg, store, VERSION, digest)
+def build(cfg, store, digest, evals=None, config_path=""):
+    return build_chat(cfg, store, evals, config_path, VERSION, digest)

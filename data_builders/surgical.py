@@ -3,13 +3,12 @@
 Each assistant answer is checked against the form its prompt asks for, so a malformed fixture
 cannot teach the very habit this stage exists to remove.
 """
-import random
 import re
 
-from data_builders.common import split_and_write, weighted_rows
+from data_builders.common import build_rows
 from slm.errors import UserError
 
-VERSION = "1"
+VERSION = "2"  # 2: any source kind and row format; deduplicated and decontaminated
 
 
 def asked_form(prompt: str) -> tuple[str, int | None]:
@@ -38,15 +37,20 @@ def answer_fits(form: str, n: int | None, answer: str) -> bool:
     return True
 
 
-def build(cfg, store, digest):
-    rows, sources = weighted_rows(cfg, random.Random(cfg.seed), store)
-    forms = {}
-    for row in rows:
-        user = next(m["content"] for m in row["messages"] if m["role"] == "user")
-        answer = row["messages"][-1]["content"]
-        form, n = asked_form(user)
-        if not answer_fits(form, n, answer):
-            raise UserError(f"surgical item does not answer in the asked form ({form}): {user[:60]!r} → {answer[:40]!r}")
-        row["form"] = form
-        forms[form] = forms.get(form, 0) + 1
-    return split_and_write(cfg, store, rows, sources, VERSION, digest, extra={"forms": forms})
+def shape(row: dict, where: str) -> dict:
+    user = next(m["content"] for m in row["messages"] if m["role"] == "user")
+    answer = row["messages"][-1]["content"]
+    form, n = asked_form(user)
+    if not answer_fits(form, n, answer):
+        raise UserError(f"{where}: surgical item does not answer in the asked form ({form}): {user[:60]!r} → "
+                        f"{answer[:40]!r}")
+    return {**row, "form": form}
+
+
+def form_counts(table, order) -> dict:
+    forms = table.column("form").take(order).to_pylist() if len(order) else []
+    return {"forms": {f: forms.count(f) for f in sorted(set(forms))}}
+
+
+def build(cfg, store, digest, evals=None, config_path=""):
+    return build_rows(cfg, store, evals, config_path, VERSION, digest, shape=shape, extra=form_counts)

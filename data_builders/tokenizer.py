@@ -7,7 +7,7 @@ import tempfile
 from pathlib import Path
 
 from slm.chat import DEFAULT_CHAT_TEMPLATE
-from slm.config import resolve_path
+from data_builders.sources import Source
 from slm.errors import UserError
 from slm.store import sha256_file
 
@@ -31,14 +31,16 @@ def train_tokenizer(files: list[Path], vocab_size: int):
     return tokenizer
 
 
-def build(cfg, store, digest):
+def build(cfg, store, digest, evals=None, config_path=""):
     if not cfg.vocab_size:
         raise UserError("tokenizer builder: set vocab_size")
-    files = [resolve_path(i.path) for i in cfg.inputs]
+    if any(i.path is None for i in cfg.inputs):
+        raise UserError(f"{config_path}: the tokenizer builder trains on local text files (`path`)")
+    files = [f for i in cfg.inputs for f in Source(i, store, config_path).files()]
     tokenizer = train_tokenizer(files, cfg.vocab_size)
     with tempfile.TemporaryDirectory() as tmp:
         tokenizer.save_pretrained(tmp)
         manifest = store.put_tree(Path(tmp), cfg.output, meta={
             "builder": "tokenizer", "builder_version": VERSION, "build_digest": digest, "vocab_size": len(tokenizer),
-            "sources": [{"path": i.path, "sha256": sha256_file(resolve_path(i.path))} for i in cfg.inputs]})
+            "sources": [{"path": str(f), "sha256": sha256_file(f)} for f in files]})
     return manifest

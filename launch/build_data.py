@@ -8,6 +8,7 @@ import argparse
 import _bootstrap
 
 from data_builders import run_builder
+from orchestration.eval_sets import eval_index
 from orchestration.stage import open_pipeline
 from slm import STAGE_ORDER
 from slm.errors import cli_main
@@ -21,10 +22,11 @@ def main(argv=None):
     p.add_argument("--force", action="store_true", help="rebuild even when the inputs did not change")
     args = p.parse_args(argv)
     pipeline, store = open_pipeline(args.pipeline, args.store, args.overrides)
+    evals = eval_index(pipeline)  # every evaluation the pipeline's sweeps run: rows are decontaminated against them
     for target in args.targets:
         configs = pipeline.stage(target).builders if target in STAGE_ORDER else [target]
         for config in configs:
-            manifest = run_builder(config, store, force=args.force)
+            manifest = run_builder(config, store, evals, force=args.force)
             rows = {k: v["rows"] for k, v in manifest.get("splits", {}).items()}
             print(f"{config}: {rows or 'ok'}")
 

@@ -8,6 +8,7 @@ import time
 
 import _bootstrap
 
+from orchestration.eval_sets import eval_index
 from orchestration.stage import build_data, check_before_launch, open_pipeline, run_stage
 from slm import layout
 from slm.errors import cli_main
@@ -30,9 +31,10 @@ def main(argv=None):
         pipeline.stage(sorted(set(args.only) - set(names))[0])  # raises the one-line unknown-stage error
     check_before_launch(pipeline, names, store)
     start, summary = time.time(), []
+    evals = eval_index(pipeline)
     for name in names:
         t0 = time.time()
-        build_data(pipeline.stage(name).builders, store)
+        build_data(pipeline.stage(name).builders, store, evals)
         result = run_stage(pipeline, name, store)
         if "champion" in result:
             outcome = f"{pipeline.line}@{result['champion'].version}"

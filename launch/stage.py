@@ -8,6 +8,7 @@ import argparse
 
 import _bootstrap
 
+from orchestration.eval_sets import eval_index
 from orchestration.stage import build_data, check_before_launch, open_pipeline, run_stage
 from slm import STAGE_ORDER
 from slm.errors import UserError, cli_main
@@ -31,7 +32,7 @@ def main(argv=None):
     ref = pipeline.stage(args.stage)
     check_before_launch(pipeline, [args.stage], store)
     if args.build_data:
-        build_data(ref.builders, store)
+        build_data(ref.builders, store, eval_index(pipeline))
     result = run_stage(pipeline, args.stage, store, train_only=args.train_only)
     if "champion" in result:
         print(store.url(result["champion"].key))

@@ -138,6 +138,39 @@ def _stage_section(index: int, champ: dict, record: dict) -> str:
     return "\n".join(lines)
 
 
+def _data_hygiene(chain: list[dict], records: list[dict]) -> str:
+    """What dedup and decontamination dropped from each stage's data, per source and eval set."""
+    rows = ["| Stage | Source | Rows read | Exact dups | Near dups | Contaminated (eval set: rows) | Kept |",
+            "|---|---|---|---|---|---|---|"]
+    unchecked = []
+    for champ, record in zip(chain, records):
+        hygiene = (record.get("data") or {}).get("hygiene")
+        if not hygiene:
+            unchecked.append(champ["stage"])
+            continue
+        if isinstance(hygiene.get("eval_sets"), str):
+            unchecked.append(champ["stage"])
+        for name, t in hygiene["sources"].items():
+            leaked = ", ".join(f"{k}: {v}" for k, v in sorted(t["contaminated"].items())) or "0"
+            rows.append(f"| {champ['stage']} | {name} | {t['rows_in']:,} | {t['exact_duplicates']:,} | "
+                        f"{t['near_duplicates']:,} | {leaked} | {t['kept']:,} |")
+    if len(rows) == 2 and not unchecked:
+        return ""
+    settings = next((r["data"]["hygiene"] for r in records if (r.get("data") or {}).get("hygiene")), None)
+    intro = ""
+    if settings:
+        s = settings["settings"]
+        evals = settings["eval_sets"]
+        against = (", ".join(f"{k} ({v:,} items)" for k, v in evals["items"].items())
+                   if isinstance(evals, dict) else "no evaluation sets")
+        intro = (f"Rows were deduplicated (exact, after normalising; near, MinHash LSH at Jaccard ≥ "
+                 f"{s['near_threshold']} on {s['shingle_words']}-word shingles) and checked against every evaluation "
+                 f"the sweep runs by {s['ngram']}-gram overlap (shorter items matched whole): {against}.\n\n")
+    note = (f"\n\nNot checked (built before decontamination existed, or without evaluation sets): "
+            f"{', '.join(unchecked)}." if unchecked else "")
+    return "## Data hygiene\n\n" + intro + "\n".join(rows) + note + "\n\n"
+
+
 def _rollbacks(store: Store, line: str) -> str:
     """Deliberate moves of the line's `latest` back to an older version: who, when, why."""
     names = [n for n in store.children(layout.line_history(line)) if n.endswith("-rollback.json")]
@@ -252,6 +285,7 @@ def render(store: Store, info: dict, card_meta: dict) -> str:
 
 {stages}
 
+{_data_hygiene(chain, records)}
 ## Checkpoint sweep and selection ({info['stage']})
 
 {_selection_policy(sel, info)}

@@ -110,11 +110,12 @@ def check_before_launch(pipeline: PipelineConfig, names: list[str], store: Store
     store.check_writable()
 
 
-def build_data(builder_configs: list[str], store: Store) -> list[dict]:
+def build_data(builder_configs: list[str], store: Store, evals) -> list[dict]:
+    """Run builders; `evals` (data_builders.eval_index(pipeline)) is what their rows are decontaminated against."""
     manifests = []
     for path in builder_configs:
         log(f"[data] building {path}")
-        manifests.append(run_builder(path, store))
+        manifests.append(run_builder(path, store, evals))
     return manifests
 
 

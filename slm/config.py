@@ -142,24 +142,66 @@ class StageConfig(Strict):
         return self
 
 
+ROW_FORMATS = ("messages", "sharegpt", "alpaca", "prompt_response", "question_answer", "text")
+
+
 class BuilderInput(Strict):
-    """A file (`path`), or a dataset already built into the store (`dataset`: its train split; chat
-    builders only), with a mixing weight."""
+    """One source of a builder, with a mixing weight. Exactly one of:
+
+    path: a local file, directory or glob, or an `s3://bucket/key` (glob allowed): JSONL (`.jsonl`,
+      `.json`), Parquet (`.parquet`), plain text (`.txt`, a document per line), or a directory
+      written by `datasets.save_to_disk`;
+    hf: a Hugging Face hub dataset id (with `config`, `split`, `revision`, `streaming`);
+    dataset: a dataset already built into the store (its train split; chat builders only).
+
+    format: how a row becomes a conversation or a document (see ROW_FORMATS); inferred from the
+    columns when not given."""
 
     path: str | None = None
+    hf: str | None = None
     dataset: str | None = None
+    config: str | None = None
+    split: str = "train"
+    revision: str | None = None
+    streaming: bool = True
+    format: Literal[ROW_FORMATS] | None = None
+    limit: int | None = Field(None, gt=0)  # at most this many rows from the source
     name: str | None = None
     weight: float = Field(1.0, gt=0)
 
     @model_validator(mode="after")
     def _one_source(self):
-        if (self.path is None) == (self.dataset is None):
-            raise ValueError("give exactly one of `path` (a file) or `dataset` (a store key)")
+        if sum(x is not None for x in (self.path, self.hf, self.dataset)) != 1:
+            raise ValueError("give exactly one of `path` (a file, glob or s3:// URI), `hf` (a hub dataset) or "
+                             "`dataset` (a store key)")
+        if self.hf is None and (self.config or self.revision):
+            raise ValueError("`config` and `revision` belong to an `hf` source")
         return self
 
     @property
     def label(self) -> str:
-        return self.name or (Path(self.path).stem if self.path else self.dataset.rstrip("/").rsplit("/", 1)[-1])
+        if self.name:
+            return self.name
+        where = self.path or self.hf or self.dataset
+        stem = where.rstrip("/").rsplit("/", 1)[-1]
+        return stem.split(".", 1)[0] if self.path else stem
+
+
+class HygieneSpec(Strict):
+    """Deduplication and decontamination, before mixing: exact duplicates (normalised text), near
+    duplicates (MinHash LSH on word shingles, datasketch), and rows sharing a word n-gram with any
+    evaluation the sweep runs (all of MMLU's test and dev questions with their choices, the bench,
+    extra lm-eval tasks). Dropped rows are counted per source and eval set, a few kept as samples."""
+
+    dedup: bool = True
+    near_dedup: bool = True
+    near_threshold: float = Field(0.8, gt=0, lt=1)  # estimated Jaccard similarity of word shingles
+    shingle_words: int = Field(3, gt=0)  # short chat rows: a one-word edit keeps ~90% of 3-word shingles
+    num_perm: int = Field(128, ge=16)
+    decontaminate: bool = True
+    ngram: int = Field(13, gt=1)  # as lm-eval's decontamination and the GPT-3 paper
+    min_item_words: int = Field(4, gt=0)  # shorter eval items ("What is 2+2?") are too generic to match whole
+    samples: int = Field(3, ge=0)  # dropped rows kept in the manifest per source and reason
 
 
 class BuilderConfig(Strict):
@@ -169,12 +211,18 @@ class BuilderConfig(Strict):
     inputs: list[BuilderInput] = Field(min_length=1)
     output: str  # store key
     num_shards: int = Field(2, gt=0)
+    max_shard_rows: int = Field(100_000, gt=0)  # more shards when a split outgrows num_shards of these
     seed: int = 0
     validation_fraction: float = Field(0.0, ge=0, lt=1)
+    hygiene: HygieneSpec = HygieneSpec()
     tokenizer: str | None = None  # pretrain: store key / path of the tokenizer used to pack blocks
     block_size: int | None = None  # pretrain: tokens per packed block
     teacher: str | None = None  # distill: model reference (same grammar as ModelSpec.init)
     max_new_tokens: int = 48  # distill: teacher answer length
+    teacher_workers: int = Field(0, ge=0)  # distill: 0 answers in this process; N: N Ray actors in parallel
+    teacher_gpu: bool = False  # distill: each actor (or this process) on a GPU
+    teacher_dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"  # auto: bf16 on GPU, fp32 on CPU
+    teacher_batch_size: int = Field(16, gt=0)
     vocab_size: int | None = None  # tokenizer builder
 
 

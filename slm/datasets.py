@@ -11,6 +11,7 @@ import datetime as dt
 import hashlib
 import json
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow as pa
@@ -23,8 +24,23 @@ from slm.store import Store, fetch_tree_cached, sha256_file
 def write_dataset(store: Store, key: str, splits: dict[str, list[dict]], *, builder: str, version: str,
                   num_shards: int, sources: list[dict], extra: dict | None = None) -> dict:
     """Shard each split's rows (row order kept, contiguous slices), upload, return the manifest."""
-    if not splits.get("train"):
-        raise UserError(f"builder {builder}: the train split of {key} is empty")
+    def shards(rows):
+        n = min(num_shards, len(rows))
+        bounds = [round(i * len(rows) / n) for i in range(n + 1)]
+        for i in range(n):
+            yield pa.Table.from_pylist(rows[bounds[i]:bounds[i + 1]])
+    return write_sharded(store, key, {split: shards(rows) for split, rows in splits.items() if rows}, builder=builder,
+                         version=version, sources=sources, extra=extra)
+
+
+def shard_count(rows: int, num_shards: int, max_shard_rows: int) -> int:
+    return max(min(num_shards, rows), -(-rows // max_shard_rows)) if rows else 0
+
+
+def write_sharded(store: Store, key: str, splits: dict[str, Iterator[pa.Table]], *, builder: str, version: str,
+                  sources: list[dict], extra: dict | None = None) -> dict:
+    """Write each split's shards as they come (one table in memory at a time), then upload the tree
+    with its manifest (rows and sha256 per shard)."""
     manifest = {
         "builder": builder,
         "builder_version": version,
@@ -35,21 +51,19 @@ def write_dataset(store: Store, key: str, splits: dict[str, list[dict]], *, buil
     }
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        for split, rows in splits.items():
-            if not rows:
-                continue
-            table = pa.Table.from_pylist(rows)
-            n = min(num_shards, len(rows))
-            bounds = [round(i * len(rows) / n) for i in range(n + 1)]
-            shards = []
-            for i in range(n):
+        for split, tables in splits.items():
+            shards, columns = [], None
+            for i, table in enumerate(tables):
                 rel = f"{split}/shard-{i:05d}.parquet"
                 (root / split).mkdir(exist_ok=True)
-                pq.write_table(table.slice(bounds[i], bounds[i + 1] - bounds[i]), root / rel)
-                shards.append({"file": rel, "rows": bounds[i + 1] - bounds[i], "sha256": sha256_file(root / rel)})
-            manifest["splits"][split] = {"rows": len(rows), "columns": table.column_names, "shards": shards}
-        import json
-
+                pq.write_table(table, root / rel)
+                columns = table.column_names
+                shards.append({"file": rel, "rows": table.num_rows, "sha256": sha256_file(root / rel)})
+            if shards:
+                manifest["splits"][split] = {"rows": sum(s["rows"] for s in shards), "columns": columns,
+                                             "shards": shards}
+        if not manifest["splits"].get("train", {}).get("rows"):
+            raise UserError(f"builder {builder}: the train split of {key} is empty")
         (root / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
         store.delete_prefix(key)  # a rebuild replaces the old dataset as a whole
         store.put_tree(root, key)
@@ -68,6 +82,12 @@ def read_manifest(store: Store, key: str) -> dict:
         raise UserError(f"dataset {store.url(key)} is corrupted: {problem}; rebuild it "
                         f"(python launch/build_data.py CONFIG --force)")
     return manifest
+
+
+def dataset_identity(store: Store, key: str) -> str:
+    """What a store dataset holds: its build digest (or its manifest's checksum)."""
+    manifest = read_manifest(store, key)
+    return manifest.get("build_digest") or store.tree_manifest(key)["files"]["manifest.json"]["sha256"]
 
 
 def manifest_mismatch(files: dict, manifest: dict) -> str | None:
@@ -99,17 +119,44 @@ def verify_local_shards(local: Path, manifest: dict, where: str) -> None:
 
 
 def load_split(store: Store, key: str, split: str = "train"):
-    """Fetch a dataset into the node-local cache and return the split as a `datasets.Dataset`."""
+    """A split as a memory-mapped `datasets.Dataset`: fetched into the node-local cache once, each
+    Parquet shard converted once (per node, under a lock) to an Arrow file that every rank maps.
+    Pages are read as rows are used, so a rank holds its share of the rows, not the split."""
     from datasets import Dataset
+    from datasets.table import MemoryMappedTable, concat_tables
+    from filelock import FileLock
 
     manifest = read_manifest(store, key)
     if split not in manifest["splits"]:
         raise UserError(f"dataset {store.url(key)} has no split {split!r} (has {', '.join(manifest['splits'])})")
     local = fetch_tree_cached(store, key)
-    verify_local_shards(local, {"splits": {split: manifest["splits"][split]}}, store.url(key))
     shards = manifest["splits"][split]["shards"]
-    tables = [pq.read_table(local / s["file"]) for s in shards]
+    tables = []
+    for shard in shards:
+        arrow = local / f"{shard['file']}.{shard['sha256'][:12]}.arrow"
+        with FileLock(str(arrow) + ".lock"):
+            if not arrow.is_file():
+                verify_local_shards(local, {"splits": {split: {"shards": [shard]}}}, store.url(key))
+                tmp = arrow.with_suffix(".tmp")
+                parquet = pq.ParquetFile(local / shard["file"])
+                with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_stream(sink, parquet.schema_arrow) as writer:
+                    for batch in parquet.iter_batches(batch_size=4096):  # a batch at a time
+                        writer.write_batch(batch)
+                tmp.rename(arrow)
+        tables.append(MemoryMappedTable.from_file(str(arrow)))
     # The shards' checksums name the data: without a fingerprint, `datasets` hashes the whole table
     # through dill, which costs time and prints bytecode into Ray's forwarded worker logs.
     fingerprint = hashlib.sha256(json.dumps([s.get("sha256") for s in shards]).encode()).hexdigest()[:16]
-    return Dataset(pa.concat_tables(tables), fingerprint=f"{split}-{fingerprint}")
+    return Dataset(concat_tables(tables) if len(tables) > 1 else tables[0], fingerprint=f"{split}-{fingerprint}")
+
+
+def iter_split(store: Store, key: str, split: str = "train") -> Iterator[dict]:
+    """A dataset split's rows one at a time, shard by shard in record batches (bounded memory)."""
+    manifest = read_manifest(store, key)
+    if split not in manifest["splits"]:
+        raise UserError(f"dataset {store.url(key)} has no split {split!r} (has {', '.join(manifest['splits'])})")
+    local = fetch_tree_cached(store, key)
+    verify_local_shards(local, {"splits": {split: manifest["splits"][split]}}, store.url(key))
+    for shard in manifest["splits"][split]["shards"]:
+        for batch in pq.ParquetFile(local / shard["file"]).iter_batches(batch_size=1024):
+            yield from batch.to_pylist()

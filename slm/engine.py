@@ -200,6 +200,10 @@ def _worker_loop(job_dict: dict, recipe) -> None:
 
     hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_error()
+    import datasets
+
+    datasets.disable_progress_bars()  # the examples' one-time map per node is not worth a bar per rank
+    datasets.logging.set_verbosity_error()
     if not job.use_gpu:  # one intra-op thread per CPU given to the worker: two workers on two cores don't fight
         torch.set_num_threads(max(1, int(job.cpus_per_worker)))
     rank, local_rank = dist.get_rank(), int(os.environ.get("LOCAL_RANK", 0))

@@ -1,8 +1,11 @@
 """How a stage's rows become training examples: the building blocks recipes share.
 
-Token ids and labels are built in memory on each rank, as plain lists of examples (the Trainer takes
-any sized sequence): small per-rank work for the datasets this project ships, and no fingerprint
-hashing by `datasets` (which dumps bytecode into Ray's forwarded worker logs).
+Rows stay memory-mapped Arrow (slm/datasets.py `load_split`). Token ids and labels are written by
+`datasets.map` to an Arrow cache file on the node, once per node (the first rank there takes a file
+lock, the others then map the finished file), so a rank's memory does not grow with the split: the
+Trainer's distributed sampler reads each rank's share of rows from the mapped file. Every map gets
+an explicit fingerprint (the run id and split): `datasets` would otherwise hash the map function
+through dill, and its bytecode dump would land in Ray's forwarded worker logs.
 """
 from __future__ import annotations
 
@@ -22,18 +25,47 @@ def stage_rows(job, split: str, columns: list[str]):
     return data
 
 
+def mapped(job, data, split: str, what: str, fn, **kwargs):
+    """`data.map(fn)` cached on the node under a name made of the run, split and step (see above)."""
+    from filelock import FileLock
+
+    from slm.store import cache_dir
+
+    name = f"{job.run_id or 'run'}-{split}-{what}-{data._fingerprint}"
+    path = cache_dir() / "examples" / f"{name}.arrow"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(path) + ".lock"):
+        return data.map(fn, cache_file_name=str(path), new_fingerprint=name, **kwargs)
+
+
 def packed_blocks(job, split: str):
     """Fixed-length token blocks (packed by the pretrain builder), predicting every token."""
-    blocks = [ids[: job.max_length] for ids in stage_rows(job, split, ["input_ids"])["input_ids"]]
-    return [{"input_ids": block, "labels": block} for block in blocks]
+    data = stage_rows(job, split, ["input_ids"])
+    length = job.max_length
+
+    def blocks(batch):
+        ids = [row[:length] for row in batch["input_ids"]]
+        return {"input_ids": ids, "labels": ids}
+
+    return mapped(job, data, split, f"blocks{length}", blocks, batched=True, remove_columns=data.column_names)
 
 
 def supervised_chat(job, tokenizer, split: str):
-    """Conversations through the chat template, labels on assistant tokens only (slm/chat.py)."""
-    conversations = stage_rows(job, split, ["messages"])["messages"]
-    encoded = [encode_chat(tokenizer, messages, job.max_length) for messages in conversations]
-    kept = [e for e in encoded if any(label != IGNORE_INDEX for label in e["labels"])]
-    if not kept:
+    """Conversations through the chat template, labels on assistant tokens only (slm/chat.py);
+    conversations that keep no assistant token within max_length are left out."""
+    data = stage_rows(job, split, ["messages"])
+
+    def encode(batch):
+        out = {"input_ids": [], "labels": []}
+        for messages in batch["messages"]:
+            example = encode_chat(tokenizer, messages, job.max_length)
+            if any(label != IGNORE_INDEX for label in example["labels"]):
+                out["input_ids"].append(example["input_ids"])
+                out["labels"].append(example["labels"])
+        return out
+
+    kept = mapped(job, data, split, f"chat{job.max_length}", encode, batched=True, remove_columns=data.column_names)
+    if not len(kept):
         raise UserError(f"dataset {job.dataset} ({split}): no example keeps an assistant token "
                         f"within max_length {job.max_length}")
     return kept

@@ -89,6 +89,7 @@ class Store:
     def download_file(self, key: str, local: Path) -> None: raise NotImplementedError
     def list(self, prefix: str) -> list[str]: raise NotImplementedError
     def exists(self, key: str) -> bool: raise NotImplementedError
+    def etag(self, key: str) -> str: raise NotImplementedError  # changes when the object does
     def delete_prefix(self, prefix: str) -> None: raise NotImplementedError
 
     # --- built on the primitives ------------------------------------------------------------
@@ -216,6 +217,10 @@ class LocalStore(Store):
     def exists(self, key):
         return self._path(key).exists()
 
+    def etag(self, key):
+        stat = self._path(key).stat()
+        return f"{stat.st_size}:{stat.st_mtime_ns}"
+
     def delete_prefix(self, prefix):
         path = self._path(prefix)
         if path.is_dir():
@@ -322,6 +327,9 @@ class S3Store(Store):
             if not self._missing(exc):
                 raise
         return bool(self.list(key))
+
+    def etag(self, key):
+        return self.client.head_object(Bucket=self.bucket, Key=self._key(key))["ETag"]
 
     def delete_prefix(self, prefix):
         keys = [self._key(k) for k in self.list(prefix)]

@@ -163,10 +163,10 @@ def test_dataset_inputs_are_checked_before_building(store, tmp_path):
     ({"prompt": "p", "response": "  "}, "`response` must be a non-empty string"),
 ])
 def test_null_or_non_text_values_are_named_not_trained_on_as_text(row, message):
-    from data_builders.common import to_messages
+    from data_builders.sources import infer_format, to_messages
 
     with pytest.raises(UserError, match=f"in.jsonl:3: {message}"):
-        to_messages(row, "in.jsonl:3")
+        to_messages(row, infer_format(set(row)), "in.jsonl:3")
 
 
 def test_a_shard_swapped_with_a_matching_completion_record_is_caught_and_rebuilt(store, capsys):
@@ -185,17 +185,3 @@ def test_a_shard_swapped_with_a_matching_completion_record_is_caught_and_rebuilt
     run_builder(str(CONFIGS / "sft.yaml"), store)
     assert "does not match its manifest" in capsys.readouterr().err
     assert len(load_split(store, "datasets/sft")) == read_manifest(store, "datasets/sft")["splits"]["train"]["rows"]
-
-
-def test_file_only_builds_keep_the_digest_they_had_before_dataset_inputs_existed(store):
-    """Adding the `dataset` input kind must not rename every existing store's datasets (and so its runs)."""
-    from data_builders import build_digest
-    from data_builders import sft
-    from slm.config import BuilderConfig, config_digest, load_yaml_config
-
-    cfg = load_yaml_config(str(CONFIGS / "sft.yaml"), BuilderConfig)
-    before = cfg.model_dump(mode="json")
-    before["inputs"] = [{"path": i.path, "name": i.name, "weight": i.weight} for i in cfg.inputs]  # the old schema
-    inputs = [sha256_file(REPO_ROOT / i.path) for i in cfg.inputs]
-    assert build_digest(cfg, store, sft.VERSION) == config_digest(before, {"inputs": inputs, "version": sft.VERSION,
-                                                                          "refs": {}})

@@ -61,11 +61,12 @@ def test_an_experiment_is_accepted_only_when_it_beats_the_incumbent():
 @pytest.fixture(scope="module")
 def sft_plan(tmp_path_factory, tiny_model_dir):
     """The sft stage planned (not trained) on the embedded data, starting from a tiny local model."""
+    from orchestration.eval_sets import eval_index
     from orchestration.stage import build_data, open_pipeline
 
     root = tmp_path_factory.mktemp("identity")
     pipeline, store = open_pipeline("stages/pipeline.yaml", str(root / "store"))
-    build_data(pipeline.stage("sft").builders, store)
+    build_data(pipeline.stage("sft").builders, store, eval_index(pipeline))
     return pipeline, store, tiny_model_dir(seed=3), root
 
 

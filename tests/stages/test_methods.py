@@ -13,6 +13,7 @@ from slm.config import deep_merge
 from slm.datasets import load_split
 from slm.modeling import load_model, load_tokenizer
 from slm.objectives import supervised_positions, token_kl
+from orchestration.eval_sets import eval_index
 from orchestration.stage import build_data, open_pipeline, run_stage
 
 pytestmark = pytest.mark.slow
@@ -27,8 +28,10 @@ def lab(tmp_path_factory, tiny_model_dir):
     old_cache = os.environ.get("SLM_CACHE")
     os.environ["SLM_CACHE"] = str(root / "cache")
     pipeline, store = open_pipeline("stages/pipeline.yaml", str(root / "store"))
-    build_data(pipeline.stage("sft").builders, store)
-    yield {"pipeline": pipeline, "store": store, "root": root, "start": tiny_model_dir(seed=1), "runs": {}}
+    evals = eval_index(pipeline)
+    build_data(pipeline.stage("sft").builders, store, evals)
+    yield {"pipeline": pipeline, "store": store, "root": root, "start": tiny_model_dir(seed=1), "runs": {},
+           "evals": evals}
     ray.shutdown()
     if old_cache is None:
         os.environ.pop("SLM_CACHE")
@@ -119,9 +122,11 @@ def test_logit_distillation_pulls_the_student_towards_the_teacher(lab, tmp_path)
     teacher = final_dir(lab, train(lab, "plain"))  # the plain SFT run: a teacher with peaked answers
     builder = yaml.safe_load(open("data_builders/configs/distill.yaml"))
     builder["teacher"] = str(teacher)
+    # the questions it was trained on: a 20-step teacher answers those (others it mostly ends at once)
+    builder["inputs"] = [{"path": "data_builders/fixtures/sft/instructions.jsonl", "name": "sft-prompts"}]
     config = tmp_path / "distill.yaml"
     config.write_text(yaml.safe_dump(builder))
-    build_data([str(config)], lab["store"])
+    build_data([str(config)], lab["store"], lab["evals"])
 
     record = train(lab, "logits", stage="distill",
                    logit_distill={"teacher": str(teacher), "temperature": 2.0, "alpha": 0.7})
@@ -145,7 +150,7 @@ def test_dpo_as_an_experiment_is_judged_against_the_incumbent_and_kept_on_record
                                                   builders=["data_builders/configs/dpo.yaml"])],
         "sweep": pipeline.sweep.model_copy(update={"subjects": ["astronomy", "marketing"], "limit": 10, "bench": None}),
         "merge": pipeline.merge.model_copy(update={"enabled": False})})
-    build_data(pipeline.stage("dpo").builders, lab["store"])
+    build_data(pipeline.stage("dpo").builders, lab["store"], lab["evals"])
     lab["store"].put_tree(lab["start"], "models/start")  # a store tree, as champions are: the sweep scores it too
     overrides = {"model": {"init": "store:models/start"}, "train": {"max_steps": 8, "save_steps": 4},
                  "experiment": {"name": "dpo-v1", "hypothesis": "preferences fix wrong capitals"}}
@@ -155,13 +160,15 @@ def test_dpo_as_an_experiment_is_judged_against_the_incumbent_and_kept_on_record
     assert record["engine"]["zero_stage"] == 2 and record["engine"]["global_step"] == 8
     verdict = result["experiment"] if "experiment" in result else record["experiment"]
     print(f"dpo-v1: {verdict['status']} — {verdict['reason']} (MMLU {verdict['mmlu']})")
-    # The start is a random init at chance; 8 DPO steps cannot lift it on 20 MMLU items (here it ties,
-    # 10% vs 10%), and an experiment must beat its incumbent, not tie it: rejected, and not promoted.
-    assert verdict["status"] == "rejected" and "incumbent" in verdict["reason"], verdict
+    # The start is a random init at chance, so whether 8 DPO steps win on 20 MMLU items is chance too;
+    # what must hold is the rule: accepted only when it beats its incumbent by the margin, else rejected.
+    m = verdict["mmlu"]
+    beats = m["candidate"] > m["incumbent"] + pipeline.selection.margin
+    assert verdict["status"] == ("accepted" if beats else "rejected") and verdict["incumbent"] in verdict["reason"], verdict
     assert verdict["incumbent"] == "input model"  # no dpo champion yet: the starting model (a store tree) is the incumbent
     on_record = lab["store"].read_json(f"experiments/{pipeline.line}/{record['run_id']}.json")
     assert on_record["name"] == "dpo-v1" and on_record["status"] == verdict["status"]
     assert lab["store"].read_json(f"{record['run_prefix']}/record.json")["experiment"]["status"] == verdict["status"]
-    assert "champion" not in result and not lab["store"].exists("champions/tiny-ff/latest.json")
+    assert ("champion" in result) == (verdict["status"] == "accepted")
     table = _experiments(lab["store"], pipeline.line)
     assert "| dpo-v1 | dpo | preferences fix wrong capitals |" in table and f"**{verdict['status']}**" in table

@@ -32,6 +32,7 @@ def build(root: Path, start_model: Path) -> dict:
     import ray
     from transformers import AutoTokenizer
 
+    from orchestration.eval_sets import eval_index
     from orchestration.stage import build_data, open_pipeline, run_stage
 
     os.environ["SLM_CACHE"] = str(root / "cache")
@@ -45,10 +46,13 @@ def build(root: Path, start_model: Path) -> dict:
                             {"role": "assistant", "content": answer}]
                 r.write(json.dumps({"messages": messages}) + "\n")
     builder = root / "facts.yaml"
+    # This line teaches its own bench on purpose (the gate must see a stage help and a stage hurt), so
+    # its data is not decontaminated against that bench.
     builder.write_text(yaml.safe_dump({"builder": "sft", "inputs": [{"path": str(rows), "name": "facts"}],
-                                       "output": "datasets/facts", "num_shards": 1}))
+                                       "output": "datasets/facts", "num_shards": 1,
+                                       "hygiene": {"decontaminate": False}}))
     pipeline, store = open_pipeline("stages/pipeline.yaml", str(root / "store"), pipeline_overrides(root))
-    build_data([str(builder)], store)
+    build_data([str(builder)], store, eval_index(pipeline))
     tokenizer = AutoTokenizer.from_pretrained(start_model)
     tokenizer.pad_token = tokenizer.eos_token  # as SmolLM2 ships it: pad == eos
     tokenizer.save_pretrained(start_model)

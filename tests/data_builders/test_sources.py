@@ -1,0 +1,131 @@
+"""Builder sources: local JSONL, Parquet, text, globs, `save_to_disk` directories, S3 objects (on the
+local SeaweedFS), store datasets and the hub; the common row layouts, inferred or named."""
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from data_builders import run_builder
+from slm.datasets import load_split
+from slm.errors import UserError
+from slm.store import Store
+
+ROWS = [("What colour is a ripe tomato?", "Red."), ("How many wheels does a bicycle have?", "Two."),
+        ("What do cows drink?", "Water."), ("Which season comes after winter?", "Spring.")]
+LAYOUTS = {
+    "messages": lambda q, a: {"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]},
+    "sharegpt": lambda q, a: {"conversations": [{"from": "human", "value": q}, {"from": "gpt", "value": a}]},
+    "alpaca": lambda q, a: {"instruction": q, "input": "", "output": a},
+    "prompt_response": lambda q, a: {"prompt": q, "response": a},
+    "question_answer": lambda q, a: {"question": q, "answer": a},
+}
+
+
+@pytest.fixture
+def store(tmp_path):
+    return Store.open(str(tmp_path / "store"))
+
+
+def build(tmp_path, store, inputs, builder="sft", **extra):
+    config = tmp_path / f"{builder}-build.yaml"
+    config.write_text(yaml.safe_dump({"builder": builder, "inputs": inputs, "output": f"datasets/{builder}",
+                                      "num_shards": 1, **extra}))
+    return run_builder(str(config), store)
+
+
+def conversations(store, key="datasets/sft"):
+    return sorted((m[0]["content"], m[-1]["content"]) for m in load_split(store, key)["messages"])
+
+
+def write_jsonl(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+def test_every_common_layout_becomes_the_same_conversations(tmp_path, store, layout):
+    path = write_jsonl(tmp_path / "in.jsonl", [LAYOUTS[layout](q, a) for q, a in ROWS])
+    manifest = build(tmp_path, store, [{"path": str(path)}])
+    assert conversations(store) == sorted(ROWS)
+    assert manifest["sources"][0]["format"] == layout  # inferred from the columns
+
+
+def test_alpaca_input_joins_the_instruction_and_a_named_format_wins(tmp_path, store):
+    path = write_jsonl(tmp_path / "in.jsonl", [{"instruction": "Translate to French.", "input": "cat", "output": "chat",
+                                                "text": "ignored"}])
+    build(tmp_path, store, [{"path": str(path), "format": "alpaca"}])
+    assert conversations(store) == [("Translate to French.\n\ncat", "chat")]
+
+
+def test_an_unknown_layout_is_one_line_naming_the_source_and_its_columns(tmp_path, store):
+    path = write_jsonl(tmp_path / "odd.jsonl", [{"q": "x", "a": "y"}])
+    with pytest.raises(UserError, match=r"input odd \(.*odd.jsonl:1\): cannot tell the layout from its columns \(a, q\); set `format:`"):
+        build(tmp_path, store, [{"path": str(path)}])
+
+
+def test_parquet_globs_and_save_to_disk_directories(tmp_path, store):
+    from datasets import Dataset
+
+    parts = tmp_path / "parts"
+    parts.mkdir()
+    for i, (q, a) in enumerate(ROWS[:2]):
+        pq.write_table(pa.Table.from_pylist([{"prompt": q, "response": a}]), parts / f"part-{i}.parquet")
+    Dataset.from_list([{"question": q, "answer": a} for q, a in ROWS[2:]]).save_to_disk(str(tmp_path / "saved"))
+    manifest = build(tmp_path, store, [{"path": str(parts / "*.parquet"), "name": "parquet"},
+                                       {"path": str(tmp_path / "saved"), "name": "saved"}])
+    assert conversations(store) == sorted(ROWS)
+    assert [s["rows_in"] for s in manifest["sources"]] == [2, 2]
+
+
+def test_s3_objects_by_glob(tmp_path, store, s3_env):
+    bucket_store = Store.open(s3_env)
+    for i, (q, a) in enumerate(ROWS):
+        bucket_store.write_text(f"inputs/part-{i}.jsonl", json.dumps({"prompt": q, "response": a}) + "\n")
+    bucket_store.write_text("inputs/notes.txt", "not matched by the glob\n")
+    build(tmp_path, store, [{"path": f"{s3_env}/inputs/part-*.jsonl", "name": "s3"}])
+    assert conversations(store) == sorted(ROWS)
+    with pytest.raises(UserError, match="matches no object"):
+        build(tmp_path, store, [{"path": f"{s3_env}/inputs/none-*.jsonl"}])
+
+
+def test_weights_repeat_and_sample_by_index_and_limit_caps_a_source(tmp_path, store):
+    many = write_jsonl(tmp_path / "many.jsonl", [{"prompt": f"Question number {i} about topic {i * 7}?",
+                                                  "response": f"Answer {i}."} for i in range(40)])
+    few = write_jsonl(tmp_path / "few.jsonl", [{"prompt": q, "response": a} for q, a in ROWS])
+    manifest = build(tmp_path, store, [{"path": str(many), "weight": 0.5, "limit": 30}, {"path": str(few), "weight": 2.0}])
+    out = {s["name"]: s["rows_out"] for s in manifest["sources"]}
+    assert out == {"many": 15, "few": 8}
+    assert manifest["splits"]["train"]["rows"] == 23
+
+
+def test_pretrain_reads_text_columns_from_parquet(tmp_path, store, tiny_tokenizer):
+    import random
+
+    rng = random.Random(0)
+    words = "fox deer heron badger otter lynx valley river stone morning winter crossed rested watched".split()
+    docs = [" ".join(rng.choice(words) for _ in range(14)) + f" {i}." for i in range(30)]  # no two alike
+    pq.write_table(pa.Table.from_pylist([{"text": d, "url": "x"} for d in docs]), tmp_path / "docs.parquet")
+    manifest = build(tmp_path, store, [{"path": str(tmp_path / "docs.parquet")}], builder="pretrain",
+                     tokenizer=str(tiny_tokenizer), block_size=32)
+    assert manifest["sources"][0]["documents"] == 30 and manifest["tokens"] % 32 == 0
+    assert all(len(ids) == 32 for ids in load_split(store, "datasets/pretrain")["input_ids"])
+
+
+def test_the_hub_path_is_real_and_offline_says_so_in_one_line(tmp_path, store, monkeypatch):
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(UserError, match=r"inputs: hf:nobody/no-such-dataset \(config None, split train\) could not be "
+                                        r"loaded"):
+        build(tmp_path, store, [{"hf": "nobody/no-such-dataset"}])
+
+
+def test_a_store_dataset_feeds_a_chat_builder(tmp_path, store):
+    path = write_jsonl(tmp_path / "in.jsonl", [{"prompt": q, "response": a} for q, a in ROWS])
+    build(tmp_path, store, [{"path": str(path)}])
+    config = tmp_path / "surgical-build.yaml"
+    config.write_text(yaml.safe_dump({"builder": "repair", "inputs": [{"dataset": "datasets/sft", "name": "replay"}],
+                                      "output": "datasets/repair", "num_shards": 1}))
+    manifest = run_builder(str(config), store)
+    assert manifest["sources"][0]["dataset"] == "datasets/sft" and conversations(store, "datasets/repair") == sorted(ROWS)
