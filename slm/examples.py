@@ -9,6 +9,8 @@ through dill, and its bytecode dump would land in Ray's forwarded worker logs.
 """
 from __future__ import annotations
 
+import hashlib
+
 from slm.chat import IGNORE_INDEX, encode_chat
 from slm.datasets import load_split
 from slm.errors import UserError
@@ -34,8 +36,9 @@ def mapped(job, data, split: str, what: str, fn, **kwargs):
     name = f"{job.run_id or 'run'}-{split}-{what}-{data._fingerprint}"
     path = cache_dir() / "examples" / f"{name}.arrow"
     path.parent.mkdir(parents=True, exist_ok=True)
+    fingerprint = hashlib.sha256(name.encode()).hexdigest()[:32]  # datasets allows at most 64 characters
     with FileLock(str(path) + ".lock"):
-        return data.map(fn, cache_file_name=str(path), new_fingerprint=name, **kwargs)
+        return data.map(fn, cache_file_name=str(path), new_fingerprint=fingerprint, **kwargs)
 
 
 def packed_blocks(job, split: str):
