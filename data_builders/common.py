@@ -33,7 +33,7 @@ class Spool:
     """Rows appended to an Arrow IPC file, then read back memory-mapped."""
 
     def __init__(self, path: Path):
-        self.path, self.writer, self.pending, self.rows = path, None, [], 0
+        self.path, self.writer, self.schema, self.pending, self.rows = path, None, None, [], 0
 
     def append(self, row: dict) -> None:
         self.pending.append(row)
@@ -44,8 +44,9 @@ class Spool:
     def flush(self) -> None:
         if not self.pending:
             return
-        batch = pa.RecordBatch.from_pylist(self.pending, schema=self.writer.schema if self.writer else None)
+        batch = pa.RecordBatch.from_pylist(self.pending, schema=self.schema)  # the first batch fixes the schema
         if self.writer is None:
+            self.schema = batch.schema
             self.writer = pa.ipc.new_file(str(self.path), batch.schema)
         self.writer.write_batch(batch)
         self.pending = []

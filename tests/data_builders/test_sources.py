@@ -129,3 +129,13 @@ def test_a_store_dataset_feeds_a_chat_builder(tmp_path, store):
                                       "output": "datasets/repair", "num_shards": 1}))
     manifest = run_builder(str(config), store)
     assert manifest["sources"][0]["dataset"] == "datasets/sft" and conversations(store, "datasets/repair") == sorted(ROWS)
+
+
+def test_a_source_larger_than_a_spool_batch_streams_through(tmp_path, store):
+    """Thousands of rows: several spool batches, several shards (max_shard_rows), every row once."""
+    rows = [{"prompt": f"Row {i}: tell me about item {i * 7919 % 10007} of the catalogue.", "response": f"It is {i}."}
+            for i in range(5000)]
+    manifest = build(tmp_path, store, [{"path": str(write_jsonl(tmp_path / "big.jsonl", rows))}], max_shard_rows=1500,
+                     hygiene={"near_dedup": False})
+    assert len(manifest["splits"]["train"]["shards"]) == 4 and manifest["splits"]["train"]["rows"] == 5000
+    assert len(set(conversations(store))) == 5000
