@@ -29,28 +29,46 @@ WORDS = ("amber basalt cedar delta ember fjord garnet harbor island juniper kest
 
 
 def corpus(path: Path, rows: int) -> None:
-    """Chat rows of 20-60 words; 2% exact repeats and 2% one-word edits of earlier rows."""
+    """Chat rows of 30-70 words; 2% exact repeats and 2% one-word edits of earlier rows."""
     rng = random.Random(rows)
-    kept: list[str] = []
+    kept: list[tuple[str, str]] = []
     with open(path, "w") as f:
         for i in range(rows):
             roll = rng.random()
             if kept and roll < 0.02:
-                prompt = rng.choice(kept)
+                prompt, response = rng.choice(kept)
             elif kept and roll < 0.04:
-                words = rng.choice(kept).split()
+                prompt, response = rng.choice(kept)
+                words = prompt.split()
                 words[rng.randrange(len(words))] = rng.choice(WORDS)
                 prompt = " ".join(words)
             else:
                 prompt = " ".join(rng.choice(WORDS) for _ in range(rng.randint(20, 60))) + f" #{i}"
+                response = " ".join(rng.choice(WORDS) for _ in range(10))
                 if len(kept) < 10_000:
-                    kept.append(prompt)
-            f.write(json.dumps({"prompt": prompt, "response": " ".join(rng.choice(WORDS) for _ in range(12))}) + "\n")
+                    kept.append((prompt, response))
+            f.write(json.dumps({"prompt": prompt, "response": response}) + "\n")
 
+
+# Peak RSS counts the pages of memory-mapped files a process has touched: the page cache, shared by the
+# ranks of a node and given back under pressure. Peak anonymous memory (sampled from /proc) is what
+# the process itself holds; the 1.5x target is about that, and both are printed.
+SAMPLER = """
+import threading
+PEAK_ANON = [0]
+def _sample():
+    while True:
+        for line in open("/proc/self/status"):
+            if line.startswith("RssAnon:"):
+                PEAK_ANON[0] = max(PEAK_ANON[0], int(line.split()[1]) // 1024)
+        time.sleep(0.05)
+threading.Thread(target=_sample, daemon=True).start()
+"""
 
 BUILD = """
 import json, resource, sys, time
 sys.path.insert(0, {repo!r})
+""" + SAMPLER + """
 from data_builders import run_builder
 from orchestration.eval_sets import eval_index_for
 from slm.config import HygieneSpec, SweepSpec
@@ -59,25 +77,26 @@ evals = eval_index_for(SweepSpec(mmlu_dir="eval/data/mmlu", bench="eval/benches/
 t = time.time()
 manifest = run_builder({config!r}, Store.open({store!r}), evals)
 seconds = time.time() - t
-print(json.dumps({{"seconds": seconds, "rows": manifest["splits"]["train"]["rows"],
+print(json.dumps({{"seconds": seconds, "rows": manifest["splits"]["train"]["rows"], "peak_anon_mb": PEAK_ANON[0],
                   "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}))
 """
 
 RANK = """
 import json, resource, sys, time
 sys.path.insert(0, {repo!r})
+""" + SAMPLER + """
 from types import SimpleNamespace
 from transformers import AutoTokenizer
 from slm.examples import supervised_chat
 tokenizer = AutoTokenizer.from_pretrained({tokenizer!r})
-job = SimpleNamespace(store={store!r}, dataset="datasets/scale", stage="sft", max_length=128, run_id="bench-{rows}")
+job = SimpleNamespace(store={store!r}, dataset="datasets/scale", stage="sft", max_length=256, run_id="bench-{rows}")
 t = time.time()
 data = supervised_chat(job, tokenizer, "train")
 prepared = time.time() - t
 share = range(0, len(data), 8)  # rank 0 of 8: DistributedSampler's stride
 tokens = sum(len(data[i]["input_ids"]) for i in share)
 print(json.dumps({{"prepare_seconds": prepared, "examples": len(data), "share_tokens": tokens,
-                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}))
+                  "peak_anon_mb": PEAK_ANON[0], "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}))
 """
 
 
@@ -108,14 +127,15 @@ def measure(rows: int, root: Path, tokenizer: Path) -> dict:
         key = "build" if hygiene else "build_no_hygiene"
         result[key] = {**build, "rows_per_s": rows / build["seconds"]}
         print(f"[{rows:,}] build (hygiene {'on' if hygiene else 'off'}): {build['seconds']:.0f}s, "
-              f"{rows / build['seconds']:,.0f} rows/s, peak RSS {build['peak_rss_mb']:,.0f} MB, "
+              f"{rows / build['seconds']:,.0f} rows/s, peak anonymous {build['peak_anon_mb']:,.0f} MB, "
+              f"peak RSS {build['peak_rss_mb']:,.0f} MB, "
               f"{build['rows']:,} rows written", flush=True)
     rank = run(RANK.format(repo=str(REPO), tokenizer=str(tokenizer), store=str(root / f"store-{rows}-True"), rows=rows),
                env)
     result["rank"] = rank
     print(f"[{rows:,}] training rank: examples prepared in {rank['prepare_seconds']:.0f}s, "
           f"{rank['examples']:,} examples, its 1/8 share read ({rank['share_tokens']:,} tokens), "
-          f"peak RSS {rank['peak_rss_mb']:,.0f} MB", flush=True)
+          f"peak anonymous {rank['peak_anon_mb']:,.0f} MB, peak RSS {rank['peak_rss_mb']:,.0f} MB", flush=True)
     return result
 
 
@@ -129,16 +149,20 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="slm-data-scale-") as tmp:
         root = Path(tmp)
-        tokenizer = train_tokenizer([REPO / "data_builders/fixtures/pretrain/web.txt"], 512)
+        vocabulary = root / "words.txt"  # a word is a token or two, as with a real tokenizer on real text
+        vocabulary.write_text("\n".join(" ".join(random.Random(i).sample(WORDS, 20)) for i in range(2000)))
+        tokenizer = train_tokenizer([vocabulary], 512)
         tokenizer.save_pretrained(root / "tokenizer")
         results = [measure(rows, root, root / "tokenizer") for rows in args.sizes]
     small, large = results[0], results[-1]
     growth = large["rows"] / small["rows"]
     print(f"\ncorpus {growth:.0f}x larger ({small['rows']:,} → {large['rows']:,} rows):")
     for what, key in (("builder", "build"), ("builder, hygiene off", "build_no_hygiene"), ("training rank", "rank")):
-        ratio = large[key]["peak_rss_mb"] / small[key]["peak_rss_mb"]
-        print(f"  {what:22s} peak RSS {small[key]['peak_rss_mb']:,.0f} → {large[key]['peak_rss_mb']:,.0f} MB: "
-              f"{ratio:.2f}x ({'within' if ratio <= 1.5 else 'OVER'} the 1.5x target)")
+        anon = large[key]["peak_anon_mb"] / small[key]["peak_anon_mb"]
+        rss = large[key]["peak_rss_mb"] / small[key]["peak_rss_mb"]
+        print(f"  {what:22s} peak anonymous {small[key]['peak_anon_mb']:,.0f} → {large[key]['peak_anon_mb']:,.0f} MB: "
+              f"{anon:.2f}x ({'within' if anon <= 1.5 else 'OVER'} the 1.5x target); peak RSS with mapped pages "
+              f"{small[key]['peak_rss_mb']:,.0f} → {large[key]['peak_rss_mb']:,.0f} MB: {rss:.2f}x")
     for r in results:
         cost = (r["build"]["seconds"] - r["build_no_hygiene"]["seconds"]) / r["rows"] * 1e6
         print(f"  dedup + decontamination at {r['rows']:,} rows: {cost:,.0f} s per million rows "

@@ -30,7 +30,7 @@ SPOOL_BATCH = 2048
 
 
 class Spool:
-    """Rows appended to an Arrow IPC file, then read back memory-mapped."""
+    """Rows appended to an Arrow IPC file in batches of SPOOL_BATCH, then read back by row index."""
 
     def __init__(self, path: Path):
         self.path, self.writer, self.schema, self.pending, self.rows = path, None, None, [], 0
@@ -51,12 +51,45 @@ class Spool:
         self.writer.write_batch(batch)
         self.pending = []
 
-    def table(self) -> pa.Table:
+    def reader(self) -> "SpoolReader":
         self.flush()
         if self.writer is None:
             raise UserError("no rows to write")
         self.writer.close()
-        return pa.ipc.open_file(pa.memory_map(str(self.path))).read_all()  # zero-copy: pages load on demand
+        return SpoolReader(self.path, self.rows)
+
+
+class SpoolReader:
+    """Rows of a spool by index. Batches are read from the file as needed and let go, not memory-mapped:
+    a mapped file's touched pages count as the process's memory, and a shuffled shard touches them all."""
+
+    def __init__(self, path: Path, rows: int):
+        self.path, self.num_rows = path, rows
+        self.file = pa.ipc.open_file(pa.OSFile(str(path)))
+
+    def take(self, indices) -> pa.Table:
+        """The rows at `indices`, in that order."""
+        indices = np.asarray(indices, dtype=np.int64)
+        if not len(indices):
+            return self.file.schema.empty_table()
+        order = np.argsort(indices, kind="stable")
+        wanted = indices[order]
+        batch_of = wanted // SPOOL_BATCH
+        bounds = np.flatnonzero(np.diff(batch_of)) + 1
+        pieces = []
+        for lo, hi in zip(np.r_[0, bounds], np.r_[bounds, len(wanted)]):
+            b = int(batch_of[lo])
+            batch = pa.Table.from_batches([self.file.get_batch(b)])
+            pieces.append(batch.take(pa.array(wanted[lo:hi] - b * SPOOL_BATCH)))
+        table = pa.concat_tables(pieces).combine_chunks()
+        inverse = np.empty_like(order)
+        inverse[order] = np.arange(len(order))
+        return table.take(pa.array(inverse))
+
+    def batches(self):
+        """Every row in order, a spool batch at a time."""
+        for b in range(self.file.num_record_batches):
+            yield self.file.get_batch(b)
 
 
 class Progress:
@@ -89,7 +122,8 @@ def hygiene_text(row: dict) -> str:
 
 def collect(cfg: BuilderConfig, store: Store, evals: EvalIndex | None, config_path: str, workdir: Path,
             wants: str = "messages", shape: Callable[[dict, str], dict] | None = None,
-            reader: Callable[[Source], Iterator[tuple[str, dict]]] | None = None) -> tuple[pa.Table, np.ndarray, list[dict], dict]:
+            reader: Callable[[Source], Iterator[tuple[str, dict]]] | None = None
+            ) -> tuple[SpoolReader, np.ndarray, list[dict], dict]:
     """Every source read, shaped, checked. Returns (spooled rows, keep mask, per-source info, hygiene report)."""
     hygiene = Hygiene(cfg.hygiene, evals, workdir)
     spool = Spool(workdir / "rows.arrow")
@@ -114,9 +148,9 @@ def collect(cfg: BuilderConfig, store: Store, evals: EvalIndex | None, config_pa
         sources.append({"name": source.label, **source.describe(), "weight": item.weight,
                         "format": getattr(rows, "format", None) or item.format})
     keep = hygiene.finish()
-    table = spool.table()
+    table = spool.reader()
     hygiene.add_duplicate_samples(keep, lambda i: (lambda row: (row["_where"], hygiene_text(row)))(
-        table.slice(i, 1).to_pylist()[0]))
+        table.take([i]).to_pylist()[0]))
     report = hygiene.report()
     hygiene.close()
     for info, (start, end) in zip(sources, ranges):
@@ -146,7 +180,7 @@ def mix(cfg: BuilderConfig, keep: np.ndarray, ranges: list[tuple[int, int]], sou
     return np.concatenate(picked) if picked else np.zeros(0, np.int64)
 
 
-def split_and_write(cfg: BuilderConfig, store: Store, table: pa.Table, order: np.ndarray, sources: list[dict],
+def split_and_write(cfg: BuilderConfig, store: Store, table: SpoolReader, order: np.ndarray, sources: list[dict],
                     version: str, digest: str, extra: dict | None = None) -> dict:
     """Shuffle the chosen row indices, hold out validation, write each split's shards from the spool."""
     rng = np.random.default_rng(cfg.seed)
@@ -158,7 +192,7 @@ def split_and_write(cfg: BuilderConfig, store: Store, table: pa.Table, order: np
         n = shard_count(len(indices), cfg.num_shards, cfg.max_shard_rows)
         bounds = [round(i * len(indices) / n) for i in range(n + 1)] if n else []
         for i in range(n):
-            yield table.take(pa.array(indices[bounds[i]:bounds[i + 1]])).drop_columns(["_where"])
+            yield table.take(indices[bounds[i]:bounds[i + 1]]).drop_columns(["_where"])
 
     return write_sharded(store, cfg.output, {name: shards(idx) for name, idx in splits.items()}, builder=cfg.builder,
                          version=version, sources=sources,

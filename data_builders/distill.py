@@ -13,9 +13,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 
-from data_builders.common import collect, mix, split_and_write
+from data_builders.common import Spool, collect, mix, split_and_write
 from slm.chat import prompt_text
 from slm.errors import UserError
 from slm.log import log
@@ -142,7 +141,7 @@ def build(cfg, store, digest, evals=None, config_path=""):
         table, keep, sources, report = collect(cfg, store, evals, config_path, Path(tmp), reader=questions)
         ranges = report.pop("ranges")
         kept = np.nonzero(keep)[0]
-        texts = table.column("question").take(pa.array(kept)).to_pylist()
+        texts = table.take(kept).column("question").to_pylist()
         shards = [texts[i:i + SHARD_QUESTIONS] for i in range(0, len(texts), SHARD_QUESTIONS)]
         work = f"{cfg.output.rstrip('/')}.teacher/{digest}"
         answers = [a for shard in answer_shards(cfg, store, ref, shards, work) for a in shard]
@@ -152,9 +151,15 @@ def build(cfg, store, digest, evals=None, config_path=""):
             keep[i] = False
         if silent:
             log(f"[data] teacher: {len(silent)} of {len(by_row)} answers empty; those questions are left out")
-        messages = [[{"role": "user", "content": q}, {"role": "assistant", "content": by_row.get(i) or ""}]
-                    for i, q in enumerate(table.column("question").to_pylist())]
-        rows = table.append_column("messages", pa.array(messages)).drop_columns(["question"])
+        examples = Spool(Path(tmp) / "examples.arrow")  # every row again, in order, now with its answer
+        row = 0
+        for batch in table.batches():
+            for q, source, where in zip(*(batch.column(c).to_pylist() for c in ("question", "source", "_where"))):
+                examples.append({"messages": [{"role": "user", "content": q},
+                                              {"role": "assistant", "content": by_row.get(row) or ""}],
+                                 "source": source, "_where": where})
+                row += 1
+        rows = examples.reader()
         for info, (start, end) in zip(sources, ranges):
             info.update(questions=end - start, answered=int(keep[start:end].sum()))
         order = mix(cfg, keep, ranges, sources, np.random.default_rng(cfg.seed))

@@ -25,16 +25,15 @@ VERSION = "2"  # 2: any source kind; deduplicated and decontaminated; streamed t
 TOKENIZE_BATCH = 1000
 
 
-def token_streams(table: pa.Table, keep: np.ndarray, ranges, tokenizer, workdir: Path) -> list[np.ndarray]:
+def token_streams(table, keep: np.ndarray, ranges, tokenizer, workdir: Path) -> list[np.ndarray]:
     """Each source's kept documents as one memory-mapped uint32 token stream."""
     streams = []
-    texts = table.column("text")
     for s, (start, end) in enumerate(ranges):
         path = workdir / f"tokens-{s}.bin"
         rows = start + np.nonzero(keep[start:end])[0]
         with open(path, "wb") as f:
             for i in range(0, len(rows), TOKENIZE_BATCH):
-                docs = texts.take(pa.array(rows[i:i + TOKENIZE_BATCH])).to_pylist()
+                docs = table.take(rows[i:i + TOKENIZE_BATCH]).column("text").to_pylist()
                 for ids in tokenizer(docs, add_special_tokens=False)["input_ids"]:
                     f.write(np.asarray(ids + [tokenizer.eos_token_id], dtype=np.uint32).tobytes())
         size = path.stat().st_size // 4

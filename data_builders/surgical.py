@@ -48,7 +48,8 @@ def shape(row: dict, where: str) -> dict:
 
 
 def form_counts(table, order) -> dict:
-    forms = table.column("form").take(order).to_pylist() if len(order) else []
+    per_row = [f for batch in table.batches() for f in batch.column("form").to_pylist()]
+    forms = [per_row[i] for i in order]
     return {"forms": {f: forms.count(f) for f in sorted(set(forms))}}
 
 
