@@ -107,7 +107,7 @@ def run(code: str, env: dict) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def measure(rows: int, root: Path, tokenizer: Path) -> dict:
+def measure(rows: int, root: Path, tokenizer: Path, shard_rows: int) -> dict:
     import yaml
 
     env = {**os.environ, "SLM_CACHE": str(root / "cache"), "OMP_NUM_THREADS": "1", "HF_DATASETS_OFFLINE": "1",
@@ -121,7 +121,7 @@ def measure(rows: int, root: Path, tokenizer: Path) -> dict:
         config = root / f"build-{rows}-{hygiene}.yaml"
         config.write_text(yaml.safe_dump({
             "builder": "sft", "inputs": [{"path": str(source), "name": "corpus"}], "output": "datasets/scale",
-            "num_shards": 8, "max_shard_rows": 100_000,
+            "num_shards": 8, "max_shard_rows": shard_rows,
             "hygiene": {} if hygiene else {"dedup": False, "near_dedup": False, "decontaminate": False}}))
         build = run(BUILD.format(repo=str(REPO), config=str(config), store=str(root / f"store-{rows}-{hygiene}")), env)
         key = "build" if hygiene else "build_no_hygiene"
@@ -142,6 +142,8 @@ def measure(rows: int, root: Path, tokenizer: Path) -> dict:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
+    p.add_argument("--max-shard-rows", type=int, default=10_000,
+                   help="rows per shard (the builder holds one shard at a time: the same at every corpus size)")
     p.add_argument("--out", help="write the figures as JSON here")
     args = p.parse_args()
     sys.path.insert(0, str(REPO))
@@ -153,7 +155,7 @@ def main() -> None:
         vocabulary.write_text("\n".join(" ".join(random.Random(i).sample(WORDS, 20)) for i in range(2000)))
         tokenizer = train_tokenizer([vocabulary], 512)
         tokenizer.save_pretrained(root / "tokenizer")
-        results = [measure(rows, root, root / "tokenizer") for rows in args.sizes]
+        results = [measure(rows, root, root / "tokenizer", args.max_shard_rows) for rows in args.sizes]
     small, large = results[0], results[-1]
     growth = large["rows"] / small["rows"]
     print(f"\ncorpus {growth:.0f}x larger ({small['rows']:,} → {large['rows']:,} rows):")
