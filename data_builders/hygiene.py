@@ -127,16 +127,21 @@ class Hygiene:
     def _near_duplicates(self, n: int, keep: np.ndarray) -> np.ndarray:
         """Rows whose signature agrees with an earlier kept row's on a whole band (LSH candidates),
         confirmed by the signatures' estimated Jaccard similarity."""
-        sigs = np.memmap(self.dir / "signatures.bin", dtype=np.uint32, mode="r", shape=(n, self.spec.num_perm))
+        sigs = np.memmap(self.dir / "signatures.bin", dtype=np.uint32, mode="r", shape=(n, self.spec.num_perm))  # candidates only
         r, chunk = self.rows_per_band, 65536
         mix = np.random.default_rng(0).integers(1, 2**63 - 1, size=r, dtype=np.uint64) | np.uint64(1)
         near = np.zeros(n, bool)
         alive = keep.copy()
+        width = self.spec.num_perm
         for b in range(self.bands):
             keys = np.empty(n, np.uint64)
-            for start in range(0, n, chunk):  # a chunk of rows at a time: memory stays flat
-                block = np.asarray(sigs[start:start + chunk, b * r:(b + 1) * r], dtype=np.uint64)
-                keys[start:start + chunk] = (block * mix).sum(axis=1, dtype=np.uint64)  # wraps mod 2^64
+            # A chunk of rows at a time, read (not mapped: mapped pages would count as this process's
+            # memory, and every page is read once per band): memory stays flat as the corpus grows.
+            for start in range(0, n, chunk):
+                rows = min(chunk, n - start)
+                block = np.fromfile(self.dir / "signatures.bin", dtype=np.uint32, count=rows * width,
+                                    offset=start * width * 4).reshape(rows, width)[:, b * r:(b + 1) * r]
+                keys[start:start + rows] = (block.astype(np.uint64) * mix).sum(axis=1, dtype=np.uint64)  # mod 2^64
             idx = np.nonzero(alive)[0]
             order = idx[np.lexsort((idx, keys[idx]))]
             same = np.nonzero(keys[order[1:]] == keys[order[:-1]])[0]
