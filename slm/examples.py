@@ -38,7 +38,27 @@ def mapped(job, data, split: str, what: str, fn, **kwargs):
     path.parent.mkdir(parents=True, exist_ok=True)
     fingerprint = hashlib.sha256(name.encode()).hexdigest()[:32]  # datasets allows at most 64 characters
     with FileLock(str(path) + ".lock"):
-        return data.map(fn, cache_file_name=str(path), new_fingerprint=fingerprint, **kwargs)
+        if path.is_file():  # another rank of this node made it
+            from datasets import Dataset
+
+            return Dataset.from_file(str(path))
+        return data.map(fn, cache_file_name=str(path), new_fingerprint=fingerprint,
+                        num_proc=map_processes(len(data)), **kwargs)
+
+
+def map_processes(rows: int) -> int | None:
+    """Processes for the one-time tokenization on a node: the node's cores (at most 8) once a split is
+    big enough to repay starting them (SLM_MAP_PROCESSES sets it)."""
+    import os
+
+    if "SLM_MAP_PROCESSES" in os.environ:
+        n = int(os.environ["SLM_MAP_PROCESSES"])
+    else:
+        n = min(8, os.cpu_count() or 1) if rows >= PARALLEL_MAP_ROWS else 1
+    return n if n > 1 else None
+
+
+PARALLEL_MAP_ROWS = 50_000
 
 
 def packed_blocks(job, split: str):

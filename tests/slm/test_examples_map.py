@@ -1,0 +1,36 @@
+"""Examples are tokenized once per node into an Arrow cache; in parallel processes for big splits,
+with the same examples as one process makes."""
+import json
+
+import yaml
+
+from data_builders import run_builder
+from slm.store import Store
+
+
+def test_parallel_tokenization_makes_the_same_examples(tmp_path, tiny_tokenizer, monkeypatch):
+    from types import SimpleNamespace
+
+    from transformers import AutoTokenizer
+
+    from slm.examples import supervised_chat
+
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text("".join(json.dumps({"prompt": f"Question {i}: how many {i % 7} apples?", "response": f"{i} apples."})
+                            + "\n" for i in range(3000)))
+    config = tmp_path / "b.yaml"
+    config.write_text(yaml.safe_dump({"builder": "sft", "inputs": [{"path": str(rows)}], "output": "datasets/sft",
+                                      "num_shards": 3, "hygiene": {"near_dedup": False}}))
+    store = Store.open(str(tmp_path / "store"))
+    run_builder(str(config), store)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_tokenizer)
+    made = {}
+    for processes in ("1", "2"):
+        monkeypatch.setenv("SLM_MAP_PROCESSES", processes)
+        monkeypatch.setenv("SLM_CACHE", str(tmp_path / f"cache-{processes}"))
+        job = SimpleNamespace(store=store.uri, dataset="datasets/sft", stage="sft", max_length=64, run_id="t")
+        made[processes] = supervised_chat(job, tokenizer, "train")
+    assert len(made["1"]) == len(made["2"]) == 3000
+    assert made["1"][:]["input_ids"] == made["2"][:]["input_ids"] and made["1"][:]["labels"] == made["2"][:]["labels"]
+    again = supervised_chat(job, tokenizer, "train")  # the node's cache, read back by another rank
+    assert again[:]["input_ids"] == made["2"][:]["input_ids"]
