@@ -4,7 +4,7 @@ read each source (data_builders/sources.py) → shape its rows (a builder's own 
 decontaminate (data_builders/hygiene.py) → mix by weight → shuffle → write shards as they fill.
 
 Rows are spooled to an Arrow file on local disk as they stream in; mixing and shuffling work on row
-indices (8 bytes a row) and each shard is taken from the memory-mapped spool, so memory holds one
+indices (8 bytes a row) and each shard is read from the spool batch by batch, so memory holds one
 shard at a time however large the sources are. A weight repeats rows by index (2.0: each kept row
 twice; 0.5: a seeded half), never by copying them.
 """

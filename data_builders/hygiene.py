@@ -1,12 +1,13 @@
 """Deduplication and decontamination of builder rows, in bounded memory.
 
 Pass 1 (`Hygiene.add`, one call per row, as rows stream in): the row's normalised text gets an exact
-hash, a MinHash signature (datasketch) cut into LSH bands, and a check against the evaluation index
-(`EvalIndex`). Hashes and band keys go to files on disk (8 bytes per row per band), nothing else.
+hash, a MinHash signature (datasketch), and a check against the evaluation index (`EvalIndex`).
+Hashes and signatures go to files on disk; memory keeps a byte or two per row.
 
-Pass 2 (`Hygiene.finish`): which rows to keep. Exact duplicates and near duplicates (rows sharing an
-LSH band key: MinHash LSH's candidate rule) are found by sorting each band's keys, the first row of
-every group kept. datasketch's own `MinHashLSH` keeps its index as Python dicts in memory (about
+Pass 2 (`Hygiene.finish`): which rows to keep. Exact duplicates are found by sorting the hashes; near
+duplicates by cutting the signatures (read a chunk at a time) into LSH band keys, sorting each band's
+keys (rows sharing one are MinHash LSH's candidates) and confirming candidates by the signatures'
+estimated Jaccard similarity; the first row of every group is kept. datasketch's own `MinHashLSH` keeps its index as Python dicts in memory (about
 1.5 KB a row); sorting band keys on disk (what datatrove's multi-stage MinHash does) keeps a
 million rows to tens of MB, so the banding here uses datasketch's signatures and band parameters
 with that sort instead.

@@ -8,6 +8,7 @@ size passes through in bounded memory. Errors name the source and, where there i
 from __future__ import annotations
 
 import fnmatch
+import functools
 import glob
 import hashlib
 from collections.abc import Iterator
@@ -32,7 +33,14 @@ def file_identity(path: Path) -> str:
     if path.is_dir():
         states = sorted(path.rglob("state.json"))
         return hashlib.sha256(b"".join(p.read_bytes() for p in states)).hexdigest()
-    return sha256_file(path)
+    stat = path.stat()
+    return _file_sha256(str(path), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=4096)
+def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
+    """The build digest and the manifest both ask: a file is read once per size and mtime."""
+    return sha256_file(Path(path))
 
 
 @dataclass
