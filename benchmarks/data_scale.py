@@ -69,8 +69,8 @@ BUILD = """
 import json, resource, sys, time
 sys.path.insert(0, {repo!r})
 """ + SAMPLER + """
-from data_builders import run_builder
-from orchestration.eval_sets import eval_index_for
+from slm.data_builders import run_builder
+from slm.orchestration.eval_sets import eval_index_for
 from slm.config import HygieneSpec, SweepSpec
 from slm.store import Store
 evals = eval_index_for(SweepSpec(mmlu_dir="eval/data/mmlu", bench="eval/benches/truth106.jsonl"), HygieneSpec())
@@ -147,7 +147,7 @@ def main() -> None:
     p.add_argument("--out", help="write the figures as JSON here")
     args = p.parse_args()
     sys.path.insert(0, str(REPO))
-    from data_builders.tokenizer import train_tokenizer
+    from slm.data_builders.tokenizer import train_tokenizer
 
     with tempfile.TemporaryDirectory(prefix="slm-data-scale-") as tmp:
         root = Path(tmp)

@@ -36,7 +36,7 @@ def main():
     from lm_eval.models.huggingface import HFLM
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from eval import mmlu
+    from slm.eval import mmlu
 
     data = Path(args.data).resolve()
     with tempfile.TemporaryDirectory() as tmp:

@@ -27,7 +27,7 @@ from slm import REPO_ROOT  # noqa: E402
 
 
 def lm_eval_once_per_checkpoint(paths, data: Path, limit, batch_size: int, work: Path) -> tuple[float, dict]:
-    from eval import mmlu
+    from slm.eval import mmlu
 
     tasks = work / "tasks"
     mmlu.write_tasks(data, list(mmlu.SUBJECT_DOMAINS), tasks)
@@ -45,7 +45,7 @@ def lm_eval_once_per_checkpoint(paths, data: Path, limit, batch_size: int, work:
 
 
 def our_sweep(paths, data: Path, limit, batch_size: int) -> tuple[float, dict]:
-    from eval.sweep import sweep
+    from slm.eval.sweep import sweep
     from slm import cluster
     from slm.config import SweepSpec
     from slm.store import Store

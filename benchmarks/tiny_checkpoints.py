@@ -10,7 +10,7 @@ def make_checkpoints(root: Path, n: int) -> list[Path]:
     import torch
     from transformers import AutoModelForCausalLM, GPT2Config
 
-    from data_builders.tokenizer import train_tokenizer
+    from slm.data_builders.tokenizer import train_tokenizer
 
     fixtures = [REPO_ROOT / f"data_builders/fixtures/pretrain/{s}.txt" for s in ("encyclopedic", "educational", "web")]
     tokenizer = train_tokenizer(fixtures, 768)

@@ -32,7 +32,7 @@ def window_rate(rows: list[dict], warmup_step: int) -> float:
 
 def engine_run(store, pipeline, cfg, workers: int, tag: str) -> dict:
     from slm import cluster, engine
-    from stages import RECIPES
+    from slm.stages import RECIPES
     from slm.recipe import StageContext
 
     pipe = pipeline.model_copy(update={"cluster": pipeline.cluster.model_copy(update={"workers": workers})})
@@ -87,7 +87,7 @@ def main():
     p.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     args = p.parse_args()
 
-    from data_builders import run_builder
+    from slm.data_builders import run_builder
     from slm.config import PipelineConfig, StageConfig, load_yaml_config
     from slm.store import Store
 

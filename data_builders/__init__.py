@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from importlib import import_module
 
-from data_builders.sources import Source
+from slm.data_builders.sources import Source
 from slm.config import BuilderConfig, config_digest, load_yaml_config
 from slm.datasets import manifest_mismatch
 from slm.errors import UserError
@@ -38,7 +38,7 @@ def run_builder(config_path: str, store: Store, evals=None, overrides: dict | No
     """Build one dataset. `evals` (an EvalIndex: orchestration/eval_sets.py builds the pipeline's) is
     what rows are decontaminated against; the launchers always pass it. Without it the manifest says rows were not checked."""
     cfg = load_yaml_config(config_path, BuilderConfig, overrides)
-    module = import_module(f"data_builders.{cfg.builder}")
+    module = import_module(f"slm.data_builders.{cfg.builder}")
     for item in cfg.inputs:
         if item.dataset is not None:
             if cfg.builder not in CHAT_BUILDERS:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data_builders.common import Spool, collect, mix, split_and_write
+from slm.data_builders.common import Spool, collect, mix, split_and_write
 from slm.chat import prompt_text
 from slm.errors import UserError
 from slm.log import log

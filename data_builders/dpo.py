@@ -1,5 +1,5 @@
 """DPO: preference pairs (a prompt, the preferred answer, the dispreferred one) in TRL's conversational form."""
-from data_builders.common import build_rows
+from slm.data_builders.common import build_rows
 from slm.errors import UserError
 
 VERSION = "2"  # 2: any source kind (JSONL, Parquet, hub, S3); deduplicated and decontaminated

@@ -5,7 +5,7 @@ cannot teach the very habit this stage exists to remove.
 """
 import re
 
-from data_builders.common import build_rows
+from slm.data_builders.common import build_rows
 from slm.errors import UserError
 
 VERSION = "2"  # 2: any source kind and row format; deduplicated and decontaminated

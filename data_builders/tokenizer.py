@@ -7,7 +7,7 @@ import tempfile
 from pathlib import Path
 
 from slm.chat import DEFAULT_CHAT_TEMPLATE
-from data_builders.sources import Source
+from slm.data_builders.sources import Source
 from slm.errors import UserError
 from slm.store import sha256_file
 

@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
-from eval.mmlu import SUBJECT_DOMAINS, write_hub_layout
+from slm.eval.mmlu import SUBJECT_DOMAINS, write_hub_layout
 from slm.config import resolve_path
 from slm.errors import UserError
 from slm.store import cache_dir

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from eval.scores import Selection, SelectionRow
+from slm.eval.scores import Selection, SelectionRow
 
 
 def pct(x: float | None) -> str:

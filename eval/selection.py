@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import math
 
-from eval.mmlu import DOMAINS, SUBJECT_DOMAINS
-from eval.scores import BenchScores, Candidate, MMLUScores, Scores, Selection, SelectionRow
+from slm.eval.mmlu import DOMAINS, SUBJECT_DOMAINS
+from slm.eval.scores import BenchScores, Candidate, MMLUScores, Scores, Selection, SelectionRow
 from slm.config import GateSpec, SelectionPolicy
 
 

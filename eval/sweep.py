@@ -12,9 +12,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from eval import bench, mmlu
-from eval.local_data import LOCAL_TASKS, check_tasks, served_from
-from eval.scores import Candidate, Scores
+from slm.eval import bench, mmlu
+from slm.eval.local_data import LOCAL_TASKS, check_tasks, served_from
+from slm.eval.scores import Candidate, Scores
 from slm import layout
 from slm.config import SweepSpec, config_digest, resolve_path
 from slm.errors import UserError, find_user_error
@@ -103,7 +103,7 @@ def score_model(ref: dict, sweep: dict, use_gpu: bool = False) -> dict:
     """Load a model (a store tree or any resolved reference) and score it. Runs inside a Ray task."""
     import torch
 
-    from eval.lm import ReusableHFLM
+    from slm.eval.lm import ReusableHFLM
 
     started = time.perf_counter()
     quiet_libraries()
@@ -138,7 +138,7 @@ def sweep(store: Store, candidates: list[Candidate], spec: SweepSpec, out_prefix
     """Score candidates; returns name → candidate with `scores` attached (each also in `out_prefix`)."""
     import ray
 
-    from eval.lm import request_cache_dir
+    from slm.eval.lm import request_cache_dir
 
     settings = settings_digest(spec)
     results, pending = {}, {}

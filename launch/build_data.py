@@ -5,12 +5,18 @@
 """
 import argparse
 
-import _bootstrap
+import yaml
 
-from data_builders import run_builder
-from orchestration.eval_sets import eval_index
-from orchestration.stage import open_pipeline
+if not __package__:  # run as a script: python launch/<tool>.py
+    import _bootstrap  # noqa: F401
+
+from slm.launch.options import add_pipeline_options
+from slm.data_builders import run_builder
+from slm.orchestration import plan
+from slm.orchestration.eval_sets import eval_index
+from slm.orchestration.stage import open_pipeline
 from slm import STAGE_ORDER
+from slm.config import BuilderConfig, load_yaml_config
 from slm.errors import cli_main
 
 
@@ -18,17 +24,23 @@ from slm.errors import cli_main
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("targets", nargs="+", help="stage names or builder config files")
-    _bootstrap.add_pipeline_options(p)
+    add_pipeline_options(p)
     p.add_argument("--force", action="store_true", help="rebuild even when the inputs did not change")
     args = p.parse_args(argv)
     pipeline, store = open_pipeline(args.pipeline, args.store, args.overrides)
+    targets = [c for t in args.targets for c in (pipeline.stage(t).builders if t in STAGE_ORDER else [t])]
+    if args.print_config:
+        print(yaml.safe_dump({c: load_yaml_config(c, BuilderConfig).model_dump(mode="json") for c in targets},
+                             sort_keys=False), end="")
+        return
+    if args.dry_run:
+        print("\n".join(plan.build_lines(targets, store, args.force)) + "\n\ndry run: nothing was started or written")
+        return
     evals = eval_index(pipeline)  # every evaluation the pipeline's sweeps run: rows are decontaminated against them
-    for target in args.targets:
-        configs = pipeline.stage(target).builders if target in STAGE_ORDER else [target]
-        for config in configs:
-            manifest = run_builder(config, store, evals, force=args.force)
-            rows = {k: v["rows"] for k, v in manifest.get("splits", {}).items()}
-            print(f"{config}: {rows or 'ok'}")
+    for config in targets:
+        manifest = run_builder(config, store, evals, force=args.force)
+        rows = {k: v["rows"] for k, v in manifest.get("splits", {}).items()}
+        print(f"{config}: {rows or 'ok'}")
 
 
 if __name__ == "__main__":

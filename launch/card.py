@@ -6,10 +6,12 @@
 import argparse
 import sys
 
-import _bootstrap
+if not __package__:  # run as a script: python launch/<tool>.py
+    import _bootstrap  # noqa: F401
 
-from orchestration import card
-from orchestration.stage import open_pipeline
+from slm.launch.options import add_pipeline_options
+from slm.orchestration import card
+from slm.orchestration.stage import open_pipeline
 from slm import layout
 from slm.errors import cli_main
 from slm.modeling import champion_pointer
@@ -21,7 +23,7 @@ def main(argv=None):
     p.add_argument("--line", help="champion line (default: the pipeline's)")
     p.add_argument("--version", help="champion version (default: latest)")
     p.add_argument("--out", help="write the card here (default: stdout)")
-    _bootstrap.add_pipeline_options(p)
+    add_pipeline_options(p, inspect=False)
     args = p.parse_args(argv)
     pipeline, store = open_pipeline(args.pipeline, args.store, args.overrides, existing_store=True)
     pointer = champion_pointer(store, args.line or pipeline.line, args.version)

@@ -10,11 +10,16 @@ The report (JSON, Markdown, PNG) goes to `evaluations/<name>/sweep/` in the stor
 """
 import argparse
 
-import _bootstrap
+import yaml
 
-from eval.report import markdown_table
-from orchestration.evaluate import evaluate
-from orchestration.stage import open_pipeline
+if not __package__:  # run as a script: python launch/<tool>.py
+    import _bootstrap  # noqa: F401
+
+from slm.launch.options import add_pipeline_options
+from slm.eval.report import markdown_table
+from slm.orchestration import plan
+from slm.orchestration.evaluate import check_settings, evaluate
+from slm.orchestration.stage import open_pipeline
 from slm import layout
 from slm.errors import cli_main
 
@@ -23,12 +28,22 @@ from slm.errors import cli_main
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("models", nargs="+", help="model references or run keys")
-    _bootstrap.add_pipeline_options(p)
+    add_pipeline_options(p)
     p.add_argument("--name", help="report name under evaluations/ (default: a digest of the models and settings)")
     p.add_argument("--select", action="store_true", help="choose a champion under the pipeline's selection policy")
     p.add_argument("--merge", action="store_true", help="SLERP the champion with the runner-up and score the merges")
     args = p.parse_args(argv)
     pipeline, store = open_pipeline(args.pipeline, args.store, args.overrides)
+    if args.print_config:
+        print(yaml.safe_dump({k: v for k, v in pipeline.model_dump(mode="json").items()
+                              if k in ("store", "sweep", "selection", "merge")}, sort_keys=False), end="")
+        return
+    if args.dry_run:
+        check_settings(pipeline)
+        extra = (" and choose a champion" if args.select else "") + (" (with SLERP merges)" if args.merge else "")
+        print(f"score {', '.join(args.models)} on {plan.sweep_plan(pipeline)}{extra}\n\n"
+              f"dry run: nothing was started or written")
+        return
     out, report = evaluate(pipeline, store, args.models, args.name, args.select, args.merge)
     print(markdown_table(report))
     print(store.url(f"{layout.sweep_dir(out)}/selection.md"))

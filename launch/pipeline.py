@@ -6,18 +6,28 @@ import argparse
 import sys
 import time
 
-import _bootstrap
+if not __package__:  # run as a script: python launch/<tool>.py
+    import _bootstrap  # noqa: F401
 
-from orchestration.eval_sets import eval_index
-from orchestration.stage import build_data, check_before_launch, open_pipeline, run_stage
+from slm.launch.options import add_pipeline_options, inspect_only
+from slm.orchestration.eval_sets import eval_index
+from slm.orchestration.stage import build_data, check_before_launch, open_pipeline, run_stage
 from slm import layout
 from slm.errors import cli_main
 from slm.records import ChampionPointer
 
 
+def run_outputs(store, record: dict) -> list[tuple[str, str]]:
+    """Where a stage's report and plots are, for the summary."""
+    sweep, train = layout.sweep_dir(record["run_prefix"]), layout.train_dir(record["run_prefix"])
+    return [(what, store.url(key)) for what, key in (("report", f"{sweep}/selection.md"),
+                                                      ("sweep", f"{sweep}/selection.png"),
+                                                      ("loss", f"{train}/loss.png")) if store.exists(key)]
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    _bootstrap.add_pipeline_options(p)
+    add_pipeline_options(p)
     p.add_argument("--only", nargs="+", metavar="STAGE", help="run only these stages (still in pipeline order)")
     return p.parse_args(argv)
 
@@ -29,6 +39,8 @@ def main(argv=None):
     names = [s.name for s in pipeline.stages if not args.only or s.name in args.only]
     if args.only and set(args.only) - set(names):
         pipeline.stage(sorted(set(args.only) - set(names))[0])  # raises the one-line unknown-stage error
+    if inspect_only(args, pipeline, names, store):
+        return
     check_before_launch(pipeline, names, store)
     start, summary = time.time(), []
     evals = eval_index(pipeline)
@@ -42,16 +54,19 @@ def main(argv=None):
             outcome = f"not promoted ({result['not_promoted']['reason'].removeprefix('not promoted: ')})"
         else:
             outcome = f"experiment {result['experiment']['name']} rejected, not promoted"
-        report = store.url(f"{layout.sweep_dir(result['record']['run_prefix'])}/selection.md")
-        summary.append((name, f"{outcome}; report {report}", time.time() - t0))
+        summary.append((name, outcome, time.time() - t0, run_outputs(store, result["record"])))
     print(f"\npipeline finished in {time.time() - start:.0f}s", file=sys.stderr)
-    for name, outcome, seconds in summary:
+    for name, outcome, seconds, outputs in summary:
         print(f"  {name:9s} → {outcome}  ({seconds:.0f}s)", file=sys.stderr)
+        for what, url in outputs:
+            print(f"  {'':9s}   {what:9s} {url}", file=sys.stderr)
     if not store.exists(layout.latest_pointer(pipeline.line)):
         print(f"no champion: nothing of line {pipeline.line} has been promoted", file=sys.stderr)
         return
     latest = ChampionPointer.model_validate(store.read_json(layout.latest_pointer(pipeline.line)))
     print(f"champion: {store.url(latest.key)}\ncard:     {store.url(latest.key + '/README.md')}", file=sys.stderr)
+    for name, path in store.read_json(layout.champion_info(latest.key)).get("plots", {}).items():
+        print(f"plot:     {store.url(latest.key + '/' + path)}  ({name})", file=sys.stderr)
     print(store.url(latest.key))
 
 

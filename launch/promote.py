@@ -15,12 +15,16 @@ line's history and the next card.
 """
 import argparse
 
-import _bootstrap
+import yaml
 
-from eval.scores import Candidate, Selection
-from orchestration.promotion import find_promoted, promote_champion, rollback
-from orchestration.stage import open_pipeline
-from orchestration.sweeping import precursor_of
+if not __package__:  # run as a script: python launch/<tool>.py
+    import _bootstrap  # noqa: F401
+
+from slm.launch.options import add_pipeline_options
+from slm.eval.scores import Candidate, Selection
+from slm.orchestration.promotion import find_promoted, promote_champion, rollback
+from slm.orchestration.stage import open_pipeline
+from slm.orchestration.sweeping import precursor_of
 from slm import layout
 from slm.errors import UserError, cli_main
 
@@ -44,12 +48,20 @@ def main(argv=None):
     p.add_argument("--rollback", metavar="VERSION", help="move the line's latest back to this older version")
     p.add_argument("--candidate", help="a candidate of the run's sweep (default: the selected champion)")
     p.add_argument("--reason", help="why a candidate other than the selected one is promoted")
-    _bootstrap.add_pipeline_options(p)
+    add_pipeline_options(p)
     args = p.parse_args(argv)
     pipeline, store = open_pipeline(args.pipeline, args.store, args.overrides, existing_store=True)
+    if args.print_config:
+        print(yaml.safe_dump(pipeline.model_dump(mode="json"), sort_keys=False), end="")
+        return
     if args.rollback:
         if args.run or args.candidate or not args.reason:
             raise UserError("--rollback VERSION takes --reason and no run or --candidate")
+        if args.dry_run:
+            if not (layout.VERSION.fullmatch(args.rollback) and store.is_complete(layout.champion_dir(pipeline.line, args.rollback))):
+                raise UserError(f"--rollback: champion {pipeline.line}@{args.rollback} not found (or incomplete)")
+            print(f"would move {pipeline.line}'s latest back to {args.rollback}\n\ndry run: nothing was written")
+            return
         print(store.url(rollback(store, pipeline.line, args.rollback, args.reason).key))
         return
     if not args.run:
@@ -79,6 +91,10 @@ def main(argv=None):
         candidate = candidate.model_copy(update={"manual": {"overrules": " and ".join(overruled),
                                                             "reason": args.reason}})
     refuse_rewind(store, pipeline.line, run, candidate, record["run_id"])
+    if args.dry_run:
+        print(f"would promote {name} of {run} as {pipeline.line}@{layout.next_version(store, pipeline.line, record['stage'])}"
+              f"\n\ndry run: nothing was written")
+        return
     pointer = promote_champion(pipeline, record, candidate, precursor_of(record, store.uri), store)
     print(store.url(pointer.key))
 

@@ -6,10 +6,14 @@
 """
 import argparse
 
-import _bootstrap
+if not __package__:  # run as a script: python launch/<tool>.py
+    import _bootstrap  # noqa: F401
 
-from orchestration.eval_sets import eval_index
-from orchestration.stage import build_data, check_before_launch, open_pipeline, run_stage
+from slm.launch.options import add_pipeline_options, inspect_only
+from slm.launch.pipeline import run_outputs
+from slm.log import log
+from slm.orchestration.eval_sets import eval_index
+from slm.orchestration.stage import build_data, check_before_launch, open_pipeline, run_stage
 from slm import STAGE_ORDER
 from slm.errors import UserError, cli_main
 
@@ -17,7 +21,7 @@ from slm.errors import UserError, cli_main
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("stage", help=f"one of: {', '.join(STAGE_ORDER)}")
-    _bootstrap.add_pipeline_options(p)
+    add_pipeline_options(p)
     p.add_argument("--build-data", action="store_true", help="run the stage's data builders first")
     p.add_argument("--train-only", action="store_true", help="train (or resume) without sweep/promotion")
     return p.parse_args(argv)
@@ -30,10 +34,14 @@ def main(argv=None):
         raise UserError(f"unknown stage {args.stage!r}: choose one of {', '.join(STAGE_ORDER)}")
     pipeline, store = open_pipeline(args.pipeline, args.store, args.overrides, stage=args.stage)
     ref = pipeline.stage(args.stage)
+    if inspect_only(args, pipeline, [args.stage], store, build=args.build_data):
+        return
     check_before_launch(pipeline, [args.stage], store)
     if args.build_data:
         build_data(ref.builders, store, eval_index(pipeline))
     result = run_stage(pipeline, args.stage, store, train_only=args.train_only)
+    for what, url in run_outputs(store, result["record"]):
+        log(f"{what:7s} {url}")
     if "champion" in result:
         print(store.url(result["champion"].key))
     elif "experiment" in result:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import csv
 
-from eval.bench import load_bench
+from slm.eval.bench import load_bench
 from slm.config import HygieneSpec, PipelineConfig, SweepSpec, resolve_path
 from slm.contamination import EvalIndex, EvalItem
 from slm.errors import UserError
@@ -63,7 +63,7 @@ def mmlu_items_from(mmlu_dir: str) -> tuple[list[EvalItem], str]:
 
 def extra_task_items(task: str, sweep: SweepSpec) -> list[EvalItem]:
     """An lm-eval task's evaluation documents as lm-eval renders them (its own doc_to_text)."""
-    from eval.local_data import LOCAL_TASKS, served_from
+    from slm.eval.local_data import LOCAL_TASKS, served_from
     from lm_eval.tasks import TaskManager, get_task_dict
 
     items = []

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import re
 
-from eval import bench, mmlu
-from eval.local_data import LOCAL_TASKS
-from eval.scores import Candidate, Selection
-from eval.selection import report_row, select
-from eval.sweep import settings_digest, sweep
-from orchestration.sweeping import add_merges, write_report
-from orchestration.training import checkpoints
+from slm.eval import bench, mmlu
+from slm.eval.local_data import LOCAL_TASKS
+from slm.eval.scores import Candidate, Selection
+from slm.eval.selection import report_row, select
+from slm.eval.sweep import settings_digest, sweep
+from slm.orchestration.sweeping import add_merges, write_report
+from slm.orchestration.training import checkpoints
 from slm import cluster, layout
 from slm.config import PipelineConfig, config_digest, resolve_path
 from slm.errors import UserError

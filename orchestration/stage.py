@@ -3,15 +3,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from data_builders import run_builder
-from eval.bench import load_bench
-from orchestration.promotion import promote_champion
-from orchestration.sweeping import experiment_incumbent, sweep_and_select
-from orchestration.training import train
+from slm.data_builders import run_builder
+from slm.eval.bench import load_bench
+from slm.orchestration.promotion import promote_champion
+from slm.orchestration.sweeping import experiment_incumbent, sweep_and_select
+from slm.orchestration.training import train
 from slm import STAGE_ORDER, cluster, layout, records
 from slm.config import (BuilderConfig, PipelineConfig, StageConfig, deep_merge, leaf_paths, load_yaml_config,
                         override_origins, parse_overrides, resolve_path)
-from slm.errors import UserError
+from slm.errors import UserError, require_extra
 from slm.log import log
 from slm.store import Store
 
@@ -94,20 +94,28 @@ def load_stage_config(pipeline: PipelineConfig, name: str, overrides: dict | Non
     return cfg
 
 
-def check_before_launch(pipeline: PipelineConfig, names: list[str], store: Store) -> None:
+def check_before_launch(pipeline: PipelineConfig, names: list[str], store: Store, probe_store: bool = True) -> None:
     """What can be checked without training is checked before any Ray worker starts: every stage
     config that will run, its DeepSpeed config (against DeepSpeed's own model), its builder configs,
-    and that the store takes a write."""
-    from orchestration.evaluate import check_settings
-    from slm.engine import load_ds_config
+    and (probe_store) that the store takes a write."""
+    from slm.orchestration.evaluate import check_settings
+    from slm.engine import check_train_extra, load_ds_config
 
     check_settings(pipeline)
+    if pipeline.merge.enabled:
+        require_extra("mergekit", "merge", "merge.enabled (SLERP candidates in the sweep)")
     for name in names:
         cfg = load_stage_config(pipeline, name)
         load_ds_config(cfg.deepspeed, pipeline.cluster.use_gpu)
+        check_train_extra(cfg.train, str(resolve_path(pipeline.stage(name).config)))
+        if cfg.stage == "dpo":
+            require_extra("trl", "dpo", "the dpo stage")
+        if cfg.lora:
+            require_extra("peft", "lora", f"{name}: lora")
         for builder in pipeline.stage(name).builders:
             load_yaml_config(builder, BuilderConfig)
-    store.check_writable()
+    if probe_store:
+        store.check_writable()
 
 
 def build_data(builder_configs: list[str], store: Store, evals) -> list[dict]:

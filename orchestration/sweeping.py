@@ -6,12 +6,12 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from eval import merge, report
-from eval.mmlu import SUBJECT_DOMAINS, select_subjects
-from eval.scores import Candidate, Selection
-from eval.selection import gate, report_row, select
-from eval.sweep import sweep
-from orchestration.training import checkpoints
+from slm.eval import merge, report
+from slm.eval.mmlu import SUBJECT_DOMAINS, select_subjects
+from slm.eval.scores import Candidate, Selection
+from slm.eval.selection import gate, report_row, select
+from slm.eval.sweep import sweep
+from slm.orchestration.training import checkpoints
 from slm import cluster, layout
 from slm.config import PipelineConfig
 from slm.errors import UserError

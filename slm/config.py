@@ -14,7 +14,7 @@ import yaml
 from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator,
                       model_validator)
 
-from slm import REPO_ROOT, STAGE_ORDER, STAGES
+from slm import PROJECT_ROOT, SHIPPED_ROOT, STAGE_ORDER, STAGES
 from slm.errors import UserError
 
 StageName = Literal[STAGE_ORDER]  # the registry in slm/__init__.py
@@ -70,6 +70,20 @@ class TrainSpec(Strict):
     max_grad_norm: float = Field(1.0, gt=0)
     logging_steps: int = Field(1, gt=0)
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    # The knobs users of the HF Trainer reach for first:
+    warmup_ratio: float = Field(0.0, ge=0, lt=1)  # a fraction of the run's steps; use this or warmup_steps
+    gradient_checkpointing: bool = False  # recompute activations in backward: less memory, ~30% more compute
+    attn_implementation: Literal["eager", "sdpa", "flash_attention_2", "flash_attention_3", "flex_attention"] | None = None
+    optim: str | None = None  # an HF Trainer optimizer name (adamw_torch, adafactor, ...): replaces the DS config's
+    # Any other TrainingArguments field, passed through as given; TrainingArguments itself validates it
+    # (before launch) and a field the keys above already set is refused.
+    extra: dict[str, Any] = {}
+
+    @model_validator(mode="after")
+    def _one_warmup(self):
+        if self.warmup_ratio and self.warmup_steps:
+            raise ValueError("give warmup_steps or warmup_ratio, not both")
+        return self
 
 
 class KLAnchorSpec(Strict):
@@ -290,7 +304,9 @@ class MergeSpec(Strict):
 
 
 class CardSpec(Strict):
-    license: str = "apache-2.0"
+    # None: the base model's licence (from its card: a local model's README.md, or the hub card in the
+    # local HF cache) for a line grown from one, apache-2.0 for a line trained from scratch.
+    license: str | None = None
     language: list[str] = ["en"]
 
 
@@ -312,6 +328,11 @@ class PipelineConfig(Strict):
     selection: SelectionPolicy = SelectionPolicy()
     merge: MergeSpec = MergeSpec()
     card: CardSpec = CardSpec()
+    # DeepSpeed optimizer shards (about 12 bytes a parameter: 24 GB a checkpoint at 2B) are kept in the
+    # store for the newest N complete checkpoints of a run, pruned from older ones as training goes and
+    # when it finishes (recorded in the run record). The weights of every checkpoint stay for the sweep;
+    # resuming needs only the newest checkpoint's shards, so during training at least 1 is kept.
+    keep_optimizer_states: int = Field(1, ge=0)
 
     @model_validator(mode="after")
     def _stages_in_order(self):
@@ -338,9 +359,16 @@ Model = TypeVar("Model", bound=BaseModel)
 
 
 def resolve_path(path: str | Path) -> Path:
-    """Paths in configs are relative to the project root."""
+    """A relative path in a config or on the command line: the user's project first (the checkout, or
+    the current directory when slm is installed), then the shipped tree (stages/configs/sft.yaml,
+    ds_configs/zero2.json, ...); a path found in neither names the project's (for the error, or an output)."""
     p = Path(path).expanduser()
-    return p if p.is_absolute() else (REPO_ROOT / p)
+    if p.is_absolute():
+        return p
+    for root in (PROJECT_ROOT, SHIPPED_ROOT):
+        if (root / p).exists():
+            return root / p
+    return PROJECT_ROOT / p
 
 
 def _describe(err: dict) -> str:

@@ -3,7 +3,7 @@
 RECIPES maps every stage of the registry (slm.STAGES) to its recipe; the two cannot disagree.
 """
 from slm import STAGE_ORDER
-from stages import distill, dpo, finetune, pretrain
+from slm.stages import distill, dpo, finetune, pretrain
 
 RECIPES = {"pretrain": pretrain, "sft": finetune, "dpo": dpo, "distill": distill, "surgical": finetune,
            "repair": finetune}

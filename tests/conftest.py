@@ -36,7 +36,7 @@ def s3_env(s3_server, monkeypatch):
 @pytest.fixture(scope="session")
 def tiny_tokenizer(tmp_path_factory):
     """The project's tokenizer builder run on its fixtures: a real BPE tokenizer with a chat template."""
-    from data_builders.tokenizer import train_tokenizer
+    from slm.data_builders.tokenizer import train_tokenizer
     from slm.config import resolve_path
 
     files = [resolve_path(f"data_builders/fixtures/pretrain/{n}.txt") for n in ("encyclopedic", "educational", "web")]

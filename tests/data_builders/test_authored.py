@@ -2,8 +2,8 @@
 the form its prompt asks for, and no overlap with the bench it is judged on."""
 import json
 
-from data_builders.authored import format_discipline as authored
-from data_builders.surgical import answer_fits, asked_form
+from slm.data_builders.authored import format_discipline as authored
+from slm.data_builders.surgical import answer_fits, asked_form
 from slm.contamination import longest_common_run, overlap_report
 
 

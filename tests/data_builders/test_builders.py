@@ -4,9 +4,9 @@ import json
 import pyarrow.parquet as pq
 import pytest
 
-from data_builders import run_builder
-from data_builders.fixtures.generate import generate
-from data_builders.surgical import answer_fits, asked_form
+from slm.data_builders import run_builder
+from slm.data_builders.fixtures.generate import generate
+from slm.data_builders.surgical import answer_fits, asked_form
 from slm import REPO_ROOT
 from slm.datasets import load_split, read_manifest
 from slm.errors import UserError
@@ -163,7 +163,7 @@ def test_dataset_inputs_are_checked_before_building(store, tmp_path):
     ({"prompt": "p", "response": "  "}, "`response` must be a non-empty string"),
 ])
 def test_null_or_non_text_values_are_named_not_trained_on_as_text(row, message):
-    from data_builders.sources import infer_format, to_messages
+    from slm.data_builders.sources import infer_format, to_messages
 
     with pytest.raises(UserError, match=f"in.jsonl:3: {message}"):
         to_messages(row, infer_format(set(row)), "in.jsonl:3")

@@ -5,7 +5,7 @@ import json
 import pytest
 import yaml
 
-from data_builders import run_builder
+from slm.data_builders import run_builder
 from slm.datasets import load_split
 from slm.store import Store
 
@@ -32,7 +32,7 @@ def setup(tmp_path, tiny_model_dir, monkeypatch):
 
 
 def test_answered_shards_are_kept_and_an_interrupted_build_resumes(setup, monkeypatch, capsys):
-    import data_builders.distill as distill
+    import slm.data_builders.distill as distill
 
     store, config = setup
     calls = []

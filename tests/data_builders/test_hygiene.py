@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from data_builders import run_builder
-from orchestration.eval_sets import eval_index_for, mmlu_items_from
+from slm.data_builders import run_builder
+from slm.orchestration.eval_sets import eval_index_for, mmlu_items_from
 from slm.contamination import EvalIndex, EvalItem
-from eval.bench import load_bench
+from slm.eval.bench import load_bench
 from slm import REPO_ROOT
 from slm.config import HygieneSpec, SweepSpec
 from slm.datasets import load_split

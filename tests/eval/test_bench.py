@@ -4,7 +4,7 @@ from collections import Counter
 
 import pytest
 
-from eval.bench import load_bench, run_bench, score_item, summarize
+from slm.eval.bench import load_bench, run_bench, score_item, summarize
 from slm import REPO_ROOT
 from slm.errors import UserError
 

@@ -3,7 +3,7 @@ answers it must keep passing), on the project's own bench items. The test prints
 the verdict of the earlier keyword rule beside the current one."""
 import pytest
 
-from eval.bench import load_bench, mentions, score_item
+from slm.eval.bench import load_bench, mentions, score_item
 from slm import REPO_ROOT
 
 ITEMS = {item["id"]: item for item in load_bench(REPO_ROOT / "eval/benches/truth106.jsonl")}

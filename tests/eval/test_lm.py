@@ -2,7 +2,7 @@
 import pytest
 from lm_eval.api.instance import Instance
 
-from eval import mmlu
+from slm.eval import mmlu
 from slm import REPO_ROOT
 
 DATA = (REPO_ROOT / "../shared/data/mmlu").resolve()
@@ -13,7 +13,7 @@ def load(path, reusable: bool, batch_size=8):
     from lm_eval.models.huggingface import HFLM
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from eval.lm import ReusableHFLM
+    from slm.eval.lm import ReusableHFLM
 
     model, tok = AutoModelForCausalLM.from_pretrained(path).eval(), AutoTokenizer.from_pretrained(path)
     if reusable:

@@ -1,8 +1,8 @@
 """lm-eval's own GSM8K and TruthfulQA tasks, offline, from the release files in ../shared/data."""
 import pytest
 
-from eval.local_data import hub_layout
-from eval.sweep import run_extra_tasks
+from slm.eval.local_data import hub_layout
+from slm.eval.sweep import run_extra_tasks
 from slm import REPO_ROOT
 from slm.config import SweepSpec
 from slm.errors import UserError
@@ -47,7 +47,7 @@ def test_lm_eval_tasks_by_name_run_offline(tiny_model_dir):
 
 
 def test_few_shot_gsm8k_without_a_train_split_points_to_the_zero_shot_task():
-    from eval.local_data import check_tasks
+    from slm.eval.local_data import check_tasks
 
     check_tasks(["gsm8k_zeroshot", "truthfulqa_mc1"], LOCAL)
     with pytest.raises(UserError, match="use the task gsm8k_zeroshot instead"):

@@ -3,8 +3,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from eval.merge import merge_candidates, slerp
-from eval.scores import Candidate
+from slm.eval.merge import merge_candidates, slerp
+from slm.eval.scores import Candidate
 from slm.errors import UserError
 from slm.store import Store
 
@@ -59,8 +59,8 @@ def test_merge_candidates_are_complete_trees(tiny_model_dir, tmp_path):
 
 
 def test_merge_pairs_resolve_aliases_and_name_unknown_candidates():
-    from eval.merge import resolve_pairs
-    from eval.scores import Candidate
+    from slm.eval.merge import resolve_pairs
+    from slm.eval.scores import Candidate
     from slm.errors import UserError
 
     candidates = {"checkpoint-30": Candidate(name="checkpoint-30", key="a", kind="checkpoint"),

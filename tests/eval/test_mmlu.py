@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from eval import mmlu
+from slm.eval import mmlu
 from slm import REPO_ROOT
 from slm.errors import UserError
 

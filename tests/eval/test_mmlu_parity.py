@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from eval import mmlu
+from slm.eval import mmlu
 from slm import REPO_ROOT
 
 DATA = (REPO_ROOT / "../shared/data/mmlu").resolve()

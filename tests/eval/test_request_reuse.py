@@ -1,7 +1,7 @@
 """A sweep builds and tokenizes MMLU requests once; later checkpoints reuse them with identical answers."""
 import pytest
 
-from eval import mmlu
+from slm.eval import mmlu
 from slm import REPO_ROOT
 
 DATA = (REPO_ROOT / "../shared/data/mmlu").resolve()
@@ -14,7 +14,7 @@ def test_second_checkpoint_reuses_requests_and_encodings(tiny_model_dir, tmp_pat
     from lm_eval.models.huggingface import HFLM
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from eval.lm import ReusableHFLM
+    from slm.eval.lm import ReusableHFLM
 
     monkeypatch.setenv("SLM_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(request_cache, "PATH", str(tmp_path / "requests"))  # read at import time otherwise

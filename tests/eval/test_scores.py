@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from eval.report import markdown_table
-from eval.scores import Candidate, Scores, Selection
-from eval.selection import select
+from slm.eval.report import markdown_table
+from slm.eval.scores import Candidate, Scores, Selection
+from slm.eval.selection import select
 from slm.config import SelectionPolicy
 from slm.records import ChampionPointer
 

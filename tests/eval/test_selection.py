@@ -1,8 +1,8 @@
 """Champion selection on constructed per-item answers: each policy branch, with its reason."""
 import random
 
-from eval.mmlu import SUBJECT_DOMAINS
-from eval.selection import mcnemar_p, paired_difference, select
+from slm.eval.mmlu import SUBJECT_DOMAINS
+from slm.eval.selection import mcnemar_p, paired_difference, select
 from slm.config import SelectionPolicy
 
 SUBJECTS = ["astronomy", "college_mathematics", "philosophy", "world_religions", "marketing", "sociology"]
@@ -158,8 +158,8 @@ def with_flips(passes: dict[str, list[int]], category: str, gained: int = 0, los
 
 
 def test_gate_fails_a_champion_that_collapses_one_bench_category():
-    from eval.scores import Candidate
-    from eval.selection import gate
+    from slm.eval.scores import Candidate
+    from slm.eval.selection import gate
     from slm.config import GateSpec
 
     items = base_items(0.3)
@@ -179,8 +179,8 @@ def test_gate_fails_a_champion_that_collapses_one_bench_category():
 
 
 def test_gate_passes_noise_sized_changes_and_clear_gains():
-    from eval.scores import Candidate
-    from eval.selection import gate
+    from slm.eval.scores import Candidate
+    from slm.eval.selection import gate
     from slm.config import GateSpec
 
     items = base_items(0.3)
@@ -198,8 +198,8 @@ def test_gate_passes_noise_sized_changes_and_clear_gains():
 
 
 def test_gate_fails_a_significant_mmlu_drop():
-    from eval.scores import Candidate
-    from eval.selection import gate
+    from slm.eval.scores import Candidate
+    from slm.eval.selection import gate
     from slm.config import GateSpec
 
     start = Candidate.model_validate(scored("input model", base_items(0.6), BENCH, kind="precursor"))
@@ -233,8 +233,8 @@ def test_bench_guard_lets_a_significant_mmlu_lead_through():
 def test_bench_runs_on_different_prompts_are_not_compared():
     import pytest
 
-    from eval.scores import BenchScores
-    from eval.selection import paired_bench
+    from slm.eval.scores import BenchScores
+    from slm.eval.selection import paired_bench
 
     a = BenchScores.model_validate(bench_scores(BENCH))
     b = BenchScores.model_validate(bench_scores({**BENCH, "format": [0] * 20}))

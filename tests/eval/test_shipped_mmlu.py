@@ -4,7 +4,7 @@ import hashlib
 
 import pytest
 
-from eval import mmlu
+from slm.eval import mmlu
 from slm import REPO_ROOT
 from slm.config import PipelineConfig, load_yaml_config, resolve_path
 from slm.errors import UserError

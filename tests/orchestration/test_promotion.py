@@ -1,7 +1,7 @@
 """Promotion only moves `latest` forward: re-promoting weights that are already a champion changes nothing."""
-from eval.scores import Candidate
-from eval.sweep import weights_digest
-from orchestration.promotion import promote
+from slm.eval.scores import Candidate
+from slm.eval.sweep import weights_digest
+from slm.orchestration.promotion import promote
 from slm import layout
 from slm.store import Store
 
@@ -30,8 +30,8 @@ def test_re_promoting_an_older_champion_leaves_latest_on_the_newer_one(tmp_path,
 def test_rollback_is_explicit_recorded_and_not_undone_by_a_re_promotion(tmp_path, tiny_model_dir):
     import pytest
 
-    from orchestration.card import _rollbacks
-    from orchestration.promotion import rollback
+    from slm.orchestration.card import _rollbacks
+    from slm.orchestration.promotion import rollback
     from slm.errors import UserError
 
     store = Store.open(str(tmp_path / "store"))

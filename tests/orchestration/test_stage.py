@@ -1,7 +1,7 @@
 """`--set` routing: one meaning in every launcher, including the one name that is both a stage and a key."""
 import pytest
 
-from orchestration.stage import open_pipeline, route_overrides
+from slm.orchestration.stage import open_pipeline, route_overrides
 from slm.errors import UserError
 
 

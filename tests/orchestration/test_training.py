@@ -16,7 +16,7 @@ def unfinished_run(store, run_id, workers, identity="abc", checkpoint=True):
 
 
 def test_rerun_on_another_worker_count_is_refused_with_what_to_do(tmp_path):
-    from orchestration.training import refuse_other_world_size
+    from slm.orchestration.training import refuse_other_world_size
 
     store = Store.open(str(tmp_path))
     unfinished_run(store, "pretrain-aaaa", workers=2)
@@ -28,7 +28,7 @@ def test_rerun_on_another_worker_count_is_refused_with_what_to_do(tmp_path):
 
 
 def test_runs_without_a_complete_checkpoint_or_finished_do_not_block(tmp_path):
-    from orchestration.training import refuse_other_world_size
+    from slm.orchestration.training import refuse_other_world_size
 
     store = Store.open(str(tmp_path))
     unfinished_run(store, "pretrain-bbbb", workers=2, checkpoint=False)
@@ -45,7 +45,7 @@ def scores(acc, n=400):
 
 def test_an_experiment_is_accepted_only_when_it_beats_the_incumbent():
     from slm.config import SelectionPolicy
-    from orchestration.sweeping import judge_experiment
+    from slm.orchestration.sweeping import judge_experiment
 
     policy = SelectionPolicy(margin=0.005)
     incumbent = {"name": "incumbent (x@v3-sft)", "key": "champions/x/v3-sft", "kind": "incumbent", "scores": scores(0.30)}
@@ -61,8 +61,8 @@ def test_an_experiment_is_accepted_only_when_it_beats_the_incumbent():
 @pytest.fixture(scope="module")
 def sft_plan(tmp_path_factory, tiny_model_dir):
     """The sft stage planned (not trained) on the embedded data, starting from a tiny local model."""
-    from orchestration.eval_sets import eval_index
-    from orchestration.stage import build_data, open_pipeline
+    from slm.orchestration.eval_sets import eval_index
+    from slm.orchestration.stage import build_data, open_pipeline
 
     root = tmp_path_factory.mktemp("identity")
     pipeline, store = open_pipeline("stages/pipeline.yaml", str(root / "store"))
@@ -71,7 +71,7 @@ def sft_plan(tmp_path_factory, tiny_model_dir):
 
 
 def run_id_of(sft_plan, **overrides):
-    from orchestration.training import plan_run
+    from slm.orchestration.training import plan_run
     from slm.config import StageConfig, deep_merge, load_yaml_config
 
     pipeline, store, start, _ = sft_plan
@@ -115,7 +115,7 @@ def test_the_run_id_follows_the_tokenizer_and_chat_template_files(sft_plan):
 
 
 def test_the_input_model_is_a_candidate_for_every_kind_of_init():
-    from orchestration.sweeping import precursor_of
+    from slm.orchestration.sweeping import precursor_of
 
     here = "/stores/a"
     champion = {"line": "l", "version": "v2-sft", "key": "champions/l/v2-sft"}

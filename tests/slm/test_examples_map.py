@@ -4,7 +4,7 @@ import json
 
 import yaml
 
-from data_builders import run_builder
+from slm.data_builders import run_builder
 from slm.store import Store
 
 

@@ -18,7 +18,7 @@ def test_malformed_lines_are_named(tmp_path, content, message):
 
 
 def test_a_huge_bench_prompt_is_refused_before_anything_runs(tmp_path):
-    from orchestration.stage import open_pipeline
+    from slm.orchestration.stage import open_pipeline
 
     bench = tmp_path / "bench.jsonl"
     bench.write_text('{"id": "x", "category": "c", "prompt": "' + "word " * 3000 + '", "truth": ["a"]}\n')

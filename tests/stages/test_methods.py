@@ -13,8 +13,8 @@ from slm.config import deep_merge
 from slm.datasets import load_split
 from slm.modeling import load_model, load_tokenizer
 from slm.objectives import supervised_positions, token_kl
-from orchestration.eval_sets import eval_index
-from orchestration.stage import build_data, open_pipeline, run_stage
+from slm.orchestration.eval_sets import eval_index
+from slm.orchestration.stage import build_data, open_pipeline, run_stage
 
 pytestmark = pytest.mark.slow
 STEPS = {"train": {"max_steps": 20, "save_steps": 10, "lr": 3e-3}}
@@ -141,7 +141,7 @@ def test_logit_distillation_pulls_the_student_towards_the_teacher(lab, tmp_path)
 
 
 def test_dpo_as_an_experiment_is_judged_against_the_incumbent_and_kept_on_record(lab):
-    from orchestration.card import _experiments
+    from slm.orchestration.card import _experiments
     from slm.config import StageRef
 
     pipeline = lab["pipeline"]

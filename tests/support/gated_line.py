@@ -32,8 +32,8 @@ def build(root: Path, start_model: Path) -> dict:
     import ray
     from transformers import AutoTokenizer
 
-    from orchestration.eval_sets import eval_index
-    from orchestration.stage import build_data, open_pipeline, run_stage
+    from slm.orchestration.eval_sets import eval_index
+    from slm.orchestration.stage import build_data, open_pipeline, run_stage
 
     os.environ["SLM_CACHE"] = str(root / "cache")
     bench, rows = root / "bench.jsonl", root / "facts.jsonl"

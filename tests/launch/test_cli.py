@@ -1,0 +1,79 @@
+"""The `slm` command: one entry point over every tool, the same options everywhere, and the two ways
+to see what a command would do before it does it (--print-config, --dry-run)."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from slm import REPO_ROOT
+
+SLM = str(Path(sys.executable).parent / "slm")
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+
+
+def slm(*args, cwd=REPO_ROOT):
+    return subprocess.run([SLM, *args], cwd=cwd, capture_output=True, text=True, timeout=300, env=ENV)
+
+
+def test_help_lists_every_command_and_each_has_the_shared_options():
+    from slm.launch.cli import COMMANDS
+
+    top = slm("--help")
+    assert top.returncode == 0 and all(f"  {name}" in top.stdout for name in COMMANDS)
+    for name in ("pipeline", "stage", "build-data", "evaluate", "promote"):
+        proc = slm(name, "--help")
+        assert proc.returncode == 0 and proc.stdout.startswith(f"usage: slm {name}"), proc.stderr
+        for option in ("--config", "--store", "--set", "--print-config", "--dry-run"):
+            assert option in proc.stdout, (name, option)
+    unknown = slm("train")
+    assert unknown.returncode == 2 and "unknown command 'train'" in unknown.stderr
+
+
+def test_print_config_is_the_resolved_validated_config_after_set():
+    proc = slm("stage", "sft", "--print-config", "--set", "train.lr=2e-4", "--set", "train.warmup_ratio=0.1",
+               "--set", "train.warmup_steps=0", "--set", "train.extra={adam_beta2: 0.95}", "--set", "cluster.workers=4")
+    assert proc.returncode == 0, proc.stderr
+    config = yaml.safe_load(proc.stdout)
+    assert config["pipeline"]["cluster"]["workers"] == 4 and list(config["stages"]) == ["sft"]
+    train = config["stages"]["sft"]["config"]["train"]
+    assert train["lr"] == 2e-4 and train["warmup_ratio"] == 0.1 and train["extra"] == {"adam_beta2": 0.95}
+    assert train["gradient_checkpointing"] is False and train["save_steps"] == 30  # defaults and the file's values
+    assert config["stages"]["sft"]["builders"]["data_builders/configs/sft.yaml"]["output"] == "datasets/sft"
+
+
+def test_dry_run_says_what_would_happen_and_touches_nothing(tmp_path):
+    store = tmp_path / "store"
+    proc = slm("pipeline", "--dry-run", "--store", str(store), "--set", "sweep.limit=5",
+               "--set", "surgical.train.gradient_checkpointing=true")
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    for stage, version in zip(("pretrain", "sft", "distill", "surgical", "repair"), range(1, 6)):
+        assert f"\n[{stage}]" in out and f"as tiny-ff@v{version}-{stage}" in out
+    assert "build   datasets/sft (sft builder, new)" in out and "ZeRO-2 (ds_configs/zero2.json)" in out
+    assert "6 of 57 subjects, 5 items each" in out and "(106 prompts)" in out
+    assert out.count("with gradient_checkpointing") == 1
+    assert out.rstrip().endswith("dry run: nothing was started or written")
+    assert not store.exists(), "a dry run wrote to the store"
+    assert "[ray]" not in proc.stderr
+
+
+def test_a_bad_knob_is_refused_by_the_dry_run_before_anything_starts():
+    for override, message in (("train.extra={learning_rate: 1.0}", "train.extra.learning_rate is set by the pipeline (train.lr)"),
+                              ("train.extra={not_a_field: 1}", "train.extra.not_a_field is not a TrainingArguments field"),
+                              ("train.extra={hub_strategy: sometimes}", "TrainingArguments refuses it"),
+                              ("train.optim=adamw_nonesuch", "is not an HF Trainer optimizer"),
+                              ("train.attn_implementation=fast", "attn_implementation")):
+        proc = slm("stage", "sft", "--dry-run", "--set", override)
+        assert proc.returncode == 2 and message in proc.stderr, (override, proc.stderr[-500:])
+        assert "Traceback" not in proc.stderr
+
+
+def test_the_documented_script_and_module_forms_still_work(tmp_path):
+    script = subprocess.run([sys.executable, "launch/stage.py", "repair", "--dry-run", "--store", str(tmp_path / "s")],
+                            cwd=REPO_ROOT, capture_output=True, text=True, timeout=300, env=ENV)
+    assert script.returncode == 0 and "[repair]" in script.stdout, script.stderr
+    module = subprocess.run([sys.executable, "-m", "slm.launch.stage", "--help"], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=300, env=ENV)
+    assert module.returncode == 0 and "--dry-run" in module.stdout, module.stderr
