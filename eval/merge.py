@@ -12,9 +12,9 @@ from pathlib import Path
 
 import yaml
 
-from eval.scores import Candidate
-from eval.sweep import model_dir, model_ref
-from slm.errors import UserError
+from slm.eval.scores import Candidate
+from slm.eval.sweep import model_dir, model_ref
+from slm.errors import UserError, require_extra
 from slm.store import Store
 
 # Fields that must agree for two checkpoints to be merged tensor by tensor.
@@ -37,6 +37,7 @@ def slerp_config(champion: Path, precursor: Path, t: float) -> dict:
 
 
 def slerp(champion: Path, precursor: Path, t: float, out_dir: Path) -> dict:
+    require_extra("mergekit", "merge", "SLERP merging")
     from mergekit.config import MergeConfiguration
     from mergekit.merge import MergeOptions, run_merge
 

@@ -63,6 +63,7 @@ class TrainJob(BaseModel):
     wandb_project: str | None = None  # set when WANDB_API_KEY is in the driver's environment
     warnings: list[str] = []  # what the recipe's plan found worth telling (goes to the run record)
     pad: dict | None = None  # chat stages: the pad token plan (slm/padding.py), applied in every worker
+    keep_optimizer_states: int = 1  # PipelineConfig.keep_optimizer_states (slm/checkpoints.py)
 
 
 def load_ds_config(path: str, use_gpu: bool) -> dict:
@@ -101,11 +102,11 @@ def check_zero_section(file: Path, zero: dict) -> None:
         raise UserError(f"{file}: {problems}") from None
 
 
-def optimizer_name(ds_config: dict) -> str:
-    """The optimizer a run actually uses: the DeepSpeed config's, else the HF Trainer's default."""
+def optimizer_name(ds_config: dict, optim: str | None = None) -> str:
+    """The optimizer a run actually uses: the DeepSpeed config's, else train.optim or the HF Trainer's default."""
     optimizer = ds_config.get("optimizer")
     if not optimizer:
-        return "AdamW (HF Trainer default, torch)"
+        return f"{optim} (HF Trainer, train.optim)" if optim else "AdamW (HF Trainer default, torch)"
     params = optimizer.get("params", {})
     where = " with torch's implementation" if params.get("torch_adam") else ""
     offload = (ds_config.get("zero_optimization", {}).get("offload_optimizer") or {}).get("device")
@@ -122,7 +123,8 @@ def training_arguments(job: TrainJob, output_dir: Path) -> dict:
         gradient_accumulation_steps=t.grad_accum,
         learning_rate=t.lr,
         lr_scheduler_type=t.schedule,
-        warmup_steps=t.warmup_steps,
+        warmup_steps=t.warmup_ratio or t.warmup_steps,  # transformers 5: a float below 1 is a ratio of the run
+        activation_checkpointing=t.gradient_checkpointing,
         num_train_epochs=t.epochs,
         max_steps=t.max_steps,
         weight_decay=t.weight_decay,
@@ -147,7 +149,55 @@ def training_arguments(job: TrainJob, output_dir: Path) -> dict:
         report_to=["tensorboard"] + (["wandb"] if job.wandb_project else []),
         dataloader_num_workers=0,
         remove_unused_columns=False,
+        **({"optim": t.optim} if t.optim else {}),
+        **t.extra,
     )
+
+
+def check_train_extra(t: TrainSpec, where: str) -> None:
+    """train.optim and train.extra, by TrainingArguments itself, in the driver: a field the pipeline
+    already sets is refused (one meaning per knob), an unknown field or a bad value is one line."""
+    import dataclasses
+    import tempfile
+
+    from transformers import TrainingArguments
+    from transformers.training_args import OptimizerNames
+
+    if t.optim and t.optim not in {o.value for o in OptimizerNames}:
+        raise UserError(f"{where}: train.optim {t.optim!r} is not an HF Trainer optimizer "
+                        f"(e.g. {', '.join(o.value for o in list(OptimizerNames)[:4])}, ...)")
+    fields = {f.name for f in dataclasses.fields(TrainingArguments) if f.init}
+    for key in t.extra:
+        if key in MANAGED_ARGUMENTS:
+            raise UserError(f"{where}: train.extra.{key} is set by the pipeline ({MANAGED_ARGUMENTS[key]}); use that key")
+        if key not in fields:
+            raise UserError(f"{where}: train.extra.{key} is not a TrainingArguments field")
+    if not t.extra:
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            TrainingArguments(output_dir=tmp, use_cpu=True, report_to=[], **t.extra)
+        except (ValueError, TypeError, ImportError) as exc:
+            raise UserError(f"{where}: train.extra: TrainingArguments refuses it: {str(exc).splitlines()[0][:300]}") from None
+
+
+# TrainingArguments fields training_arguments() sets, and the config key that owns each.
+MANAGED_ARGUMENTS = {
+    "output_dir": "the run's directory", "per_device_train_batch_size": "train.micro_batch",
+    "per_device_eval_batch_size": "train.micro_batch", "gradient_accumulation_steps": "train.grad_accum",
+    "learning_rate": "train.lr", "lr_scheduler_type": "train.schedule",
+    "warmup_steps": "train.warmup_steps / train.warmup_ratio", "warmup_ratio": "train.warmup_ratio",
+    "activation_checkpointing": "train.gradient_checkpointing", "gradient_checkpointing": "train.gradient_checkpointing",
+    "num_train_epochs": "train.epochs", "max_steps": "train.max_steps", "weight_decay": "train.weight_decay",
+    "max_grad_norm": "train.max_grad_norm", "seed": "train.seed", "data_seed": "train.seed",
+    "bf16": "train.precision", "fp16": "train.precision", "logging_steps": "train.logging_steps",
+    "save_strategy": "train.save_steps", "save_steps": "train.save_steps", "save_total_limit": "the engine",
+    "eval_strategy": "data.eval_split", "eval_steps": "train.save_steps", "deepspeed": "the stage's deepspeed",
+    "use_cpu": "cluster.use_gpu", "ddp_backend": "cluster.use_gpu", "include_num_input_tokens_seen": "the engine",
+    "disable_tqdm": "the engine", "log_level": "the engine", "log_level_replica": "the engine",
+    "report_to": "the engine (tensorboard; wandb with WANDB_API_KEY)", "dataloader_num_workers": "the engine",
+    "remove_unused_columns": "the engine", "optim": "train.optim",
+}
 
 
 def _build_model(job: TrainJob, tokenizer):
@@ -156,8 +206,9 @@ def _build_model(job: TrainJob, tokenizer):
 
     torch.manual_seed(job.train.seed)
     if job.init is None:
-        return AutoModelForCausalLM.from_config(scratch_config(job.architecture, tokenizer, job.max_length))
-    return load_model(materialize(job.init), job.trust_remote_code)
+        attn = {"attn_implementation": job.train.attn_implementation} if job.train.attn_implementation else {}
+        return AutoModelForCausalLM.from_config(scratch_config(job.architecture, tokenizer, job.max_length), **attn)
+    return load_model(materialize(job.init), job.trust_remote_code, attn_implementation=job.train.attn_implementation)
 
 
 def _apply_lora(job: TrainJob, model):
@@ -196,7 +247,7 @@ def _worker_loop(job_dict: dict, recipe) -> None:
     from transformers.trainer_callback import PrinterCallback
     from transformers.utils import logging as hf_logging
 
-    from slm.callbacks import MergedLoRACallback, SaveLastStepCallback, StoreCheckpointCallback
+    from slm.callbacks import MergedLoRACallback, SaveLastStepCallback, StoreCheckpointCallback, upload_logs
 
     hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_error()
@@ -239,7 +290,8 @@ def _worker_loop(job_dict: dict, recipe) -> None:
                  SaveLastStepCallback()]
     if job.lora:  # before the upload, so the merged full weights go to the store with the adapter
         callbacks.append(MergedLoRACallback(job.init, job.trust_remote_code))
-    callbacks.append(StoreCheckpointCallback(job.store, job.run_prefix, local_rank))
+    callbacks.append(StoreCheckpointCallback(job.store, job.run_prefix, local_rank, work,
+                                             keep_resume_states=max(job.keep_optimizer_states, 1)))
     # Libraries print the same setup lines on every rank (DeepSpeed's "built successfully"); rank 0's
     # copy is enough. Progress, checkpoints and errors go to stderr and are not affected.
     with contextlib.ExitStack() as quiet:
@@ -271,10 +323,7 @@ def _worker_loop(job_dict: dict, recipe) -> None:
         history_key = layout.train_dir(job.run_prefix)
         store.write_json(f"{history_key}/engine.json", facts)
         store.write_json(f"{history_key}/log_history.json", trainer.state.log_history)
-        if (work / "train_log.csv").exists():
-            store.upload_file(work / "train_log.csv", f"{history_key}/train_log.csv")
-        for event_file in (work / "tensorboard").rglob("events.*"):
-            store.upload_file(event_file, f"{history_key}/tensorboard/{event_file.name}")
+        upload_logs(store, work, history_key)
     dist.barrier()
     if local_rank == 0:
         shutil.rmtree(work / "trainer", ignore_errors=True)

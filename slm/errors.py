@@ -9,6 +9,15 @@ class UserError(Exception):
     """A problem in the user's input (config, paths, data, models): shown as one line, exit code 2."""
 
 
+def require_extra(module: str, extra: str, feature: str) -> None:
+    """An optional feature's package is installed, or one line says which extra brings it."""
+    import importlib.util
+
+    if importlib.util.find_spec(module) is None:
+        raise UserError(f"{feature} needs the {module} package, which is not installed: "
+                        f"pip install 'slm-pipeline[{extra}]'")
+
+
 def cli_main(fn):
     """Wrap a launcher's main(): UserError becomes one line on stderr and exit status 2."""
 

@@ -140,13 +140,14 @@ def scratch_config(architecture: dict, tokenizer, max_length: int):
     return config
 
 
-def load_model(path: Path, trust_remote_code: bool = False, dtype=None):
+def load_model(path: Path, trust_remote_code: bool = False, dtype=None, attn_implementation: str | None = None):
     import torch
     from transformers import AutoModelForCausalLM
 
     try:
+        attn = {"attn_implementation": attn_implementation} if attn_implementation else {}
         return AutoModelForCausalLM.from_pretrained(str(path), use_safetensors=True, dtype=dtype or torch.float32,
-                                                    trust_remote_code=trust_remote_code)
+                                                    trust_remote_code=trust_remote_code, **attn)
     except (OSError, ValueError) as exc:
         raise UserError(f"cannot load model from {path}: {str(exc).splitlines()[0]}") from None
 

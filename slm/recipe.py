@@ -20,7 +20,7 @@ from typing import Any, Protocol
 from slm.chat import check_tokenizer_for_chat
 from slm.config import PipelineConfig, StageConfig
 from slm.datasets import read_manifest
-from slm.engine import TrainJob, load_ds_config
+from slm.engine import TrainJob, check_train_extra, load_ds_config
 from slm.errors import UserError
 from slm.init_checks import check_architecture, check_vocab
 from slm.modeling import load_tokenizer, materialize, resolve_ref
@@ -120,6 +120,9 @@ class StageContext:
         """The TrainJob every recipe starts from; `fields` are the recipe's own (logit_distill, dpo, warnings)."""
         cluster = self.pipeline.cluster
         ds_config = load_ds_config(cfg.deepspeed, cluster.use_gpu)
+        check_train_extra(cfg.train, f"stage {cfg.stage}")
+        if cfg.train.optim:  # the HF Trainer builds train.optim and hands it to DeepSpeed as a client optimizer
+            ds_config.pop("optimizer", None)
         if (cfg.kl_anchor or fields.get("logit_distill")) and ds_config["zero_optimization"].get("stage") == 3:
             raise UserError(f"{cfg.stage}: kl_anchor / logit_distill keep a frozen full copy of a model on every "
                             f"worker, which ZeRO-3 ({cfg.deepspeed}) would partition; use a ZeRO-2 config")
@@ -137,4 +140,5 @@ class StageContext:
             use_gpu=cluster.use_gpu, cpus_per_worker=cluster.cpus_per_worker, max_failures=cluster.max_failures,
             kl_anchor=cfg.kl_anchor.model_dump() if cfg.kl_anchor else None,
             lora=cfg.lora.model_dump() if cfg.lora else None,
-            peak_tflops_per_worker=cluster.peak_tflops_per_worker, wandb_project=wandb_project, **fields)
+            peak_tflops_per_worker=cluster.peak_tflops_per_worker, wandb_project=wandb_project,
+            keep_optimizer_states=self.pipeline.keep_optimizer_states, **fields)

@@ -13,9 +13,8 @@ Defaults stages/configs/dpo.yaml; `dpo: {beta: 0.1, loss_type: sigmoid}`.
 import contextlib
 import io
 
-from trl import DPOConfig, DPOTrainer
-
 from slm.config import DPOSpec
+from slm.errors import require_extra
 from slm.examples import stage_rows
 from slm.modeling import load_model, materialize
 from slm.padding import fit_model_to_pad
@@ -25,6 +24,7 @@ COLUMNS = ["prompt", "chosen", "rejected"]
 
 
 def plan(cfg, ctx: StageContext):
+    require_extra("trl", "dpo", "the dpo stage")
     init, tokenizer_ref, _, pad = ctx.chat_start(cfg, "preference optimization (usually on the SFT champion)")
     ctx.dataset(cfg, needs_column="chosen")
     return ctx.job(cfg, __name__, init, tokenizer_ref, pad=pad, dpo=(cfg.dpo or DPOSpec()).model_dump())
@@ -35,6 +35,8 @@ def examples(job, tokenizer, split: str):
 
 
 def trainer(job, model, tokenizer, arguments: dict, train_data, eval_data, callbacks):
+    from trl import DPOConfig, DPOTrainer  # the `dpo` extra, checked when the stage is planned
+
     args = DPOConfig(**arguments, beta=job.dpo["beta"], loss_type=[job.dpo["loss_type"]], max_length=job.max_length)
     reference = None if job.lora else fit_model_to_pad(load_model(materialize(job.init), job.trust_remote_code),
                                                        job.pad)

@@ -114,3 +114,18 @@ def test_method_options_only_where_they_apply(tmp_path):
     cfg = load_yaml_config(write(tmp_path, "stage: repair\nobjective: chat_sft\nkl_anchor: {coef: 0.03, start_step: 200, "
                                            "warmup_steps: 300, last_k_tokens: 128}\nlora: {r: 8}\n" + base), StageConfig)
     assert cfg.kl_anchor.last_k_tokens == 128 and cfg.lora.target_modules == "all-linear"
+
+
+def test_an_optional_feature_without_its_package_names_the_extra(monkeypatch):
+    import importlib.util
+
+    import pytest
+
+    from slm.errors import UserError, require_extra
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "trl" else real(name, *a))
+    with pytest.raises(UserError, match=r"the dpo stage needs the trl package, which is not installed: "
+                                        r"pip install 'slm-pipeline\[dpo\]'"):
+        require_extra("trl", "dpo", "the dpo stage")
+    require_extra("peft", "lora", "lora")  # installed here: no error
