@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import json
 
-from eval.scores import Candidate
-from slm import cluster, engine, layout, records
+from slm.eval.scores import Candidate
+from slm import cluster, engine, layout, plots, records
 from slm.chat import prompt_text
+from slm.checkpoints import prune_resume_state, resumable, stored_bytes
 from slm.config import PipelineConfig, StageConfig, config_digest, resolve_path
 from slm.datasets import read_manifest
 from slm.engine import TrainJob
@@ -21,7 +22,7 @@ from slm.log import log
 from slm.modeling import load_tokenizer, materialize
 from slm.recipe import StageContext
 from slm.store import Store, sha256_file
-from stages import RECIPES
+from slm.stages import RECIPES
 
 # Files of a local model directory hashed by content for a run's identity; bigger ones (weights of a
 # multi-GB model) by size and modification time, so that naming a run never reads gigabytes.
@@ -119,7 +120,7 @@ def new_record(pipeline: PipelineConfig, cfg: StageConfig, job: TrainJob, run_id
               "tokenizer": job.tokenizer, "data": manifest, "data_manifest_sha256": data_digest,
               "deepspeed": {"config_file": cfg.deepspeed, "config": job.ds_config,
                             "zero_stage": job.ds_config["zero_optimization"]["stage"],
-                            "optimizer": engine.optimizer_name(job.ds_config)},
+                            "optimizer": engine.optimizer_name(job.ds_config, job.train.optim)},
               "cluster": pipeline.cluster.model_dump(), "seed": cfg.train.seed,
               "versions": records.versions(), "git_commit": records.git_commit(),
               "environment": records.environment_facts(), "attempts": [], "warnings": list(job.warnings),
@@ -163,6 +164,10 @@ def train(pipeline: PipelineConfig, cfg: StageConfig, store: Store) -> dict:
             earlier["status"] = "interrupted"
             earlier["last_complete_checkpoint"] = layout.latest_checkpoint(store, prefix)
     resume_from = layout.latest_checkpoint(store, prefix)
+    if resume_from and not resumable(store, resume_from):
+        raise UserError(f"{cfg.stage}: run {run_id} stopped at {store.url(resume_from)}, whose DeepSpeed optimizer "
+                        f"state was pruned (keep_optimizer_states); it cannot resume exactly. Change the config "
+                        f"(e.g. train.seed) to start a new run")
     record["status"] = "running"
     record["attempts"].append({"attempt": len(record["attempts"]) + 1, "status": "running",
                                "started_at": records.now(), "resume_from": resume_from,
@@ -187,6 +192,24 @@ def train(pipeline: PipelineConfig, cfg: StageConfig, store: Store) -> dict:
     return finish_record(store, record, job)
 
 
+def prune_after_finish(store: Store, prefix: str, record: dict, keep: int) -> dict:
+    """The run is finished: DeepSpeed's resume state goes from all checkpoints but the newest `keep`
+    (some were pruned already while training, with at least one kept to resume from)."""
+    before = stored_bytes(store, prefix)
+    prune_resume_state(store, prefix, keep)
+    after = stored_bytes(store, prefix)
+    manifests = {key: store.tree_manifest(key) for _, key in layout.complete_checkpoints(store, prefix)}
+    pruned = [{"checkpoint": key, **m["pruned"]} for key, m in manifests.items() if "pruned" in m]
+    kept = [key for key in manifests if resumable(store, key)]
+    freed = sum(p["bytes"] for p in pruned)
+    if pruned:
+        log(f"[{record['stage']}] storage: optimizer state pruned from {len(pruned)} checkpoint(s), "
+            f"{freed / 1e6:,.1f} MB freed; kept in {', '.join(k.rsplit('/', 1)[-1] for k in kept) or 'none'} "
+            f"(keep_optimizer_states={keep}); checkpoints now {after / 1e6:,.1f} MB")
+    return {"keep_optimizer_states": keep, "resumable_checkpoints": kept, "pruned": pruned,
+            "bytes_freed": freed, "checkpoint_bytes_before_final_prune": before, "checkpoint_bytes": after}
+
+
 def finish_record(store: Store, record: dict, job: TrainJob) -> dict:
     prefix, stage = record["run_prefix"], record["stage"]
     facts = store.read_json(f"{layout.train_dir(prefix)}/engine.json")
@@ -196,8 +219,12 @@ def finish_record(store: Store, record: dict, job: TrainJob) -> dict:
         raise UserError(f"{stage}: training finished without a complete checkpoint in {store.url(prefix)}")
     record.update(status="finished", finished_at=records.now(), engine=facts, training=training_summary(history),
                   checkpoints=[c.key for c in ckpts], model=model_facts(store, ckpts[-1].key, facts["parameters"]))
+    loss_png = f"{layout.train_dir(prefix)}/loss.png"
+    store.write_bytes(loss_png, plots.loss_curve(history, f"{stage} · {record['run_id']}", [c.step for c in ckpts]))
+    record["plots"] = {"loss": loss_png}
     record["attempts"][-1].update(status="finished", finished_at=record["finished_at"])
     record["worker_group_starts"] = worker_group_starts(store, prefix)
+    record["storage"] = prune_after_finish(store, prefix, record, job.keep_optimizer_states)
     restarts = [s for s in record["worker_group_starts"] if s["resume_from"]]
     if restarts:
         log(f"[{stage}] resumed {len(restarts)} time(s): "

@@ -10,6 +10,7 @@ import torch.distributed as dist
 from transformers import TrainerCallback
 
 from slm import layout
+from slm.checkpoints import prune_resume_state
 from slm.log import log
 from slm.mfu import mfu
 from slm.modeling import load_model, materialize
@@ -141,12 +142,17 @@ class StoreCheckpointCallback(TrainerCallback):
     Each node's local rank 0 uploads what its node wrote (HF weights, tokenizer, DeepSpeed optimizer
     shards, RNG states, trainer state); global rank 0 then writes the completion marker with every
     node's file list, last. A job killed mid-upload leaves a tree without a marker, which nothing reads.
+    Then rank 0 uploads the run's logs so far (the CSV and TensorBoard events: live curves on S3, and
+    a lost box keeps its log up to its last checkpoint), and prunes DeepSpeed's resume state from
+    checkpoints older than the newest `keep_resume_states` (slm/checkpoints.py).
     """
 
-    def __init__(self, store_uri: str, run_prefix: str, local_rank: int):
+    def __init__(self, store_uri: str, run_prefix: str, local_rank: int, work: Path, keep_resume_states: int = 1):
         self.store_uri = store_uri
         self.run_prefix = run_prefix
         self.local_rank = local_rank
+        self.work = work
+        self.keep_resume_states = max(keep_resume_states, 1)  # the newest is what a resume starts from
         self.step_ended = None
 
     def on_step_end(self, args, state, control, **kwargs):
@@ -172,6 +178,19 @@ class StoreCheckpointCallback(TrainerCallback):
             store.mark_complete(key, merged, {"step": state.global_step, "loss": loss,
                                               "save_s": round(save_s, 3) if save_s is not None else None,
                                               "upload_s": round(upload_s, 3)})
-            log(f"[checkpoint] {store.url(key)} persisted ({len(merged)} files, saved in "
-                f"{save_s or 0:.1f}s, uploaded in {upload_s:.1f}s)")
+            size = sum(f["size"] for f in merged.values())
+            log(f"[checkpoint] {store.url(key)} persisted ({len(merged)} files, {size / 1e6:,.1f} MB, saved in "
+                f"{save_s or 0:.1f}s, uploaded in {upload_s:.1f}s, {size / 1e6 / max(upload_s, 1e-9):,.0f} MB/s)")
+            upload_logs(store, self.work, layout.train_dir(self.run_prefix))
+            for entry in prune_resume_state(store, self.run_prefix, self.keep_resume_states):
+                log(f"[checkpoint] optimizer state pruned from {entry['checkpoint'].rsplit('/', 1)[-1]} "
+                    f"({entry['bytes'] / 1e6:,.1f} MB)")
         _barrier()
+
+
+def upload_logs(store: Store, work: Path, train_key: str) -> None:
+    """The progress CSV and TensorBoard event files of this run so far, to `<run>/train/`."""
+    if (work / "train_log.csv").exists():
+        store.upload_file(work / "train_log.csv", f"{train_key}/train_log.csv")
+    for event_file in (work / "tensorboard").rglob("events.*"):
+        store.upload_file(event_file, f"{train_key}/tensorboard/{event_file.name}")

@@ -14,12 +14,47 @@ import json
 import os
 import re
 import shutil
+import threading
+import time
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 from slm.errors import UserError
+from slm.log import log
 
 COMPLETE = "_COMPLETE.json"
+
+
+class TransferProgress:
+    """Bytes and MB/s of a tree transfer: a line every PERIOD seconds while it runs and one at the end,
+    for transfers of at least MIN_BYTES (markers, records and small JSON stay quiet). boto3 calls it
+    from its transfer threads with the bytes each chunk moved, hence the lock."""
+
+    PERIOD = 10.0
+    MIN_BYTES = 8 << 20
+
+    def __init__(self, verb: str, what: str, total: int):
+        self.verb, self.what, self.total = verb, what, total
+        self.done, self.start = 0, time.perf_counter()
+        self.shown = self.start
+        self.lock = threading.Lock()
+
+    def __call__(self, moved: int) -> None:
+        with self.lock:
+            self.done += moved
+            now = time.perf_counter()
+            if self.total >= self.MIN_BYTES and now - self.shown >= self.PERIOD:
+                self.shown = now
+                log(f"[store] {self.verb} {self.what}: {self.done / 1e6:,.0f} / {self.total / 1e6:,.0f} MB "
+                    f"({self.done / max(self.total, 1):.0%}), {self.rate():,.1f} MB/s")
+
+    def rate(self) -> float:
+        return self.done / 1e6 / max(time.perf_counter() - self.start, 1e-9)
+
+    def finish(self) -> None:
+        if self.total >= self.MIN_BYTES:
+            log(f"[store] {self.verb} {self.what}: {self.done / 1e6:,.1f} MB in "
+                f"{time.perf_counter() - self.start:.1f}s ({self.rate():,.1f} MB/s)")
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -85,8 +120,12 @@ class Store:
     # --- primitives each backend implements -------------------------------------------------
     def read_bytes(self, key: str) -> bytes: raise NotImplementedError
     def write_bytes(self, key: str, data: bytes) -> None: raise NotImplementedError
-    def upload_file(self, local: Path, key: str) -> None: raise NotImplementedError
-    def download_file(self, key: str, local: Path) -> None: raise NotImplementedError
+    # `progress`, when given, is called with the bytes moved as they move (TransferProgress).
+    def upload_file(self, local: Path, key: str, progress: Callable[[int], None] | None = None) -> None:
+        raise NotImplementedError
+    def download_file(self, key: str, local: Path, progress: Callable[[int], None] | None = None) -> None:
+        raise NotImplementedError
+    def delete(self, key: str) -> None: raise NotImplementedError  # one object; absent is fine
     def list(self, prefix: str) -> list[str]: raise NotImplementedError
     def exists(self, key: str) -> bool: raise NotImplementedError
     def etag(self, key: str) -> str: raise NotImplementedError  # changes when the object does
@@ -126,13 +165,16 @@ class Store:
         """Upload every file below local_dir (no marker). Returns {relative path: {sha256, size}}."""
         local_dir = Path(local_dir)
         excluded = tuple(exclude)
+        paths = [p for p in sorted(local_dir.rglob("*")) if p.is_file()
+                 and (rel := p.relative_to(local_dir).as_posix()) != COMPLETE
+                 and not any(rel == e or rel.startswith(e.rstrip("/") + "/") for e in excluded)]
+        progress = TransferProgress("↑", self.url(prefix), sum(p.stat().st_size for p in paths))
         files = {}
-        for path in sorted(p for p in local_dir.rglob("*") if p.is_file()):
+        for path in paths:
             rel = path.relative_to(local_dir).as_posix()
-            if rel == COMPLETE or any(rel == e or rel.startswith(e.rstrip("/") + "/") for e in excluded):
-                continue
-            self.upload_file(path, _join(prefix, rel))
+            self.upload_file(path, _join(prefix, rel), progress)
             files[rel] = {"sha256": sha256_file(path), "size": path.stat().st_size}
+        progress.finish()
         return files
 
     def mark_complete(self, prefix: str, files: dict, meta: dict | None = None) -> dict:
@@ -155,16 +197,21 @@ class Store:
         """Download a complete tree (optionally only files whose name passes `include`), verifying sha256."""
         manifest = self.tree_manifest(prefix)
         local_dir = Path(local_dir)
+        wanted = []
         for rel, info in manifest["files"].items():
             if include is not None and not include(rel):
                 continue
             dest = local_dir / rel
             if dest.is_file() and dest.stat().st_size == info["size"] and sha256_file(dest) == info["sha256"]:
                 continue
+            wanted.append((rel, info, dest))
+        progress = TransferProgress("↓", self.url(prefix), sum(info["size"] for _, info, _ in wanted))
+        for rel, info, dest in wanted:
             dest.parent.mkdir(parents=True, exist_ok=True)
-            self.download_file(_join(prefix, rel), dest)
+            self.download_file(_join(prefix, rel), dest, progress)
             if sha256_file(dest) != info["sha256"]:
                 raise UserError(f"checksum mismatch for {self.url(_join(prefix, rel))}")
+        progress.finish()
         return manifest
 
 
@@ -191,19 +238,26 @@ class LocalStore(Store):
         tmp.write_bytes(data)
         os.replace(tmp, path)  # atomic: readers see the old or the new file, never half of one
 
-    def upload_file(self, local, key):
+    def upload_file(self, local, key, progress=None):
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
         shutil.copyfile(local, tmp)
         os.replace(tmp, path)
+        if progress:
+            progress(path.stat().st_size)
 
-    def download_file(self, key, local):
+    def download_file(self, key, local, progress=None):
         src = self._path(key)
         if not src.is_file():
             raise UserError(f"not found in store: {src}")
         Path(local).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(src, local)
+        if progress:
+            progress(src.stat().st_size)
+
+    def delete(self, key):
+        self._path(key).unlink(missing_ok=True)
 
     def list(self, prefix):
         base = self._path(prefix)
@@ -294,15 +348,15 @@ class S3Store(Store):
     def write_bytes(self, key, data):
         self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
 
-    def upload_file(self, local, key):
-        self.client.upload_file(str(local), self.bucket, self._key(key))
+    def upload_file(self, local, key, progress=None):
+        self.client.upload_file(str(local), self.bucket, self._key(key), Callback=progress)
 
-    def download_file(self, key, local):
+    def download_file(self, key, local, progress=None):
         from botocore.exceptions import ClientError
 
         Path(local).parent.mkdir(parents=True, exist_ok=True)
         try:
-            self.client.download_file(self.bucket, self._key(key), str(local))
+            self.client.download_file(self.bucket, self._key(key), str(local), Callback=progress)
         except ClientError as exc:
             if self._missing(exc):
                 raise UserError(f"not found in store: {self.url(key)}") from None
@@ -330,6 +384,9 @@ class S3Store(Store):
 
     def etag(self, key):
         return self.client.head_object(Bucket=self.bucket, Key=self._key(key))["ETag"]
+
+    def delete(self, key):
+        self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
 
     def delete_prefix(self, prefix):
         keys = [self._key(k) for k in self.list(prefix)]

@@ -2,7 +2,11 @@
 SIGKILLed: the stage finishes by itself (FailureConfig restarts the group, which resumes from the
 newest complete checkpoint); (2) the whole job (driver, Ray, workers) is SIGKILLed and the same
 command is run again: it resumes. Both end where an uninterrupted run with the same seed ends:
-final loss within 1%, the same weights, the same MMLU-subset answers."""
+final loss within 1%, the same weights, the same MMLU-subset answers.
+
+Storage hygiene runs all along (keep_optimizer_states=1): a checkpoint's DeepSpeed optimizer state is
+pruned once a newer checkpoint is complete, so every resume above starts from the one checkpoint that
+kept it; a finished run keeps it only in its last checkpoint, and the store shrinks by the rest."""
 import os
 import signal
 import subprocess
@@ -49,7 +53,7 @@ def mmlu_answers(checkpoint_dir, task_dir):
     from lm_eval.models.huggingface import HFLM
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from eval import mmlu
+    from slm.eval import mmlu
 
     model = AutoModelForCausalLM.from_pretrained(checkpoint_dir)
     lm = HFLM(pretrained=model, tokenizer=AutoTokenizer.from_pretrained(checkpoint_dir), batch_size=16)
@@ -71,6 +75,16 @@ def test_worker_or_whole_job_killed_after_first_checkpoint_resumes_and_matches(t
     assert reference.returncode == 0, out[-3000:]
 
     ref_store, ref_prefix, ref_record = finished_run(tmp_path / "reference")
+    storage = ref_record["storage"]
+    steps = [30, 60, 90, 120]
+    assert storage["resumable_checkpoints"] == [f"{ref_prefix}/checkpoints/checkpoint-120"]
+    assert [p["checkpoint"].rsplit("-", 1)[1] for p in storage["pruned"]] == ["30", "60", "90"]
+    for step in steps:
+        on_disk = tmp_path / "reference" / ref_prefix / "checkpoints" / f"checkpoint-{step}"
+        assert (on_disk / "model.safetensors").is_file()  # the weights stay for the sweep
+        assert any(on_disk.glob("global_step*/*optim_states.pt")) == (step == 120)
+    assert storage["bytes_freed"] == sum(p["bytes"] for p in storage["pruned"]) > 0
+    assert storage["checkpoint_bytes"] + storage["bytes_freed"] > 1.5 * storage["checkpoint_bytes"], storage
     ref_final = tmp_path / "reference" / ref_prefix / "checkpoints/checkpoint-120"
     ref_answers = mmlu_answers(ref_final, tmp_path / "tasks")
 
@@ -112,8 +126,13 @@ def test_worker_or_whole_job_killed_after_first_checkpoint_resumes_and_matches(t
     psutil.wait_procs(tree, timeout=30)
     proc.communicate()
     assert not train_workers(), "a Ray Train worker outlived the killed job"
-    _, _, half = finished_run(preempted)
+    store, prefix, half = finished_run(preempted)
     assert half["status"] == "running"
+    from slm.checkpoints import resumable
+    from slm.layout import complete_checkpoints
+
+    complete = [key for _, key in complete_checkpoints(store, prefix)]
+    assert [resumable(store, key) for key in complete] == [False] * (len(complete) - 1) + [True]
 
     proc = start_stage(preempted, tmp_path)
     out, _ = proc.communicate(timeout=900)
@@ -123,4 +142,5 @@ def test_worker_or_whole_job_killed_after_first_checkpoint_resumes_and_matches(t
     assert [a["status"] for a in record["attempts"]] == ["interrupted", "finished"]
     assert record["attempts"][1]["resume_from"] == record["engine"]["resumed_from"]
     assert int(record["engine"]["resumed_from"].rsplit("-", 1)[1]) >= int(first.name.rsplit("-", 1)[1])
+    assert record["engine"]["resumed_from"] == complete[-1]  # the kept one
     assert [s["attempt"] for s in record["worker_group_starts"]] == [1, 2]

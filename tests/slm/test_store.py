@@ -77,12 +77,15 @@ def test_s3_reads_endpoint_and_credentials_from_environment(s3_env, monkeypatch)
 def test_s3_server_restarted_mid_checkpoint_upload_never_yields_a_partial_checkpoint(s3_server, s3_env, tmp_path,
                                                                                      monkeypatch):
     """The engine's own upload callback writes checkpoint-20 while the S3 server goes down after a few
-    files and comes back: resume and the sweep still only see checkpoint-10; re-saving completes it."""
+    files and comes back: resume and the sweep still only see checkpoint-10 (whose optimizer state is
+    kept: it is the newest complete one); re-saving completes checkpoint-20, and only then is
+    checkpoint-10's optimizer state pruned, with its weights and a marker that says so."""
     from types import SimpleNamespace
 
     from slm.callbacks import StoreCheckpointCallback
+    from slm.checkpoints import resumable
     from slm.layout import latest_checkpoint as latest_complete_checkpoint
-    from orchestration.training import checkpoints
+    from slm.orchestration.training import checkpoints
     from slm.store import S3Store
 
     prefix = "runs/pretrain/pretrain-0123456789"
@@ -93,7 +96,12 @@ def test_s3_server_restarted_mid_checkpoint_upload_never_yields_a_partial_checkp
         (local / "config.json").write_text("{}")
         for i in range(6):
             (local / f"global_step{step}" / f"shard_{i}.pt").write_bytes(os.urandom(256 * 1024))
-    callback = StoreCheckpointCallback(s3_env, prefix, local_rank=0)
+    (out / "checkpoint-10" / "model.safetensors").write_bytes(b"weights")
+    work = tmp_path / "work"
+    (work / "tensorboard").mkdir(parents=True)
+    (work / "train_log.csv").write_text("step,loss\n10,1.0\n")
+    (work / "tensorboard" / "events.out.tfevents.1").write_bytes(b"event")
+    callback = StoreCheckpointCallback(s3_env, prefix, local_rank=0, work=work, keep_resume_states=1)
     args = SimpleNamespace(output_dir=str(out))
 
     def state(step):
@@ -103,14 +111,17 @@ def test_s3_server_restarted_mid_checkpoint_upload_never_yields_a_partial_checkp
     callback.on_save(args, state(10), None)
     marker = Store.open(s3_env).tree_manifest(f"{prefix}/checkpoints/checkpoint-10")
     assert marker["save_s"] >= 0 and marker["upload_s"] >= 0
+    # the logs so far went up with the checkpoint (live curves; a lost box keeps them)
+    assert Store.open(s3_env).read_text(f"{prefix}/train/train_log.csv") == "step,loss\n10,1.0\n"
+    assert Store.open(s3_env).exists(f"{prefix}/train/tensorboard/events.out.tfevents.1")
 
     real_upload, calls = S3Store.upload_file, []
 
-    def upload_then_lose_the_server(self, local, key):
+    def upload_then_lose_the_server(self, local, key, progress=None):
         calls.append(key)
         if len(calls) == 3:
             s3_server.stop()
-        return real_upload(self, local, key)
+        return real_upload(self, local, key, progress)
 
     monkeypatch.setattr(S3Store, "upload_file", upload_then_lose_the_server)
     monkeypatch.setenv("AWS_MAX_ATTEMPTS", "2")
@@ -126,10 +137,17 @@ def test_s3_server_restarted_mid_checkpoint_upload_never_yields_a_partial_checkp
     assert not store.is_complete(f"{prefix}/checkpoints/checkpoint-20")
     assert latest_complete_checkpoint(store, prefix).endswith("checkpoint-10")
     assert [c.name for c in checkpoints(store, prefix)] == ["checkpoint-10"]
+    assert resumable(store, f"{prefix}/checkpoints/checkpoint-10"), "pruned before a newer one was complete"
 
     callback.on_save(args, state(20), None)  # what the restarted worker group does after resuming
     assert latest_complete_checkpoint(store, prefix).endswith("checkpoint-20")
     assert [c.name for c in checkpoints(store, prefix)] == ["checkpoint-10", "checkpoint-20"]
+    ten = f"{prefix}/checkpoints/checkpoint-10"
+    assert resumable(store, f"{prefix}/checkpoints/checkpoint-20") and not resumable(store, ten)
+    assert not store.list(f"{ten}/global_step10"), "the optimizer shards are gone from the store"
+    assert store.tree_manifest(ten)["pruned"]["bytes"] == 6 * 256 * 1024
+    assert store.read_bytes(f"{ten}/model.safetensors") == b"weights"
+    store.get_tree(ten, tmp_path / "fetched")  # still a complete, verifiable tree (what the sweep reads)
 
 
 def test_a_store_that_is_a_file_is_named_not_read_as_empty(tmp_path):
@@ -163,3 +181,31 @@ def test_s3_without_credentials_server_or_bucket_is_one_line_naming_the_store(s3
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
     with pytest.raises(UserError, match=r"store s3://b2/p: no AWS credentials found"):
         Store.open("s3://b2/p")
+
+
+def test_tree_transfers_report_bytes_and_rate(tmp_path, capsys, monkeypatch):
+    """Uploads and downloads of big trees say how much moved and how fast; small ones stay quiet."""
+    from slm.store import Store, TransferProgress
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "big.bin").write_bytes(os.urandom(3 << 20))
+    (src / "small.json").write_text("{}")
+    store = Store.open(str(tmp_path / "store"))
+    monkeypatch.setattr(TransferProgress, "MIN_BYTES", 1 << 20)
+    store.put_tree(src, "models/m")
+    store.get_tree("models/m", tmp_path / "back")
+    lines = capsys.readouterr().err.splitlines()
+    up = [line for line in lines if line.startswith("[store] ↑")]
+    down = [line for line in lines if line.startswith("[store] ↓")]
+    assert len(up) == 1 and "models/m: 3.1 MB in" in up[0] and up[0].endswith("MB/s)")
+    assert len(down) == 1 and "3.1 MB in" in down[0]
+    monkeypatch.setattr(TransferProgress, "MIN_BYTES", 8 << 20)
+    store.put_tree(src, "models/m2")
+    assert "[store]" not in capsys.readouterr().err
+
+    progress = TransferProgress("↑", "s3://b/k", 100 << 20)
+    progress.PERIOD = 0.0
+    progress(25 << 20)  # what boto3's transfer threads call with each chunk
+    line = capsys.readouterr().err
+    assert "26 / 105 MB (25%)" in line and "MB/s" in line
