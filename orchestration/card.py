@@ -6,12 +6,15 @@ and settings, the sweep table with the selection reasons, and where everything l
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from huggingface_hub.repocard_data import model_index_to_eval_results
 
-from eval.report import markdown_table, pct
-from eval.scores import Scores, Selection
+from slm.eval.report import markdown_table, pct
+from slm.eval.scores import Scores, Selection
 from slm import layout
+from slm.config import resolve_path
 from slm.engine import optimizer_name
 from slm.records import redact
 from slm.store import Store
@@ -81,7 +84,7 @@ def _selection_policy(sel, info: dict) -> str:
 def _stage_section(index: int, champ: dict, record: dict) -> str:
     cfg, train, data = record["config"], record["config"]["train"], record["data"]
     eng, summary = record.get("engine", {}), record.get("training", {})
-    optimizer = record["deepspeed"].get("optimizer") or optimizer_name(record["deepspeed"]["config"])
+    optimizer = record["deepspeed"].get("optimizer") or optimizer_name(record["deepspeed"]["config"], train.get("optim"))
     world = eng.get("world_size") or 1
     init = record["init"]
     started = f"`{init['spec']}`" + (f" ({init['champion']['line']}@{init['champion']['version']})"
@@ -232,12 +235,59 @@ def validated(text: str, expected: list[EvalResult]) -> str:
     return text
 
 
+PLOT_CAPTIONS = {"history": "The line so far: MMLU and bench score of every champion up to this one",
+                 "loss": "Training loss of this champion's run", "selection": "The checkpoint sweep that chose it"}
+
+
+def _plots(info: dict) -> str:
+    """The plots promotion copied into the champion (plots/*.png), linked relative to the card."""
+    plots = info.get("plots") or {}
+    return "".join(f"\n**{PLOT_CAPTIONS[name]}**\n\n![{name}]({path})\n" for name, path in plots.items())
+
+
+def base_card(spec: str):
+    """The card metadata of the model a line grew from, where it can be read offline: a local model
+    directory's README.md (launch/convert_gguf.py writes one), or a hub model's card in the HF cache."""
+    from huggingface_hub import ModelCard, try_to_load_from_cache
+
+    if spec.startswith("hf:"):
+        repo, _, revision = spec[len("hf:"):].partition("@")
+        found = try_to_load_from_cache(repo, "README.md", revision=revision or None)
+        path = Path(found) if isinstance(found, str) else None
+    elif spec and ":" not in spec.split("/")[0]:
+        path = resolve_path(spec) / "README.md"
+    else:
+        path = None
+    return ModelCard.load(path).data if path and path.is_file() else None
+
+
 def hub_base(chain: list[dict]) -> dict:
-    """base_model (and its relation) when the line grew from a hub model, so the Hub's model tree shows it."""
+    """base_model (and its relation) when the line grew from a hub model, so the Hub's model tree shows
+    it: named by an `hf:` init, or by the base_model of a local init's own card."""
     spec = ((chain[0].get("precursor") or {}).get("spec") or "")
-    if not spec.startswith("hf:"):
+    if spec.startswith("hf:"):
+        repo = spec[len("hf:"):].partition("@")[0]
+    else:
+        base = base_card(spec) if spec else None
+        repo = base.base_model if base else None
+    if not repo:
         return {}
-    return {"base_model": spec[len("hf:"):].partition("@")[0], "base_model_relation": "finetune"}
+    merged = chain[0].get("candidate_kind") == "merge"  # the first champion is a SLERP with the base itself
+    return {"base_model": repo, "base_model_relation": "merge" if merged else "finetune"}
+
+
+def card_license(chain: list[dict], configured: str | None) -> tuple[str, str]:
+    """(licence, where it came from): card.license if set, else the base model's, else apache-2.0 for a
+    line trained from scratch. A base whose licence cannot be read gives `other`, said in the card."""
+    if configured:
+        return configured, "card.license in the pipeline config"
+    spec = ((chain[0].get("precursor") or {}).get("spec") or "")
+    if not spec:
+        return "apache-2.0", "the project's default for weights trained from scratch"
+    base = base_card(spec)
+    if base and base.license:
+        return base.license, f"the base model's card ({spec})"
+    return "other", f"unknown: the base model ({spec}) has no readable card; set card.license"
 
 
 def render(store: Store, info: dict, card_meta: dict) -> str:
@@ -246,8 +296,9 @@ def render(store: Store, info: dict, card_meta: dict) -> str:
     record = records[-1]
     scores = Scores.model_validate(info["scores"])
     name = f"{info['line']}-{info['version']}"
+    license_, license_source = card_license(chain, card_meta.get("license"))
     data = ModelCardData(
-        language=card_meta.get("language", ["en"]), license=card_meta.get("license", "apache-2.0"),
+        language=card_meta.get("language", ["en"]), license=license_,
         library_name="transformers", pipeline_tag="text-generation", model_name=name,
         tags=["text-generation", record["model"]["architecture"], "causal-lm", *[c["stage"] for c in chain]],
         eval_results=eval_results(info),
@@ -280,7 +331,7 @@ def render(store: Store, info: dict, card_meta: dict) -> str:
 ### Improvement along the line
 
 {chr(10).join(history)}
-
+{_plots(info)}
 ## Training pipeline — chronological view
 
 {stages}
@@ -318,6 +369,7 @@ print(tokenizer.decode(out[0][inputs["input_ids"].shape[1]:], skip_special_token
 | Store | `{redact(store.uri)}` |
 | Champion | `{info['key']}` (weights digest `{info['weights_digest']}`) |
 | Run records | {', '.join(f'`{c["run_record"]}`' for c in chain)} |
+| Licence | {license_} ({license_source}) |
 | Code | git `{record.get('git_commit')}` |
 | Versions | torch {versions.get('torch')}, deepspeed {versions.get('deepspeed')}, ray {versions.get('ray')}, transformers {versions.get('transformers')}, lm-eval {versions.get('lm_eval')}, mergekit {versions.get('mergekit')} |
 """

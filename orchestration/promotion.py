@@ -11,11 +11,11 @@ import json
 import tempfile
 from pathlib import Path
 
-from eval.scores import Candidate
-from eval.sweep import is_model_file
-from orchestration import card
-from orchestration.sweeping import sweep_note
-from slm import layout
+from slm.eval.scores import Candidate
+from slm.eval.sweep import is_model_file
+from slm.orchestration import card
+from slm.orchestration.sweeping import sweep_note
+from slm import layout, plots
 from slm.config import PipelineConfig
 from slm.errors import UserError
 from slm.log import log
@@ -31,10 +31,38 @@ def find_promoted(store: Store, line: str, run_id: str, weights_digest: str) -> 
     return None
 
 
-def promote(store: Store, line: str, candidate: Candidate, champion_info: dict, card_writer) -> ChampionPointer:
+def champion_plots(store: Store, line: str, info: dict, local: Path) -> dict:
+    """plots/ of a new champion: the line's scores up to it (drawn now), its run's loss curve and its
+    sweep's plot (copied). Returns {name: path relative to the champion}, for champion.json and the card."""
+    points = []
+    for _, version in layout.versions(store, line):
+        earlier = store.read_json(layout.champion_info(layout.champion_dir(line, version)))
+        points.append(_point(version, earlier["scores"]))
+    points.append(_point(info["version"], info["scores"]))
+    (local / "plots").mkdir()
+    (local / "plots" / "history.png").write_bytes(plots.line_history(points, f"{line}: champions so far"))
+    found = {"history": "plots/history.png"}
+    run = info["run_record"].rsplit("/", 1)[0]
+    for name, key in (("loss", f"{layout.train_dir(run)}/loss.png"),
+                      ("selection", f"{info['selection'].rsplit('/', 1)[0]}/selection.png")):
+        if store.exists(key):
+            store.download_file(key, local / "plots" / f"{name}.png")
+            found[name] = f"plots/{name}.png"
+    return found
+
+
+def _point(version: str, scores: dict) -> dict:
+    bench = scores.get("bench")
+    return {"version": version, "mmlu": scores["mmlu"]["acc"], "mmlu_se": scores["mmlu"].get("se"),
+            "bench": bench["score"] if bench else None}
+
+
+def promote(store: Store, line: str, candidate: Candidate, champion_info: dict, card_writer,
+            plots_writer=None) -> ChampionPointer:
     """candidate: a scored candidate (its key and weights digest are used); champion_info: provenance for
     champion.json.
 
+    plots_writer(champion_info, local_dir) → {name: relative path} of the plots it wrote (champion_plots);
     card_writer(champion_info) → README.md text (called with the final champion.json content).
     Returns the latest.json pointer.
     """
@@ -66,6 +94,8 @@ def promote(store: Store, line: str, candidate: Candidate, champion_info: dict, 
             store.get_tree(candidate.key, local, include=is_model_file)
             sums = [f"{sha256_file(p)}  {p.name}" for p in sorted(local.iterdir()) if p.is_file()]
             (local / "SHA256SUMS").write_text("\n".join(sums) + "\n")
+            if plots_writer:
+                info["plots"] = plots_writer(info, local)
             (local / "champion.json").write_text(json.dumps(info, indent=2, default=str) + "\n")
             (local / "README.md").write_text(card_writer(info))
             store.put_tree(local, key)
@@ -119,4 +149,5 @@ def promote_champion(pipeline: PipelineConfig, record: dict, champion: Candidate
     if record.get("experiment"):
         info["experiment"] = {k: record["experiment"][k] for k in ("name", "status", "reason")}
     return promote(store, pipeline.line, champion, info,
-                   lambda final: card.render(store, final, pipeline.card.model_dump()))
+                   lambda final: card.render(store, final, pipeline.card.model_dump()),
+                   lambda final, local: champion_plots(store, pipeline.line, final, local))

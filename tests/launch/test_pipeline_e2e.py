@@ -1,11 +1,12 @@
 """The whole pipeline on a real S3 server (SeaweedFS), real Ray, real DeepSpeed, real lm-eval and mergekit.
 
 Five stages of a tiny GPT-2, shortened through the pipeline's per-stage overrides; then the same
-pipeline again, which must find every run finished and promote nothing new.
+pipeline again through the `slm` command, which must find every run finished and promote nothing new.
 """
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -30,8 +31,8 @@ def pipeline_config(tmp_path):
     return path
 
 
-def run_pipeline(config, store_uri, env):
-    return subprocess.run([sys.executable, "launch/pipeline.py", "--pipeline", str(config), "--store", store_uri],
+def run_pipeline(config, store_uri, env, command=(sys.executable, "launch/pipeline.py")):
+    return subprocess.run([*command, "--config", str(config), "--store", store_uri],
                           cwd=REPO_ROOT, capture_output=True, text=True, timeout=1500, env=env)
 
 
@@ -63,6 +64,12 @@ def test_pipeline_end_to_end_on_s3(tmp_path, s3_env):
     for stage in STAGES:
         assert f"— {stage} (tiny-ff@" in card
     assert "a subset, not full MMLU" in card and "DeepSpeedEngine · ZeRO stage 2 · 2 workers" in card
+    # its plots travel with it, are embedded, and the summary printed where they are
+    for name in ("history", "loss", "selection"):
+        assert (local / "plots" / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert f"![{name}](plots/{name}.png)" in card
+        assert f"{store.url(latest['key'])}/plots/{name}.png  ({name})" in proc.stderr
+    assert "license: apache-2.0" in card and "the project's default for weights trained from scratch" in card
 
     # every stage: DeepSpeed ZeRO-2 in 2 Ray Train workers, loss fell, every checkpoint scored
     import deepspeed
@@ -79,20 +86,27 @@ def test_pipeline_end_to_end_on_s3(tmp_path, s3_env):
         assert record["deepspeed"]["config"]["zero_optimization"]["stage"] == 2
         assert record["training"]["loss_fell"], record["training"]
         assert record["data"]["splits"]["train"]["rows"] > 0 and record["versions"]["ray"]
-        checkpoints = store.children(f"{prefix}/checkpoints")
+        checkpoints = sorted(store.children(f"{prefix}/checkpoints"), key=lambda n: int(n.rsplit("-", 1)[1]))
         assert len(checkpoints) == 2
         for name in checkpoints:
-            files = store.tree_manifest(f"{prefix}/checkpoints/{name}")["files"]
-            assert "model.safetensors" in files and any(f.startswith("global_step") for f in files)
+            manifest = store.tree_manifest(f"{prefix}/checkpoints/{name}")
+            assert "model.safetensors" in manifest["files"]
+            # keep_optimizer_states=1: only the last checkpoint keeps DeepSpeed's resume state
+            resumable = any(f.startswith("global_step") for f in manifest["files"])
+            assert resumable == (name == checkpoints[-1]) and ("pruned" in manifest) == (not resumable)
             scores = store.read_json(f"{prefix}/sweep/{name}.json")["scores"]
             assert scores["mmlu"]["n"] == 8 and scores["bench"]["total"] == 106
+        storage = record["storage"]
+        assert storage["resumable_checkpoints"] == [f"{prefix}/checkpoints/{checkpoints[-1]}"]
+        assert storage["bytes_freed"] == storage["pruned"][0]["bytes"] > 0
+        assert store.exists(f"{prefix}/train/loss.png") and store.exists(f"{prefix}/train/train_log.csv")
         for artifact in ("selection.json", "selection.md", "selection.png"):
             assert store.exists(f"{prefix}/sweep/{artifact}")
         if stage != "pretrain":
             assert store.exists(f"{prefix}/sweep/slerp-t0.1.json")
 
     # re-running finds every run finished: nothing trained, nothing promoted twice
-    again = run_pipeline(config, s3_env, env)
+    again = run_pipeline(config, s3_env, env, command=(str(Path(sys.executable).parent / "slm"), "pipeline"))
     assert again.returncode == 0, again.stderr[-4000:]
     assert again.stderr.count("already finished; not training again") == 5
     assert "training on 2 Ray Train workers" not in again.stderr
