@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from data_builders.hygiene import EvalIndex, Hygiene
-from data_builders.sources import RowReader, Source
+from slm.data_builders.hygiene import EvalIndex, Hygiene
+from slm.data_builders.sources import RowReader, Source
 from slm.config import BuilderConfig
 from slm.datasets import shard_count, write_sharded
 from slm.errors import UserError
@@ -93,20 +93,32 @@ class SpoolReader:
 
 
 class Progress:
-    """A log line every few seconds while a builder reads: rows so far and rows/s."""
+    """A log line every few seconds while a builder reads: rows so far, rows/s, and, where the sources'
+    sizes are known (Source.expected_rows), the fraction done and an ETA."""
 
-    def __init__(self, what: str, every_s: float = 10.0):
+    def __init__(self, what: str, every_s: float = 10.0, total: int | None = None, unit: str = "rows"):
         self.what, self.every_s, self.start, self.last, self.rows = what, every_s, time.time(), time.time(), 0
+        self.total, self.unit = total, unit
 
     def tick(self, n: int = 1) -> None:
         self.rows += n
         now = time.time()
         if now - self.last >= self.every_s:
             self.last = now
-            log(f"[data] {self.what}: {self.rows:,} rows read ({self.rows / (now - self.start):,.0f} rows/s)")
+            rate = self.rows / (now - self.start)
+            line = f"[data] {self.what}: {self.rows:,} {self.unit} ({rate:,.0f} {self.unit}/s)"
+            if self.total and self.rows < self.total:
+                eta = (self.total - self.rows) / max(rate, 1e-9)
+                line += f", about {self.rows / self.total:.0%} of {self.total:,}, eta {_clock(eta)}"
+            log(line)
 
     def done(self) -> float:
         return self.rows / max(time.time() - self.start, 1e-9)
+
+
+def _clock(seconds: float) -> str:
+    s = int(seconds)
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
 
 
 def hygiene_text(row: dict) -> str:
@@ -128,9 +140,10 @@ def collect(cfg: BuilderConfig, store: Store, evals: EvalIndex | None, config_pa
     hygiene = Hygiene(cfg.hygiene, evals, workdir)
     spool = Spool(workdir / "rows.arrow")
     sources, ranges = [], []
-    progress = Progress(f"{cfg.output}")
-    for item in cfg.inputs:
-        source = Source(item, store, config_path)
+    opened = [Source(item, store, config_path) for item in cfg.inputs]
+    expected = [s.expected_rows() for s in opened]
+    progress = Progress(f"{cfg.output}", total=sum(expected) if None not in expected else None)
+    for item, source in zip(cfg.inputs, opened):
         sid = hygiene.source(source.label)
         start = spool.rows
         rows = reader(source) if reader else RowReader(source, wants)

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from data_builders.common import collect
+from slm.data_builders.common import Progress, collect
 from slm.datasets import shard_count, write_sharded
 from slm.errors import UserError
 from slm.log import log
@@ -28,6 +28,7 @@ TOKENIZE_BATCH = 1000
 def token_streams(table, keep: np.ndarray, ranges, tokenizer, workdir: Path) -> list[np.ndarray]:
     """Each source's kept documents as one memory-mapped uint32 token stream."""
     streams = []
+    progress = Progress("tokenizing", total=int(keep.sum()), unit="documents")
     for s, (start, end) in enumerate(ranges):
         path = workdir / f"tokens-{s}.bin"
         rows = start + np.nonzero(keep[start:end])[0]
@@ -36,6 +37,7 @@ def token_streams(table, keep: np.ndarray, ranges, tokenizer, workdir: Path) -> 
                 docs = table.take(rows[i:i + TOKENIZE_BATCH]).column("text").to_pylist()
                 for ids in tokenizer(docs, add_special_tokens=False)["input_ids"]:
                     f.write(np.asarray(ids + [tokenizer.eos_token_id], dtype=np.uint32).tobytes())
+                progress.tick(len(docs))
         size = path.stat().st_size // 4
         streams.append(np.memmap(path, dtype=np.uint32, mode="r", shape=(size,)) if size else np.zeros(0, np.uint32))
     return streams

@@ -18,7 +18,7 @@ from pathlib import Path
 from slm.config import BuilderInput, resolve_path
 from slm.errors import UserError
 from slm.jsonl import iter_objects
-from slm.store import Store, cache_dir, sha256_file
+from slm.store import Store, cache_dir
 
 ROLES = {"system", "user", "assistant"}
 SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "chatgpt": "assistant",
@@ -34,13 +34,25 @@ def file_identity(path: Path) -> str:
         states = sorted(path.rglob("state.json"))
         return hashlib.sha256(b"".join(p.read_bytes() for p in states)).hexdigest()
     stat = path.stat()
-    return _file_sha256(str(path), stat.st_size, stat.st_mtime_ns)
+    return _file_facts(str(path), stat.st_size, stat.st_mtime_ns)[0]
+
+
+def file_lines(path: Path) -> int:
+    """Newlines in a file: the row count of JSONL or text (an upper bound: blank lines count), for ETAs."""
+    stat = path.stat()
+    return _file_facts(str(path), stat.st_size, stat.st_mtime_ns)[1]
 
 
 @functools.lru_cache(maxsize=4096)
-def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
-    """The build digest and the manifest both ask: a file is read once per size and mtime."""
-    return sha256_file(Path(path))
+def _file_facts(path: str, size: int, mtime_ns: int) -> tuple[str, int]:
+    """(sha256, newlines), in one read: the build digest, the manifest and the progress ETA all ask, and
+    a large corpus is read once per size and mtime."""
+    digest, lines = hashlib.sha256(), 0
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+            lines += chunk.count(b"\n")
+    return digest.hexdigest(), lines
 
 
 @dataclass
@@ -80,6 +92,32 @@ class Source:
         if item.hf is not None:
             return {"hf": item.hf, "config": item.config, "split": item.split, "revision": item.revision}
         return [file_identity(f) for f in self.files()]
+
+    def expected_rows(self) -> int | None:
+        """About how many rows this source yields (for the builder's ETA), where that is cheap to know."""
+        item, known = self.item, None
+        if item.dataset is not None:
+            from slm.datasets import read_manifest
+
+            known = read_manifest(self.store, item.dataset).get("splits", {}).get("train", {}).get("rows")
+        elif item.hf is None:
+            counts = []
+            for file in self.files():
+                suffix = file.suffix.lower()
+                if file.is_dir():
+                    counts.append(None)
+                elif suffix == ".parquet":
+                    import pyarrow.parquet as pq
+
+                    counts.append(pq.ParquetFile(file).metadata.num_rows)
+                elif suffix in TEXT_SUFFIXES or suffix in (".jsonl", ".ndjson"):
+                    counts.append(file_lines(file) + 1)  # a last line without its newline
+                else:
+                    counts.append(None)
+            known = sum(counts) if None not in counts else None
+        if item.limit is not None:
+            return min(item.limit, known) if known is not None else item.limit
+        return known
 
     # --- files ---------------------------------------------------------------------------------
     def files(self) -> list[Path]:

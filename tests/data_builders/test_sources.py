@@ -7,7 +7,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from data_builders import run_builder
+from slm.data_builders import run_builder
 from slm.datasets import load_split
 from slm.errors import UserError
 from slm.store import Store
@@ -139,3 +139,26 @@ def test_a_source_larger_than_a_spool_batch_streams_through(tmp_path, store):
                      hygiene={"near_dedup": False})
     assert len(manifest["splits"]["train"]["shards"]) == 4 and manifest["splits"]["train"]["rows"] == 5000
     assert len(set(conversations(store))) == 5000
+
+
+def test_a_builder_knows_how_many_rows_are_coming_and_says_when_it_will_be_done(tmp_path, store, capsys,
+                                                                                 monkeypatch):
+    """Row counts from the files (JSONL lines, Parquet metadata, limits) give the progress lines an ETA."""
+    from slm.config import BuilderInput
+    from slm.data_builders import common
+    from slm.data_builders.sources import Source
+
+    jsonl = write_jsonl(tmp_path / "a.jsonl", [LAYOUTS["prompt_response"](q, a) for q, a in ROWS] * 50)
+    pq.write_table(pa.table({"prompt": [q for q, _ in ROWS], "response": [a for _, a in ROWS]}), tmp_path / "b.parquet")
+    count = lambda **item: Source(BuilderInput(**item), store, "x.yaml").expected_rows()  # noqa: E731
+    assert count(path=str(jsonl)) == 201  # 200 lines, and room for a last one without a newline
+    assert count(path=str(tmp_path / "b.parquet")) == 4 and count(path=str(jsonl), limit=10) == 10
+    assert count(hf="org/streamed") is None  # a streamed hub dataset: unknown until read
+
+    monkeypatch.setattr(common.time, "time", iter(range(0, 10_000, 20)).__next__)  # 20 s between ticks
+    progress = common.Progress("datasets/sft", total=1000)
+    progress.tick(100)
+    progress.tick(150)
+    lines = capsys.readouterr().err.splitlines()
+    # 250 rows in 60 s: 4 rows/s, 750 to go: 3 minutes
+    assert lines[-1] == "[data] datasets/sft: 250 rows (4 rows/s), about 25% of 1,000, eta 0:03:00"
