@@ -10,7 +10,7 @@ from importlib import metadata
 
 from pydantic import BaseModel, ConfigDict
 
-from slm import REPO_ROOT
+from slm import IN_CHECKOUT, REPO_ROOT
 
 PACKAGES = ("torch", "deepspeed", "ray", "transformers", "accelerate", "datasets", "lm_eval", "mergekit",
             "peft", "trl", "tokenizers", "safetensors", "huggingface_hub", "boto3", "pyarrow", "pydantic")
@@ -35,14 +35,19 @@ def versions() -> dict:
 
 
 def git_commit() -> str | None:
+    """The checkout's commit (with -dirty), else what the image was built from (SLM_GIT_COMMIT, set by
+    the Dockerfile's GIT_COMMIT build arg: the image leaves .git out)."""
+    built = os.environ.get("SLM_GIT_COMMIT") or None
+    if not IN_CHECKOUT:
+        return built
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True,
                              timeout=5).stdout.strip()
         dirty = subprocess.run(["git", "status", "--porcelain"], cwd=REPO_ROOT, capture_output=True, text=True,
                                timeout=5).stdout.strip()
-        return (sha + ("-dirty" if dirty else "")) if sha else None
+        return (sha + ("-dirty" if dirty else "")) if sha else built
     except (OSError, subprocess.SubprocessError):
-        return None
+        return built
 
 
 def redact(obj):
