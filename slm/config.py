@@ -483,10 +483,26 @@ def override_origins(pairs: list[str], label: str | None = None) -> dict[tuple[s
     return {tuple(pair.split("=", 1)[0].split(".")): label or f"--set {pair}" for pair in pairs if "=" in pair}
 
 
+# Keys added to a config after runs were named by it: left out of the digest while at their default,
+# so a config that does not use them keeps its run id (an unfinished run of it still resumes).
+DIGEST_OMITS_DEFAULT = {TrainSpec: ("warmup_ratio", "gradient_checkpointing", "attn_implementation", "optim", "extra")}
+
+
+def _digest_view(model: BaseModel) -> dict:
+    data = model.model_dump(mode="json")
+    for name, field in type(model).model_fields.items():
+        value = getattr(model, name)
+        if isinstance(value, BaseModel):
+            data[name] = _digest_view(value)
+        elif name in DIGEST_OMITS_DEFAULT.get(type(model), ()) and value == field.get_default(call_default_factory=True):
+            del data[name]
+    return data
+
+
 def config_digest(*parts: BaseModel | dict | str) -> str:
     """A short stable hash of configs (used to name runs and cache scores)."""
     h = hashlib.sha256()
     for part in parts:
-        data = part.model_dump(mode="json") if isinstance(part, BaseModel) else part
+        data = _digest_view(part) if isinstance(part, BaseModel) else part
         h.update(json.dumps(data, sort_keys=True, default=str).encode())
     return h.hexdigest()[:10]

@@ -77,3 +77,14 @@ def test_the_documented_script_and_module_forms_still_work(tmp_path):
     module = subprocess.run([sys.executable, "-m", "slm.launch.stage", "--help"], cwd=tmp_path,
                             capture_output=True, text=True, timeout=300, env=ENV)
     assert module.returncode == 0 and "--dry-run" in module.stdout, module.stderr
+
+
+def test_build_data_and_evaluate_dry_runs(tmp_path):
+    store = tmp_path / "store"
+    built = slm("build-data", "sft", "repair", "--dry-run", "--store", str(store))
+    assert built.returncode == 0, built.stderr
+    assert "build   datasets/sft (sft builder, new)" in built.stdout and "datasets/repair (repair builder" in built.stdout
+    scored = slm("evaluate", "champion:tiny-ff", "hf:org/model", "--select", "--dry-run", "--store", str(store))
+    assert scored.returncode == 0, scored.stderr
+    assert scored.stdout.startswith("score champion:tiny-ff, hf:org/model on MMLU (6 of 57 subjects")
+    assert "and choose a champion" in scored.stdout and not store.exists()

@@ -129,3 +129,20 @@ def test_an_optional_feature_without_its_package_names_the_extra(monkeypatch):
                                         r"pip install 'slm-pipeline\[dpo\]'"):
         require_extra("trl", "dpo", "the dpo stage")
     require_extra("peft", "lora", "lora")  # installed here: no error
+
+
+def test_new_train_knobs_at_their_defaults_leave_run_ids_as_they_were():
+    """A config that does not use the knobs added later hashes as it did before they existed."""
+    import hashlib
+    import json
+
+    from slm.config import StageConfig, config_digest, load_yaml_config
+
+    cfg = load_yaml_config("stages/configs/sft.yaml", StageConfig)
+    before = cfg.model_dump(mode="json")
+    for key in ("warmup_ratio", "gradient_checkpointing", "attn_implementation", "optim", "extra"):
+        del before["train"][key]
+    old = hashlib.sha256(json.dumps(before, sort_keys=True, default=str).encode()).hexdigest()[:10]
+    assert config_digest(cfg) == old
+    used = load_yaml_config("stages/configs/sft.yaml", StageConfig, {"train": {"gradient_checkpointing": True}})
+    assert config_digest(used) != old
