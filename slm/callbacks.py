@@ -165,7 +165,7 @@ class StoreCheckpointCallback(TrainerCallback):
         _barrier()
         store = Store.open(self.store_uri)
         t0 = time.perf_counter()
-        files = store.upload_files(local, key) if self.local_rank == 0 else {}
+        files = store.upload_files(local, key, summary=False) if self.local_rank == 0 else {}
         upload_s = time.perf_counter() - t0
         gathered = [None] * dist.get_world_size() if dist.is_initialized() else [files]
         if dist.is_initialized():

@@ -94,7 +94,7 @@ def materialize(ref: dict) -> Path:
 
         try:
             path = Path(snapshot_download(ref["hf"], revision=ref["revision"],
-                                          allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja"]))
+                                          allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "README.md"]))
         except Exception as exc:  # offline, missing repo, gated repo: one line, no traceback
             offline = " (HF_HUB_OFFLINE is set)" if os.environ.get("HF_HUB_OFFLINE") == "1" else ""
             raise UserError(f"cannot fetch {ref['spec']} from the Hugging Face hub{offline}: "

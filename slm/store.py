@@ -161,8 +161,9 @@ class Store:
             raise UserError(f"{self.url(prefix)} is missing or incomplete (no {COMPLETE})")
         return self.read_json(_join(prefix, COMPLETE))
 
-    def upload_files(self, local_dir: Path, prefix: str, exclude: Iterable[str] = ()) -> dict:
-        """Upload every file below local_dir (no marker). Returns {relative path: {sha256, size}}."""
+    def upload_files(self, local_dir: Path, prefix: str, exclude: Iterable[str] = (), summary: bool = True) -> dict:
+        """Upload every file below local_dir (no marker). Returns {relative path: {sha256, size}}.
+        summary=False: no closing size-and-rate line (the caller logs its own, as checkpoints do)."""
         local_dir = Path(local_dir)
         excluded = tuple(exclude)
         paths = [p for p in sorted(local_dir.rglob("*")) if p.is_file()
@@ -174,7 +175,8 @@ class Store:
             rel = path.relative_to(local_dir).as_posix()
             self.upload_file(path, _join(prefix, rel), progress)
             files[rel] = {"sha256": sha256_file(path), "size": path.stat().st_size}
-        progress.finish()
+        if summary:
+            progress.finish()
         return files
 
     def mark_complete(self, prefix: str, files: dict, meta: dict | None = None) -> dict:
