@@ -34,11 +34,12 @@ def find_promoted(store: Store, line: str, run_id: str, weights_digest: str) -> 
 def champion_plots(store: Store, line: str, info: dict, local: Path) -> dict:
     """plots/ of a new champion: the line's scores up to it (drawn now), its run's loss curve and its
     sweep's plot (copied). Returns {name: path relative to the champion}, for champion.json and the card."""
-    points = []
-    for _, version in layout.versions(store, line):
-        earlier = store.read_json(layout.champion_info(layout.champion_dir(line, version)))
-        points.append(_point(version, earlier["scores"]))
-    points.append(_point(info["version"], info["scores"]))
+    infos = [store.read_json(layout.champion_info(layout.champion_dir(line, version)))
+             for _, version in layout.versions(store, line)] + [info]
+    points = [_point(i["version"], i["scores"]) for i in infos]
+    start = _grown_from(store, infos[0])
+    if start:
+        points.insert(0, start)
     (local / "plots").mkdir()
     (local / "plots" / "history.png").write_bytes(plots.line_history(points, f"{line}: champions so far"))
     found = {"history": "plots/history.png"}
@@ -49,6 +50,20 @@ def champion_plots(store: Store, line: str, info: dict, local: Path) -> dict:
             store.download_file(key, local / "plots" / f"{name}.png")
             found[name] = f"plots/{name}.png"
     return found
+
+
+def _grown_from(store: Store, first: dict) -> dict | None:
+    """The model a line grew from (its first champion's input, when that is no champion of the line), as
+    the first sweep scored it: the chart then starts where the line started."""
+    precursor = first.get("precursor") or {}
+    if not precursor.get("spec") or not store.exists(first.get("selection", "")):
+        return None
+    rows = store.read_json(first["selection"])["candidates"]
+    row = next((r for r in rows if r["kind"] == "precursor"), None)
+    if row is None:
+        return None
+    return {"version": f"input: {precursor['spec'].rstrip('/').rsplit('/', 1)[-1]}", "mmlu": row["mmlu"],
+            "mmlu_se": row.get("mmlu_se"), "bench": row.get("bench")}
 
 
 def _point(version: str, scores: dict) -> dict:
