@@ -42,19 +42,25 @@ def _overview(record: dict) -> str:
     return "| | |\n|---|---|\n" + "\n".join(f"| **{k}** | {v} |" for k, v in rows if v is not None)
 
 
+def _commit(record: dict) -> str:
+    commit = record.get("git_commit")
+    return (f"git `{commit}`" if commit else
+            "not recorded (the run was not started from a git checkout; the image records its GIT_COMMIT build arg)")
+
+
 def _benchmarks(scores: Scores, sweep_note: str) -> str:
     mmlu, bench = scores.mmlu, scores.bench
     out = [f"### MMLU\n\n{sweep_note}\n", "| Split | Score |", "|---|---|",
            f"| **MMLU ({mmlu.n:,} items)** | **{pct(mmlu.acc)} ± {pct(mmlu.se)}** |", "",
            "| Macro domain | Items | Accuracy |", "|---|---|---|"]
-    for d, v in mmlu.domains.items():
+    for d, v in sorted(mmlu.domains.items()):  # sorted: the same card however the scores were read
         out.append(f"| {DOMAIN_TITLES.get(d, d)} | {v.n} | {pct(v.acc)} |")
     if bench is None:
         return "\n".join(out)
     out += ["", "### TRUTH-list bench", "",
             "Greedy answers; a prompt passes when the answer contains an accepted answer and no known-wrong anchor, "
             "and format items answer in the asked form.", "", "| Category | N | Score |", "|---|---|---|"]
-    for cat, v in bench.categories.items():
+    for cat, v in sorted(bench.categories.items()):
         out.append(f"| {cat} | {v.total} | {v.passed}/{v.total} ({v.score:.1%}) |")
     out.append(f"| **TOTAL** | **{bench.total}** | **{bench.passed}/{bench.total} ({bench.score:.1%})** |")
     return "\n".join(out)
@@ -370,7 +376,7 @@ print(tokenizer.decode(out[0][inputs["input_ids"].shape[1]:], skip_special_token
 | Champion | `{info['key']}` (weights digest `{info['weights_digest']}`) |
 | Run records | {', '.join(f'`{c["run_record"]}`' for c in chain)} |
 | Licence | {license_} ({license_source}) |
-| Code | git `{record.get('git_commit')}` |
+| Code | {_commit(record)} |
 | Versions | torch {versions.get('torch')}, deepspeed {versions.get('deepspeed')}, ray {versions.get('ray')}, transformers {versions.get('transformers')}, lm-eval {versions.get('lm_eval')}, mergekit {versions.get('mergekit')} |
 """
     return validated(str(ModelCard(f"---\n{data.to_yaml()}\n---\n{body}")), data.eval_results)
