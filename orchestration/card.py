@@ -130,6 +130,12 @@ def _stage_section(index: int, champ: dict, record: dict) -> str:
     if pad:
         cell = lambda text: str(text).replace("|", "\\|")  # noqa: E731  (GFM tables split on | even in code)
         lines.append(f"| Pad token | `{cell(pad['content'])}` (id {pad['id']}), {pad['how']}: {cell(pad['reason'])} |")
+    storage = record.get("storage")
+    if storage:
+        kept = ", ".join(k.rsplit("/", 1)[-1] for k in storage["resumable_checkpoints"]) or "none"
+        lines.append(f"| Checkpoints stored | {len(record.get('checkpoints', []))} with weights; optimizer state kept in "
+                     f"{kept} (keep_optimizer_states={storage['keep_optimizer_states']}), pruned from "
+                     f"{len(storage['pruned'])} ({storage['bytes_freed'] / 1e6:,.0f} MB freed) |")
     resumes = [s for s in record.get("worker_group_starts", []) if s.get("resume_from")]
     if resumes:
         lines.append(f"| Interruptions | resumed {len(resumes)} time(s) from the newest complete checkpoint: "
