@@ -10,10 +10,12 @@ through dill, and its bytecode dump would land in Ray's forwarded worker logs.
 from __future__ import annotations
 
 import hashlib
+import time
 
 from slm.chat import IGNORE_INDEX, encode_chat
 from slm.datasets import load_split
 from slm.errors import UserError
+from slm.log import log
 from slm.store import Store
 
 
@@ -42,8 +44,16 @@ def mapped(job, data, split: str, what: str, fn, **kwargs):
             from datasets import Dataset
 
             return Dataset.from_file(str(path))
-        return data.map(fn, cache_file_name=str(path), new_fingerprint=fingerprint,
-                        num_proc=map_processes(len(data)), **kwargs)
+        processes = map_processes(len(data))
+        if any(path.parent.glob(f"{path.stem}_*_of_*{path.suffix}")):  # made in parallel: one file per process
+            return data.map(fn, cache_file_name=str(path), new_fingerprint=fingerprint, num_proc=processes, **kwargs)
+        start = time.perf_counter()
+        log(f"[{job.stage}] preparing {len(data):,} {split} rows ({what}) on this node, "
+            f"{processes or 1} process(es); once per node, cached for restarts")
+        out = data.map(fn, cache_file_name=str(path), new_fingerprint=fingerprint, num_proc=processes, **kwargs)
+        seconds = time.perf_counter() - start
+        log(f"[{job.stage}] {len(data):,} {split} rows prepared in {seconds:.1f}s ({len(data) / max(seconds, 1e-9):,.0f} rows/s)")
+        return out
 
 
 def map_processes(rows: int) -> int | None:

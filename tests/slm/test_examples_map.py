@@ -8,7 +8,7 @@ from slm.data_builders import run_builder
 from slm.store import Store
 
 
-def test_parallel_tokenization_makes_the_same_examples(tmp_path, tiny_tokenizer, monkeypatch):
+def test_parallel_tokenization_makes_the_same_examples(tmp_path, tiny_tokenizer, monkeypatch, capsys):
     from types import SimpleNamespace
 
     from transformers import AutoTokenizer
@@ -32,5 +32,9 @@ def test_parallel_tokenization_makes_the_same_examples(tmp_path, tiny_tokenizer,
         made[processes] = supervised_chat(job, tokenizer, "train")
     assert len(made["1"]) == len(made["2"]) == 3000
     assert made["1"][:]["input_ids"] == made["2"][:]["input_ids"] and made["1"][:]["labels"] == made["2"][:]["labels"]
+    said = capsys.readouterr().err
+    assert "[sft] preparing 3,000 train rows (chat64) on this node, 2 process(es)" in said
+    assert said.count("train rows prepared in") == 2
     again = supervised_chat(job, tokenizer, "train")  # the node's cache, read back by another rank
     assert again[:]["input_ids"] == made["2"][:]["input_ids"]
+    assert "preparing" not in capsys.readouterr().err  # a rank reading the node's cache has nothing to wait for
