@@ -57,12 +57,11 @@ def main(argv=None):
     if args.rollback:
         if args.run or args.candidate or not args.reason:
             raise UserError("--rollback VERSION takes --reason and no run or --candidate")
+        pointer = rollback(store, pipeline.line, args.rollback, args.reason, write=not args.dry_run)
         if args.dry_run:
-            if not (layout.VERSION.fullmatch(args.rollback) and store.is_complete(layout.champion_dir(pipeline.line, args.rollback))):
-                raise UserError(f"--rollback: champion {pipeline.line}@{args.rollback} not found (or incomplete)")
-            print(f"would move {pipeline.line}'s latest back to {args.rollback}\n\ndry run: nothing was written")
+            print(f"would move {pipeline.line}'s latest back to {pointer.version}\n\ndry run: nothing was written")
             return
-        print(store.url(rollback(store, pipeline.line, args.rollback, args.reason).key))
+        print(store.url(pointer.key))
         return
     if not args.run:
         raise UserError("name the run to promote from (runs/<stage>/<run_id>), or give --rollback VERSION")

@@ -121,9 +121,9 @@ def promote(store: Store, line: str, candidate: Candidate, champion_info: dict, 
     return pointer
 
 
-def rollback(store: Store, line: str, version: str, reason: str) -> ChampionPointer:
+def rollback(store: Store, line: str, version: str, reason: str, write: bool = True) -> ChampionPointer:
     """Move `latest` back to an older complete version, on purpose: recorded with who, when and why in
-    the line's history, on the pointer, and in the next card."""
+    the line's history, on the pointer, and in the next card. write=False: every check, nothing written."""
     if not layout.VERSION.fullmatch(version):
         raise UserError(f"--rollback {version!r}: not a version name (v<N>-<stage>, e.g. v2-sft)")
     key = layout.champion_dir(line, version)
@@ -137,9 +137,11 @@ def rollback(store: Store, line: str, version: str, reason: str) -> ChampionPoin
     info = store.read_json(layout.champion_info(key))
     event = {"line": line, "from": latest.version, "to": version, "reason": reason, "by": getpass.getuser(),
              "at": now()}
-    store.write_json(f"{layout.line_history(line)}/{event['at'].replace(':', '')}-rollback.json", event)
     pointer = ChampionPointer(line=line, version=version, key=key, stage=info["stage"], run_id=info["run_id"],
                               updated_at=event["at"], rollback=event)
+    if not write:
+        return pointer
+    store.write_json(f"{layout.line_history(line)}/{event['at'].replace(':', '')}-rollback.json", event)
     store.write_json(layout.latest_pointer(line), pointer.to_json())
     log(f"[promote] latest of {line} rolled back {latest.version} → {version}: {reason}")
     return pointer

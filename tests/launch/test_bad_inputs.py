@@ -495,3 +495,20 @@ def test_the_suite_covers_every_family_with_at_least_80_cases():
     assert len(CASES) >= 80 and len({c.id for c in CASES}) == len(CASES)
     assert {"pipeline", "bench", "set", "ds", "stage", "model", "builder", "dataset", "store", "promote",
             "rollback", "card", "evaluate"} <= families
+
+
+def test_dry_runs_on_a_trained_store_say_what_would_happen_and_change_nothing(ctx, capsys):
+    """The stage, the promotion the gate refused, and a rollback, each with --dry-run on a real line:
+    exit 0, what would happen, no Ray (the fixture fails the test on a start), the store unchanged."""
+    ctx.tmp.mkdir()
+    before = tree_digest(ctx.store)
+    capsys.readouterr()
+    assert run_entry(["stage.py", "surgical", *common(ctx), "--dry-run"]) == 0
+    plan = capsys.readouterr().out
+    assert "[surgical]" in plan and f"as {LINE}@v2-surgical" in plan
+    assert run_entry(["promote.py", ctx.surgical_run, *common(ctx), "--reason", "r", "--dry-run"]) == 0
+    assert capsys.readouterr().out.startswith(f"would promote checkpoint-")
+    # a dry rollback makes every check the real one does: v1-sft is already the latest
+    assert run_entry(["promote.py", "--rollback", "v1-sft", "--reason", "r", *common(ctx), "--dry-run"]) == 2
+    assert "is already the line's latest" in capsys.readouterr().err
+    assert tree_digest(ctx.store) == before, "a dry run changed the store"
