@@ -507,7 +507,7 @@ def test_dry_runs_on_a_trained_store_say_what_would_happen_and_change_nothing(ct
     plan = capsys.readouterr().out
     assert "[surgical]" in plan and f"as {LINE}@v2-surgical" in plan
     assert run_entry(["promote.py", ctx.surgical_run, *common(ctx), "--reason", "r", "--dry-run"]) == 0
-    assert capsys.readouterr().out.startswith(f"would promote checkpoint-")
+    assert capsys.readouterr().out.startswith("would promote checkpoint-")
     # a dry rollback makes every check the real one does: v1-sft is already the latest
     assert run_entry(["promote.py", "--rollback", "v1-sft", "--reason", "r", *common(ctx), "--dry-run"]) == 2
     assert "is already the line's latest" in capsys.readouterr().err
