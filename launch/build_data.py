@@ -10,7 +10,7 @@ import yaml
 if not __package__:  # run as a script: python launch/<tool>.py
     import _bootstrap  # noqa: F401
 
-from slm.launch.options import add_pipeline_options
+from slm.launch.options import DRY_RUN_DONE, add_pipeline_options
 from slm.data_builders import run_builder
 from slm.orchestration import plan
 from slm.orchestration.eval_sets import eval_index
@@ -34,7 +34,7 @@ def main(argv=None):
                              sort_keys=False), end="")
         return
     if args.dry_run:
-        print("\n".join(plan.build_lines(targets, store, args.force)) + "\n\ndry run: nothing was started or written")
+        print("\n".join(plan.build_lines(targets, store, args.force)) + f"\n\n{DRY_RUN_DONE}")
         return
     evals = eval_index(pipeline)  # every evaluation the pipeline's sweeps run: rows are decontaminated against them
     for config in targets:

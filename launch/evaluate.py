@@ -15,7 +15,7 @@ import yaml
 if not __package__:  # run as a script: python launch/<tool>.py
     import _bootstrap  # noqa: F401
 
-from slm.launch.options import add_pipeline_options
+from slm.launch.options import DRY_RUN_DONE, add_pipeline_options
 from slm.eval.report import markdown_table
 from slm.orchestration import plan
 from slm.orchestration.evaluate import check_settings, evaluate
@@ -41,8 +41,7 @@ def main(argv=None):
     if args.dry_run:
         check_settings(pipeline)
         extra = (" and choose a champion" if args.select else "") + (" (with SLERP merges)" if args.merge else "")
-        print(f"score {', '.join(args.models)} on {plan.sweep_plan(pipeline)}{extra}\n\n"
-              f"dry run: nothing was started or written")
+        print(f"score {', '.join(args.models)} on {plan.sweep_plan(pipeline)}{extra}\n\n{DRY_RUN_DONE}")
         return
     out, report = evaluate(pipeline, store, args.models, args.name, args.select, args.merge)
     print(markdown_table(report))

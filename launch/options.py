@@ -22,6 +22,9 @@ def add_pipeline_options(parser, inspect: bool = True) -> None:
                                  "start nothing, write nothing")
 
 
+DRY_RUN_DONE = "dry run: nothing was started or written"
+
+
 def inspect_only(args, pipeline, names: list[str], store, build: bool = True) -> bool:
     """--print-config / --dry-run: say what the command would do, after every pre-launch check but the
     store's write probe. True when the command stops here (nothing started, nothing written)."""
@@ -34,6 +37,6 @@ def inspect_only(args, pipeline, names: list[str], store, build: bool = True) ->
     if args.dry_run:
         check_before_launch(pipeline, names, store, probe_store=False)
         print("\n".join(plan.dry_run(pipeline, names, store, build)))
-        print("\ndry run: nothing was started or written")
+        print(f"\n{DRY_RUN_DONE}")
         return True
     return False

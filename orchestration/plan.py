@@ -70,8 +70,9 @@ def dry_run(pipeline: PipelineConfig, names: list[str], store: Store, build: boo
     """One paragraph per stage: data, training, sweep, promotion. Reads the store, writes nothing."""
     lines = [f"pipeline {pipeline.line}: store {store.uri}, {pipeline.cluster.workers} workers "
              f"({'GPU' if pipeline.cluster.use_gpu else 'CPU'}), stages {', '.join(names)}"]
-    numbers = [n for n, _ in layout.versions(store, pipeline.line)]
-    next_number = max(numbers, default=0) + 1
+    # promotion's own numbering (incomplete version directories count: versions are never reused)
+    next_number = layout.version_number(layout.next_version(store, pipeline.line, names[0]))
+    sweep = sweep_plan(pipeline)
     for name in names:
         ref, cfg = pipeline.stage(name), load_stage_config(pipeline, name)
         ds = load_ds_config(cfg.deepspeed, pipeline.cluster.use_gpu)
@@ -94,7 +95,7 @@ def dry_run(pipeline: PipelineConfig, names: list[str], store: Store, build: boo
         merges = (f" + SLERP merges with the precursor (t = {', '.join(map(str, pipeline.merge.t))})"
                   if pipeline.merge.enabled else "")
         precursor = " and the precursor" if pipeline.sweep.score_precursor else ""
-        lines.append(f"  sweep   every checkpoint{precursor}{merges} on {sweep_plan(pipeline)}")
+        lines.append(f"  sweep   every checkpoint{precursor}{merges} on {sweep}")
         gate = pipeline.selection.gate
         lines.append(f"  promote the best on MMLU (margin {pipeline.selection.margin:g}, guarded: "
                      f"{', '.join(pipeline.selection.guarded_domains) or 'none'}"

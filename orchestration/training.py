@@ -12,7 +12,7 @@ import json
 from slm.eval.scores import Candidate
 from slm import cluster, engine, layout, plots, records
 from slm.chat import prompt_text
-from slm.checkpoints import prune_resume_state, resumable, stored_bytes
+from slm.checkpoints import holds_resume_state, prune_resume_state, resumable
 from slm.config import PipelineConfig, StageConfig, config_digest, resolve_path
 from slm.datasets import read_manifest
 from slm.engine import TrainJob
@@ -195,12 +195,12 @@ def train(pipeline: PipelineConfig, cfg: StageConfig, store: Store) -> dict:
 def prune_after_finish(store: Store, prefix: str, record: dict, keep: int) -> dict:
     """The run is finished: DeepSpeed's resume state goes from all checkpoints but the newest `keep`
     (some were pruned already while training, with at least one kept to resume from)."""
-    before = stored_bytes(store, prefix)
-    prune_resume_state(store, prefix, keep)
-    after = stored_bytes(store, prefix)
+    pruned_now = prune_resume_state(store, prefix, keep)
     manifests = {key: store.tree_manifest(key) for _, key in layout.complete_checkpoints(store, prefix)}
+    after = sum(info["size"] for m in manifests.values() for info in m["files"].values())
+    before = after + sum(p["bytes"] for p in pruned_now)
     pruned = [{"checkpoint": key, **m["pruned"]} for key, m in manifests.items() if "pruned" in m]
-    kept = [key for key in manifests if resumable(store, key)]
+    kept = [key for key, m in manifests.items() if holds_resume_state(m)]
     freed = sum(p["bytes"] for p in pruned)
     if pruned:
         log(f"[{record['stage']}] storage: optimizer state pruned from {len(pruned)} checkpoint(s), "

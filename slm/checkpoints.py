@@ -22,9 +22,13 @@ def resume_state_files(manifest: dict) -> dict:
     return {rel: info for rel, info in manifest["files"].items() if RESUME_STATE.match(rel)}
 
 
-def resumable(store: Store, checkpoint: str) -> bool:
-    manifest = store.tree_manifest(checkpoint)
+def holds_resume_state(manifest: dict) -> bool:
+    """A checkpoint's marker says it can be resumed from: DeepSpeed's state is there, never pruned."""
     return bool(resume_state_files(manifest)) and "pruned" not in manifest
+
+
+def resumable(store: Store, checkpoint: str) -> bool:
+    return holds_resume_state(store.tree_manifest(checkpoint))
 
 
 def prune_resume_state(store: Store, run: str, keep: int) -> list[dict]:
@@ -44,9 +48,3 @@ def prune_resume_state(store: Store, run: str, keep: int) -> list[dict]:
             store.delete(f"{key}/{rel}")
         pruned.append({"checkpoint": key, **entry})
     return pruned
-
-
-def stored_bytes(store: Store, run: str) -> int:
-    """Bytes of a run's checkpoints as their markers list them."""
-    return sum(info["size"] for _, key in layout.complete_checkpoints(store, run)
-               for info in store.tree_manifest(key)["files"].values())

@@ -45,14 +45,17 @@ def mapped(job, data, split: str, what: str, fn, **kwargs):
 
             return Dataset.from_file(str(path))
         processes = map_processes(len(data))
-        if any(path.parent.glob(f"{path.stem}_*_of_*{path.suffix}")):  # made in parallel: one file per process
-            return data.map(fn, cache_file_name=str(path), new_fingerprint=fingerprint, num_proc=processes, **kwargs)
+        # Made in parallel, the cache is one file per process, which `map` itself finds and reads back.
+        fresh = not any(path.parent.glob(f"{path.stem}_*_of_*{path.suffix}"))
         start = time.perf_counter()
-        log(f"[{job.stage}] preparing {len(data):,} {split} rows ({what}) on this node, "
-            f"{processes or 1} process(es); once per node, cached for restarts")
+        if fresh:
+            log(f"[{job.stage}] preparing {len(data):,} {split} rows ({what}) on this node, "
+                f"{processes or 1} process(es); once per node, cached for restarts")
         out = data.map(fn, cache_file_name=str(path), new_fingerprint=fingerprint, num_proc=processes, **kwargs)
-        seconds = time.perf_counter() - start
-        log(f"[{job.stage}] {len(data):,} {split} rows prepared in {seconds:.1f}s ({len(data) / max(seconds, 1e-9):,.0f} rows/s)")
+        if fresh:
+            seconds = time.perf_counter() - start
+            log(f"[{job.stage}] {len(data):,} {split} rows prepared in {seconds:.1f}s "
+                f"({len(data) / max(seconds, 1e-9):,.0f} rows/s)")
         return out
 
 
