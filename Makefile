@@ -9,7 +9,7 @@ export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup run test test-fast bench real-model real clean
+.PHONY: setup lint run test test-fast bench real-model real clean
 
 setup: $(STAMP)
 
@@ -29,7 +29,12 @@ $(STAMP): requirements/constraints.txt requirements/lock-cpu.txt pyproject.toml
 run: setup
 	$(BIN)/python launch/pipeline.py --pipeline stages/pipeline.yaml
 
-test: setup
+# Lint and format first (ruff, configured in pyproject.toml): a minute of checks before the long suite.
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: lint
 	$(BIN)/python -m pytest -q -ra
 
 test-fast: setup

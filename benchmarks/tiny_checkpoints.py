@@ -1,4 +1,5 @@
 """Tiny random GPT-2 checkpoints (2 layers, hidden 64) sharing the project's tokenizer, like a run's saves."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -17,8 +18,15 @@ def make_checkpoints(root: Path, n: int) -> list[Path]:
     paths = []
     for i in range(n):
         torch.manual_seed(i)
-        config = GPT2Config(n_layer=2, n_embd=64, n_head=2, n_positions=1024, vocab_size=len(tokenizer),
-                            pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+        config = GPT2Config(
+            n_layer=2,
+            n_embd=64,
+            n_head=2,
+            n_positions=1024,
+            vocab_size=len(tokenizer),
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+        )
         path = root / f"checkpoint-{(i + 1) * 100}"
         AutoModelForCausalLM.from_config(config).save_pretrained(path)
         tokenizer.save_pretrained(path)

@@ -5,7 +5,11 @@ Rates are measured between the first logged window (warm-up) and the last step, 
 own progress log, so Ray/DeepSpeed start-up and checkpoint uploads are reported separately.
 
     python benchmarks/train_throughput.py [--steps 120] [--workers 1 2]
+    python benchmarks/train_throughput.py --smoke      # 12 steps, 1 worker: the code path, not a figure
+
+Ends with `ratio: <engine / plain loop>` for the first worker count.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
-from slm import REPO_ROOT  # noqa: E402
+from slm import REPO_ROOT
 
 
 def window_rate(rows: list[dict], warmup_step: int) -> float:
@@ -32,21 +36,26 @@ def window_rate(rows: list[dict], warmup_step: int) -> float:
 
 def engine_run(store, pipeline, cfg, workers: int, tag: str) -> dict:
     from slm import cluster, engine
-    from slm.stages import RECIPES
     from slm.recipe import StageContext
+    from slm.stages import RECIPES
 
     pipe = pipeline.model_copy(update={"cluster": pipeline.cluster.model_copy(update={"workers": workers})})
-    job = RECIPES["pretrain"].plan(cfg, StageContext(store, pipe))
+    recipe = RECIPES["pretrain"]
+    job = recipe.plan(cfg, StageContext(store, pipe))
     job = job.model_copy(update={"run_id": f"bench-{tag}", "run_prefix": f"runs/bench/{tag}"})
     cluster.connect()
     t0 = time.perf_counter()
-    engine.run(job)
+    engine.run(job, recipe)
     wall = time.perf_counter() - t0
     log = store.root / job.run_prefix / "train" / "train_log.csv"
     rows = [r for r in csv.DictReader(open(log)) if r["loss"]]
     marker = store.tree_manifest(f"{job.run_prefix}/checkpoints/checkpoint-{cfg.train.max_steps}")
-    return {"tokens_per_s": window_rate(rows, cfg.train.logging_steps * 2), "wall_s": wall,
-            "upload_s": marker["upload_s"], "save_s": marker.get("save_s") or 0.0}
+    return {
+        "tokens_per_s": window_rate(rows, cfg.train.logging_steps * 2),
+        "wall_s": wall,
+        "upload_s": marker["upload_s"],
+        "save_s": marker.get("save_s") or 0.0,
+    }
 
 
 def plain_loop(store, cfg, threads: int, global_batch: int) -> dict:
@@ -85,10 +94,14 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--steps", type=int, default=120)
     p.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    p.add_argument("--smoke", action="store_true", help="12 steps on 1 worker: checks the code path in a minute")
     args = p.parse_args()
+    logging_steps = 10
+    if args.smoke:
+        args.steps, args.workers, logging_steps = 12, [1], 2
 
-    from slm.data_builders import run_builder
     from slm.config import PipelineConfig, StageConfig, load_yaml_config
+    from slm.data_builders import run_builder
     from slm.store import Store
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -97,25 +110,40 @@ def main():
         for builder in ("tokenizer", "pretrain"):
             run_builder(str(REPO_ROOT / f"data_builders/configs/{builder}.yaml"), store)
         pipeline = load_yaml_config(REPO_ROOT / "stages/pipeline.yaml", PipelineConfig)
-        cfg = load_yaml_config(REPO_ROOT / "stages/configs/pretrain.yaml", StageConfig, {
-            "data": {"eval_split": None},
-            "train": {"max_steps": args.steps, "save_steps": args.steps, "logging_steps": 10}})
+        cfg = load_yaml_config(
+            REPO_ROOT / "stages/configs/pretrain.yaml",
+            StageConfig,
+            {
+                "data": {"eval_split": None},
+                "train": {"max_steps": args.steps, "save_steps": args.steps, "logging_steps": logging_steps},
+            },
+        )
         micro = cfg.train.micro_batch * cfg.train.grad_accum
         results = []
         for workers in args.workers:
             r = engine_run(store, pipeline, cfg, workers, f"w{workers}")
             plain = plain_loop(store, cfg, threads=workers, global_batch=micro * workers)
             results.append((workers, r, plain))
-        print(f"\n{cfg.model.architecture['model_type']} {cfg.model.architecture}, blocks of "
-              f"{cfg.data.max_length} tokens, {args.steps} steps, fp32, CPU ({os.cpu_count()} cores)")
-        print(f"{'workers':>7} | {'engine tok/s':>12} | {'plain tok/s':>11} | {'ratio':>5} | "
-              f"{'engine wall':>11} | {'ckpt save':>9} | {'ckpt upload':>11}")
+        print(
+            f"\n{cfg.model.architecture['model_type']} {cfg.model.architecture}, blocks of "
+            f"{cfg.data.max_length} tokens, {args.steps} steps, fp32, CPU ({os.cpu_count()} cores)"
+        )
+        print(
+            f"{'workers':>7} | {'engine tok/s':>12} | {'plain tok/s':>11} | {'ratio':>5} | "
+            f"{'engine wall':>11} | {'ckpt save':>9} | {'ckpt upload':>11}"
+        )
         for workers, r, plain in results:
-            print(f"{workers:>7} | {r['tokens_per_s']:>12,.0f} | {plain['tokens_per_s']:>11,.0f} | "
-                  f"{r['tokens_per_s'] / plain['tokens_per_s']:>5.2f} | {r['wall_s']:>10.1f}s | "
-                  f"{r['save_s']:>8.2f}s | {r['upload_s']:>10.2f}s")
-        print("ratio = engine / plain loop at the same global batch; the plain loop gets as many threads "
-              "as the engine has workers.")
+            print(
+                f"{workers:>7} | {r['tokens_per_s']:>12,.0f} | {plain['tokens_per_s']:>11,.0f} | "
+                f"{r['tokens_per_s'] / plain['tokens_per_s']:>5.2f} | {r['wall_s']:>10.1f}s | "
+                f"{r['save_s']:>8.2f}s | {r['upload_s']:>10.2f}s"
+            )
+        print(
+            "ratio = engine / plain loop at the same global batch; the plain loop gets as many threads "
+            "as the engine has workers."
+        )
+        workers, r, plain = results[0]
+        print(f"ratio: {r['tokens_per_s'] / plain['tokens_per_s']:.2f}")
 
 
 if __name__ == "__main__":

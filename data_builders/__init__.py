@@ -4,12 +4,13 @@ A build is skipped when the dataset in the store was made from the same inputs: 
 input file checksums, builder version, and resolved tokenizer/teacher. Re-running a pipeline
 therefore keeps its datasets, so its stages keep their run ids and resume instead of restarting.
 """
+
 from __future__ import annotations
 
 from importlib import import_module
 
-from slm.data_builders.sources import Source
 from slm.config import BuilderConfig, config_digest, load_yaml_config
+from slm.data_builders.sources import Source
 from slm.datasets import manifest_mismatch
 from slm.errors import UserError
 from slm.log import log
@@ -30,23 +31,29 @@ def build_digest(cfg: BuilderConfig, store: Store, version: str, config_path: st
             if ref.get("key") is not None:
                 refs[field + "_files"] = store.tree_manifest(ref["key"])["files"]
     inputs = [Source(item, store, config_path).identity() for item in cfg.inputs]
-    return config_digest(cfg, {"inputs": inputs, "version": version, "refs": refs,
-                               "evals": evals.digest if evals is not None else None})
+    return config_digest(
+        cfg, {"inputs": inputs, "version": version, "refs": refs, "evals": evals.digest if evals is not None else None}
+    )
 
 
 def run_builder(config_path: str, store: Store, evals=None, overrides: dict | None = None, force: bool = False) -> dict:
     """Build one dataset. `evals` (an EvalIndex: orchestration/eval_sets.py builds the pipeline's) is
-    what rows are decontaminated against; the launchers always pass it. Without it the manifest says rows were not checked."""
+    what rows are decontaminated against; the launchers always pass it. Without it the manifest says rows were
+    not checked."""
     cfg = load_yaml_config(config_path, BuilderConfig, overrides)
     module = import_module(f"slm.data_builders.{cfg.builder}")
     for item in cfg.inputs:
         if item.dataset is not None:
             if cfg.builder not in CHAT_BUILDERS:
-                raise UserError(f"{config_path}: inputs: `dataset` ({item.dataset}) is read by the chat builders "
-                                f"({', '.join(CHAT_BUILDERS)}), not by {cfg.builder}; give a `path`")
+                raise UserError(
+                    f"{config_path}: inputs: `dataset` ({item.dataset}) is read by the chat builders "
+                    f"({', '.join(CHAT_BUILDERS)}), not by {cfg.builder}; give a `path`"
+                )
             if not store.is_complete(item.dataset):
-                raise UserError(f"{config_path}: input dataset {item.dataset} not found (or incomplete) at "
-                                f"{store.url(item.dataset)}; build it first (list its builder earlier)")
+                raise UserError(
+                    f"{config_path}: input dataset {item.dataset} not found (or incomplete) at "
+                    f"{store.url(item.dataset)}; build it first (list its builder earlier)"
+                )
     if evals is not None and (cfg.hygiene.ngram, cfg.hygiene.min_item_words) != (evals.n, evals.min_item_words):
         evals = type(evals)(evals.items, cfg.hygiene.ngram, cfg.hygiene.min_item_words, evals.sources)
     digest = build_digest(cfg, store, module.VERSION, config_path, evals if cfg.builder != "tokenizer" else None)

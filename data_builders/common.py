@@ -8,6 +8,7 @@ indices (8 bytes a row) and each shard is read from the spool batch by batch, so
 shard at a time however large the sources are. A weight repeats rows by index (2.0: each kept row
 twice; 0.5: a seeded half), never by copying them.
 """
+
 from __future__ import annotations
 
 import tempfile
@@ -18,9 +19,9 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from slm.config import BuilderConfig
 from slm.data_builders.hygiene import EvalIndex, Hygiene
 from slm.data_builders.sources import RowReader, Source
-from slm.config import BuilderConfig
 from slm.datasets import shard_count, write_sharded
 from slm.errors import UserError
 from slm.log import log
@@ -51,7 +52,7 @@ class Spool:
         self.writer.write_batch(batch)
         self.pending = []
 
-    def reader(self) -> "SpoolReader":
+    def reader(self) -> SpoolReader:
         self.flush()
         if self.writer is None:
             raise UserError("no rows to write")
@@ -132,10 +133,16 @@ def hygiene_text(row: dict) -> str:
     return "\n".join(m["content"] for key in ("prompt", "chosen", "rejected") for m in row.get(key, []))
 
 
-def collect(cfg: BuilderConfig, store: Store, evals: EvalIndex | None, config_path: str, workdir: Path,
-            wants: str = "messages", shape: Callable[[dict, str], dict] | None = None,
-            reader: Callable[[Source], Iterator[tuple[str, dict]]] | None = None
-            ) -> tuple[SpoolReader, np.ndarray, list[dict], dict]:
+def collect(
+    cfg: BuilderConfig,
+    store: Store,
+    evals: EvalIndex | None,
+    config_path: str,
+    workdir: Path,
+    wants: str = "messages",
+    shape: Callable[[dict, str], dict] | None = None,
+    reader: Callable[[Source], Iterator[tuple[str, dict]]] | None = None,
+) -> tuple[SpoolReader, np.ndarray, list[dict], dict]:
     """Every source read, shaped, checked. Returns (spooled rows, keep mask, per-source info, hygiene report)."""
     hygiene = Hygiene(cfg.hygiene, evals, workdir)
     spool = Spool(workdir / "rows.arrow")
@@ -158,29 +165,41 @@ def collect(cfg: BuilderConfig, store: Store, evals: EvalIndex | None, config_pa
         if spool.rows == start:
             raise UserError(f"{config_path}: input {source.label}: no rows")
         ranges.append((start, spool.rows))
-        sources.append({"name": source.label, **source.describe(), "weight": item.weight,
-                        "format": getattr(rows, "format", None) or item.format})
+        sources.append(
+            {
+                "name": source.label,
+                **source.describe(),
+                "weight": item.weight,
+                "format": getattr(rows, "format", None) or item.format,
+            }
+        )
     keep = hygiene.finish()
     table = spool.reader()
-    hygiene.add_duplicate_samples(keep, lambda i: (lambda row: (row["_where"], hygiene_text(row)))(
-        table.take([i]).to_pylist()[0]))
+    hygiene.add_duplicate_samples(
+        keep, lambda i: (lambda row: (row["_where"], hygiene_text(row)))(table.take([i]).to_pylist()[0])
+    )
     report = hygiene.report()
     hygiene.close()
     for info, (start, end) in zip(sources, ranges):
         tally = report["sources"][info["name"]]
         info.update(rows_in=end - start, rows_kept=tally["kept"])
-    log(f"[data] {cfg.output}: read {spool.rows:,} rows ({progress.done():,.0f} rows/s); kept {int(keep.sum()):,} "
-        f"after dedup and decontamination")
+    log(
+        f"[data] {cfg.output}: read {spool.rows:,} rows ({progress.done():,.0f} rows/s); kept {int(keep.sum()):,} "
+        f"after dedup and decontamination"
+    )
     for name, tally in report["sources"].items():
         dropped = tally["exact_duplicates"] + tally["near_duplicates"] + sum(tally["contaminated"].values())
         if dropped:
-            log(f"[data]   {name}: {tally['exact_duplicates']} exact and {tally['near_duplicates']} near duplicates, "
-                f"contaminated {tally['contaminated'] or 0}")
+            log(
+                f"[data]   {name}: {tally['exact_duplicates']} exact and {tally['near_duplicates']} near duplicates, "
+                f"contaminated {tally['contaminated'] or 0}"
+            )
     return table, keep, sources, {**report, "ranges": ranges}
 
 
-def mix(cfg: BuilderConfig, keep: np.ndarray, ranges: list[tuple[int, int]], sources: list[dict],
-        rng: np.random.Generator) -> np.ndarray:
+def mix(
+    cfg: BuilderConfig, keep: np.ndarray, ranges: list[tuple[int, int]], sources: list[dict], rng: np.random.Generator
+) -> np.ndarray:
     """Row indices of the mixed dataset: each source's kept rows repeated by its weight (seeded)."""
     picked = []
     for item, (start, end), info in zip(cfg.inputs, ranges, sources):
@@ -193,8 +212,16 @@ def mix(cfg: BuilderConfig, keep: np.ndarray, ranges: list[tuple[int, int]], sou
     return np.concatenate(picked) if picked else np.zeros(0, np.int64)
 
 
-def split_and_write(cfg: BuilderConfig, store: Store, table: SpoolReader, order: np.ndarray, sources: list[dict],
-                    version: str, digest: str, extra: dict | None = None) -> dict:
+def split_and_write(
+    cfg: BuilderConfig,
+    store: Store,
+    table: SpoolReader,
+    order: np.ndarray,
+    sources: list[dict],
+    version: str,
+    digest: str,
+    extra: dict | None = None,
+) -> dict:
     """Shuffle the chosen row indices, hold out validation, write each split's shards from the spool."""
     rng = np.random.default_rng(cfg.seed)
     order = rng.permutation(order)
@@ -205,22 +232,47 @@ def split_and_write(cfg: BuilderConfig, store: Store, table: SpoolReader, order:
         n = shard_count(len(indices), cfg.num_shards, cfg.max_shard_rows)
         bounds = [round(i * len(indices) / n) for i in range(n + 1)] if n else []
         for i in range(n):
-            yield table.take(indices[bounds[i]:bounds[i + 1]]).drop_columns(["_where"])
+            yield table.take(indices[bounds[i] : bounds[i + 1]]).drop_columns(["_where"])
 
-    return write_sharded(store, cfg.output, {name: shards(idx) for name, idx in splits.items()}, builder=cfg.builder,
-                         version=version, sources=sources,
-                         extra={"seed": cfg.seed, "build_digest": digest, **(extra or {})})
+    return write_sharded(
+        store,
+        cfg.output,
+        {name: shards(idx) for name, idx in splits.items()},
+        builder=cfg.builder,
+        version=version,
+        sources=sources,
+        extra={"seed": cfg.seed, "build_digest": digest, **(extra or {})},
+    )
 
 
-def build_rows(cfg: BuilderConfig, store: Store, evals: EvalIndex | None, config_path: str, version: str,
-               digest: str, wants: str = "messages", shape=None, reader=None, extra=None) -> dict:
+def build_rows(
+    cfg: BuilderConfig,
+    store: Store,
+    evals: EvalIndex | None,
+    config_path: str,
+    version: str,
+    digest: str,
+    wants: str = "messages",
+    shape=None,
+    reader=None,
+    extra=None,
+) -> dict:
     with tempfile.TemporaryDirectory(prefix="slm-build-") as tmp:
         table, keep, sources, report = collect(cfg, store, evals, config_path, Path(tmp), wants, shape, reader)
         order = mix(cfg, keep, report.pop("ranges"), sources, np.random.default_rng(cfg.seed))
-        return split_and_write(cfg, store, table, order, sources, version, digest,
-                               extra={"hygiene": report, **(extra(table, order) if callable(extra) else extra or {})})
+        return split_and_write(
+            cfg,
+            store,
+            table,
+            order,
+            sources,
+            version,
+            digest,
+            extra={"hygiene": report, **(extra(table, order) if callable(extra) else extra or {})},
+        )
 
 
-def build_chat(cfg: BuilderConfig, store: Store, evals: EvalIndex | None, config_path: str, version: str,
-               digest: str) -> dict:
+def build_chat(
+    cfg: BuilderConfig, store: Store, evals: EvalIndex | None, config_path: str, version: str, digest: str
+) -> dict:
     return build_rows(cfg, store, evals, config_path, version, digest)

@@ -6,6 +6,7 @@ or in `teacher_workers` Ray tasks in parallel, each on a GPU in bf16 with `teach
 Every finished shard's answers are kept in the store, so an interrupted build resumes where it
 stopped; the log gives rows/s and an ETA as shards finish.
 """
+
 from __future__ import annotations
 
 import tempfile
@@ -14,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from slm.data_builders.common import Spool, collect, mix, split_and_write
 from slm.chat import prompt_text
+from slm.data_builders.common import Spool, collect, mix, split_and_write
 from slm.errors import UserError
 from slm.log import log
 from slm.modeling import load_model, load_tokenizer, materialize, resolve_ref
@@ -33,12 +34,18 @@ def generate(model, tokenizer, questions: list[str], max_new_tokens: int, batch_
     answers = []
     with torch.no_grad():
         for i in range(0, len(questions), batch_size):
-            prompts = [prompt_text(tokenizer, q) for q in questions[i:i + batch_size]]
+            prompts = [prompt_text(tokenizer, q) for q in questions[i : i + batch_size]]
             batch = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
-            out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
-                                 pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
-            answers += [tokenizer.decode(o[batch["input_ids"].shape[1]:], skip_special_tokens=True).strip()
-                        for o in out]
+            out = model.generate(
+                **batch,
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                pad_token_id=tokenizer.pad_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+            )
+            answers += [
+                tokenizer.decode(o[batch["input_ids"].shape[1] :], skip_special_tokens=True).strip() for o in out
+            ]
     return answers
 
 
@@ -49,8 +56,12 @@ class Teacher:
         import torch
 
         device = "cuda" if gpu and torch.cuda.is_available() else "cpu"
-        chosen = {"auto": torch.bfloat16 if device == "cuda" else torch.float32, "float32": torch.float32,
-                  "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
+        chosen = {
+            "auto": torch.bfloat16 if device == "cuda" else torch.float32,
+            "float32": torch.float32,
+            "bfloat16": torch.bfloat16,
+            "float16": torch.float16,
+        }[dtype]
         self.tokenizer = load_tokenizer(Path(path))
         self.model = load_model(Path(path), dtype=chosen).to(device).eval()
         self.batch_size, self.device, self.dtype = batch_size, device, str(chosen).replace("torch.", "")
@@ -61,8 +72,11 @@ class Teacher:
 
 def answer_shards(cfg, store, ref: dict, shards: list[list[str]], work: str) -> list[list[str]]:
     """Every shard answered, the finished ones read back from `work` in the store."""
-    done = {i: store.read_json(f"{work}/shard-{i:05d}.json")["answers"] for i in range(len(shards))
-            if store.exists(f"{work}/shard-{i:05d}.json")}
+    done = {
+        i: store.read_json(f"{work}/shard-{i:05d}.json")["answers"]
+        for i in range(len(shards))
+        if store.exists(f"{work}/shard-{i:05d}.json")
+    }
     todo = [i for i in range(len(shards)) if i not in done]
     if done:
         log(f"[data] teacher: {len(done)} of {len(shards)} shards already answered; resuming")
@@ -74,8 +88,10 @@ def answer_shards(cfg, store, ref: dict, shards: list[list[str]], work: str) -> 
         done[i] = answers
         answered += len(answers)
         rate = answered / max(time.time() - start, 1e-9)
-        log(f"[data] teacher: {len(done)}/{len(shards)} shards, {answered:,}/{total:,} questions "
-            f"({rate:,.1f} rows/s, ETA {(total - answered) / max(rate, 1e-9):,.0f}s)")
+        log(
+            f"[data] teacher: {len(done)}/{len(shards)} shards, {answered:,}/{total:,} questions "
+            f"({rate:,.1f} rows/s, ETA {(total - answered) / max(rate, 1e-9):,.0f}s)"
+        )
 
     if todo and cfg.teacher_workers == 0:
         teacher = Teacher(str(materialize(ref)), cfg.teacher_gpu, cfg.teacher_dtype, cfg.teacher_batch_size)
@@ -97,10 +113,14 @@ def answer_shards(cfg, store, ref: dict, shards: list[list[str]], work: str) -> 
             def answer(self, i, questions, max_new_tokens):
                 return i, self.teacher.answer(questions, max_new_tokens)
 
-        actors = [TeacherActor.remote(ref, cfg.teacher_gpu, cfg.teacher_dtype, cfg.teacher_batch_size)
-                  for _ in range(min(cfg.teacher_workers, len(todo)))]
-        log(f"[data] teacher {cfg.teacher}: {len(todo)} shards on {len(actors)} Ray actors "
-            f"({'GPU' if cfg.teacher_gpu else 'CPU'})")
+        actors = [
+            TeacherActor.remote(ref, cfg.teacher_gpu, cfg.teacher_dtype, cfg.teacher_batch_size)
+            for _ in range(min(cfg.teacher_workers, len(todo)))
+        ]
+        log(
+            f"[data] teacher {cfg.teacher}: {len(todo)} shards on {len(actors)} Ray actors "
+            f"({'GPU' if cfg.teacher_gpu else 'CPU'})"
+        )
         pending = {}
         queue = list(todo)
         for actor in actors:
@@ -125,11 +145,15 @@ def questions(source):
     for row in source.rows():
         q = next((row.data[k] for k in ("question", "prompt", "instruction") if isinstance(row.data.get(k), str)), None)
         if q is None and isinstance(row.data.get("messages"), list):
-            q = next((m.get("content") for m in row.data["messages"] if isinstance(m, dict) and m.get("role") == "user"),
-                     None)
+            q = next(
+                (m.get("content") for m in row.data["messages"] if isinstance(m, dict) and m.get("role") == "user"),
+                None,
+            )
         if not isinstance(q, str) or not q.strip():
-            raise UserError(f"{row.where}: needs a non-empty `question` (or `prompt` / `instruction`, or `messages` "
-                            f"with a user turn)")
+            raise UserError(
+                f"{row.where}: needs a non-empty `question` (or `prompt` / `instruction`, or `messages` "
+                f"with a user turn)"
+            )
         yield row.where, {"question": q.strip()}
 
 
@@ -142,7 +166,7 @@ def build(cfg, store, digest, evals=None, config_path=""):
         ranges = report.pop("ranges")
         kept = np.nonzero(keep)[0]
         texts = table.take(kept).column("question").to_pylist()
-        shards = [texts[i:i + SHARD_QUESTIONS] for i in range(0, len(texts), SHARD_QUESTIONS)]
+        shards = [texts[i : i + SHARD_QUESTIONS] for i in range(0, len(texts), SHARD_QUESTIONS)]
         work = f"{cfg.output.rstrip('/')}.teacher/{digest}"
         answers = [a for shard in answer_shards(cfg, store, ref, shards, work) for a in shard]
         by_row = dict(zip(kept.tolist(), answers))
@@ -155,19 +179,33 @@ def build(cfg, store, digest, evals=None, config_path=""):
         row = 0
         for batch in table.batches():
             for q, source, where in zip(*(batch.column(c).to_pylist() for c in ("question", "source", "_where"))):
-                examples.append({"messages": [{"role": "user", "content": q},
-                                              {"role": "assistant", "content": by_row.get(row) or ""}],
-                                 "source": source, "_where": where})
+                examples.append(
+                    {
+                        "messages": [
+                            {"role": "user", "content": q},
+                            {"role": "assistant", "content": by_row.get(row) or ""},
+                        ],
+                        "source": source,
+                        "_where": where,
+                    }
+                )
                 row += 1
         rows = examples.reader()
         for info, (start, end) in zip(sources, ranges):
             info.update(questions=end - start, answered=int(keep[start:end].sum()))
         order = mix(cfg, keep, ranges, sources, np.random.default_rng(cfg.seed))
-        teacher = {"spec": cfg.teacher,
-                   "resolved": ref.get("champion") or ref.get("key") or ref.get("local") or ref.get("hf"),
-                   "max_new_tokens": cfg.max_new_tokens, "decoding": "greedy", "empty_answers": len(silent),
-                   "workers": cfg.teacher_workers, "gpu": cfg.teacher_gpu, "dtype": cfg.teacher_dtype}
-        manifest = split_and_write(cfg, store, rows, order, sources, VERSION, digest,
-                                   extra={"teacher": teacher, "hygiene": report})
+        teacher = {
+            "spec": cfg.teacher,
+            "resolved": ref.get("champion") or ref.get("key") or ref.get("local") or ref.get("hf"),
+            "max_new_tokens": cfg.max_new_tokens,
+            "decoding": "greedy",
+            "empty_answers": len(silent),
+            "workers": cfg.teacher_workers,
+            "gpu": cfg.teacher_gpu,
+            "dtype": cfg.teacher_dtype,
+        }
+        manifest = split_and_write(
+            cfg, store, rows, order, sources, VERSION, digest, extra={"teacher": teacher, "hygiene": report}
+        )
     store.delete_prefix(work)  # the dataset holds the answers now
     return manifest

@@ -1,4 +1,5 @@
 """DPO: preference pairs (a prompt, the preferred answer, the dispreferred one) in TRL's conversational form."""
+
 from slm.data_builders.common import build_rows
 from slm.errors import UserError
 
@@ -14,9 +15,11 @@ def to_pair(row: dict, where: str) -> dict:
         fields[name] = value
     if fields["chosen"].strip() == fields["rejected"].strip():
         raise UserError(f"{where}: `chosen` and `rejected` are the same answer")
-    return {"prompt": [{"role": "user", "content": fields["prompt"]}],
-            "chosen": [{"role": "assistant", "content": fields["chosen"]}],
-            "rejected": [{"role": "assistant", "content": fields["rejected"]}]}
+    return {
+        "prompt": [{"role": "user", "content": fields["prompt"]}],
+        "chosen": [{"role": "assistant", "content": fields["chosen"]}],
+        "rejected": [{"role": "assistant", "content": fields["rejected"]}],
+    }
 
 
 def pairs(source):

@@ -7,11 +7,12 @@ Hashes and signatures go to files on disk; memory keeps a byte or two per row.
 Pass 2 (`Hygiene.finish`): which rows to keep. Exact duplicates are found by sorting the hashes; near
 duplicates by cutting the signatures (read a chunk at a time) into LSH band keys, sorting each band's
 keys (rows sharing one are MinHash LSH's candidates) and confirming candidates by the signatures'
-estimated Jaccard similarity; the first row of every group is kept. datasketch's own `MinHashLSH` keeps its index as Python dicts in memory (about
-1.5 KB a row); sorting band keys on disk (what datatrove's multi-stage MinHash does) keeps a
-million rows to tens of MB, so the banding here uses datasketch's signatures and band parameters
-with that sort instead.
+estimated Jaccard similarity; the first row of every group is kept. datasketch's own `MinHashLSH` keeps its
+index as Python dicts in memory (about 1.5 KB a row); sorting band keys on disk (what datatrove's
+multi-stage MinHash does) keeps a million rows to tens of MB, so the banding here uses datasketch's
+signatures and band parameters with that sort instead.
 """
+
 from __future__ import annotations
 
 import array
@@ -32,6 +33,7 @@ def stable_hash(text: str) -> int:
 
 
 # --- pass 1 and 2 ---------------------------------------------------------------------------------
+
 
 @dataclass
 class SourceTally:
@@ -83,12 +85,15 @@ class Hygiene:
         self.contaminated.append(1 if hit else 0)
         if hit:
             tally.contaminated[hit.eval_set] = tally.contaminated.get(hit.eval_set, 0) + 1
-            self._sample(tally, f"contaminated:{hit.eval_set}", {"where": where, "text": text[:300],
-                                                                  "eval_item": hit.item_id, "eval_text": hit.text[:200]})
+            self._sample(
+                tally,
+                f"contaminated:{hit.eval_set}",
+                {"where": where, "text": text[:300], "eval_item": hit.item_id, "eval_text": hit.text[:200]},
+            )
         if self.spec.near_dedup:
             words = normal.split()
             k = self.spec.shingle_words
-            self._pending.append([" ".join(words[i:i + k]).encode() for i in range(max(1, len(words) - k + 1))])
+            self._pending.append([" ".join(words[i : i + k]).encode() for i in range(max(1, len(words) - k + 1))])
             if len(self._pending) >= 2048:
                 self._flush_signatures()
         self.rows += 1
@@ -128,7 +133,9 @@ class Hygiene:
     def _near_duplicates(self, n: int, keep: np.ndarray) -> np.ndarray:
         """Rows whose signature agrees with an earlier kept row's on a whole band (LSH candidates),
         confirmed by the signatures' estimated Jaccard similarity."""
-        sigs = np.memmap(self.dir / "signatures.bin", dtype=np.uint32, mode="r", shape=(n, self.spec.num_perm))  # candidates only
+        sigs = np.memmap(
+            self.dir / "signatures.bin", dtype=np.uint32, mode="r", shape=(n, self.spec.num_perm)
+        )  # candidates only
         r, chunk = self.rows_per_band, 65536
         mix = np.random.default_rng(0).integers(1, 2**63 - 1, size=r, dtype=np.uint64) | np.uint64(1)
         near = np.zeros(n, bool)
@@ -140,9 +147,10 @@ class Hygiene:
             # memory, and every page is read once per band): memory stays flat as the corpus grows.
             for start in range(0, n, chunk):
                 rows = min(chunk, n - start)
-                block = np.fromfile(self.dir / "signatures.bin", dtype=np.uint32, count=rows * width,
-                                    offset=start * width * 4).reshape(rows, width)[:, b * r:(b + 1) * r]
-                keys[start:start + rows] = (block.astype(np.uint64) * mix).sum(axis=1, dtype=np.uint64)  # mod 2^64
+                block = np.fromfile(
+                    self.dir / "signatures.bin", dtype=np.uint32, count=rows * width, offset=start * width * 4
+                ).reshape(rows, width)[:, b * r : (b + 1) * r]
+                keys[start : start + rows] = (block.astype(np.uint64) * mix).sum(axis=1, dtype=np.uint64)  # mod 2^64
             idx = np.nonzero(alive)[0]
             order = idx[np.lexsort((idx, keys[idx]))]
             same = np.nonzero(keys[order[1:]] == keys[order[:-1]])[0]
@@ -151,7 +159,7 @@ class Hygiene:
                 group_start = pos
                 while group_start > 0 and keys[order[group_start - 1]] == keys[first]:
                     group_start -= 1
-                for earlier in order[group_start:pos + 1][:8]:  # a few earlier members of the bucket
+                for earlier in order[group_start : pos + 1][:8]:  # a few earlier members of the bucket
                     if not near[earlier] and np.mean(sigs[earlier] == sigs[later]) >= self.spec.near_threshold:
                         near[later] = True
                         break
@@ -166,15 +174,32 @@ class Hygiene:
         spec = self.spec
         return {
             "settings": spec.model_dump(),
-            "lsh": ({"bands": self.bands, "rows_per_band": self.rows_per_band, "verified": "estimated Jaccard"}
-                    if spec.near_dedup else None),
-            "eval_sets": ({"items": self.evals.counts(), "sources": self.evals.sources, "digest": self.evals.digest,
-                           "too_short_to_match": self.evals.too_short}
-                          if self.evals else "none given: rows were not checked against evaluations"),
-            "sources": {label: {"rows_in": t.rows_in, "exact_duplicates": t.exact_duplicates,
-                                "near_duplicates": t.near_duplicates, "contaminated": t.contaminated, "kept": t.kept,
-                                "samples": t.samples}
-                        for label, t in zip(self.labels, self.tallies)},
+            "lsh": (
+                {"bands": self.bands, "rows_per_band": self.rows_per_band, "verified": "estimated Jaccard"}
+                if spec.near_dedup
+                else None
+            ),
+            "eval_sets": (
+                {
+                    "items": self.evals.counts(),
+                    "sources": self.evals.sources,
+                    "digest": self.evals.digest,
+                    "too_short_to_match": self.evals.too_short,
+                }
+                if self.evals
+                else "none given: rows were not checked against evaluations"
+            ),
+            "sources": {
+                label: {
+                    "rows_in": t.rows_in,
+                    "exact_duplicates": t.exact_duplicates,
+                    "near_duplicates": t.near_duplicates,
+                    "contaminated": t.contaminated,
+                    "kept": t.kept,
+                    "samples": t.samples,
+                }
+                for label, t in zip(self.labels, self.tallies)
+            },
         }
 
     def add_duplicate_samples(self, keep: np.ndarray, text_of) -> None:
@@ -184,7 +209,7 @@ class Hygiene:
         source_of = np.frombuffer(self.source_of, dtype=np.int32)
         contaminated = np.frombuffer(bytes(self.contaminated), dtype=np.uint8) == 1
         for s, tally in enumerate(self.tallies):
-            dropped = np.nonzero((source_of == s) & ~keep & ~contaminated)[0][:self.spec.samples]
+            dropped = np.nonzero((source_of == s) & ~keep & ~contaminated)[0][: self.spec.samples]
             for i in dropped:
                 where, text = text_of(int(i))
                 self._sample(tally, "duplicate", {"where": where, "text": text[:300]})

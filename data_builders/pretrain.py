@@ -7,6 +7,7 @@ source that runs out starts over (its epochs are counted in the manifest), so we
 as token proportions. The draw is a plan of (source, offset) pairs; shards are cut from the
 memory-mapped token files one at a time, so memory does not grow with the corpus.
 """
+
 from __future__ import annotations
 
 import tempfile
@@ -34,7 +35,7 @@ def token_streams(table, keep: np.ndarray, ranges, tokenizer, workdir: Path) -> 
         rows = start + np.nonzero(keep[start:end])[0]
         with open(path, "wb") as f:
             for i in range(0, len(rows), TOKENIZE_BATCH):
-                docs = table.take(rows[i:i + TOKENIZE_BATCH]).column("text").to_pylist()
+                docs = table.take(rows[i : i + TOKENIZE_BATCH]).column("text").to_pylist()
                 for ids in tokenizer(docs, add_special_tokens=False)["input_ids"]:
                     f.write(np.asarray(ids + [tokenizer.eos_token_id], dtype=np.uint32).tobytes())
                 progress.tick(len(docs))
@@ -56,8 +57,10 @@ def build(cfg, store, digest, evals=None, config_path=""):
         streams = token_streams(table, keep, ranges, tokenizer, Path(tmp))
         for info, stream, (start, end) in zip(sources, streams, ranges):
             if len(stream) < block:
-                raise UserError(f"pretrain builder: source {info['name']} has {len(stream)} tokens after dedup and "
-                                f"decontamination, fewer than one block ({block})")
+                raise UserError(
+                    f"pretrain builder: source {info['name']} has {len(stream)} tokens after dedup and "
+                    f"decontamination, fewer than one block ({block})"
+                )
             info.update(documents=int(keep[start:end].sum()), tokens=int(len(stream)))
         total_blocks = sum(len(s) for s in streams) // block
         rng = np.random.default_rng(cfg.seed)
@@ -78,18 +81,30 @@ def build(cfg, store, digest, evals=None, config_path=""):
             bounds = [round(i * len(picked) / n) for i in range(n + 1)] if n else []
             for i in range(n):
                 ids, labels = [], []
-                for b in picked[bounds[i]:bounds[i + 1]]:
+                for b in picked[bounds[i] : bounds[i + 1]]:
                     stream, offset = streams[plan_source[b]], plan_offset[b]
-                    span = stream[offset:offset + block]
+                    span = stream[offset : offset + block]
                     if len(span) < block:  # the stream starts over
-                        span = np.concatenate([span, stream[:block - len(span)]])
+                        span = np.concatenate([span, stream[: block - len(span)]])
                     ids.append(span.astype(np.int32))
                     labels.append(names[plan_source[b]])
                 yield pa.table({"input_ids": pa.array(ids, type=pa.list_(pa.int32())), "source": labels})
 
         log(f"[data] {cfg.output}: {total_blocks:,} blocks of {block} tokens")
-        return write_sharded(store, cfg.output, {name: blocks(idx) for name, idx in splits.items()},
-                             builder="pretrain", version=VERSION, sources=sources,
-                             extra={"seed": cfg.seed, "build_digest": digest, "block_size": block,
-                                    "tokenizer": tok_ref["spec"], "tokenizer_sha256": tokenizer_digest(tok_dir),
-                                    "tokens": total_blocks * block, "hygiene": report})
+        return write_sharded(
+            store,
+            cfg.output,
+            {name: blocks(idx) for name, idx in splits.items()},
+            builder="pretrain",
+            version=VERSION,
+            sources=sources,
+            extra={
+                "seed": cfg.seed,
+                "build_digest": digest,
+                "block_size": block,
+                "tokenizer": tok_ref["spec"],
+                "tokenizer_sha256": tokenizer_digest(tok_dir),
+                "tokens": total_blocks * block,
+                "hygiene": report,
+            },
+        )

@@ -3,6 +3,7 @@
 Every input is a named block; the manifest records each block's rows, and `validation_fraction`
 holds out a validation split that the stage evaluates at every checkpoint.
 """
+
 from slm.data_builders.common import build_chat
 
 VERSION = "2"  # 2: any source kind and row format; deduplicated and decontaminated

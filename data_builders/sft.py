@@ -1,4 +1,5 @@
 """SFT: instruction/answer pairs in chat form (loss on the assistant turn only, at train time)."""
+
 from slm.data_builders.common import build_chat
 
 VERSION = "2"  # 2: any source kind and row format; deduplicated and decontaminated

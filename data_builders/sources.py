@@ -5,6 +5,7 @@ store; and how each row's columns become a conversation or a document (`format`)
 Every reader yields one row at a time (Parquet and Arrow in record batches), so a source of any
 size passes through in bounded memory. Errors name the source and, where there is one, the line.
 """
+
 from __future__ import annotations
 
 import fnmatch
@@ -21,8 +22,16 @@ from slm.jsonl import iter_objects
 from slm.store import Store, cache_dir
 
 ROLES = {"system", "user", "assistant"}
-SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "chatgpt": "assistant",
-                  "bing": "assistant", "bard": "assistant", "system": "system"}
+SHAREGPT_ROLES = {
+    "human": "user",
+    "user": "user",
+    "gpt": "assistant",
+    "assistant": "assistant",
+    "chatgpt": "assistant",
+    "bing": "assistant",
+    "bard": "assistant",
+    "system": "system",
+}
 TEXT_SUFFIXES = {".txt", ".text", ".md"}
 JSON_SUFFIXES = {".jsonl", ".json", ".ndjson"}
 BATCH_ROWS = 1024
@@ -74,7 +83,10 @@ class Source:
         if item.dataset is not None:
             from slm.datasets import read_manifest
 
-            return {"dataset": item.dataset, "build_digest": read_manifest(self.store, item.dataset).get("build_digest")}
+            return {
+                "dataset": item.dataset,
+                "build_digest": read_manifest(self.store, item.dataset).get("build_digest"),
+            }
         if item.hf is not None:
             return {"hf": item.hf, "config": item.config, "split": item.split, "revision": item.revision}
         files = self.files()
@@ -143,7 +155,7 @@ class Source:
     def _s3_files(self) -> list[Path]:
         """Objects under an s3:// URI (a key or a glob), fetched into the node-local cache by checksum of
         their ETag, so a re-build does not download them again."""
-        bucket_and_key = self.item.path[len("s3://"):]
+        bucket_and_key = self.item.path[len("s3://") :]
         bucket, _, key = bucket_and_key.partition("/")
         literal = key.split("*")[0].split("?")[0].split("[")[0]
         prefix = literal.rsplit("/", 1)[0] if "/" in literal else ""
@@ -212,26 +224,33 @@ class Source:
                         if line.strip():
                             yield Row(f"{file}:{number}", {"text": line.rstrip("\n")})
                 except UnicodeDecodeError as exc:
-                    raise UserError(f"{file}: not UTF-8 text ({exc.reason} at byte {exc.start} of a read block)") from None
+                    raise UserError(
+                        f"{file}: not UTF-8 text ({exc.reason} at byte {exc.start} of a read block)"
+                    ) from None
         else:
-            raise UserError(f"{file}: unknown input type {suffix!r} (JSONL, Parquet, text, or a save_to_disk "
-                            f"directory)")
+            raise UserError(
+                f"{file}: unknown input type {suffix!r} (JSONL, Parquet, text, or a save_to_disk directory)"
+            )
 
     def _hub_rows(self) -> Iterator[Row]:
         from datasets import load_dataset
 
         item = self.item
         try:
-            data = load_dataset(item.hf, item.config, split=item.split, revision=item.revision,
-                                streaming=item.streaming)
+            data = load_dataset(
+                item.hf, item.config, split=item.split, revision=item.revision, streaming=item.streaming
+            )
         except Exception as exc:  # offline, no such repo or config, a gated repo: one line naming the source
-            raise UserError(f"{self.config_path}: inputs: hf:{item.hf} (config {item.config}, split {item.split}) "
-                            f"could not be loaded: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}") from None
+            raise UserError(
+                f"{self.config_path}: inputs: hf:{item.hf} (config {item.config}, split {item.split}) "
+                f"could not be loaded: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
+            ) from None
         for i, row in enumerate(data):
             yield Row(f"hf:{item.hf}[{i}]", row)
 
 
 # --- formats: a row's columns → a conversation, a document, a question, a preference pair ----------
+
 
 def infer_format(columns: set[str]) -> str | None:
     if "messages" in columns:
@@ -286,14 +305,19 @@ def to_messages(row: dict, fmt: str, where: str) -> list[dict]:
         extra = row.get("input")
         if isinstance(extra, str) and extra.strip():
             user = f"{user}\n\n{extra}"
-        messages = [{"role": "user", "content": user}, {"role": "assistant", "content": _text(row.get("output"), where, "output")}]
+        messages = [
+            {"role": "user", "content": user},
+            {"role": "assistant", "content": _text(row.get("output"), where, "output")},
+        ]
         if isinstance(row.get("system"), str) and row["system"].strip():
             messages.insert(0, {"role": "system", "content": row["system"]})
         return messages
     if fmt in ("prompt_response", "question_answer"):
         q, a = ("prompt", "response") if fmt == "prompt_response" else ("question", "answer")
-        return [{"role": "user", "content": _text(row.get(q), where, q)},
-                {"role": "assistant", "content": _text(row.get(a), where, a)}]
+        return [
+            {"role": "user", "content": _text(row.get(q), where, q)},
+            {"role": "assistant", "content": _text(row.get(a), where, a)},
+        ]
     raise UserError(f"{where}: format {fmt!r} is not a conversation (use it with the pretrain builder)")
 
 
@@ -307,9 +331,11 @@ class RowReader:
         if self.format is None:
             self.format = infer_format(set(row.data))
             if self.format is None:
-                raise UserError(f"{self.source.config_path}: input {self.source.label} ({row.where}): cannot tell the "
-                                f"layout from its columns ({', '.join(sorted(row.data)) or 'none'}); set `format:` to one of "
-                                f"messages, sharegpt, alpaca, prompt_response, question_answer, text")
+                raise UserError(
+                    f"{self.source.config_path}: input {self.source.label} ({row.where}): cannot tell the "
+                    f"layout from its columns ({', '.join(sorted(row.data)) or 'none'}); set `format:` to one of "
+                    f"messages, sharegpt, alpaca, prompt_response, question_answer, text"
+                )
         return self.format
 
     def __iter__(self):

@@ -3,6 +3,7 @@
 Each assistant answer is checked against the form its prompt asks for, so a malformed fixture
 cannot teach the very habit this stage exists to remove.
 """
+
 import re
 
 from slm.data_builders.common import build_rows
@@ -42,8 +43,9 @@ def shape(row: dict, where: str) -> dict:
     answer = row["messages"][-1]["content"]
     form, n = asked_form(user)
     if not answer_fits(form, n, answer):
-        raise UserError(f"{where}: surgical item does not answer in the asked form ({form}): {user[:60]!r} → "
-                        f"{answer[:40]!r}")
+        raise UserError(
+            f"{where}: surgical item does not answer in the asked form ({form}): {user[:60]!r} → {answer[:40]!r}"
+        )
     return {**row, "form": form}
 
 

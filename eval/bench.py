@@ -6,6 +6,7 @@ for a calculation, its stated result) and asserts none of its FALSE anchors. For
 the asked form instead of (or as well as) content: yes/no, a single letter, exactly N items, a
 number. The rules are stated in eval/benches/README.md.
 """
+
 from __future__ import annotations
 
 import json
@@ -29,13 +30,16 @@ ITEM_KEYS = {"id", "category", "prompt", "truth", "false", "format"}
 def load_bench(path: str | Path) -> list[dict]:
     file = Path(path)
     if file.is_file() and file.stat().st_size > MAX_FILE_BYTES:
-        raise UserError(f"{file}: {file.stat().st_size:,} bytes; a bench file is at most {MAX_FILE_BYTES:,} "
-                        f"(see eval/benches/README.md)")
+        raise UserError(
+            f"{file}: {file.stat().st_size:,} bytes; a bench file is at most {MAX_FILE_BYTES:,} "
+            f"(see eval/benches/README.md)"
+        )
     items, seen = [], set()
     rows = read_objects(file, what="bench")
     if len(rows) > MAX_ITEMS:
-        raise UserError(f"{file}: {len(rows):,} items; a bench is at most {MAX_ITEMS:,} (each candidate answers "
-                        f"every item)")
+        raise UserError(
+            f"{file}: {len(rows):,} items; a bench is at most {MAX_ITEMS:,} (each candidate answers every item)"
+        )
     for number, item in rows:
         where = f"{file}:{number}"
         unknown = set(item) - ITEM_KEYS
@@ -45,12 +49,16 @@ def load_bench(path: str | Path) -> list[dict]:
             if not isinstance(item.get(key), str) or not item[key].strip():
                 raise UserError(f"{where}: `{key}` must be a non-empty string")
         if len(item["prompt"]) > MAX_PROMPT_CHARS:
-            raise UserError(f"{where}: prompt of {len(item['prompt']):,} characters; a bench prompt is at most "
-                            f"{MAX_PROMPT_CHARS:,} (every candidate generates from it, batched)")
+            raise UserError(
+                f"{where}: prompt of {len(item['prompt']):,} characters; a bench prompt is at most "
+                f"{MAX_PROMPT_CHARS:,} (every candidate generates from it, batched)"
+            )
         size = len(json.dumps(item, ensure_ascii=False))
         if size > MAX_ITEM_CHARS:
-            raise UserError(f"{where}: an item of {size:,} characters; a bench item is at most {MAX_ITEM_CHARS:,} "
-                            f"(see eval/benches/README.md)")
+            raise UserError(
+                f"{where}: an item of {size:,} characters; a bench item is at most {MAX_ITEM_CHARS:,} "
+                f"(see eval/benches/README.md)"
+            )
         if item["id"] in seen:
             raise UserError(f"{where}: duplicate id {item['id']!r}")
         seen.add(item["id"])
@@ -179,18 +187,24 @@ def summarize(items: list[dict], answers: list[str]) -> dict:
     per_item, by_cat = [], defaultdict(lambda: [0, 0])
     for item, answer in zip(items, answers):
         passed, reason = score_item(item, answer)
-        per_item.append({"id": item["id"], "category": item["category"], "answer": answer,
-                         "passed": passed, "reason": reason})
+        per_item.append(
+            {"id": item["id"], "category": item["category"], "answer": answer, "passed": passed, "reason": reason}
+        )
         by_cat[item["category"]][0] += passed
         by_cat[item["category"]][1] += 1
     total = sum(p for p, _ in by_cat.values())
-    return {"passed": total, "total": len(items), "score": total / len(items),
-            "categories": {c: {"passed": p, "total": n, "score": p / n} for c, (p, n) in by_cat.items()},
-            "items": per_item}
+    return {
+        "passed": total,
+        "total": len(items),
+        "score": total / len(items),
+        "categories": {c: {"passed": p, "total": n, "score": p / n} for c, (p, n) in by_cat.items()},
+        "items": per_item,
+    }
 
 
-def run_bench(model, tokenizer, items: list[dict], max_new_tokens: int, batch_size: int = 16,
-              template: str | None = None) -> dict:
+def run_bench(
+    model, tokenizer, items: list[dict], max_new_tokens: int, batch_size: int = 16, template: str | None = None
+) -> dict:
     """Greedy answers for every item, scored. The prompt is the model's chat template unless `template`."""
     import torch
 
@@ -201,11 +215,17 @@ def run_bench(model, tokenizer, items: list[dict], max_new_tokens: int, batch_si
     model.eval()
     with torch.no_grad():
         for i in range(0, len(items), batch_size):
-            prompts = [prompt_text(tokenizer, it["prompt"], template=template) for it in items[i:i + batch_size]]
+            prompts = [prompt_text(tokenizer, it["prompt"], template=template) for it in items[i : i + batch_size]]
             batch = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
             batch = {k: v.to(model.device) for k, v in batch.items()}
-            out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
-                                 pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
-            answers += [tokenizer.decode(o[batch["input_ids"].shape[1]:], skip_special_tokens=True).strip()
-                        for o in out]
+            out = model.generate(
+                **batch,
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                pad_token_id=tokenizer.pad_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+            )
+            answers += [
+                tokenizer.decode(o[batch["input_ids"].shape[1] :], skip_special_tokens=True).strip() for o in out
+            ]
     return summarize(items, answers)

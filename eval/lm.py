@@ -8,6 +8,7 @@
   share a tokenizer share the cache.
 - Log-likelihoods are computed only where they are scored (see `_loglikelihood_tokens`).
 """
+
 from __future__ import annotations
 
 import inspect
@@ -102,9 +103,13 @@ class ReusableHFLM(HFLM):
         return list(self._recent[key])
 
     def _scores_only_scored_positions(self) -> bool:
-        return (self.backend == "causal" and self.logits_cache and self.batch_size != "auto"
-                and self.AUTO_MODEL_CLASS is transformers.AutoModelForCausalLM
-                and "logits_to_keep" in inspect.signature(self.model.forward).parameters)
+        return (
+            self.backend == "causal"
+            and self.logits_cache
+            and self.batch_size != "auto"
+            and self.AUTO_MODEL_CLASS is transformers.AutoModelForCausalLM
+            and "logits_to_keep" in inspect.signature(self.model.forward).parameters
+        )
 
     def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, override_bs=None):
         """lm-eval's HFLM loop (same order, batches, truncation and greedy check), with the vocabulary
@@ -120,36 +125,46 @@ class ReusableHFLM(HFLM):
             return super()._loglikelihood_tokens(requests, disable_tqdm=disable_tqdm, override_bs=override_bs)
         from tqdm import tqdm
 
-        re_ord = Collator(requests, sort_fn=lambda req: (-len(req[1] + req[2]), tuple(req[1] + req[2])),
-                          group_by="contexts", group_fn=lambda req: req[-2] + req[-1][:-1])
-        pbar = tqdm(total=len(requests), disable=disable_tqdm or self.rank != 0,
-                    desc="Running loglikelihood requests")
+        re_ord = Collator(
+            requests,
+            sort_fn=lambda req: (-len(req[1] + req[2]), tuple(req[1] + req[2])),
+            group_by="contexts",
+            group_fn=lambda req: req[-2] + req[-1][:-1],
+        )
+        pbar = tqdm(total=len(requests), disable=disable_tqdm or self.rank != 0, desc="Running loglikelihood requests")
         res = []
         for chunk in re_ord.get_batched(n=self.batch_size):
             inps, spans = [], []
             for _, context_enc, continuation_enc in chunk:
                 assert context_enc and continuation_enc and len(continuation_enc) <= self.max_length
-                inp = (context_enc + continuation_enc)[-(self.max_length + 1):][:-1]
+                inp = (context_enc + continuation_enc)[-(self.max_length + 1) :][:-1]
                 inps.append(torch.tensor(inp, dtype=torch.long, device=self.device))
                 spans.append((len(inp) - len(continuation_enc), len(inp)))
             batched = pad_and_concat(max(len(i) for i in inps), inps, padding_side="right")
             keep = torch.zeros(batched.shape, dtype=torch.bool, device=self.device)
             for row, (start, end) in enumerate(spans):
                 keep[row, start:end] = True
-            with torch.no_grad(), torch.autocast(device_type=self.device.type, dtype=self.mixed_precision_dtype,
-                                                 enabled=self.mixed_precision_dtype is not None):
+            with (
+                torch.no_grad(),
+                torch.autocast(
+                    device_type=self.device.type,
+                    dtype=self.mixed_precision_dtype,
+                    enabled=self.mixed_precision_dtype is not None,
+                ),
+            ):
                 logits = self.model(batched, use_cache=False, logits_to_keep=keep).logits  # [kept, vocab]
             logprobs = F.log_softmax(logits, dim=-1, dtype=self.softmax_dtype)
             offset = 0
             for (pair, ctx_tokens, cont_toks), (start, end) in zip(chunk, spans, strict=True):
-                scored = logprobs[offset:offset + end - start].unsqueeze(0)  # [1, cont, vocab]
+                scored = logprobs[offset : offset + end - start].unsqueeze(0)  # [1, cont, vocab]
                 offset += end - start
                 greedy_tokens = scored.argmax(dim=-1)
                 # One forward serves every request of the group (the other answer choices of an MMLU item).
                 for request_str, request_cont, request_logits in re_ord.get_cache(
-                        req_str=pair, cxt_toks=ctx_tokens, cont_toks=cont_toks, logits=scored):
+                    req_str=pair, cxt_toks=ctx_tokens, cont_toks=cont_toks, logits=scored
+                ):
                     cont = torch.tensor(request_cont, dtype=torch.long, device=self.device).unsqueeze(0)
-                    max_equal = (greedy_tokens[:, -cont.shape[1]:] == cont).all()
+                    max_equal = (greedy_tokens[:, -cont.shape[1] :] == cont).all()
                     logprob = torch.gather(request_logits, 2, cont.unsqueeze(-1)).squeeze(-1).sum()
                     answer = (float(logprob), bool(max_equal))
                     res.append(answer)

@@ -5,6 +5,7 @@ directory when one exists at that relative path. `served_from` makes a working d
 hub id points at a local copy laid out like the hub dataset, converting the original release files
 of `../shared/data` where a converter is known.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -19,9 +20,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
-from slm.eval.mmlu import SUBJECT_DOMAINS, write_hub_layout
 from slm.config import resolve_path
 from slm.errors import UserError
+from slm.eval.mmlu import SUBJECT_DOMAINS, write_hub_layout
 from slm.store import cache_dir
 
 
@@ -40,8 +41,9 @@ def _readme(out: Path, configs: dict[str, list[dict]]) -> None:
 def gsm8k_layout(src: Path, out: Path) -> None:
     """test.jsonl ({question, answer}) → openai/gsm8k's `main` config (test split only)."""
     rows = [json.loads(line) for line in (src / "test.jsonl").read_text(encoding="utf-8").split("\n") if line.strip()]
-    _readme(out, {"main": [_write(out, "main", "test", [{"question": r["question"], "answer": r["answer"]}
-                                                        for r in rows])]})
+    _readme(
+        out, {"main": [_write(out, "main", "test", [{"question": r["question"], "answer": r["answer"]} for r in rows])]}
+    )
 
 
 # Tasks that draw few-shot examples from a split the converted release files do not have.
@@ -53,9 +55,16 @@ def truthfulqa_layout(src: Path, out: Path) -> None:
     """mc_task.json ({question, mc1_targets: {answer: label}, ...}) → truthfulqa/truthful_qa's
     `multiple_choice` config ({choices: [...], labels: [...]})."""
     items = json.loads((src / "mc_task.json").read_text(encoding="utf-8"))
-    rows = [{"question": it["question"],
-             **{key: {"choices": list(it[key]), "labels": [int(v) for v in it[key].values()]}
-                for key in ("mc1_targets", "mc2_targets")}} for it in items]
+    rows = [
+        {
+            "question": it["question"],
+            **{
+                key: {"choices": list(it[key]), "labels": [int(v) for v in it[key].values()]}
+                for key in ("mc1_targets", "mc2_targets")
+            },
+        }
+        for it in items
+    ]
     _readme(out, {"multiple_choice": [_write(out, "multiple_choice", "validation", rows)]})
 
 
@@ -73,8 +82,10 @@ def check_tasks(tasks: list[str], local_datasets: dict[str, str]) -> None:
             hub_id, alternative = NEEDS_TRAIN_SPLIT[task]
             source = local_datasets.get(hub_id)
             if source and not (resolve_path(source) / "README.md").is_file():
-                raise UserError(f"sweep.extra_tasks: lm-eval's {task} draws few-shot examples from a train split "
-                                f"that {source} does not have; use the task {alternative} instead")
+                raise UserError(
+                    f"sweep.extra_tasks: lm-eval's {task} draws few-shot examples from a train split "
+                    f"that {source} does not have; use the task {alternative} instead"
+                )
 
 
 def hub_layout(hub_id: str, source: str) -> Path:
@@ -86,10 +97,13 @@ def hub_layout(hub_id: str, source: str) -> Path:
     if (src / "README.md").is_file():
         return src
     if hub_id not in CONVERTERS:
-        raise UserError(f"sweep.local_datasets[{hub_id!r}]: {src} is not laid out as a hub dataset and there is "
-                        f"no converter for it (known: {', '.join(CONVERTERS)})")
-    digest = hashlib.sha256(json.dumps(sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns)
-                                              for p in src.iterdir())).encode()).hexdigest()[:12]
+        raise UserError(
+            f"sweep.local_datasets[{hub_id!r}]: {src} is not laid out as a hub dataset and there is "
+            f"no converter for it (known: {', '.join(CONVERTERS)})"
+        )
+    digest = hashlib.sha256(
+        json.dumps(sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in src.iterdir())).encode()
+    ).hexdigest()[:12]
     out = cache_dir() / "hub_layouts" / hub_id.replace("/", "__") / digest
     if not (out / "README.md").is_file():
         building = out.with_name(f"{out.name}.tmp-{os.getpid()}")

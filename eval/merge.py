@@ -4,6 +4,7 @@
 `base_model` is the champion, so `t` is how far the merge moves toward the precursor: t = 0.1 keeps
 90% of the way at the champion (the FF line's "SLERP t=0.10" backup).
 """
+
 from __future__ import annotations
 
 import json
@@ -12,15 +13,27 @@ from pathlib import Path
 
 import yaml
 
+from slm.errors import UserError, require_extra
 from slm.eval.scores import Candidate
 from slm.eval.sweep import model_dir, model_ref
-from slm.errors import UserError, require_extra
 from slm.store import Store
 
 # Fields that must agree for two checkpoints to be merged tensor by tensor.
-SHAPE_FIELDS = ("model_type", "architectures", "vocab_size", "n_embd", "hidden_size", "n_layer",
-                "num_hidden_layers", "n_head", "num_attention_heads", "num_key_value_heads",
-                "intermediate_size", "n_inner", "tie_word_embeddings")
+SHAPE_FIELDS = (
+    "model_type",
+    "architectures",
+    "vocab_size",
+    "n_embd",
+    "hidden_size",
+    "n_layer",
+    "num_hidden_layers",
+    "n_head",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "intermediate_size",
+    "n_inner",
+    "tie_word_embeddings",
+)
 
 
 def check_compatible(a: Path, b: Path) -> None:
@@ -31,9 +44,13 @@ def check_compatible(a: Path, b: Path) -> None:
 
 
 def slerp_config(champion: Path, precursor: Path, t: float) -> dict:
-    return {"merge_method": "slerp", "base_model": str(champion),
-            "models": [{"model": str(champion)}, {"model": str(precursor)}],
-            "parameters": {"t": t}, "dtype": "float32"}
+    return {
+        "merge_method": "slerp",
+        "base_model": str(champion),
+        "models": [{"model": str(champion)}, {"model": str(precursor)}],
+        "parameters": {"t": t},
+        "dtype": "float32",
+    }
 
 
 def slerp(champion: Path, precursor: Path, t: float, out_dir: Path) -> dict:
@@ -43,33 +60,43 @@ def slerp(champion: Path, precursor: Path, t: float, out_dir: Path) -> dict:
 
     check_compatible(champion, precursor)
     config = slerp_config(champion, precursor, t)
-    run_merge(MergeConfiguration.model_validate(config), str(out_dir),
-              options=MergeOptions(copy_tokenizer=True, write_model_card=False, quiet=True, random_seed=0))
+    run_merge(
+        MergeConfiguration.model_validate(config),
+        str(out_dir),
+        options=MergeOptions(copy_tokenizer=True, write_model_card=False, quiet=True, random_seed=0),
+    )
     (out_dir / "mergekit_config.yml").write_text(yaml.safe_dump(config))
     return config
 
 
-def resolve_pairs(pairs: list[tuple[str, str]], ranked: list[str],
-                  candidates: dict[str, Candidate]) -> list[tuple[Candidate, Candidate]]:
+def resolve_pairs(
+    pairs: list[tuple[str, str]], ranked: list[str], candidates: dict[str, Candidate]
+) -> list[tuple[Candidate, Candidate]]:
     """Pair names → candidates. ranked: candidate names best first (ranked[0] the champion);
     candidates: every scored model by name, the precursor under the kind "precursor"."""
-    aliases = {"champion": ranked[0], "runner_up": ranked[1] if len(ranked) > 1 else None,
-               "precursor": next((n for n, c in candidates.items() if c.kind == "precursor"), None)}
+    aliases = {
+        "champion": ranked[0],
+        "runner_up": ranked[1] if len(ranked) > 1 else None,
+        "precursor": next((n for n, c in candidates.items() if c.kind == "precursor"), None),
+    }
     out = []
     for a, b in pairs:
         names = [aliases.get(x, x) for x in (a, b)]
         for alias, name in zip((a, b), names):
             if name not in candidates:
-                raise UserError(f"merge.pairs: no candidate {alias!r} in this sweep (choose champion, runner_up, "
-                                f"precursor or one of: {', '.join(sorted(n for n in candidates if n))})")
+                raise UserError(
+                    f"merge.pairs: no candidate {alias!r} in this sweep (choose champion, runner_up, "
+                    f"precursor or one of: {', '.join(sorted(n for n in candidates if n))})"
+                )
         if names[0] == names[1]:
             raise UserError(f"merge.pairs: {a!r} and {b!r} are the same model ({names[0]})")
         out.append((candidates[names[0]], candidates[names[1]]))
     return out
 
 
-def merge_candidates(store: Store, base: Candidate, other: Candidate, ts: list[float],
-                     out_prefix: str, label: str | None = None) -> list[Candidate]:
+def merge_candidates(
+    store: Store, base: Candidate, other: Candidate, ts: list[float], out_prefix: str, label: str | None = None
+) -> list[Candidate]:
     """Merge a base (the champion) with another model (a store tree, or any reference: the input model
     may be a local directory or a hub model) at each t; each merge becomes a complete tree in the store.
     label names other pairs (the default pair is plain `slerp-t<t>`)."""
@@ -84,8 +111,22 @@ def merge_candidates(store: Store, base: Candidate, other: Candidate, ts: list[f
         if not store.is_complete(key):
             with tempfile.TemporaryDirectory() as tmp:
                 config = slerp(champion, precursor, t, Path(tmp))
-                store.put_tree(Path(tmp), key, meta={"merge": {"method": "slerp", "t": t, "champion": champion_key,
-                                                               "precursor": precursor_key, "mergekit": config}})
-        out.append(Candidate(name=name, key=key, kind="merge",
-                             merge={"method": "slerp", "t": t, "of": [champion_key, precursor_key]}))
+                store.put_tree(
+                    Path(tmp),
+                    key,
+                    meta={
+                        "merge": {
+                            "method": "slerp",
+                            "t": t,
+                            "champion": champion_key,
+                            "precursor": precursor_key,
+                            "mergekit": config,
+                        }
+                    },
+                )
+        out.append(
+            Candidate(
+                name=name, key=key, kind="merge", merge={"method": "slerp", "t": t, "of": [champion_key, precursor_key]}
+            )
+        )
     return out

@@ -7,6 +7,7 @@ as lm-eval's own `mmlu` group; only the data source differs. `eval/tasks/mmlu_cs
 `lm_eval --include_path eval/tasks/mmlu_csv` (run from the project root); sweeps write a copy
 pointing at the configured data directory.
 """
+
 from __future__ import annotations
 
 import csv
@@ -20,27 +21,63 @@ from slm.errors import UserError
 
 # lm-eval's subject → macro-domain mapping (lm_eval/tasks/mmlu/_generate_configs.py).
 SUBJECT_DOMAINS = {
-    "abstract_algebra": "stem", "anatomy": "stem", "astronomy": "stem", "business_ethics": "other",
-    "clinical_knowledge": "other", "college_biology": "stem", "college_chemistry": "stem",
-    "college_computer_science": "stem", "college_mathematics": "stem", "college_medicine": "other",
-    "college_physics": "stem", "computer_security": "stem", "conceptual_physics": "stem",
-    "econometrics": "social_sciences", "electrical_engineering": "stem", "elementary_mathematics": "stem",
-    "formal_logic": "humanities", "global_facts": "other", "high_school_biology": "stem",
-    "high_school_chemistry": "stem", "high_school_computer_science": "stem",
-    "high_school_european_history": "humanities", "high_school_geography": "social_sciences",
-    "high_school_government_and_politics": "social_sciences", "high_school_macroeconomics": "social_sciences",
-    "high_school_mathematics": "stem", "high_school_microeconomics": "social_sciences",
-    "high_school_physics": "stem", "high_school_psychology": "social_sciences",
-    "high_school_statistics": "stem", "high_school_us_history": "humanities",
-    "high_school_world_history": "humanities", "human_aging": "other", "human_sexuality": "social_sciences",
-    "international_law": "humanities", "jurisprudence": "humanities", "logical_fallacies": "humanities",
-    "machine_learning": "stem", "management": "other", "marketing": "other", "medical_genetics": "other",
-    "miscellaneous": "other", "moral_disputes": "humanities", "moral_scenarios": "humanities",
-    "nutrition": "other", "philosophy": "humanities", "prehistory": "humanities",
-    "professional_accounting": "other", "professional_law": "humanities", "professional_medicine": "other",
-    "professional_psychology": "social_sciences", "public_relations": "social_sciences",
-    "security_studies": "social_sciences", "sociology": "social_sciences",
-    "us_foreign_policy": "social_sciences", "virology": "other", "world_religions": "humanities",
+    "abstract_algebra": "stem",
+    "anatomy": "stem",
+    "astronomy": "stem",
+    "business_ethics": "other",
+    "clinical_knowledge": "other",
+    "college_biology": "stem",
+    "college_chemistry": "stem",
+    "college_computer_science": "stem",
+    "college_mathematics": "stem",
+    "college_medicine": "other",
+    "college_physics": "stem",
+    "computer_security": "stem",
+    "conceptual_physics": "stem",
+    "econometrics": "social_sciences",
+    "electrical_engineering": "stem",
+    "elementary_mathematics": "stem",
+    "formal_logic": "humanities",
+    "global_facts": "other",
+    "high_school_biology": "stem",
+    "high_school_chemistry": "stem",
+    "high_school_computer_science": "stem",
+    "high_school_european_history": "humanities",
+    "high_school_geography": "social_sciences",
+    "high_school_government_and_politics": "social_sciences",
+    "high_school_macroeconomics": "social_sciences",
+    "high_school_mathematics": "stem",
+    "high_school_microeconomics": "social_sciences",
+    "high_school_physics": "stem",
+    "high_school_psychology": "social_sciences",
+    "high_school_statistics": "stem",
+    "high_school_us_history": "humanities",
+    "high_school_world_history": "humanities",
+    "human_aging": "other",
+    "human_sexuality": "social_sciences",
+    "international_law": "humanities",
+    "jurisprudence": "humanities",
+    "logical_fallacies": "humanities",
+    "machine_learning": "stem",
+    "management": "other",
+    "marketing": "other",
+    "medical_genetics": "other",
+    "miscellaneous": "other",
+    "moral_disputes": "humanities",
+    "moral_scenarios": "humanities",
+    "nutrition": "other",
+    "philosophy": "humanities",
+    "prehistory": "humanities",
+    "professional_accounting": "other",
+    "professional_law": "humanities",
+    "professional_medicine": "other",
+    "professional_psychology": "social_sciences",
+    "public_relations": "social_sciences",
+    "security_studies": "social_sciences",
+    "sociology": "social_sciences",
+    "us_foreign_policy": "social_sciences",
+    "virology": "other",
+    "world_religions": "humanities",
 }
 DOMAINS = ("stem", "humanities", "social_sciences", "other")
 FULL_TEST_ITEMS = 14042
@@ -60,10 +97,12 @@ TEMPLATE = {
 }
 
 
-HUB_TEMPLATE = {**TEMPLATE,
-                "doc_to_text": "{{question.strip()}}\nA. {{choices[0]}}\nB. {{choices[1]}}\nC. {{choices[2]}}\n"
-                               "D. {{choices[3]}}\nAnswer:",
-                "doc_to_target": "answer"}
+HUB_TEMPLATE = {
+    **TEMPLATE,
+    "doc_to_text": "{{question.strip()}}\nA. {{choices[0]}}\nB. {{choices[1]}}\nC. {{choices[2]}}\n"
+    "D. {{choices[3]}}\nAnswer:",
+    "doc_to_target": "answer",
+}
 
 
 def is_hub(source) -> bool:
@@ -97,18 +136,27 @@ def task_name(subject: str) -> str:
 def subject_task(subject: str, source) -> dict:
     """One subject's task: the CSV layout in a directory, or `hf:<dataset>` (a hub id or a local
     directory laid out like the hub dataset) with lm-eval's own template."""
-    spec = {"task": task_name(subject), "task_alias": subject,
-            "description": f"The following are multiple choice questions (with answers) about "
-                           f"{subject.replace('_', ' ')}.\n\n"}
+    spec = {
+        "task": task_name(subject),
+        "task_alias": subject,
+        "description": f"The following are multiple choice questions (with answers) about "
+        f"{subject.replace('_', ' ')}.\n\n",
+    }
     if is_hub(source):
         return {**spec, **HUB_TEMPLATE, "dataset_path": str(source)[3:], "dataset_name": subject}
     data_dir = Path(source)
-    return {**spec, **TEMPLATE, "dataset_kwargs": {
-        "column_names": ["question", "A", "B", "C", "D", "answer"],
-        "header": None,
-        "data_files": {"test": str(data_dir / "test" / f"{subject}_test.csv"),
-                       "dev": str(data_dir / "dev" / f"{subject}_dev.csv")},
-    }}
+    return {
+        **spec,
+        **TEMPLATE,
+        "dataset_kwargs": {
+            "column_names": ["question", "A", "B", "C", "D", "answer"],
+            "header": None,
+            "data_files": {
+                "test": str(data_dir / "test" / f"{subject}_test.csv"),
+                "dev": str(data_dir / "dev" / f"{subject}_dev.csv"),
+            },
+        },
+    }
 
 
 def write_tasks(source, subjects: list[str], out_dir: Path) -> list[str]:
@@ -118,17 +166,27 @@ def write_tasks(source, subjects: list[str], out_dir: Path) -> list[str]:
         spec = subject_task(subject, source)
         for split, file in spec.get("dataset_kwargs", {}).get("data_files", {}).items():
             if not Path(file).is_file():
-                raise UserError(f"sweep.mmlu_dir {source}: no {split} file for {subject} ({file}); the repository "
-                                f"ships 6 subjects in eval/data/mmlu: point mmlu_dir at a full MMLU copy or hf:cais/mmlu")
+                raise UserError(
+                    f"sweep.mmlu_dir {source}: no {split} file for {subject} ({file}); the repository "
+                    f"ships 6 subjects in eval/data/mmlu: point mmlu_dir at a full MMLU copy or hf:cais/mmlu"
+                )
         (out_dir / f"{task_name(subject)}.yaml").write_text(yaml.safe_dump(spec, sort_keys=False, width=1000))
     domains = [d for d in DOMAINS if any(SUBJECT_DOMAINS[s] == d for s in subjects)]
     for domain in domains:
-        group = {"group": f"{GROUP}_{domain}", "group_alias": domain,
-                 "task": [task_name(s) for s in subjects if SUBJECT_DOMAINS[s] == domain],
-                 "aggregate_metric_list": [{"metric": "acc", "weight_by_size": True}], "metadata": {"version": 2}}
+        group = {
+            "group": f"{GROUP}_{domain}",
+            "group_alias": domain,
+            "task": [task_name(s) for s in subjects if SUBJECT_DOMAINS[s] == domain],
+            "aggregate_metric_list": [{"metric": "acc", "weight_by_size": True}],
+            "metadata": {"version": 2},
+        }
         (out_dir / f"_{GROUP}_{domain}.yaml").write_text(yaml.safe_dump(group, sort_keys=False))
-    top = {"group": GROUP, "task": [f"{GROUP}_{d}" for d in domains],
-           "aggregate_metric_list": [{"metric": "acc", "weight_by_size": True}], "metadata": {"version": 2}}
+    top = {
+        "group": GROUP,
+        "task": [f"{GROUP}_{d}" for d in domains],
+        "aggregate_metric_list": [{"metric": "acc", "weight_by_size": True}],
+        "metadata": {"version": 2},
+    }
     (out_dir / f"_{GROUP}.yaml").write_text(yaml.safe_dump(top, sort_keys=False))
     return [GROUP]
 
@@ -157,8 +215,14 @@ def summarize(results: dict, subjects: list[str]) -> dict:
     overall = entry(GROUP)
     if overall["se"] is None:  # binomial SE when lm-eval reports none for the group
         overall["se"] = math.sqrt(overall["acc"] * (1 - overall["acc"]) / max(n_total, 1))
-    return {"acc": overall["acc"], "se": overall["se"], "n": n_total, "domains": domains,
-            "subjects": per_subject, "items": items}
+    return {
+        "acc": overall["acc"],
+        "se": overall["se"],
+        "n": n_total,
+        "domains": domains,
+        "subjects": per_subject,
+        "items": items,
+    }
 
 
 # Loaded task objects (datasets read, prompts configured) per process, reused for every checkpoint a
@@ -182,8 +246,15 @@ def load_tasks(source, subjects: list[str], task_dir: Path, num_fewshot: int) ->
     return _LOADED[key]
 
 
-def evaluate(lm, source, subjects: list[str], task_dir: Path, limit: int | None = None,
-             num_fewshot: int = 0, cache_requests: bool = False) -> dict:
+def evaluate(
+    lm,
+    source,
+    subjects: list[str],
+    task_dir: Path,
+    limit: int | None = None,
+    num_fewshot: int = 0,
+    cache_requests: bool = False,
+) -> dict:
     """source: a directory in the CSV layout, or `hf:<dataset>`. With cache_requests, lm-eval keeps the
     built requests (under LM_HARNESS_CACHE_PATH) for the next model with the same tokenizer name."""
     import random
@@ -196,8 +267,7 @@ def evaluate(lm, source, subjects: list[str], task_dir: Path, limit: int | None 
         count_items(Path(source), subjects)  # fail fast on a wrong directory
     task_dict = load_tasks(source, subjects, task_dir, num_fewshot)
     random.seed(0), np.random.seed(0), torch.manual_seed(0)  # simple_evaluate's seeds
-    results = lm_eval_evaluate(lm=lm, task_dict=task_dict, limit=limit, cache_requests=cache_requests,
-                               log_samples=True)
+    results = lm_eval_evaluate(lm=lm, task_dict=task_dict, limit=limit, cache_requests=cache_requests, log_samples=True)
     return summarize(results, subjects)
 
 
@@ -206,15 +276,16 @@ def main(argv=None) -> None:
     import argparse
 
     p = argparse.ArgumentParser(description=main.__doc__)
-    p.add_argument("--data-dir", default="../shared/data/mmlu",
-                   help="MMLU in the original CSV layout, or hf:cais/mmlu")
+    p.add_argument("--data-dir", default="../shared/data/mmlu", help="MMLU in the original CSV layout, or hf:cais/mmlu")
     p.add_argument("--out", default="eval/tasks/mmlu_csv")
     p.add_argument("--subjects", nargs="*", default=None)
     args = p.parse_args(argv)
     source = args.data_dir if is_hub(args.data_dir) else Path(args.data_dir)
     write_tasks(source, args.subjects or list(SUBJECT_DOMAINS), Path(args.out))
-    print(f"wrote lm-eval tasks for {len(args.subjects or SUBJECT_DOMAINS)} subjects to {args.out}; "
-          f"run: lm_eval --include_path {args.out} --tasks {GROUP} ...")
+    print(
+        f"wrote lm-eval tasks for {len(args.subjects or SUBJECT_DOMAINS)} subjects to {args.out}; "
+        f"run: lm_eval --include_path {args.out} --tasks {GROUP} ..."
+    )
 
 
 def write_hub_layout(csv_dir: Path, out_dir: Path, subjects: list[str]) -> Path:
@@ -228,8 +299,10 @@ def write_hub_layout(csv_dir: Path, out_dir: Path, subjects: list[str]) -> Path:
         files = []
         for split in ("test", "dev", "val"):
             with open(csv_dir / split / f"{subject}_{split}.csv", newline="", encoding="utf-8") as f:
-                rows = [{"question": q, "subject": subject, "choices": [a, b, c, d],
-                         "answer": "ABCD".index(ans.strip())} for q, a, b, c, d, ans in csv.reader(f)]
+                rows = [
+                    {"question": q, "subject": subject, "choices": [a, b, c, d], "answer": "ABCD".index(ans.strip())}
+                    for q, a, b, c, d, ans in csv.reader(f)
+                ]
             name = "validation" if split == "val" else split
             path = out_dir / subject / f"{name}-00000-of-00001.parquet"
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -246,7 +319,9 @@ def read_cli_samples(output_dir: Path) -> dict[str, list[int]]:
     for f in Path(output_dir).rglob("samples_*.jsonl"):
         # split on "\n" only: str.splitlines() also breaks at U+2028, which MMLU items contain
         rows = [json.loads(line) for line in f.read_text(encoding="utf-8").split("\n") if line]
-        out[f.name[len("samples_"):].rsplit("_", 1)[0]] = [int(r["acc"]) for r in sorted(rows, key=lambda r: r["doc_id"])]
+        out[f.name[len("samples_") :].rsplit("_", 1)[0]] = [
+            int(r["acc"]) for r in sorted(rows, key=lambda r: r["doc_id"])
+        ]
     return out
 
 

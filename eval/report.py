@@ -1,4 +1,5 @@
 """The selection report as Markdown (for people and the model card) and a PNG of scores per candidate."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -16,17 +17,24 @@ def markdown_table(report: Selection) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in report.candidates:
         name = f"**{row.name}**" if row.status == "champion" else row.name
-        cells = [name, row.kind or "", f"{pct(row.mmlu)} ± {pct(row.mmlu_se)}",
-                 *[pct(row.domains.get(d)) for d in domains],
-                 "—" if row.bench is None else f"{row.bench_passed}/{row.bench_total}",
-                 row.status, row.reason]
+        cells = [
+            name,
+            row.kind or "",
+            f"{pct(row.mmlu)} ± {pct(row.mmlu_se)}",
+            *[pct(row.domains.get(d)) for d in domains],
+            "—" if row.bench is None else f"{row.bench_passed}/{row.bench_total}",
+            row.status,
+            row.reason,
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     if report.noise:
         n = report.noise
         lines.append("")
-        lines.append(f"Champion vs {n['versus']}: {n['delta']:+.2%} ± {n['se']:.2%} on {n['n']} paired items, "
-                     f"McNemar p = {n['mcnemar_p']:.3f} ({'within noise' if n['within_noise'] else 'significant'} "
-                     f"at α = {n['alpha']}).")
+        lines.append(
+            f"Champion vs {n['versus']}: {n['delta']:+.2%} ± {n['se']:.2%} on {n['n']} paired items, "
+            f"McNemar p = {n['mcnemar_p']:.3f} ({'within noise' if n['within_noise'] else 'significant'} "
+            f"at α = {n['alpha']})."
+        )
     if report.gate:
         lines += ["", gate_table(report.gate)]
     return "\n".join(lines) + "\n"
@@ -35,13 +43,19 @@ def markdown_table(report: Selection) -> str:
 def gate_table(gate: dict) -> str:
     """The champion against the stage's input model, one paired test per row."""
     verdict = "passed" if gate["passed"] else "**failed**"
-    lines = [f"Gate ({verdict}): {gate['candidate']} vs {gate['input_model']}, paired exact McNemar tests, "
-             f"worse = fewer correct with p < {gate['alpha']}. {gate['reason'][0].upper()}{gate['reason'][1:]}.", "",
-             "| Test | n | Input model | Champion | Δ | p | Worse |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        f"Gate ({verdict}): {gate['candidate']} vs {gate['input_model']}, paired exact McNemar tests, "
+        f"worse = fewer correct with p < {gate['alpha']}. {gate['reason'][0].upper()}{gate['reason'][1:]}.",
+        "",
+        "| Test | n | Input model | Champion | Δ | p | Worse |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for t in gate["tests"]:
-        lines.append(f"| {t['what']} | {t['n']} | {t['input']} ({t['input'] / t['n']:.1%}) | "
-                     f"{t['candidate']} ({t['candidate'] / t['n']:.1%}) | {t['delta']:+.1%} | {t['p']:.3g} | "
-                     f"{'yes' if t['worse'] else 'no'} |")
+        lines.append(
+            f"| {t['what']} | {t['n']} | {t['input']} ({t['input'] / t['n']:.1%}) | "
+            f"{t['candidate']} ({t['candidate'] / t['n']:.1%}) | {t['delta']:+.1%} | {t['p']:.3g} | "
+            f"{'yes' if t['worse'] else 'no'} |"
+        )
     return "\n".join(lines)
 
 
@@ -57,8 +71,9 @@ def plot(report: Selection, reference: list[SelectionRow], out: Path, title: str
     names = [r.name for r in rows]
     x = range(len(rows))
     fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(rows)), 4))
-    colors = ["tab:red" if r.status == "champion" else "tab:gray" if r.kind == "precursor"
-              else "tab:blue" for r in rows]
+    colors = [
+        "tab:red" if r.status == "champion" else "tab:gray" if r.kind == "precursor" else "tab:blue" for r in rows
+    ]
     ax.bar(x, [r.mmlu for r in rows], yerr=[r.mmlu_se for r in rows], color=colors, alpha=0.8, capsize=4)
     baseline = next((r for r in reference if r.kind == "precursor"), None)
     if baseline:  # the input model's MMLU: the baseline every candidate is gated against

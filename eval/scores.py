@@ -4,6 +4,7 @@ Each has a JSON form (`to_json`) that is exactly the layout the store has always
 written by earlier runs load with `model_validate`, and a misspelt field is an error at the
 boundary instead of a KeyError three modules later.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -65,11 +66,14 @@ class Scores(Record):
     device: str | None = None
     seconds: float | None = None
 
-    def summary(self) -> "Scores":
+    def summary(self) -> Scores:
         """The scores without per-item answers (what a champion's provenance keeps)."""
-        return self.model_copy(update={
-            "mmlu": self.mmlu.model_copy(update={"items": {}}),
-            "bench": self.bench.model_copy(update={"items": []}) if self.bench else None})
+        return self.model_copy(
+            update={
+                "mmlu": self.mmlu.model_copy(update={"items": {}}),
+                "bench": self.bench.model_copy(update={"items": []}) if self.bench else None,
+            }
+        )
 
 
 class Candidate(Record):

@@ -17,13 +17,14 @@ is not significantly worse on MMLU, on the bench, or on any bench category (pair
 p < gate.alpha and fewer correct). Small models sit near chance on MMLU, where the bench is the
 signal that moves; both are tested.
 """
+
 from __future__ import annotations
 
 import math
 
+from slm.config import GateSpec, SelectionPolicy
 from slm.eval.mmlu import DOMAINS, SUBJECT_DOMAINS
 from slm.eval.scores import BenchScores, Candidate, MMLUScores, Scores, Selection, SelectionRow
-from slm.config import GateSpec, SelectionPolicy
 
 
 def domain_subjects(domain: str, scored: list[str]) -> list[str]:
@@ -80,8 +81,16 @@ def paired_tests(a: Scores, b: Scores, categories: bool) -> list[dict]:
     def add(what: str, xs: list[int], ys: list[int]) -> None:
         n = len(xs)
         if n:
-            tests.append({"what": what, "n": n, "candidate": sum(xs), "input": sum(ys),
-                          "delta": (sum(xs) - sum(ys)) / n, "p": mcnemar_p(xs, ys)})
+            tests.append(
+                {
+                    "what": what,
+                    "n": n,
+                    "candidate": sum(xs),
+                    "input": sum(ys),
+                    "delta": (sum(xs) - sum(ys)) / n,
+                    "p": mcnemar_p(xs, ys),
+                }
+            )
 
     add("MMLU", *paired_items(a.mmlu, b.mmlu, list(a.mmlu.subjects)))
     if a.bench and b.bench and a.bench.items and b.bench.items:
@@ -94,9 +103,11 @@ def paired_tests(a: Scores, b: Scores, categories: bool) -> list[dict]:
 
 def bench_regressions(leader: Scores, runner: Scores, alpha: float) -> list[dict]:
     """The bench (overall, per category) where the leader passes significantly fewer prompts."""
-    return [{"domain": t["what"], "delta": t["delta"], "p": t["p"], "n": t["n"]}
-            for t in paired_tests(leader, runner, categories=True)
-            if t["what"].startswith("bench") and t["delta"] < 0 and t["p"] < alpha]
+    return [
+        {"domain": t["what"], "delta": t["delta"], "p": t["p"], "n": t["n"]}
+        for t in paired_tests(leader, runner, categories=True)
+        if t["what"].startswith("bench") and t["delta"] < 0 and t["p"] < alpha
+    ]
 
 
 def gate(candidate: Candidate, input_model: Candidate, spec: GateSpec) -> dict:
@@ -107,11 +118,18 @@ def gate(candidate: Candidate, input_model: Candidate, spec: GateSpec) -> dict:
     worse = [t for t in tests if t["worse"]]
     if worse:
         reason = "not promoted: regresses vs its input model — " + "; ".join(
-            f"{t['what']} {t['candidate']}/{t['n']} vs {t['input']}/{t['n']} (p = {t['p']:.3g})" for t in worse)
+            f"{t['what']} {t['candidate']}/{t['n']} vs {t['input']}/{t['n']} (p = {t['p']:.3g})" for t in worse
+        )
     else:
         reason = f"not significantly worse than its input model on any of {len(tests)} paired tests (α = {spec.alpha})"
-    return {"passed": not worse, "candidate": candidate.name, "input_model": input_model.name,
-            "alpha": spec.alpha, "reason": reason, "tests": tests}
+    return {
+        "passed": not worse,
+        "candidate": candidate.name,
+        "input_model": input_model.name,
+        "alpha": spec.alpha,
+        "reason": reason,
+        "tests": tests,
+    }
 
 
 def guard_regressions(leader: Scores, runner: Scores, policy: SelectionPolicy) -> list[dict]:
@@ -165,14 +183,18 @@ def select(candidates: list[Candidate | dict], policy: SelectionPolicy) -> Selec
                 names = ", ".join(f"{r['domain']} {r['delta']:+.1%} (p = {r['p']:.3g})" for r in bench_lost)
                 verdicts[remaining.pop(0).name] = rejected(
                     f"passes significantly fewer bench prompts than {runner.name} ({names}) while its "
-                    f"MMLU lead {gain:+.2%} is not significant (p = {lead_p:.2f})", bench_lost)
+                    f"MMLU lead {gain:+.2%} is not significant (p = {lead_p:.2f})",
+                    bench_lost,
+                )
                 continue
             regressions = regressions + bench_lost
         if gain < policy.margin and len(regressions) > policy.max_guard_regressions:
             names = ", ".join(f"{r['domain']} {r['delta']:+.1%}" for r in regressions)
             verdicts[remaining.pop(0).name] = rejected(
                 f"gain {gain:+.2%} over {runner.name} is below the {policy.margin:.2%} margin "
-                f"while it regresses on {len(regressions)} guarded domain(s): {names}", regressions)
+                f"while it regresses on {len(regressions)} guarded domain(s): {names}",
+                regressions,
+            )
             continue
         champion = leader
         why = f"best MMLU, {gain:+.2%} over {runner.name}"
@@ -191,11 +213,19 @@ def select(candidates: list[Candidate | dict], policy: SelectionPolicy) -> Selec
         xs, ys = paired_items(champion.scored.mmlu, runner.scored.mmlu, subjects)
         diff, se = paired_difference(xs, ys)
         p = mcnemar_p(xs, ys)
-        noise = {"versus": runner.name, "delta": diff, "se": se, "mcnemar_p": p,
-                 "within_noise": p >= policy.alpha, "alpha": policy.alpha, "n": len(xs)}
+        noise = {
+            "versus": runner.name,
+            "delta": diff,
+            "se": se,
+            "mcnemar_p": p,
+            "within_noise": p >= policy.alpha,
+            "alpha": policy.alpha,
+            "n": len(xs),
+        }
         if noise["within_noise"]:
-            verdicts[champion.name]["reason"] += (f"; within noise (McNemar p = {p:.2f} ≥ {policy.alpha}), "
-                                                     f"the lead is not statistically established")
+            verdicts[champion.name]["reason"] += (
+                f"; within noise (McNemar p = {p:.2f} ≥ {policy.alpha}), the lead is not statistically established"
+            )
     rows = [report_row(cand, **verdicts[cand.name]) for cand in ranked]
     return Selection(champion=champion.name, policy=policy.model_dump(), noise=noise, candidates=rows)
 
@@ -203,8 +233,17 @@ def select(candidates: list[Candidate | dict], policy: SelectionPolicy) -> Selec
 def report_row(cand: Candidate, status: str, reason: str, regressions: list[dict] | None = None) -> SelectionRow:
     """One candidate's line in the selection report."""
     s = cand.scored
-    return SelectionRow(name=cand.name, kind=cand.kind, step=cand.step, mmlu=s.mmlu.acc, mmlu_se=s.mmlu.se,
-                        domains={d: v.acc for d, v in s.mmlu.domains.items()},
-                        bench=s.bench.score if s.bench else None, bench_passed=s.bench.passed if s.bench else None,
-                        bench_total=s.bench.total if s.bench else None, status=status, reason=reason,
-                        regressions=regressions)
+    return SelectionRow(
+        name=cand.name,
+        kind=cand.kind,
+        step=cand.step,
+        mmlu=s.mmlu.acc,
+        mmlu_se=s.mmlu.se,
+        domains={d: v.acc for d, v in s.mmlu.domains.items()},
+        bench=s.bench.score if s.bench else None,
+        bench_passed=s.bench.passed if s.bench else None,
+        bench_total=s.bench.total if s.bench else None,
+        status=status,
+        reason=reason,
+        regressions=regressions,
+    )

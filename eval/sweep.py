@@ -4,6 +4,7 @@ Each candidate is scored in its own Ray task (one GPU each on a GPU cluster) on 
 and on the TRUTH-list bench. Scores are cached in the store under the weights' checksum and the
 eval settings, so a re-run, or the same weights appearing in another stage, is not scored twice.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -12,12 +13,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from slm.eval import bench, mmlu
-from slm.eval.local_data import LOCAL_TASKS, check_tasks, served_from
-from slm.eval.scores import Candidate, Scores
 from slm import layout
 from slm.config import SweepSpec, config_digest, resolve_path
 from slm.errors import UserError, find_user_error
+from slm.eval import bench, mmlu
+from slm.eval.local_data import LOCAL_TASKS, check_tasks, served_from
+from slm.eval.scores import Candidate, Scores
 from slm.log import log
 from slm.modeling import WEIGHT_SUFFIX, load_model, load_tokenizer, materialize
 from slm.records import now
@@ -43,7 +44,9 @@ def _digest(weights: list[tuple[str, str]], where: str) -> str:
 
 def weights_digest(store: Store, key: str) -> str:
     files = store.tree_manifest(key)["files"]
-    return _digest([(rel, info["sha256"]) for rel, info in files.items() if rel.endswith(WEIGHT_SUFFIX)], store.url(key))
+    return _digest(
+        [(rel, info["sha256"]) for rel, info in files.items() if rel.endswith(WEIGHT_SUFFIX)], store.url(key)
+    )
 
 
 def model_ref(store: Store, cand: Candidate) -> dict:
@@ -69,8 +72,10 @@ def model_dir(ref: dict) -> Path:
 def settings_digest(sweep: SweepSpec) -> str:
     bench_file = resolve_path(sweep.bench) if sweep.bench else None
     bench_sha = hashlib.sha256(bench_file.read_bytes()).hexdigest() if bench_file and bench_file.is_file() else None
-    return config_digest(sweep.model_dump(mode="json", exclude={"mmlu_dir", "batch_size", "score_precursor"}),
-                         {"bench_sha256": bench_sha})
+    return config_digest(
+        sweep.model_dump(mode="json", exclude={"mmlu_dir", "batch_size", "score_precursor"}),
+        {"bench_sha256": bench_sha},
+    )
 
 
 def quiet_libraries() -> None:
@@ -91,12 +96,21 @@ def run_extra_tasks(lm, spec: SweepSpec) -> dict:
 
     check_tasks(spec.extra_tasks, spec.local_datasets)
     with served_from(spec.local_datasets):
-        results = simple_evaluate(model=lm, tasks=spec.extra_tasks, num_fewshot=spec.extra_num_fewshot,
-                                  limit=spec.limit, task_manager=TaskManager(include_path=str(LOCAL_TASKS)),
-                                  random_seed=0,
-                                  numpy_random_seed=0, torch_random_seed=0, fewshot_random_seed=1234)
-    return {task: {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
-            for task, metrics in results["results"].items()}
+        results = simple_evaluate(
+            model=lm,
+            tasks=spec.extra_tasks,
+            num_fewshot=spec.extra_num_fewshot,
+            limit=spec.limit,
+            task_manager=TaskManager(include_path=str(LOCAL_TASKS)),
+            random_seed=0,
+            numpy_random_seed=0,
+            torch_random_seed=0,
+            fewshot_random_seed=1234,
+        )
+    return {
+        task: {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
+        for task, metrics in results["results"].items()
+    }
 
 
 def score_model(ref: dict, sweep: dict, use_gpu: bool = False) -> dict:
@@ -115,26 +129,57 @@ def score_model(ref: dict, sweep: dict, use_gpu: bool = False) -> dict:
     device = "cuda" if use_gpu and torch.cuda.is_available() else "cpu"
     model = load_model(path, dtype=torch.bfloat16 if device == "cuda" else torch.float32).to(device)
     model.eval()
-    lm = ReusableHFLM(pretrained=model, tokenizer=tokenizer, batch_size=spec.batch_size, device=device,
-                      tokenizer_dir=path, progress_bars=False)
+    lm = ReusableHFLM(
+        pretrained=model,
+        tokenizer=tokenizer,
+        batch_size=spec.batch_size,
+        device=device,
+        tokenizer_dir=path,
+        progress_bars=False,
+    )
     subjects = mmlu.select_subjects(spec.subjects)
     with tempfile.TemporaryDirectory() as tmp:
         source = spec.mmlu_dir if mmlu.is_hub(spec.mmlu_dir) else resolve_path(spec.mmlu_dir)
         # lm-eval's request cache always builds every item; with a limit, building is cheap anyway.
-        mmlu_scores = mmlu.evaluate(lm, source, subjects, Path(tmp) / "tasks", limit=spec.limit,
-                                    num_fewshot=spec.num_fewshot, cache_requests=spec.limit is None)
+        mmlu_scores = mmlu.evaluate(
+            lm,
+            source,
+            subjects,
+            Path(tmp) / "tasks",
+            limit=spec.limit,
+            num_fewshot=spec.num_fewshot,
+            cache_requests=spec.limit is None,
+        )
     lm.save_encodings()
     bench_scores = None
     if spec.bench:
-        bench_scores = bench.run_bench(model, tokenizer, bench.load_bench(resolve_path(spec.bench)),
-                                       spec.bench_max_new_tokens, spec.batch_size, spec.prompt_template)
+        bench_scores = bench.run_bench(
+            model,
+            tokenizer,
+            bench.load_bench(resolve_path(spec.bench)),
+            spec.bench_max_new_tokens,
+            spec.batch_size,
+            spec.prompt_template,
+        )
     extra = run_extra_tasks(lm, spec) if spec.extra_tasks else {}
-    return {"mmlu": mmlu_scores, "bench": bench_scores, "extra": extra, "scored_at": now(), "device": device,
-            "seconds": round(time.perf_counter() - started, 1)}
+    return {
+        "mmlu": mmlu_scores,
+        "bench": bench_scores,
+        "extra": extra,
+        "scored_at": now(),
+        "device": device,
+        "seconds": round(time.perf_counter() - started, 1),
+    }
 
 
-def sweep(store: Store, candidates: list[Candidate], spec: SweepSpec, out_prefix: str,
-          use_gpu: bool = False, tag: str = "sweep") -> dict[str, Candidate]:
+def sweep(
+    store: Store,
+    candidates: list[Candidate],
+    spec: SweepSpec,
+    out_prefix: str,
+    use_gpu: bool = False,
+    tag: str = "sweep",
+) -> dict[str, Candidate]:
     """Score candidates; returns name → candidate with `scores` attached (each also in `out_prefix`)."""
     import ray
 
@@ -143,11 +188,18 @@ def sweep(store: Store, candidates: list[Candidate], spec: SweepSpec, out_prefix
     settings = settings_digest(spec)
     results, pending = {}, {}
     # Requests depend on the data too: a cache directory per settings and data source.
-    requests = request_cache_dir(config_digest({"settings": settings, "source": str(resolve_path(spec.mmlu_dir))
-                                                if not spec.mmlu_dir.startswith("hf:") else spec.mmlu_dir}))
+    requests = request_cache_dir(
+        config_digest(
+            {
+                "settings": settings,
+                "source": str(resolve_path(spec.mmlu_dir)) if not spec.mmlu_dir.startswith("hf:") else spec.mmlu_dir,
+            }
+        )
+    )
     env = {"TQDM_DISABLE": "1", "LM_HARNESS_CACHE_PATH": str(requests)}
-    remote = ray.remote(score_model).options(num_cpus=1, num_gpus=1 if use_gpu else 0, max_retries=1,
-                                             runtime_env={"env_vars": env})
+    remote = ray.remote(score_model).options(
+        num_cpus=1, num_gpus=1 if use_gpu else 0, max_retries=1, runtime_env={"env_vars": env}
+    )
     for cand in candidates:
         digest = ref_weights_digest(model_ref(store, cand))
         cache_key = layout.score_cache(digest, settings)
@@ -160,8 +212,10 @@ def sweep(store: Store, candidates: list[Candidate], spec: SweepSpec, out_prefix
     if pending:
         mmlu_scope = "all subjects" if spec.subjects == "all" else f"{len(spec.subjects)} subjects"
         limit = f", {spec.limit} items each" if spec.limit else ""
-        log(f"[{tag}] scoring {len(pending)} candidate(s): MMLU {mmlu_scope}{limit}, {spec.num_fewshot}-shot"
-            f"{', bench' if spec.bench else ''}{', ' + ', '.join(spec.extra_tasks) if spec.extra_tasks else ''}")
+        log(
+            f"[{tag}] scoring {len(pending)} candidate(s): MMLU {mmlu_scope}{limit}, {spec.num_fewshot}-shot"
+            f"{', bench' if spec.bench else ''}{', ' + ', '.join(spec.extra_tasks) if spec.extra_tasks else ''}"
+        )
     refs = {}
     for i, (name, (cand, _)) in enumerate(pending.items()):
         refs[name] = remote.remote(model_ref(store, cand), spec.model_dump(mode="json"), use_gpu)
@@ -185,9 +239,11 @@ def sweep(store: Store, candidates: list[Candidate], spec: SweepSpec, out_prefix
         bench_note = f", bench {b.passed}/{b.total}" if b else ""
         done, elapsed = len(refs) - len(waiting), time.perf_counter() - started
         eta = f", about {elapsed / done * len(waiting):.0f} s left" if waiting else ""
-        log(f"[{tag}] {done}/{len(refs)} {name}: MMLU {m.acc:.2%} ± {m.se:.2%} (n={m.n}){bench_note}, "
-            f"scored in {scores.seconds:.0f} s{eta}")
+        log(
+            f"[{tag}] {done}/{len(refs)} {name}: MMLU {m.acc:.2%} ± {m.se:.2%} (n={m.n}){bench_note}, "
+            f"scored in {scores.seconds:.0f} s{eta}"
+        )
         results[name] = cand.model_copy(update={"scores": scores})
     for name, cand in results.items():
-        store.write_json(f"{out_prefix}/{name}.json", cand.to_json())
+        store.write_json(layout.candidate_file(out_prefix, name), cand.to_json())
     return results

@@ -1,6 +1,7 @@
 """`python launch/<tool>.py` from a checkout (or from the copy `ray job submit --working-dir` makes):
 put the checkout root on sys.path so `slm` and its layers import from this same tree.
 Installed, the tools run as `slm <command>` or `python -m slm.launch.<tool>` and need none of this."""
+
 import sys
 from pathlib import Path
 

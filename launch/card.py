@@ -1,20 +1,21 @@
 """Generate the model card of a promoted champion from its run records.
 
-    python launch/card.py                         # the latest champion of the pipeline's line
-    python launch/card.py --version v3-distill --out README.md
+python launch/card.py                         # the latest champion of the pipeline's line
+python launch/card.py --version v3-distill --out README.md
 """
+
 import argparse
 import sys
 
 if not __package__:  # run as a script: python launch/<tool>.py
     import _bootstrap  # noqa: F401
 
-from slm.launch.options import add_pipeline_options
-from slm.orchestration import card
-from slm.orchestration.stage import open_pipeline
-from slm import layout
 from slm.errors import cli_main
+from slm.launch.options import add_pipeline_options
 from slm.modeling import champion_pointer
+from slm.orchestration import card
+from slm.orchestration.lineage import read_champion
+from slm.orchestration.stage import open_pipeline
 
 
 @cli_main
@@ -27,8 +28,7 @@ def main(argv=None):
     args = p.parse_args(argv)
     pipeline, store = open_pipeline(args.pipeline, args.store, args.overrides, existing_store=True)
     pointer = champion_pointer(store, args.line or pipeline.line, args.version)
-    info = store.read_json(layout.champion_info(pointer.key))
-    text = card.render(store, info, pipeline.card.model_dump())
+    text = card.render(store, read_champion(store, pointer.key), pipeline.card)
     if args.out:
         open(args.out, "w").write(text)
         print(f"wrote {args.out}", file=sys.stderr)

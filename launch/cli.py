@@ -8,6 +8,7 @@ Each command is one of the launch/ tools (`python launch/stage.py repair` is `sl
 the same options: --config, --store and --set everywhere, --print-config and --dry-run where a
 command would start work.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -28,8 +29,10 @@ COMMANDS = {
 def usage() -> str:
     width = max(map(len, COMMANDS))
     rows = "\n".join(f"  {name:{width}}  {about}" for name, (_, about) in COMMANDS.items())
-    return (f"usage: slm <command> [options]   (slm <command> --help for its options)\n\n"
-            f"Staged training of small decoder LLMs on DeepSpeed ZeRO-2 in Ray.\n\ncommands:\n{rows}\n")
+    return (
+        f"usage: slm <command> [options]   (slm <command> --help for its options)\n\n"
+        f"Staged training of small decoder LLMs on DeepSpeed ZeRO-2 in Ray.\n\ncommands:\n{rows}\n"
+    )
 
 
 def main(argv: list[str] | None = None) -> None:

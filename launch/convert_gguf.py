@@ -12,6 +12,7 @@ license), so the Hub's model tree and licence stay right.
 transformers dequantizes GGUF on load (needs the `gguf` package); the loaded model cannot be saved
 as it is, so the weights are moved into a model built from the same config without quantization.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -57,19 +58,20 @@ def provenance_card(gguf: Path, facts: dict, base_model: str | None, wheel: str 
     from slm.store import sha256_file
 
     license_ = facts.get("license")
-    data = ModelCardData(license=license_ or "other", base_model=base_model, library_name="transformers",
-                         tags=["converted-from-gguf"])
+    data = ModelCardData(
+        license=license_ or "other", base_model=base_model, library_name="transformers", tags=["converted-from-gguf"]
+    )
     source = f"the PyPI wheel `{wheel}` ({_wheel_version(wheel)})" if wheel else "a local file"
     rows = "\n".join(f"| {k} | {v} |" for k, v in facts.items())
     return ModelCard(f"""---
 {data.to_yaml()}
 ---
 
-# {facts.get('name', gguf.stem)} (safetensors, converted from GGUF)
+# {facts.get("name", gguf.stem)} (safetensors, converted from GGUF)
 
 Converted by `launch/convert_gguf.py` from `{gguf.name}` (sha256 `{sha256_file(gguf)}`), taken from
-{source}. Licence: {license_ or 'not stated in the GGUF (set card.license for champions grown from it)'}.
-Base model: {base_model or 'not given (--base-model)'}.
+{source}. Licence: {license_ or "not stated in the GGUF (set card.license for champions grown from it)"}.
+Base model: {base_model or "not given (--base-model)"}.
 
 | GGUF general.* | value |
 |---|---|

@@ -8,6 +8,7 @@ A model is a local directory, `hf:<repo>[@revision]`, `s3://bucket/key`, `store:
 `champion:<line>[:<stage>|@<version>]`, or `runs/<stage>/<run_id>` (every checkpoint of that run).
 The report (JSON, Markdown, PNG) goes to `evaluations/<name>/sweep/` in the store.
 """
+
 import argparse
 
 import yaml
@@ -15,13 +16,13 @@ import yaml
 if not __package__:  # run as a script: python launch/<tool>.py
     import _bootstrap  # noqa: F401
 
-from slm.launch.options import DRY_RUN_DONE, add_pipeline_options
+from slm import layout
+from slm.errors import cli_main
 from slm.eval.report import markdown_table
+from slm.launch.options import DRY_RUN_DONE, add_pipeline_options
 from slm.orchestration import plan
 from slm.orchestration.evaluate import check_settings, evaluate
 from slm.orchestration.stage import open_pipeline
-from slm import layout
-from slm.errors import cli_main
 
 
 @cli_main
@@ -35,8 +36,17 @@ def main(argv=None):
     args = p.parse_args(argv)
     pipeline, store = open_pipeline(args.pipeline, args.store, args.overrides)
     if args.print_config:
-        print(yaml.safe_dump({k: v for k, v in pipeline.model_dump(mode="json").items()
-                              if k in ("store", "sweep", "selection", "merge")}, sort_keys=False), end="")
+        print(
+            yaml.safe_dump(
+                {
+                    k: v
+                    for k, v in pipeline.model_dump(mode="json").items()
+                    if k in ("store", "sweep", "selection", "merge")
+                },
+                sort_keys=False,
+            ),
+            end="",
+        )
         return
     if args.dry_run:
         check_settings(pipeline)
@@ -45,7 +55,7 @@ def main(argv=None):
         return
     out, report = evaluate(pipeline, store, args.models, args.name, args.select, args.merge)
     print(markdown_table(report))
-    print(store.url(f"{layout.sweep_dir(out)}/selection.md"))
+    print(store.url(layout.selection_file(layout.sweep_dir(out), "md")))
 
 
 if __name__ == "__main__":

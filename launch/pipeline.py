@@ -1,7 +1,8 @@
 """Run every stage of a pipeline in order: build its data, train, sweep, select, promote, card.
 
-    python launch/pipeline.py --pipeline stages/pipeline.yaml [--store s3://bucket/prefix] [--only sft repair]
+python launch/pipeline.py --pipeline stages/pipeline.yaml [--store s3://bucket/prefix] [--only sft repair]
 """
+
 import argparse
 import sys
 import time
@@ -9,20 +10,26 @@ import time
 if not __package__:  # run as a script: python launch/<tool>.py
     import _bootstrap  # noqa: F401
 
+from slm import layout
+from slm.errors import cli_main
 from slm.launch.options import add_pipeline_options, inspect_only
 from slm.orchestration.eval_sets import eval_index
 from slm.orchestration.stage import build_data, check_before_launch, open_pipeline, run_stage
-from slm import layout
-from slm.errors import cli_main
 from slm.records import ChampionPointer
 
 
 def run_outputs(store, record: dict) -> list[tuple[str, str]]:
     """Where a stage's report and plots are, for the summary."""
     sweep, train = layout.sweep_dir(record["run_prefix"]), layout.train_dir(record["run_prefix"])
-    return [(what, store.url(key)) for what, key in (("report", f"{sweep}/selection.md"),
-                                                      ("sweep", f"{sweep}/selection.png"),
-                                                      ("loss", f"{train}/loss.png")) if store.exists(key)]
+    return [
+        (what, store.url(key))
+        for what, key in (
+            ("report", f"{sweep}/selection.md"),
+            ("sweep", f"{sweep}/selection.png"),
+            ("loss", f"{train}/loss.png"),
+        )
+        if store.exists(key)
+    ]
 
 
 def parse_args(argv=None):

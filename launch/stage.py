@@ -1,21 +1,22 @@
 """Run one stage: train on DeepSpeed in Ray Train workers, sweep, select, promote, write the card.
 
-    python launch/stage.py repair
-    python launch/stage.py repair --set train.lr=1e-5 --set cluster.workers=4
-    ray job submit --working-dir . -- python launch/stage.py repair --store s3://bucket/prefix
+python launch/stage.py repair
+python launch/stage.py repair --set train.lr=1e-5 --set cluster.workers=4
+ray job submit --working-dir . -- python launch/stage.py repair --store s3://bucket/prefix
 """
+
 import argparse
 
 if not __package__:  # run as a script: python launch/<tool>.py
     import _bootstrap  # noqa: F401
 
+from slm import STAGE_ORDER
+from slm.errors import UserError, cli_main
 from slm.launch.options import add_pipeline_options, inspect_only
 from slm.launch.pipeline import run_outputs
 from slm.log import log
 from slm.orchestration.eval_sets import eval_index
 from slm.orchestration.stage import build_data, check_before_launch, open_pipeline, run_stage
-from slm import STAGE_ORDER
-from slm.errors import UserError, cli_main
 
 
 def parse_args(argv=None):

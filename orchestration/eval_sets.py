@@ -1,14 +1,15 @@
 """What a pipeline's sweeps evaluate, as one index for decontaminating training data: all of MMLU
 that `sweep.mmlu_dir` holds (test and dev, every subject), the bench's prompts, and the extra
 lm-eval tasks' evaluation documents (slm/contamination.py matches rows against it)."""
+
 from __future__ import annotations
 
 import csv
 
-from slm.eval.bench import load_bench
 from slm.config import HygieneSpec, PipelineConfig, SweepSpec, resolve_path
 from slm.contamination import EvalIndex, EvalItem
 from slm.errors import UserError
+from slm.eval.bench import load_bench
 
 
 def eval_index(pipeline: PipelineConfig, hygiene: HygieneSpec | None = None) -> EvalIndex:
@@ -43,10 +44,14 @@ def mmlu_items_from(mmlu_dir: str) -> tuple[list[EvalItem], str]:
             try:
                 data = load_dataset(mmlu_dir[3:], "all", split=split)
             except Exception as exc:
-                raise UserError(f"decontamination: sweep.mmlu_dir {mmlu_dir} could not be loaded "
-                                f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
-            items += [EvalItem("mmlu", f"{row['subject']}/{split}/{i}", " ".join([row["question"], *row["choices"]]))
-                      for i, row in enumerate(data)]
+                raise UserError(
+                    f"decontamination: sweep.mmlu_dir {mmlu_dir} could not be loaded "
+                    f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]})"
+                ) from None
+            items += [
+                EvalItem("mmlu", f"{row['subject']}/{split}/{i}", " ".join([row["question"], *row["choices"]]))
+                for i, row in enumerate(data)
+            ]
         return items, mmlu_dir
     root = resolve_path(mmlu_dir)
     files = sorted(p for split in ("test", "dev") for p in (root / split).glob(f"*_{split}.csv"))
@@ -63,8 +68,9 @@ def mmlu_items_from(mmlu_dir: str) -> tuple[list[EvalItem], str]:
 
 def extra_task_items(task: str, sweep: SweepSpec) -> list[EvalItem]:
     """An lm-eval task's evaluation documents as lm-eval renders them (its own doc_to_text)."""
-    from slm.eval.local_data import LOCAL_TASKS, served_from
     from lm_eval.tasks import TaskManager, get_task_dict
+
+    from slm.eval.local_data import LOCAL_TASKS, served_from
 
     items = []
     with served_from(sweep.local_datasets):
@@ -85,5 +91,3 @@ def _leaf_tasks(tasks: dict):
             yield from _leaf_tasks(obj)
         else:
             yield getattr(name, "group_name", name), obj
-
-

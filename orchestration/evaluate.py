@@ -5,22 +5,23 @@ settings, bench, score cache and report), optionally selecting a champion and SL
 Scores are cached by weights checksum and eval settings, so a model a stage sweep already scored is
 not scored again here, and the reverse.
 """
+
 from __future__ import annotations
 
 import re
 
+from slm import cluster, layout
+from slm.config import PipelineConfig, config_digest, resolve_path
+from slm.errors import UserError
 from slm.eval import bench, mmlu
 from slm.eval.local_data import LOCAL_TASKS
 from slm.eval.scores import Candidate, Selection
 from slm.eval.selection import report_row, select
 from slm.eval.sweep import settings_digest, sweep
-from slm.orchestration.sweeping import add_merges, write_report
-from slm.orchestration.training import checkpoints
-from slm import cluster, layout
-from slm.config import PipelineConfig, config_digest, resolve_path
-from slm.errors import UserError
 from slm.log import log
 from slm.modeling import resolve_ref
+from slm.orchestration.sweeping import add_merges, write_report
+from slm.orchestration.training import checkpoints
 from slm.store import Store
 
 RUN = re.compile(r"runs/[a-z]+/[A-Za-z0-9_.-]+")
@@ -72,10 +73,12 @@ def check_settings(pipeline: PipelineConfig) -> None:
         for split in ("test", "dev"):
             missing = [s for s in subjects if not (data_dir / split / f"{s}_{split}.csv").is_file()]
             if missing:
-                raise UserError(f"sweep.mmlu_dir {data_dir}: no {split} file for {len(missing)} of the "
-                                f"{len(subjects)} subjects (first: {missing[0]}); the repository ships 6 subjects in "
-                                f"eval/data/mmlu: set sweep.subjects, or point mmlu_dir at a full MMLU copy or "
-                                f"hf:cais/mmlu")
+                raise UserError(
+                    f"sweep.mmlu_dir {data_dir}: no {split} file for {len(missing)} of the "
+                    f"{len(subjects)} subjects (first: {missing[0]}); the repository ships 6 subjects in "
+                    f"eval/data/mmlu: set sweep.subjects, or point mmlu_dir at a full MMLU copy or "
+                    f"hf:cais/mmlu"
+                )
     if spec.extra_tasks:
         from lm_eval.tasks import TaskManager  # heavy: only when extra tasks are named
 
@@ -91,20 +94,30 @@ def ranked_rows(pool: list[Candidate]) -> Selection:
     return Selection(champion=None, candidates=[report_row(c, "scored", "") for c in rows])
 
 
-def evaluate(pipeline: PipelineConfig, store: Store, specs: list[str], name: str | None = None,
-             choose: bool = False, merge: bool = False) -> tuple[str, Selection]:
+def evaluate(
+    pipeline: PipelineConfig,
+    store: Store,
+    specs: list[str],
+    name: str | None = None,
+    choose: bool = False,
+    merge: bool = False,
+) -> tuple[str, Selection]:
     """Score `specs`; returns (the evaluation's store prefix, the report). Laid out like a run:
     `<prefix>/sweep/` holds each model's scores and selection.json/.md/.png, `<prefix>/merges/` the merges."""
     if merge and not choose:
         raise UserError("--merge merges the selected champion with the runner-up: add --select")
     if name is not None and not layout.LINE.fullmatch(name):
-        raise UserError(f"--name {name!r}: a report name is letters, digits, '_', '.' and '-' (it becomes "
-                        f"evaluations/<name>/ in the store)")
+        raise UserError(
+            f"--name {name!r}: a report name is letters, digits, '_', '.' and '-' (it becomes "
+            f"evaluations/<name>/ in the store)"
+        )
     check_settings(pipeline)
     candidates = candidates_of(specs, store)
     if merge and (len(candidates) < 2 or any(c.key is None for c in candidates)):
-        raise UserError("--merge needs at least two models that are trees of this store (run checkpoints, "
-                        "champion:, store: references)")
+        raise UserError(
+            "--merge needs at least two models that are trees of this store (run checkpoints, "
+            "champion:, store: references)"
+        )
     out = layout.evaluation_dir(name or config_digest({"models": specs, "settings": settings_digest(pipeline.sweep)}))
     cluster.connect()
     log(f"[evaluate] {len(candidates)} model(s) → {store.url(out)}")
@@ -114,10 +127,19 @@ def evaluate(pipeline: PipelineConfig, store: Store, specs: list[str], name: str
         selection = select(pool, pipeline.selection)
         if merge:
             merge_spec = pipeline.merge.model_copy(update={"pairs": [("champion", "runner_up")]})
-            pool += add_merges(pipeline.model_copy(update={"merge": merge_spec}), store, out, selection,
-                               candidates, scored, precursor=None)
+            pool += add_merges(
+                pipeline.model_copy(update={"merge": merge_spec}),
+                store,
+                out,
+                selection,
+                candidates,
+                scored,
+                precursor=None,
+            )
             selection = select(pool, pipeline.selection)
     else:
         selection = ranked_rows(pool)
-    write_report(store, layout.sweep_dir(out), selection, [], f"{pipeline.line} · evaluation of {len(candidates)} model(s)")
+    write_report(
+        store, layout.sweep_dir(out), selection, [], f"{pipeline.line} · evaluation of {len(candidates)} model(s)"
+    )
     return out, selection

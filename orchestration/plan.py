@@ -1,6 +1,7 @@
 """What a command would do, said before it does it: `--print-config` (the resolved, validated configs)
 and `--dry-run` (the data it would build, the runs it would train, what the sweep would score and how
 a champion would be promoted). Neither starts Ray nor writes to the store."""
+
 from __future__ import annotations
 
 import yaml
@@ -19,10 +20,11 @@ def resolved_configs(pipeline: PipelineConfig, names: list[str]) -> dict:
     stages = {}
     for name in names:
         ref = pipeline.stage(name)
-        stages[name] = {"config_file": str(resolve_path(ref.config)),
-                        "config": load_stage_config(pipeline, name).model_dump(mode="json"),
-                        "builders": {path: load_yaml_config(path, BuilderConfig).model_dump(mode="json")
-                                     for path in ref.builders}}
+        stages[name] = {
+            "config_file": str(resolve_path(ref.config)),
+            "config": load_stage_config(pipeline, name).model_dump(mode="json"),
+            "builders": {path: load_yaml_config(path, BuilderConfig).model_dump(mode="json") for path in ref.builders},
+        }
     return {"pipeline": pipeline.model_dump(mode="json"), "stages": stages}
 
 
@@ -59,8 +61,13 @@ def build_lines(configs: list[str], store: Store, force: bool = False) -> list[s
     lines = []
     for path in configs:
         b = load_yaml_config(path, BuilderConfig)
-        state = ("new" if not store.is_complete(b.output) else "rebuilt (--force)" if force
-                 else "in the store; rebuilt only if its inputs changed")
+        state = (
+            "new"
+            if not store.is_complete(b.output)
+            else "rebuilt (--force)"
+            if force
+            else "in the store; rebuilt only if its inputs changed"
+        )
         sources = ", ".join(i.name or i.path or i.hf or i.dataset for i in b.inputs)
         lines.append(f"  build   {b.output} ({b.builder} builder, {state}) from {sources}")
     return lines
@@ -68,8 +75,10 @@ def build_lines(configs: list[str], store: Store, force: bool = False) -> list[s
 
 def dry_run(pipeline: PipelineConfig, names: list[str], store: Store, build: bool = True) -> list[str]:
     """One paragraph per stage: data, training, sweep, promotion. Reads the store, writes nothing."""
-    lines = [f"pipeline {pipeline.line}: store {store.uri}, {pipeline.cluster.workers} workers "
-             f"({'GPU' if pipeline.cluster.use_gpu else 'CPU'}), stages {', '.join(names)}"]
+    lines = [
+        f"pipeline {pipeline.line}: store {store.uri}, {pipeline.cluster.workers} workers "
+        f"({'GPU' if pipeline.cluster.use_gpu else 'CPU'}), stages {', '.join(names)}"
+    ]
     # promotion's own numbering (incomplete version directories count: versions are never reused)
     next_number = layout.version_number(layout.next_version(store, pipeline.line, names[0]))
     sweep = sweep_plan(pipeline)
@@ -79,27 +88,43 @@ def dry_run(pipeline: PipelineConfig, names: list[str], store: Store, build: boo
         lines.append(f"\n[{name}] {cfg.description}".rstrip())
         lines += build_lines(ref.builders, store) if build else []
         t, world = cfg.train, pipeline.cluster.workers
-        lines.append(f"  train   {cfg.objective} from {cfg.model.init} on {cfg.data.dataset} "
-                     f"(max_length {cfg.data.max_length}): {_steps(cfg)}, lr {t.lr:g} {t.schedule}, "
-                     f"batch {t.micro_batch}×{t.grad_accum}×{world} workers = {t.micro_batch * t.grad_accum * world} "
-                     f"sequences, {t.precision}, ZeRO-{ds['zero_optimization'].get('stage', 0)} ({cfg.deepspeed})")
+        lines.append(
+            f"  train   {cfg.objective} from {cfg.model.init} on {cfg.data.dataset} "
+            f"(max_length {cfg.data.max_length}): {_steps(cfg)}, lr {t.lr:g} {t.schedule}, "
+            f"batch {t.micro_batch}×{t.grad_accum}×{world} workers = {t.micro_batch * t.grad_accum * world} "
+            f"sequences, {t.precision}, ZeRO-{ds['zero_optimization'].get('stage', 0)} ({cfg.deepspeed})"
+        )
         extras = [k for k in ("kl_anchor", "lora", "logit_distill", "dpo", "experiment") if getattr(cfg, k)]
-        extras += [f"{k} {v}" for k, v in (("optim", t.optim), ("attn_implementation", t.attn_implementation),
-                                           ("warmup_ratio", t.warmup_ratio)) if v]
+        extras += [
+            f"{k} {v}"
+            for k, v in (
+                ("optim", t.optim),
+                ("attn_implementation", t.attn_implementation),
+                ("warmup_ratio", t.warmup_ratio),
+            )
+            if v
+        ]
         extras += ["gradient_checkpointing"] * t.gradient_checkpointing
         extras += [f"{k}={v}" for k, v in t.extra.items()]
         if extras:
             lines.append(f"          with {', '.join(extras)}")
-        lines.append(f"  save    {_checkpoints(cfg)}; optimizer states kept for the newest "
-                     f"{max(pipeline.keep_optimizer_states, 1)} while training, {pipeline.keep_optimizer_states} after")
-        merges = (f" + SLERP merges with the precursor (t = {', '.join(map(str, pipeline.merge.t))})"
-                  if pipeline.merge.enabled else "")
+        lines.append(
+            f"  save    {_checkpoints(cfg)}; optimizer states kept for the newest "
+            f"{max(pipeline.keep_optimizer_states, 1)} while training, {pipeline.keep_optimizer_states} after"
+        )
+        merges = (
+            f" + SLERP merges with the precursor (t = {', '.join(map(str, pipeline.merge.t))})"
+            if pipeline.merge.enabled
+            else ""
+        )
         precursor = " and the precursor" if pipeline.sweep.score_precursor else ""
         lines.append(f"  sweep   every checkpoint{precursor}{merges} on {sweep}")
         gate = pipeline.selection.gate
-        lines.append(f"  promote the best on MMLU (margin {pipeline.selection.margin:g}, guarded: "
-                     f"{', '.join(pipeline.selection.guarded_domains) or 'none'}"
-                     f"{f', paired gate α={gate.alpha:g}' if gate.enabled else ''}) as "
-                     f"{pipeline.line}@{layout.version_name(next_number, name)}, with its card")
+        lines.append(
+            f"  promote the best on MMLU (margin {pipeline.selection.margin:g}, guarded: "
+            f"{', '.join(pipeline.selection.guarded_domains) or 'none'}"
+            f"{f', paired gate α={gate.alpha:g}' if gate.enabled else ''}) as "
+            f"{pipeline.line}@{layout.version_name(next_number, name)}, with its card"
+        )
         next_number += 1
     return lines

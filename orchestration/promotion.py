@@ -4,6 +4,7 @@ The version directory holds the HF model files, SHA256SUMS, champion.json (prove
 model card; its completion marker is written after all of them and `latest.json` after that, so
 a reader following `latest.json` always finds a complete champion. Versions are never overwritten.
 """
+
 from __future__ import annotations
 
 import getpass
@@ -11,15 +12,16 @@ import json
 import tempfile
 from pathlib import Path
 
-from slm.eval.scores import Candidate
-from slm.eval.sweep import is_model_file
-from slm.orchestration import card
-from slm.orchestration.sweeping import sweep_note
 from slm import layout, plots
 from slm.config import PipelineConfig
 from slm.errors import UserError
+from slm.eval.scores import Candidate, Selection
+from slm.eval.sweep import is_model_file
 from slm.log import log
-from slm.records import ChampionPointer, now
+from slm.orchestration import card
+from slm.orchestration.lineage import ChampionInfo
+from slm.orchestration.sweeping import precursor_of, sweep_note
+from slm.records import ChampionPointer, RollbackEvent, now
 from slm.store import Store, sha256_file
 
 
@@ -34,8 +36,10 @@ def find_promoted(store: Store, line: str, run_id: str, weights_digest: str) -> 
 def champion_plots(store: Store, line: str, info: dict, local: Path) -> dict:
     """plots/ of a new champion: the line's scores up to it (drawn now), its run's loss curve and its
     sweep's plot (copied). Returns {name: path relative to the champion}, for champion.json and the card."""
-    infos = [store.read_json(layout.champion_info(layout.champion_dir(line, version)))
-             for _, version in layout.versions(store, line)] + [info]
+    infos = [
+        store.read_json(layout.champion_info(layout.champion_dir(line, version)))
+        for _, version in layout.versions(store, line)
+    ] + [info]
     points = [_point(i["version"], i["scores"]) for i in infos]
     start = _grown_from(store, infos[0])
     if start:
@@ -44,8 +48,10 @@ def champion_plots(store: Store, line: str, info: dict, local: Path) -> dict:
     (local / "plots" / "history.png").write_bytes(plots.line_history(points, f"{line}: champions so far"))
     found = {"history": "plots/history.png"}
     run = info["run_record"].rsplit("/", 1)[0]
-    for name, key in (("loss", f"{layout.train_dir(run)}/loss.png"),
-                      ("selection", f"{info['selection'].rsplit('/', 1)[0]}/selection.png")):
+    for name, key in (
+        ("loss", layout.loss_plot(run)),
+        ("selection", f"{info['selection'].rsplit('/', 1)[0]}/selection.png"),
+    ):
         if store.exists(key):
             store.download_file(key, local / "plots" / f"{name}.png")
             found[name] = f"plots/{name}.png"
@@ -62,18 +68,27 @@ def _grown_from(store: Store, first: dict) -> dict | None:
     row = next((r for r in rows if r["kind"] == "precursor"), None)
     if row is None:
         return None
-    return {"version": f"input: {precursor['spec'].rstrip('/').rsplit('/', 1)[-1]}", "mmlu": row["mmlu"],
-            "mmlu_se": row.get("mmlu_se"), "bench": row.get("bench")}
+    return {
+        "version": f"input: {precursor['spec'].rstrip('/').rsplit('/', 1)[-1]}",
+        "mmlu": row["mmlu"],
+        "mmlu_se": row.get("mmlu_se"),
+        "bench": row.get("bench"),
+    }
 
 
 def _point(version: str, scores: dict) -> dict:
     bench = scores.get("bench")
-    return {"version": version, "mmlu": scores["mmlu"]["acc"], "mmlu_se": scores["mmlu"].get("se"),
-            "bench": bench["score"] if bench else None}
+    return {
+        "version": version,
+        "mmlu": scores["mmlu"]["acc"],
+        "mmlu_se": scores["mmlu"].get("se"),
+        "bench": bench["score"] if bench else None,
+    }
 
 
-def promote(store: Store, line: str, candidate: Candidate, champion_info: dict, card_writer,
-            plots_writer=None) -> ChampionPointer:
+def promote(
+    store: Store, line: str, candidate: Candidate, champion_info: dict, card_writer, plots_writer=None
+) -> ChampionPointer:
     """candidate: a scored candidate (its key and weights digest are used); champion_info: provenance for
     champion.json.
 
@@ -83,18 +98,34 @@ def promote(store: Store, line: str, candidate: Candidate, champion_info: dict, 
     """
     run_id = champion_info["run_id"]
     version = find_promoted(store, line, run_id, candidate.weights_digest)
-    latest = (ChampionPointer.model_validate(store.read_json(layout.latest_pointer(line)))
-              if store.exists(layout.latest_pointer(line)) else None)
-    if version and latest and (latest.rollback or layout.version_number(latest.version) >= layout.version_number(version)):
+    latest = (
+        ChampionPointer.model_validate(store.read_json(layout.latest_pointer(line)))
+        if store.exists(layout.latest_pointer(line))
+        else None
+    )
+    if (
+        version
+        and latest
+        and (latest.rollback or layout.version_number(latest.version) >= layout.version_number(version))
+    ):
         # Already promoted: `latest` moves forward only for a new version (or to finish a promotion that
         # stopped before moving it), never back, and never over a deliberate rollback.
-        note = ("it is the line's latest" if latest.version == version
-                else f"latest stays {line}@{latest.version}, rolled back on purpose: {latest.rollback['reason']}"
-                if latest.rollback else f"latest stays {line}@{latest.version}, which is newer")
+        note = (
+            "it is the line's latest"
+            if latest.version == version
+            else f"latest stays {line}@{latest.version}, rolled back on purpose: {latest.rollback.reason}"
+            if latest.rollback
+            else f"latest stays {line}@{latest.version}, which is newer"
+        )
         log(f"[promote] {line}@{version} already holds these weights; not promoting twice ({note})")
-        return ChampionPointer(line=line, version=version, key=layout.champion_dir(line, version),
-                               stage=champion_info["stage"], run_id=run_id,
-                               updated_at=latest.updated_at if latest.version == version else None)
+        return ChampionPointer(
+            line=line,
+            version=version,
+            key=layout.champion_dir(line, version),
+            stage=champion_info["stage"],
+            run_id=run_id,
+            updated_at=latest.updated_at if latest.version == version else None,
+        )
     if version:
         log(f"[promote] {line}@{version} already holds these weights; not promoting twice")
     else:
@@ -102,8 +133,15 @@ def promote(store: Store, line: str, candidate: Candidate, champion_info: dict, 
         key = layout.champion_dir(line, version)
         if store.exists(key):
             raise UserError(f"refusing to overwrite existing champion directory {store.url(key)}")
-        info = {**champion_info, "line": line, "version": version, "key": key, "source_key": candidate.key,
-                "weights_digest": candidate.weights_digest, "promoted_at": now()}
+        info = {
+            **champion_info,
+            "line": line,
+            "version": version,
+            "key": key,
+            "source_key": candidate.key,
+            "weights_digest": candidate.weights_digest,
+            "promoted_at": now(),
+        }
         with tempfile.TemporaryDirectory() as tmp:
             local = Path(tmp)
             store.get_tree(candidate.key, local, include=is_model_file)
@@ -115,8 +153,14 @@ def promote(store: Store, line: str, candidate: Candidate, champion_info: dict, 
             (local / "README.md").write_text(card_writer(info))
             store.put_tree(local, key)
         log(f"[promote] {candidate.name} → {store.url(key)}")
-    pointer = ChampionPointer(line=line, version=version, key=layout.champion_dir(line, version),
-                              stage=champion_info["stage"], run_id=run_id, updated_at=now())
+    pointer = ChampionPointer(
+        line=line,
+        version=version,
+        key=layout.champion_dir(line, version),
+        stage=champion_info["stage"],
+        run_id=run_id,
+        updated_at=now(),
+    )
     store.write_json(layout.latest_pointer(line), pointer.to_json())  # last: readers only ever see complete champions
     return pointer
 
@@ -135,36 +179,125 @@ def rollback(store: Store, line: str, version: str, reason: str, write: bool = T
     if latest.version == version:
         raise UserError(f"--rollback: {line}@{version} is already the line's latest")
     info = store.read_json(layout.champion_info(key))
-    event = {"line": line, "from": latest.version, "to": version, "reason": reason, "by": getpass.getuser(),
-             "at": now()}
-    pointer = ChampionPointer(line=line, version=version, key=key, stage=info["stage"], run_id=info["run_id"],
-                              updated_at=event["at"], rollback=event)
+    event = RollbackEvent.model_validate(
+        {"line": line, "from": latest.version, "to": version, "reason": reason, "by": getpass.getuser(), "at": now()}
+    )
+    pointer = ChampionPointer(
+        line=line,
+        version=version,
+        key=key,
+        stage=info["stage"],
+        run_id=info["run_id"],
+        updated_at=event.at,
+        rollback=event,
+    )
     if not write:
         return pointer
-    store.write_json(f"{layout.line_history(line)}/{event['at'].replace(':', '')}-rollback.json", event)
+    store.write_json(layout.rollback_event(line, event.at), event.to_json())
     store.write_json(layout.latest_pointer(line), pointer.to_json())
     log(f"[promote] latest of {line} rolled back {latest.version} → {version}: {reason}")
     return pointer
 
 
-def promote_champion(pipeline: PipelineConfig, record: dict, champion: Candidate, precursor: Candidate | None,
-                     store: Store) -> ChampionPointer:
+def promote_champion(
+    pipeline: PipelineConfig, record: dict, champion: Candidate, precursor: Candidate | None, store: Store
+) -> ChampionPointer:
     """Promote a swept candidate of a run, with its provenance and a card generated from the records."""
     scores = champion.scored.to_json()
     scores["mmlu"].pop("items", None)  # champion.json keeps the summary; per-item answers stay in the sweep
     if scores.get("bench"):
         scores["bench"].pop("items", None)
-    info = {"stage": record["stage"], "run_id": record["run_id"], "candidate": champion.name,
-            "candidate_kind": champion.kind, "run_record": layout.run_record(record["run_prefix"]),
-            "selection": f"{layout.sweep_dir(record['run_prefix'])}/selection.json",
-            "precursor": (precursor.champion or {"key": precursor.key, "spec": precursor.spec}) if precursor else None,
-            "scores": {"bench": None, **scores}, "sweep_note": sweep_note(pipeline, champion.scored.mmlu.n)}
+    info = {
+        "stage": record["stage"],
+        "run_id": record["run_id"],
+        "candidate": champion.name,
+        "candidate_kind": champion.kind,
+        "run_record": layout.run_record(record["run_prefix"]),
+        "selection": layout.selection_report(record["run_prefix"]),
+        "precursor": (precursor.champion or {"key": precursor.key, "spec": precursor.spec}) if precursor else None,
+        "scores": {"bench": None, **scores},
+        "sweep_note": sweep_note(pipeline, champion.scored.mmlu.n),
+    }
     if champion.kind == "merge":
         info["merge"] = champion.merge
     if champion.manual:
         info["manual"] = champion.manual
     if record.get("experiment"):
         info["experiment"] = {k: record["experiment"][k] for k in ("name", "status", "reason")}
-    return promote(store, pipeline.line, champion, info,
-                   lambda final: card.render(store, final, pipeline.card.model_dump()),
-                   lambda final, local: champion_plots(store, pipeline.line, final, local))
+    return promote(
+        store,
+        pipeline.line,
+        champion,
+        info,
+        lambda final: card.render(store, ChampionInfo.model_validate(final), pipeline.card),
+        lambda final, local: champion_plots(store, pipeline.line, final, local),
+    )
+
+
+def refuse_rewind(store: Store, line: str, run: str, candidate: Candidate, run_id: str) -> None:
+    """Promoting weights that are already an older champion would not move `latest` (it only moves
+    forward): say so and name the rollback, instead of exiting 0 with nothing done."""
+    version = find_promoted(store, line, run_id, candidate.weights_digest)
+    if version and store.exists(layout.latest_pointer(line)):
+        latest = ChampionPointer.model_validate(store.read_json(layout.latest_pointer(line))).version
+        if latest != version:
+            raise UserError(
+                f"{run}: {candidate.name} is already champion {line}@{version}; latest is {latest} and "
+                f"promotion only moves it forward (to move it back: python launch/promote.py "
+                f"--rollback {version} --reason '...')"
+            )
+
+
+def chosen_candidate(store: Store, run: str, name: str | None, reason: str | None) -> tuple[dict, Candidate]:
+    """The run's record and the candidate to promote from its sweep: the selection's champion, or
+    `name`, which overrules the selection (and a gate refusal overrules the gate) only with a reason,
+    kept on the candidate for champion.json and the card."""
+    if not layout.RUN_KEY.fullmatch(run):
+        raise UserError(f"{run!r} is not a run key (runs/<stage>/<stage>-<digest>, as the stage's log prints it)")
+    if not store.exists(layout.selection_report(run)):
+        raise UserError(f"{store.url(run)}: no sweep/selection.json; run the stage's sweep first")
+    record = store.read_json(layout.run_record(run))
+    selection = Selection.model_validate(store.read_json(layout.selection_report(run)))
+    name = selection.champion if name is None else name
+    kinds = {c.name: c.kind for c in selection.candidates}
+    if kinds.get(name) in (None, "precursor", "incumbent") or not store.exists(layout.sweep_candidate(run, name)):
+        names = ", ".join(n for n, kind in kinds.items() if kind not in ("precursor", "incumbent"))
+        raise UserError(f"{name!r} is not a candidate of {run} (candidates: {names})")
+    if name != selection.champion and not reason:
+        raise UserError(f"{name} is not the selected champion ({selection.champion}); give --reason")
+    gate_failed = selection.gate is not None and not selection.gate["passed"]
+    if gate_failed and not reason:
+        raise UserError(
+            f"{run}: {selection.champion} was {selection.gate['reason']}; give --reason to promote {name} anyway"
+        )
+    candidate = Candidate.model_validate(store.read_json(layout.sweep_candidate(run, name)))
+    overruled = [
+        what
+        for what, yes in (
+            (f"the selection ({selection.champion})", name != selection.champion),
+            ("the gate against the input model", gate_failed),
+        )
+        if yes
+    ]
+    if overruled:
+        candidate = candidate.model_copy(update={"manual": {"overrules": " and ".join(overruled), "reason": reason}})
+    return record, candidate
+
+
+def promote_run(
+    pipeline: PipelineConfig,
+    store: Store,
+    run: str,
+    name: str | None = None,
+    reason: str | None = None,
+    write: bool = True,
+) -> tuple[str, str, ChampionPointer | None]:
+    """`launch/promote.py RUN`: every rule checked (above), then the candidate promoted with its card.
+    Returns (the candidate's name, the version it is or would be promoted as, the pointer: None when
+    write=False)."""
+    record, candidate = chosen_candidate(store, run, name, reason)
+    refuse_rewind(store, pipeline.line, run, candidate, record["run_id"])
+    if not write:
+        return candidate.name, layout.next_version(store, pipeline.line, record["stage"]), None
+    pointer = promote_champion(pipeline, record, candidate, precursor_of(record, store.uri), store)
+    return candidate.name, pointer.version, pointer

@@ -1,18 +1,28 @@
 """One stage end to end — data, train, sweep, select, promote — and the pipeline config it runs in."""
+
 from __future__ import annotations
 
 from pathlib import Path
 
+from slm import STAGE_ORDER, cluster, layout, records
+from slm.config import (
+    BuilderConfig,
+    PipelineConfig,
+    StageConfig,
+    deep_merge,
+    leaf_paths,
+    load_yaml_config,
+    override_origins,
+    parse_overrides,
+    resolve_path,
+)
 from slm.data_builders import run_builder
+from slm.errors import UserError, require_extra
 from slm.eval.bench import load_bench
+from slm.log import log
 from slm.orchestration.promotion import promote_champion
 from slm.orchestration.sweeping import experiment_incumbent, sweep_and_select
 from slm.orchestration.training import train
-from slm import STAGE_ORDER, cluster, layout, records
-from slm.config import (BuilderConfig, PipelineConfig, StageConfig, deep_merge, leaf_paths, load_yaml_config,
-                        override_origins, parse_overrides, resolve_path)
-from slm.errors import UserError, require_extra
-from slm.log import log
 from slm.store import Store
 
 PIPELINE_KEYS = set(PipelineConfig.model_fields)
@@ -37,7 +47,7 @@ def route_overrides(pairs: list[str], stage: str | None = None) -> tuple[dict, d
             target, pair_for_target = "pipeline", pair
             pipeline = deep_merge(pipeline, parse_overrides([pair]))
         elif head in STAGE_ORDER and rest.partition(".")[0] in STAGE_KEYS:
-            target, pair_for_target = head, pair[len(head) + 1:]
+            target, pair_for_target = head, pair[len(head) + 1 :]
             stages[head] = deep_merge(stages.get(head, {}), parse_overrides([pair_for_target]))
         elif head in STAGE_KEYS:
             target, pair_for_target = stage or "*", pair
@@ -45,14 +55,21 @@ def route_overrides(pairs: list[str], stage: str | None = None) -> tuple[dict, d
         elif head in STAGE_ORDER:
             raise UserError(f"--set {pair}: name a key of the {head} stage, e.g. {head}.train.lr=1e-5")
         else:
-            raise UserError(f"--set {pair}: {head!r} is neither a pipeline key ({', '.join(sorted(PIPELINE_KEYS))}), "
-                            f"a stage key ({', '.join(sorted(STAGE_KEYS))}) nor a stage name")
+            raise UserError(
+                f"--set {pair}: {head!r} is neither a pipeline key ({', '.join(sorted(PIPELINE_KEYS))}), "
+                f"a stage key ({', '.join(sorted(STAGE_KEYS))}) nor a stage name"
+            )
         origins.setdefault(target, {}).update(override_origins([pair_for_target], f"--set {pair}"))
     return pipeline, stages, origins
 
 
-def open_pipeline(path: str, store_override: str | None = None, overrides: list[str] = (),
-                  stage: str | None = None, existing_store: bool = False) -> tuple[PipelineConfig, Store]:
+def open_pipeline(
+    path: str,
+    store_override: str | None = None,
+    overrides: list[str] = (),
+    stage: str | None = None,
+    existing_store: bool = False,
+) -> tuple[PipelineConfig, Store]:
     """Load the pipeline config with `--set` overrides applied (see route_overrides), and open its store.
     existing_store: the command only reads or updates a store (promote, card), so a local store
     directory that does not exist is a mistyped --store, not an empty line."""
@@ -60,11 +77,16 @@ def open_pipeline(path: str, store_override: str | None = None, overrides: list[
     pipeline = load_yaml_config(path, PipelineConfig, pipeline_overrides, origins.get("pipeline"))
     refs = []
     for ref in pipeline.stages:
-        merged = ref.model_copy(update={"set": deep_merge(deep_merge(ref.set, stage_overrides.get("*", {})),
-                                                          stage_overrides.get(ref.name, {}))})
-        merged._origins = {**{key: f"{resolve_path(path)} (stages: {ref.name}: set: {'.'.join(key)})"
-                              for key in leaf_paths(ref.set)},
-                           **origins.get("*", {}), **origins.get(ref.name, {})}
+        merged = ref.model_copy(
+            update={
+                "set": deep_merge(deep_merge(ref.set, stage_overrides.get("*", {})), stage_overrides.get(ref.name, {}))
+            }
+        )
+        merged._origins = {
+            **{key: f"{resolve_path(path)} (stages: {ref.name}: set: {'.'.join(key)})" for key in leaf_paths(ref.set)},
+            **origins.get("*", {}),
+            **origins.get(ref.name, {}),
+        }
         refs.append(merged)
     for name in set(stage_overrides) - {"*"} - {r.name for r in refs}:
         pipeline.stage(name)  # the one-line unknown-stage error
@@ -74,9 +96,11 @@ def open_pipeline(path: str, store_override: str | None = None, overrides: list[
     store_uri = store_override or pipeline.store
     if "://" not in store_uri:
         if cluster.in_job_working_dir_copy() and not Path(store_uri).expanduser().is_absolute():
-            raise UserError(f"store {store_uri!r} is a relative path, and this driver runs in a Ray job's temporary "
-                            f"copy of the working directory, deleted with the job: pass --store with an absolute "
-                            f"path (e.g. --store $PWD/artifacts/store) or an s3:// URI")
+            raise UserError(
+                f"store {store_uri!r} is a relative path, and this driver runs in a Ray job's temporary "
+                f"copy of the working directory, deleted with the job: pass --store with an absolute "
+                f"path (e.g. --store $PWD/artifacts/store) or an s3:// URI"
+            )
         store_uri = str(resolve_path(store_uri))
         if existing_store and not Path(store_uri).is_dir():
             raise UserError(f"store {store_uri} does not exist (no such directory); check --store")
@@ -87,7 +111,9 @@ def load_stage_config(pipeline: PipelineConfig, name: str, overrides: dict | Non
     ref = pipeline.stage(name)
     config = resolve_path(ref.config)
     if not config.is_file():
-        raise UserError(f"stage {name}: its config file {config} does not exist (the pipeline's stages: {name}: config)")
+        raise UserError(
+            f"stage {name}: its config file {config} does not exist (the pipeline's stages: {name}: config)"
+        )
     cfg = load_yaml_config(config, StageConfig, deep_merge(ref.set, overrides or {}), ref._origins)
     if cfg.stage != name:
         raise UserError(f"{ref.config}: declares stage {cfg.stage!r} but the pipeline lists it as {name!r}")
@@ -98,8 +124,8 @@ def check_before_launch(pipeline: PipelineConfig, names: list[str], store: Store
     """What can be checked without training is checked before any Ray worker starts: every stage
     config that will run, its DeepSpeed config (against DeepSpeed's own model), its builder configs,
     and (probe_store) that the store takes a write."""
-    from slm.orchestration.evaluate import check_settings
     from slm.engine import check_train_extra, load_ds_config
+    from slm.orchestration.evaluate import check_settings
 
     check_settings(pipeline)
     if pipeline.merge.enabled:
@@ -128,8 +154,14 @@ def build_data(builder_configs: list[str], store: Store, evals) -> list[dict]:
 
 
 def record_experiment(pipeline: PipelineConfig, store: Store, record: dict, cfg: StageConfig, verdict: dict) -> dict:
-    verdict = {**cfg.experiment.model_dump(), "stage": cfg.stage, "run_id": record["run_id"],
-               "run_record": layout.run_record(record["run_prefix"]), **verdict, "decided_at": records.now()}
+    verdict = {
+        **cfg.experiment.model_dump(),
+        "stage": cfg.stage,
+        "run_id": record["run_id"],
+        "run_record": layout.run_record(record["run_prefix"]),
+        **verdict,
+        "decided_at": records.now(),
+    }
     record["experiment"] = verdict
     store.write_json(layout.run_record(record["run_prefix"]), records.redact(record))
     store.write_json(layout.experiment_verdict(pipeline.line, record["run_id"]), verdict)
@@ -141,10 +173,17 @@ def record_not_promoted(pipeline: PipelineConfig, store: Store, record: dict, se
     """The gate kept the stage's champion out: say so in the run record, the line, and the log, and
     name what the line's next stage starts from instead."""
     stage = record["stage"]
-    verdict = {"status": "not promoted", "stage": stage, "run_id": record["run_id"], "candidate": selection.champion,
-               "reason": selection.gate["reason"], "gate": selection.gate,
-               "run_record": layout.run_record(record["run_prefix"]), "decided_at": records.now(),
-               "overrule": f"python launch/promote.py {record['run_prefix']} --reason '...'"}
+    verdict = {
+        "status": "not promoted",
+        "stage": stage,
+        "run_id": record["run_id"],
+        "candidate": selection.champion,
+        "reason": selection.gate["reason"],
+        "gate": selection.gate,
+        "run_record": layout.run_record(record["run_prefix"]),
+        "decided_at": records.now(),
+        "overrule": f"python launch/promote.py {record['run_prefix']} --reason '...'",
+    }
     record["promotion"] = verdict
     store.write_json(layout.run_record(record["run_prefix"]), records.redact(record))
     store.write_json(layout.not_promoted(pipeline.line, stage), verdict)
@@ -152,15 +191,18 @@ def record_not_promoted(pipeline: PipelineConfig, store: Store, record: dict, se
     latest = layout.latest_pointer(pipeline.line)
     if store.exists(latest):
         pointer = records.ChampionPointer.model_validate(store.read_json(latest))
-        log(f"[{stage}] the line's champion stays {pipeline.line}@{pointer.version}; stages that start from "
-            f"champion:{pipeline.line} start from it")
+        log(
+            f"[{stage}] the line's champion stays {pipeline.line}@{pointer.version}; stages that start from "
+            f"champion:{pipeline.line} start from it"
+        )
     else:
         log(f"[{stage}] the line {pipeline.line} has no champion yet; to promote anyway: {verdict['overrule']}")
     return verdict
 
 
-def run_stage(pipeline: PipelineConfig, name: str, store: Store, overrides: dict | None = None,
-              train_only: bool = False) -> dict:
+def run_stage(
+    pipeline: PipelineConfig, name: str, store: Store, overrides: dict | None = None, train_only: bool = False
+) -> dict:
     """Train (or resume, or find finished) one stage, then sweep, select and promote its champion."""
     cfg = load_stage_config(pipeline, name, overrides)
     record = train(pipeline, cfg, store)
@@ -173,8 +215,11 @@ def run_stage(pipeline: PipelineConfig, name: str, store: Store, overrides: dict
         if verdict["status"] == "rejected":
             return {"record": record, "selection": selection, "experiment": verdict}
     if not selection.promotable:
-        return {"record": record, "selection": selection, "not_promoted": record_not_promoted(pipeline, store, record,
-                                                                                             selection)}
+        return {
+            "record": record,
+            "selection": selection,
+            "not_promoted": record_not_promoted(pipeline, store, record, selection),
+        }
     pointer = promote_champion(pipeline, record, champion, precursor, store)
     log(f"[{name}] promoted {pipeline.line}@{pointer.version} → {store.url(pointer.key)}")
     return {"record": record, "selection": selection, "champion": pointer}

@@ -1,30 +1,34 @@
 """After training: score every checkpoint (and merges, the input model, an incumbent), select the
 champion, gate it against the stage's input model, and judge experiments against the stage's
 current champion."""
+
 from __future__ import annotations
 
 import tempfile
 from pathlib import Path
 
+from slm import cluster, layout
+from slm.config import PipelineConfig
+from slm.errors import UserError
 from slm.eval import merge, report
 from slm.eval.mmlu import SUBJECT_DOMAINS, select_subjects
 from slm.eval.scores import Candidate, Selection
 from slm.eval.selection import gate, report_row, select
 from slm.eval.sweep import sweep
-from slm.orchestration.training import checkpoints
-from slm import cluster, layout
-from slm.config import PipelineConfig
-from slm.errors import UserError
 from slm.log import log
 from slm.modeling import champion_pointer
+from slm.orchestration.training import checkpoints
 from slm.store import Store
 
 
 def sweep_note(pipeline: PipelineConfig, n_items: int) -> str:
     s = pipeline.sweep
     subjects = select_subjects(s.subjects)
-    scope = ("all 57 subjects" if len(subjects) == len(SUBJECT_DOMAINS) else
-             f"{len(subjects)} of 57 subjects ({', '.join(subjects)})")
+    scope = (
+        "all 57 subjects"
+        if len(subjects) == len(SUBJECT_DOMAINS)
+        else f"{len(subjects)} of 57 subjects ({', '.join(subjects)})"
+    )
     limit = f", at most {s.limit} items per subject" if s.limit else ""
     subset = " — a subset, not full MMLU" if s.limit or len(subjects) < len(SUBJECT_DOMAINS) else ""
     return f"lm-eval, {s.num_fewshot}-shot, {scope}{limit}: {n_items:,} test items{subset}."
@@ -38,10 +42,10 @@ def precursor_of(record: dict, store_uri: str) -> Candidate | None:
     if init.get("spec") in (None, "scratch"):
         return None
     if init.get("key") is not None and init.get("store") in (None, store_uri):
-        name = "input model" + (f" ({init['champion']['line']}@{init['champion']['version']})"
-                                if init.get("champion") else "")
-        return Candidate(name=name, key=init["key"], kind="precursor", champion=init.get("champion"),
-                         spec=init["spec"])
+        name = "input model" + (
+            f" ({init['champion']['line']}@{init['champion']['version']})" if init.get("champion") else ""
+        )
+        return Candidate(name=name, key=init["key"], kind="precursor", champion=init.get("champion"), spec=init["spec"])
     return Candidate(name="input model", ref=init, kind="precursor", spec=init["spec"], champion=init.get("champion"))
 
 
@@ -51,8 +55,12 @@ def experiment_incumbent(pipeline: PipelineConfig, stage: str, store: Store) -> 
         pointer = champion_pointer(store, pipeline.line, stage=stage)
     except UserError:
         return None
-    return Candidate(name=f"incumbent ({pointer.line}@{pointer.version})", key=pointer.key, kind="incumbent",
-                     champion=pointer.to_json())
+    return Candidate(
+        name=f"incumbent ({pointer.line}@{pointer.version})",
+        key=pointer.key,
+        kind="incumbent",
+        champion=pointer.to_json(),
+    )
 
 
 def judge_experiment(best: Candidate | dict, incumbent: Candidate | dict, policy) -> dict:
@@ -68,20 +76,36 @@ def judge_experiment(best: Candidate | dict, incumbent: Candidate | dict, policy
     elif not accepted and mine.status != "rejected":
         reason = f"{reason} (the incumbent {incumbent.name} stays: {theirs.reason})"
     bench = lambda c: c.scored.bench.score if c.scored.bench else None  # noqa: E731
-    return {"status": "accepted" if accepted else "rejected", "reason": reason, "candidate": best.name,
-            "incumbent": incumbent.name, "incumbent_key": incumbent.key, "noise": duel.noise,
-            "mmlu": {"candidate": best.scored.mmlu.acc, "incumbent": incumbent.scored.mmlu.acc},
-            "bench": {"candidate": bench(best), "incumbent": bench(incumbent)}}
+    return {
+        "status": "accepted" if accepted else "rejected",
+        "reason": reason,
+        "candidate": best.name,
+        "incumbent": incumbent.name,
+        "incumbent_key": incumbent.key,
+        "noise": duel.noise,
+        "mmlu": {"candidate": best.scored.mmlu.acc, "incumbent": incumbent.scored.mmlu.acc},
+        "bench": {"candidate": bench(best), "incumbent": bench(incumbent)},
+    }
 
 
-def add_merges(pipeline: PipelineConfig, store: Store, prefix: str, selection: Selection,
-               candidates: list[Candidate], scored: dict[str, Candidate], precursor: Candidate | None,
-               tag: str = "sweep") -> list[Candidate]:
+def add_merges(
+    pipeline: PipelineConfig,
+    store: Store,
+    prefix: str,
+    selection: Selection,
+    candidates: list[Candidate],
+    scored: dict[str, Candidate],
+    precursor: Candidate | None,
+    tag: str = "sweep",
+) -> list[Candidate]:
     """SLERP the champion with its precursor (and any configured pairs); the merges, scored."""
     ranked = [r.name for r in selection.candidates if r.status == "champion"]
     ranked += [r.name for r in selection.candidates if r.status != "champion"]
-    pairs = merge.resolve_pairs(([("champion", "precursor")] if precursor else []) + list(pipeline.merge.pairs),
-                                ranked, {**{c.name: c for c in candidates}, **scored})
+    pairs = merge.resolve_pairs(
+        ([("champion", "precursor")] if precursor else []) + list(pipeline.merge.pairs),
+        ranked,
+        {**{c.name: c for c in candidates}, **scored},
+    )
     merges, seen = [], set()
     for base, other in pairs:
         if (base.name, other.name) in seen:
@@ -102,30 +126,33 @@ def add_merges(pipeline: PipelineConfig, store: Store, prefix: str, selection: S
 
 def gate_summary(verdict: dict) -> str:
     """One line: passed or not, and each paired test (what, candidate vs input, p)."""
-    tests = ", ".join(f"{t['what']} {t['candidate']}/{t['n']} vs {t['input']}/{t['n']} (p = {t['p']:.2g})"
-                      for t in verdict["tests"])
+    tests = ", ".join(
+        f"{t['what']} {t['candidate']}/{t['n']} vs {t['input']}/{t['n']} (p = {t['p']:.2g})" for t in verdict["tests"]
+    )
     return f"{verdict['reason'] if not verdict['passed'] else 'passed'} [{tests}]"
 
 
 def write_report(store: Store, out: str, selection: Selection, reference: list, title: str) -> None:
-    store.write_json(f"{out}/selection.json", selection.to_json())
-    store.write_text(f"{out}/selection.md", report.markdown_table(selection))
+    store.write_json(layout.selection_file(out), selection.to_json())
+    store.write_text(layout.selection_file(out, "md"), report.markdown_table(selection))
     with tempfile.TemporaryDirectory() as tmp:
         png = Path(tmp) / "selection.png"
         shown = selection.model_copy(update={"candidates": [c for c in selection.candidates if c not in reference]})
         report.plot(shown, reference, png, title)
-        store.upload_file(png, f"{out}/selection.png")
+        store.upload_file(png, layout.selection_file(out, "png"))
 
 
-def sweep_and_select(pipeline: PipelineConfig, record: dict, store: Store,
-                     incumbent: Candidate | None = None) -> tuple[Candidate, Selection, Candidate | None]:
+def sweep_and_select(
+    pipeline: PipelineConfig, record: dict, store: Store, incumbent: Candidate | None = None
+) -> tuple[Candidate, Selection, Candidate | None]:
     prefix, use_gpu = record["run_prefix"], pipeline.cluster.use_gpu
     out = layout.sweep_dir(prefix)
     candidates = checkpoints(store, prefix)
     precursor = precursor_of(record, store.uri)
     gated = pipeline.selection.gate.enabled and precursor is not None
-    to_score = candidates + ([precursor] if precursor and (gated or pipeline.sweep.score_precursor
-                                                          or record.get("experiment")) else [])
+    to_score = candidates + (
+        [precursor] if precursor and (gated or pipeline.sweep.score_precursor or record.get("experiment")) else []
+    )
     if incumbent and (not precursor or incumbent.key != precursor.key):
         to_score.append(incumbent)
     cluster.connect()
@@ -150,11 +177,16 @@ def sweep_and_select(pipeline: PipelineConfig, record: dict, store: Store,
     if selection.gate:
         log(f"[{record['stage']}] gate vs the input model: {gate_summary(selection.gate)}")
     if record.get("experiment"):
-        against = (scored.get(incumbent.name) if incumbent else None) or (scored.get(precursor.name) if precursor else None)
+        against = (scored.get(incumbent.name) if incumbent else None) or (
+            scored.get(precursor.name) if precursor else None
+        )
         if against is None:
-            raise UserError(f"{record['stage']}: experiment {record['experiment']['name']} has nothing to be judged "
-                            f"against (no champion from this stage and no precursor in the store)")
-        selection.experiment = judge_experiment(champion, against.model_copy(update={"kind": "incumbent"}),
-                                                pipeline.selection)
-        store.write_json(f"{out}/selection.json", selection.to_json())
+            raise UserError(
+                f"{record['stage']}: experiment {record['experiment']['name']} has nothing to be judged "
+                f"against (no champion from this stage and no precursor in the store)"
+            )
+        selection.experiment = judge_experiment(
+            champion, against.model_copy(update={"kind": "incumbent"}), pipeline.selection
+        )
+        store.write_json(layout.selection_file(out), selection.to_json())
     return champion, selection, precursor

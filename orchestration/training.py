@@ -5,11 +5,11 @@ config, the starting weights, the dataset, the DeepSpeed config's contents, the 
 chat template's contents, and the worker count. Re-running the same stage finds its own run: a
 finished run is not trained again, an unfinished one resumes from its newest complete checkpoint.
 """
+
 from __future__ import annotations
 
 import json
 
-from slm.eval.scores import Candidate
 from slm import cluster, engine, layout, plots, records
 from slm.chat import prompt_text
 from slm.checkpoints import holds_resume_state, prune_resume_state, resumable
@@ -17,12 +17,13 @@ from slm.config import PipelineConfig, StageConfig, config_digest, resolve_path
 from slm.datasets import read_manifest
 from slm.engine import TrainJob
 from slm.errors import UserError
+from slm.eval.scores import Candidate
 from slm.init_checks import init_loss_warning
 from slm.log import log
 from slm.modeling import load_tokenizer, materialize
 from slm.recipe import StageContext
-from slm.store import Store, sha256_file
 from slm.stages import RECIPES
+from slm.store import Store, sha256_file
 
 # Files of a local model directory hashed by content for a run's identity; bigger ones (weights of a
 # multi-GB model) by size and modification time, so that naming a run never reads gigabytes.
@@ -30,13 +31,18 @@ HASH_BY_CONTENT_BELOW = 64 << 20
 
 
 def model_facts(store: Store, checkpoint_key: str, parameters: int) -> dict:
-    cfg = json.loads(store.read_bytes(f"{checkpoint_key}/config.json"))
+    cfg = json.loads(store.read_bytes(layout.model_config(checkpoint_key)))
     pick = lambda *names: next((cfg[n] for n in names if n in cfg), None)  # noqa: E731
-    return {"architecture": cfg.get("model_type"), "parameters": parameters,
-            "hidden_size": pick("hidden_size", "n_embd"), "layers": pick("num_hidden_layers", "n_layer"),
-            "heads": pick("num_attention_heads", "n_head"), "vocab_size": cfg.get("vocab_size"),
-            "context": pick("max_position_embeddings", "n_positions"),
-            "tie_word_embeddings": cfg.get("tie_word_embeddings", True)}
+    return {
+        "architecture": cfg.get("model_type"),
+        "parameters": parameters,
+        "hidden_size": pick("hidden_size", "n_embd"),
+        "layers": pick("num_hidden_layers", "n_layer"),
+        "heads": pick("num_attention_heads", "n_head"),
+        "vocab_size": cfg.get("vocab_size"),
+        "context": pick("max_position_embeddings", "n_positions"),
+        "tie_word_embeddings": cfg.get("tie_word_embeddings", True),
+    }
 
 
 def training_summary(log_history: list[dict]) -> dict:
@@ -44,16 +50,24 @@ def training_summary(log_history: list[dict]) -> dict:
     evals = [{"step": h["step"], "eval_loss": h["eval_loss"]} for h in log_history if "eval_loss" in h]
     final = next((h for h in reversed(log_history) if "train_runtime" in h), {})
     tokens, runtime = final.get("num_input_tokens_seen"), final.get("train_runtime")
-    return {"first_loss": losses[0] if losses else None, "last_loss": losses[-1] if losses else None,
-            "min_loss": min(losses) if losses else None, "loss_fell": bool(losses) and losses[-1] < losses[0],
-            "eval": evals, "train_runtime_s": runtime, "tokens": tokens,
-            "tokens_per_s": tokens / runtime if tokens and runtime else None}
+    return {
+        "first_loss": losses[0] if losses else None,
+        "last_loss": losses[-1] if losses else None,
+        "min_loss": min(losses) if losses else None,
+        "loss_fell": bool(losses) and losses[-1] < losses[0],
+        "eval": evals,
+        "train_runtime_s": runtime,
+        "tokens": tokens,
+        "tokens_per_s": tokens / runtime if tokens and runtime else None,
+    }
 
 
 def checkpoints(store: Store, run: str) -> list[Candidate]:
     """A run's complete checkpoints as sweep candidates, oldest first."""
-    return [Candidate(name=key.rsplit("/", 1)[-1], key=key, kind="checkpoint", step=step)
-            for step, key in layout.complete_checkpoints(store, run)]
+    return [
+        Candidate(name=key.rsplit("/", 1)[-1], key=key, kind="checkpoint", step=step)
+        for step, key in layout.complete_checkpoints(store, run)
+    ]
 
 
 def files_identity(ref: dict | None):
@@ -64,9 +78,15 @@ def files_identity(ref: dict | None):
         return Store.open(ref["store"]).tree_manifest(ref["key"])["files"]
     if ref.get("local") is not None:
         root = resolve_path(ref["local"])
-        return {p.name: (sha256_file(p) if p.stat().st_size < HASH_BY_CONTENT_BELOW
-                         else f"{p.stat().st_size}:{p.stat().st_mtime_ns}")
-                for p in sorted(root.iterdir()) if p.is_file()}
+        return {
+            p.name: (
+                sha256_file(p)
+                if p.stat().st_size < HASH_BY_CONTENT_BELOW
+                else f"{p.stat().st_size}:{p.stat().st_mtime_ns}"
+            )
+            for p in sorted(root.iterdir())
+            if p.is_file()
+        }
     return {k: ref.get(k) for k in ("hf", "revision")}
 
 
@@ -74,10 +94,13 @@ def run_identity(cfg: StageConfig, job: TrainJob, data_digest: str) -> dict:
     """Everything besides the stage config that changes what a run trains."""
     template = cfg.model.chat_template
     template_file = resolve_path(template) if template else None
-    return {"init": files_identity(job.init),
-            "tokenizer": "init" if job.tokenizer == job.init else files_identity(job.tokenizer),
-            "chat_template": sha256_file(template_file) if template_file and template_file.is_file() else template,
-            "deepspeed": job.ds_config, "data": data_digest}
+    return {
+        "init": files_identity(job.init),
+        "tokenizer": "init" if job.tokenizer == job.init else files_identity(job.tokenizer),
+        "chat_template": sha256_file(template_file) if template_file and template_file.is_file() else template,
+        "deepspeed": job.ds_config,
+        "data": data_digest,
+    }
 
 
 def refuse_other_world_size(store: Store, stage: str, resume_identity: str, workers: int) -> None:
@@ -91,8 +114,11 @@ def refuse_other_world_size(store: Store, stage: str, resume_identity: str, work
         if not store.exists(key):
             continue
         other = store.read_json(key)
-        if (other.get("resume_identity") != resume_identity or other.get("status") == "finished"
-                or other["cluster"]["workers"] == workers):
+        if (
+            other.get("resume_identity") != resume_identity
+            or other.get("status") == "finished"
+            or other["cluster"]["workers"] == workers
+        ):
             continue
         checkpoint = layout.latest_checkpoint(store, other["run_prefix"])
         if checkpoint:
@@ -102,29 +128,54 @@ def refuse_other_world_size(store: Store, stage: str, resume_identity: str, work
                 f"{other['cluster']['workers']} workers; resuming it on {workers} is not supported (ZeRO-{zero} "
                 f"optimizer shards are per rank and the data position depends on the world size). Rerun with "
                 f"--set cluster.workers={other['cluster']['workers']} to resume it, or change the config "
-                f"(e.g. train.seed) to start a new run on {workers} workers")
+                f"(e.g. train.seed) to start a new run on {workers} workers"
+            )
 
 
 def worker_group_starts(store: Store, prefix: str) -> list[dict]:
     """Every start of the Ray Train worker group (first launch, FailureConfig restarts, reruns), oldest first."""
-    starts = f"{layout.train_dir(prefix)}/starts"
+    starts = layout.worker_starts(prefix)
     return [store.read_json(f"{starts}/{name}") for name in sorted(store.children(starts))]
 
 
-def new_record(pipeline: PipelineConfig, cfg: StageConfig, job: TrainJob, run_id: str, prefix: str,
-               resume_identity: str, manifest: dict, data_digest: str) -> dict:
-    record = {"stage": cfg.stage, "run_id": run_id, "run_prefix": prefix, "line": pipeline.line,
-              "recipe": job.recipe, "resume_identity": resume_identity,
-              "experiment": cfg.experiment.model_dump() if cfg.experiment else None,
-              "config": cfg.model_dump(mode="json"), "init": job.init or {"spec": "scratch"},
-              "tokenizer": job.tokenizer, "data": manifest, "data_manifest_sha256": data_digest,
-              "deepspeed": {"config_file": cfg.deepspeed, "config": job.ds_config,
-                            "zero_stage": job.ds_config["zero_optimization"]["stage"],
-                            "optimizer": engine.optimizer_name(job.ds_config, job.train.optim)},
-              "cluster": pipeline.cluster.model_dump(), "seed": cfg.train.seed,
-              "versions": records.versions(), "git_commit": records.git_commit(),
-              "environment": records.environment_facts(), "attempts": [], "warnings": list(job.warnings),
-              "pad": job.pad}
+def new_record(
+    pipeline: PipelineConfig,
+    cfg: StageConfig,
+    job: TrainJob,
+    run_id: str,
+    prefix: str,
+    resume_identity: str,
+    manifest: dict,
+    data_digest: str,
+) -> dict:
+    record = {
+        "stage": cfg.stage,
+        "run_id": run_id,
+        "run_prefix": prefix,
+        "line": pipeline.line,
+        "recipe": job.recipe,
+        "resume_identity": resume_identity,
+        "experiment": cfg.experiment.model_dump() if cfg.experiment else None,
+        "config": cfg.model_dump(mode="json"),
+        "init": job.init or {"spec": "scratch"},
+        "tokenizer": job.tokenizer,
+        "data": manifest,
+        "data_manifest_sha256": data_digest,
+        "deepspeed": {
+            "config_file": cfg.deepspeed,
+            "config": job.ds_config,
+            "zero_stage": job.ds_config["zero_optimization"]["stage"],
+            "optimizer": engine.optimizer_name(job.ds_config, job.train.optim),
+        },
+        "cluster": pipeline.cluster.model_dump(),
+        "seed": cfg.train.seed,
+        "versions": records.versions(),
+        "git_commit": records.git_commit(),
+        "environment": records.environment_facts(),
+        "attempts": [],
+        "warnings": list(job.warnings),
+        "pad": job.pad,
+    }
     if job.logit_distill:
         record["logit_distill_teacher"] = job.logit_distill["teacher"]
     for warning in job.warnings:
@@ -139,7 +190,9 @@ def plan_run(pipeline: PipelineConfig, cfg: StageConfig, store: Store) -> tuple[
     Returns (job, run id, identity, data manifest, data digest)."""
     job = RECIPES[cfg.stage].plan(cfg, StageContext(store, pipeline))
     manifest = read_manifest(store, cfg.data.dataset)
-    data_digest = manifest.get("build_digest") or store.tree_manifest(cfg.data.dataset)["files"]["manifest.json"]["sha256"]
+    data_digest = (
+        manifest.get("build_digest") or store.tree_manifest(cfg.data.dataset)["files"]["manifest.json"]["sha256"]
+    )
     identity = run_identity(cfg, job, data_digest)
     run_id = f"{cfg.stage}-{config_digest(cfg, {**identity, 'workers': job.workers})}"
     return job, run_id, identity, manifest, data_digest
@@ -165,28 +218,43 @@ def train(pipeline: PipelineConfig, cfg: StageConfig, store: Store) -> dict:
             earlier["last_complete_checkpoint"] = layout.latest_checkpoint(store, prefix)
     resume_from = layout.latest_checkpoint(store, prefix)
     if resume_from and not resumable(store, resume_from):
-        raise UserError(f"{cfg.stage}: run {run_id} stopped at {store.url(resume_from)}, whose DeepSpeed optimizer "
-                        f"state was pruned (keep_optimizer_states); it cannot resume exactly. Change the config "
-                        f"(e.g. train.seed) to start a new run")
+        raise UserError(
+            f"{cfg.stage}: run {run_id} stopped at {store.url(resume_from)}, whose DeepSpeed optimizer "
+            f"state was pruned (keep_optimizer_states); it cannot resume exactly. Change the config "
+            f"(e.g. train.seed) to start a new run"
+        )
     record["status"] = "running"
-    record["attempts"].append({"attempt": len(record["attempts"]) + 1, "status": "running",
-                               "started_at": records.now(), "resume_from": resume_from,
-                               "workers": job.workers})
+    record["attempts"].append(
+        {
+            "attempt": len(record["attempts"]) + 1,
+            "status": "running",
+            "started_at": records.now(),
+            "resume_from": resume_from,
+            "workers": job.workers,
+        }
+    )
     if resume_from:
-        log(f"[{cfg.stage}] run {run_id} was interrupted; attempt {len(record['attempts'])} resumes from "
-            f"{store.url(resume_from)}")
+        log(
+            f"[{cfg.stage}] run {run_id} was interrupted; attempt {len(record['attempts'])} resumes from "
+            f"{store.url(resume_from)}"
+        )
     job = job.model_copy(update={"run_id": run_id, "run_prefix": prefix, "attempt": len(record["attempts"])})
     store.write_json(record_key, records.redact(record))
     cluster.connect()
-    log(f"[{cfg.stage}] run {run_id}: {job.recipe} on {job.workers} Ray Train workers "
+    log(
+        f"[{cfg.stage}] run {run_id}: {job.recipe} on {job.workers} Ray Train workers "
         f"({'GPU' if job.use_gpu else 'CPU'}), DeepSpeed ZeRO-{record['deepspeed']['zero_stage']}, "
-        f"{record['deepspeed']['optimizer']}")
+        f"{record['deepspeed']['optimizer']}"
+    )
     try:
         engine.run(job, recipe)
     except BaseException as exc:
         record["status"] = "failed"
-        record["attempts"][-1].update(status="failed", ended_at=records.now(),
-                                      error=str(exc).splitlines()[0][:500] if str(exc) else type(exc).__name__)
+        record["attempts"][-1].update(
+            status="failed",
+            ended_at=records.now(),
+            error=str(exc).splitlines()[0][:500] if str(exc) else type(exc).__name__,
+        )
         store.write_json(record_key, records.redact(record))
         raise
     return finish_record(store, record, job)
@@ -203,23 +271,37 @@ def prune_after_finish(store: Store, prefix: str, record: dict, keep: int) -> di
     kept = [key for key, m in manifests.items() if holds_resume_state(m)]
     freed = sum(p["bytes"] for p in pruned)
     if pruned:
-        log(f"[{record['stage']}] storage: optimizer state pruned from {len(pruned)} checkpoint(s), "
+        log(
+            f"[{record['stage']}] storage: optimizer state pruned from {len(pruned)} checkpoint(s), "
             f"{freed / 1e6:,.1f} MB freed; kept in {', '.join(k.rsplit('/', 1)[-1] for k in kept) or 'none'} "
-            f"(keep_optimizer_states={keep}); checkpoints now {after / 1e6:,.1f} MB")
-    return {"keep_optimizer_states": keep, "resumable_checkpoints": kept, "pruned": pruned,
-            "bytes_freed": freed, "checkpoint_bytes_before_final_prune": before, "checkpoint_bytes": after}
+            f"(keep_optimizer_states={keep}); checkpoints now {after / 1e6:,.1f} MB"
+        )
+    return {
+        "keep_optimizer_states": keep,
+        "resumable_checkpoints": kept,
+        "pruned": pruned,
+        "bytes_freed": freed,
+        "checkpoint_bytes_before_final_prune": before,
+        "checkpoint_bytes": after,
+    }
 
 
 def finish_record(store: Store, record: dict, job: TrainJob) -> dict:
     prefix, stage = record["run_prefix"], record["stage"]
-    facts = store.read_json(f"{layout.train_dir(prefix)}/engine.json")
-    history = store.read_json(f"{layout.train_dir(prefix)}/log_history.json")
+    facts = store.read_json(layout.engine_facts(prefix))
+    history = store.read_json(layout.log_history(prefix))
     ckpts = checkpoints(store, prefix)
     if not ckpts:
         raise UserError(f"{stage}: training finished without a complete checkpoint in {store.url(prefix)}")
-    record.update(status="finished", finished_at=records.now(), engine=facts, training=training_summary(history),
-                  checkpoints=[c.key for c in ckpts], model=model_facts(store, ckpts[-1].key, facts["parameters"]))
-    loss_png = f"{layout.train_dir(prefix)}/loss.png"
+    record.update(
+        status="finished",
+        finished_at=records.now(),
+        engine=facts,
+        training=training_summary(history),
+        checkpoints=[c.key for c in ckpts],
+        model=model_facts(store, ckpts[-1].key, facts["parameters"]),
+    )
+    loss_png = layout.loss_plot(prefix)
     store.write_bytes(loss_png, plots.loss_curve(history, f"{stage} · {record['run_id']}", [c.step for c in ckpts]))
     record["plots"] = {"loss": loss_png}
     record["attempts"][-1].update(status="finished", finished_at=record["finished_at"])
@@ -227,8 +309,10 @@ def finish_record(store: Store, record: dict, job: TrainJob) -> dict:
     record["storage"] = prune_after_finish(store, prefix, record, job.keep_optimizer_states)
     restarts = [s for s in record["worker_group_starts"] if s["resume_from"]]
     if restarts:
-        log(f"[{stage}] resumed {len(restarts)} time(s): "
-            + "; ".join(f"attempt {s['attempt']} from {s['resume_from'].rsplit('/', 1)[-1]}" for s in restarts))
+        log(
+            f"[{stage}] resumed {len(restarts)} time(s): "
+            + "; ".join(f"attempt {s['attempt']} from {s['resume_from'].rsplit('/', 1)[-1]}" for s in restarts)
+        )
     warning = init_loss_warning(record["training"]["first_loss"], record["model"]["vocab_size"], record["init"]["spec"])
     if warning:
         record["warnings"].append(warning)
@@ -238,6 +322,8 @@ def finish_record(store: Store, record: dict, job: TrainJob) -> dict:
         record["chat_template_example"] = prompt_text(tokenizer, "<your question>")
     store.write_json(layout.run_record(prefix), records.redact(record))
     t = record["training"]
-    log(f"[{stage}] finished: loss {t['first_loss']:.4f} → {t['last_loss']:.4f}, "
-        f"{len(ckpts)} checkpoints, world size {facts['world_size']}, ZeRO stage {facts['zero_stage']}")
+    log(
+        f"[{stage}] finished: loss {t['first_loss']:.4f} → {t['last_loss']:.4f}, "
+        f"{len(ckpts)} checkpoints, world size {facts['world_size']}, ZeRO stage {facts['zero_stage']}"
+    )
     return record

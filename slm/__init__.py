@@ -6,6 +6,7 @@ slm.launch (and the data-only slm.ds_configs). In a checkout those layers keep t
 package-dir does the mapping). The modules directly in slm/ import no layer above them
 (tests/test_layers.py walks the import graph and fails on an upward import or a cycle).
 """
+
 from pathlib import Path
 
 _HERE = Path(__file__).resolve().parent
@@ -16,7 +17,7 @@ LAYERS = ("stages", "eval", "data_builders", "orchestration", "launch", "ds_conf
 # and for the copy `ray job submit --working-dir` makes, so all of slm comes from one tree).
 IN_CHECKOUT = not (_HERE / "orchestration").is_dir() and (_HERE.parent / "orchestration").is_dir()
 if IN_CHECKOUT:
-    __path__.append(str(_HERE.parent))  # noqa: F821 (a package's __path__)
+    __path__.append(str(_HERE.parent))
 
 # Where the shipped configs, fixtures and data lie: the checkout root, or the installed package.
 SHIPPED_ROOT = _HERE.parent if IN_CHECKOUT else _HERE
@@ -27,6 +28,12 @@ REPO_ROOT = SHIPPED_ROOT  # the name the tests and benchmarks use for the shippe
 # The one stage registry: every stage in pipeline order, with the objective its recipe trains.
 # dpo is optional (the default pipeline leaves it out); where a pipeline lists it, it runs after sft.
 # stages/__init__.py maps each name to its recipe and refuses to import if the two ever disagree.
-STAGES = {"pretrain": "causal_lm", "sft": "chat_sft", "dpo": "dpo", "distill": "chat_sft",
-          "surgical": "chat_sft", "repair": "chat_sft"}
+STAGES = {
+    "pretrain": "causal_lm",
+    "sft": "chat_sft",
+    "dpo": "dpo",
+    "distill": "chat_sft",
+    "surgical": "chat_sft",
+    "repair": "chat_sft",
+}
 STAGE_ORDER = tuple(STAGES)

@@ -1,4 +1,5 @@
 """Trainer callbacks of the engine: progress lines with tokens/s, and checkpoints persisted to the store."""
+
 from __future__ import annotations
 
 import csv
@@ -32,11 +33,25 @@ class ProgressCallback(TrainerCallback):
 
     LINES = 10
 
-    FIELDS = ("step", "epoch", "loss", "eval_loss", "lr", "grad_norm", "kl", "kl_weight", "distill_kl",
-              "tokens", "tokens_per_s", "mfu", "elapsed_s")
+    FIELDS = (
+        "step",
+        "epoch",
+        "loss",
+        "eval_loss",
+        "lr",
+        "grad_norm",
+        "kl",
+        "kl_weight",
+        "distill_kl",
+        "tokens",
+        "tokens_per_s",
+        "mfu",
+        "elapsed_s",
+    )
 
-    def __init__(self, stage: str, csv_path: Path, flops_per_token: float | None = None,
-                 peak_tflops_total: float | None = None):
+    def __init__(
+        self, stage: str, csv_path: Path, flops_per_token: float | None = None, peak_tflops_total: float | None = None
+    ):
         self.stage = stage
         self.csv_path = csv_path
         self.flops_per_token = flops_per_token
@@ -60,11 +75,21 @@ class ProgressCallback(TrainerCallback):
         tokens = state.num_input_tokens_seen
         rate = (tokens - self.last[1]) / max(now - self.last[0], 1e-9)
         self.last = (now, tokens)
-        row = {"step": state.global_step, "epoch": round(state.epoch or 0, 4), "loss": logs.get("loss"),
-               "eval_loss": logs.get("eval_loss"), "lr": logs.get("learning_rate"),
-               "grad_norm": logs.get("grad_norm"), "kl": logs.get("kl"), "kl_weight": logs.get("kl_weight"),
-               "distill_kl": logs.get("distill_kl"), "tokens": tokens, "tokens_per_s": round(rate, 1),
-               "mfu": None, "elapsed_s": round(now - self.start, 2)}
+        row = {
+            "step": state.global_step,
+            "epoch": round(state.epoch or 0, 4),
+            "loss": logs.get("loss"),
+            "eval_loss": logs.get("eval_loss"),
+            "lr": logs.get("learning_rate"),
+            "grad_norm": logs.get("grad_norm"),
+            "kl": logs.get("kl"),
+            "kl_weight": logs.get("kl_weight"),
+            "distill_kl": logs.get("distill_kl"),
+            "tokens": tokens,
+            "tokens_per_s": round(rate, 1),
+            "mfu": None,
+            "elapsed_s": round(now - self.start, 2),
+        }
         if self.flops_per_token and rate > 0:
             value = mfu(rate, self.flops_per_token, self.peak_tflops_total)
             row["mfu"] = round(value, 5) if value is not None else None
@@ -175,16 +200,27 @@ class StoreCheckpointCallback(TrainerCallback):
             for part in gathered:
                 merged.update(part or {})
             loss = next((h["loss"] for h in reversed(state.log_history) if "loss" in h), None)
-            store.mark_complete(key, merged, {"step": state.global_step, "loss": loss,
-                                              "save_s": round(save_s, 3) if save_s is not None else None,
-                                              "upload_s": round(upload_s, 3)})
+            store.mark_complete(
+                key,
+                merged,
+                {
+                    "step": state.global_step,
+                    "loss": loss,
+                    "save_s": round(save_s, 3) if save_s is not None else None,
+                    "upload_s": round(upload_s, 3),
+                },
+            )
             size = sum(f["size"] for f in merged.values())
-            log(f"[checkpoint] {store.url(key)} persisted ({len(merged)} files, {size / 1e6:,.1f} MB, saved in "
-                f"{save_s or 0:.1f}s, uploaded in {upload_s:.1f}s, {size / 1e6 / max(upload_s, 1e-9):,.0f} MB/s)")
+            log(
+                f"[checkpoint] {store.url(key)} persisted ({len(merged)} files, {size / 1e6:,.1f} MB, saved in "
+                f"{save_s or 0:.1f}s, uploaded in {upload_s:.1f}s, {size / 1e6 / max(upload_s, 1e-9):,.0f} MB/s)"
+            )
             upload_logs(store, self.work, layout.train_dir(self.run_prefix))
             for entry in prune_resume_state(store, self.run_prefix, self.keep_resume_states):
-                log(f"[checkpoint] optimizer state pruned from {entry['checkpoint'].rsplit('/', 1)[-1]} "
-                    f"({entry['bytes'] / 1e6:,.1f} MB)")
+                log(
+                    f"[checkpoint] optimizer state pruned from {entry['checkpoint'].rsplit('/', 1)[-1]} "
+                    f"({entry['bytes'] / 1e6:,.1f} MB)"
+                )
         _barrier()
 
 

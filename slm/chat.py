@@ -5,6 +5,7 @@ prompt (P) and up to and including the turn (F): F must start with P, and F[len(
 assistant's text. Prompt and answer pieces are tokenized separately and concatenated, so the
 label mask lines up with the tokens exactly, whatever the template looks like.
 """
+
 from __future__ import annotations
 
 from slm.errors import UserError
@@ -45,10 +46,12 @@ def encode_chat(tokenizer, messages: list[dict], max_length: int) -> dict:
         prompt = render(tokenizer, messages[:i], add_generation_prompt=True)
         full = render(tokenizer, messages[: i + 1], add_generation_prompt=False)
         if not prompt.startswith(done) or not full.startswith(prompt):
-            raise UserError("chat template is not prefix-stable: the rendered prompt is not a prefix of the "
-                            "rendered conversation, so assistant tokens cannot be located")
-        context_ids = tokenizer(prompt[len(done):], add_special_tokens=False)["input_ids"]
-        answer_ids = tokenizer(full[len(prompt):], add_special_tokens=False)["input_ids"]
+            raise UserError(
+                "chat template is not prefix-stable: the rendered prompt is not a prefix of the "
+                "rendered conversation, so assistant tokens cannot be located"
+            )
+        context_ids = tokenizer(prompt[len(done) :], add_special_tokens=False)["input_ids"]
+        answer_ids = tokenizer(full[len(prompt) :], add_special_tokens=False)["input_ids"]
         input_ids += context_ids + answer_ids
         labels += [IGNORE_INDEX] * len(context_ids) + answer_ids
         done = full

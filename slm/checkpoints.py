@@ -7,6 +7,7 @@ and resuming starts from the newest complete checkpoint. So the newest `keep` ch
 and older ones lose it; the checkpoint's `_COMPLETE.json` drops the files and says what was pruned,
 so a pruned checkpoint stays a complete, verifiable tree and is never taken for a resumable one.
 """
+
 from __future__ import annotations
 
 import re
@@ -35,7 +36,7 @@ def prune_resume_state(store: Store, run: str, keep: int) -> list[dict]:
     """Delete DeepSpeed's resume state from every complete checkpoint of `run` but the newest `keep`.
     Returns what was pruned now, one entry per checkpoint (key, files, bytes)."""
     pruned = []
-    for _, key in layout.complete_checkpoints(store, run)[:-keep or None]:
+    for _, key in layout.complete_checkpoints(store, run)[: -keep or None]:
         manifest = store.tree_manifest(key)
         state = resume_state_files(manifest)
         if not state:

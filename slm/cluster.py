@@ -1,4 +1,5 @@
 """Connect to a running Ray cluster (`ray job submit`, `ray start`) or start a local one on loopback."""
+
 from __future__ import annotations
 
 import logging
@@ -56,6 +57,12 @@ def connect() -> None:
         log("[ray] starting a local cluster on 127.0.0.1 (dashboard on 127.0.0.1 only)")
         for key, value in LOCAL_CLUSTER_ENV.items():
             os.environ.setdefault(key, value)
-        ray.init(num_cpus=os.cpu_count(), include_dashboard=True, dashboard_host="127.0.0.1",
-                 _node_ip_address="127.0.0.1", log_to_driver=True, logging_level=logging.WARNING,
-                 logging_config=quiet)
+        ray.init(
+            num_cpus=os.cpu_count(),
+            include_dashboard=True,
+            dashboard_host="127.0.0.1",
+            _node_ip_address="127.0.0.1",
+            log_to_driver=True,
+            logging_level=logging.WARNING,
+            logging_config=quiet,
+        )

@@ -3,6 +3,7 @@
 Every model forbids unknown keys; `load_yaml_config` turns pydantic's error into one line that names
 the file, the key path and the problem. Paths inside configs are relative to the project root.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -11,8 +12,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import yaml
-from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator,
-                      model_validator)
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from slm import PROJECT_ROOT, SHIPPED_ROOT, STAGE_ORDER, STAGES
 from slm.errors import UserError
@@ -73,7 +73,9 @@ class TrainSpec(Strict):
     # The knobs users of the HF Trainer reach for first:
     warmup_ratio: float = Field(0.0, ge=0, lt=1)  # a fraction of the run's steps; use this or warmup_steps
     gradient_checkpointing: bool = False  # recompute activations in backward: less memory, ~30% more compute
-    attn_implementation: Literal["eager", "sdpa", "flash_attention_2", "flash_attention_3", "flex_attention"] | None = None
+    attn_implementation: Literal["eager", "sdpa", "flash_attention_2", "flash_attention_3", "flex_attention"] | None = (
+        None
+    )
     optim: str | None = None  # an HF Trainer optimizer name (adamw_torch, adafactor, ...): replaces the DS config's
     # Any other TrainingArguments field, passed through as given; TrainingArguments itself validates it
     # (before launch) and a field the keys above already set is refused.
@@ -186,8 +188,10 @@ class BuilderInput(Strict):
     @model_validator(mode="after")
     def _one_source(self):
         if sum(x is not None for x in (self.path, self.hf, self.dataset)) != 1:
-            raise ValueError("give exactly one of `path` (a file, glob or s3:// URI), `hf` (a hub dataset) or "
-                             "`dataset` (a store key)")
+            raise ValueError(
+                "give exactly one of `path` (a file, glob or s3:// URI), `hf` (a hub dataset) or "
+                "`dataset` (a store key)"
+            )
         if self.hf is None and (self.config or self.revision):
             raise ValueError("`config` and `revision` belong to an `hf` source")
         return self
@@ -350,8 +354,11 @@ class PipelineConfig(Strict):
             if ref.name == name:
                 return ref
         known = ", ".join(s.name for s in self.stages)
-        hint = (" (dpo is optional: list it in the pipeline, as stages/examples/tiny-with-experiments.yaml does)"
-                if name == "dpo" else "")
+        hint = (
+            " (dpo is optional: list it in the pipeline, as stages/examples/tiny-with-experiments.yaml does)"
+            if name == "dpo"
+            else ""
+        )
         raise UserError(f"unknown stage {name!r}: this pipeline has {known}{hint}")
 
 
@@ -394,8 +401,10 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
         for part in parts[:-1]:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
-                raise UserError(f"--set {pair}: {'.'.join(parts[:parts.index(part) + 1])} is set to a value "
-                                f"by another --set, so it has no keys")
+                raise UserError(
+                    f"--set {pair}: {'.'.join(parts[: parts.index(part) + 1])} is set to a value "
+                    f"by another --set, so it has no keys"
+                )
         node[parts[-1]] = _scalar(raw, pair)
     return out
 
@@ -439,8 +448,12 @@ def read_yaml(file: Path, what: str = "config"):
         raise UserError(f"{file}: not valid YAML{where}: {problem}") from None
 
 
-def load_yaml_config(path: str | Path, model: type[Model], overrides: dict | None = None,
-                     origins: dict[tuple[str, ...], str] | None = None) -> Model:
+def load_yaml_config(
+    path: str | Path,
+    model: type[Model],
+    overrides: dict | None = None,
+    origins: dict[tuple[str, ...], str] | None = None,
+) -> Model:
     """Load a config file with overrides merged over it. `origins` names where an override's key
     came from (`--set train.lr=x`, a pipeline's `set:`), so a bad value is blamed on what the user
     typed rather than on the file it was merged into."""
@@ -464,7 +477,7 @@ def _explain(file: Path, exc: ValidationError, origins: dict[tuple[str, ...], st
     blamed: dict[str, list[str]] = {}
     for err in exc.errors():
         loc = tuple(str(x) for x in err["loc"])
-        matching = [label for path, label in origins.items() if loc[:len(path)] == path or path[:len(loc)] == loc]
+        matching = [label for path, label in origins.items() if loc[: len(path)] == path or path[: len(loc)] == loc]
         origin = matching[-1] if matching else None  # the last --set to touch a key is the one that stands
         blamed.setdefault(f"{origin} (over {file})" if origin else str(file), []).append(_describe(err))
     return "; ".join(f"{where}: {'; '.join(problems)}" for where, problems in blamed.items())
@@ -494,7 +507,9 @@ def _digest_view(model: BaseModel) -> dict:
         value = getattr(model, name)
         if isinstance(value, BaseModel):
             data[name] = _digest_view(value)
-        elif name in DIGEST_OMITS_DEFAULT.get(type(model), ()) and value == field.get_default(call_default_factory=True):
+        elif name in DIGEST_OMITS_DEFAULT.get(type(model), ()) and value == field.get_default(
+            call_default_factory=True
+        ):
             del data[name]
     return data
 

@@ -6,6 +6,7 @@ accents, punctuation). An item shorter than n words is matched whole: it counts 
 appear, in order and adjacent, in a training row. lm-eval's decontamination tool works on its own
 archive format over the Pile, not on our rows, so this small version is written here.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -19,7 +20,7 @@ from slm.text import normalize
 
 
 def ngrams(words: list[str], n: int) -> set[tuple[str, ...]]:
-    return {tuple(words[i:i + n]) for i in range(len(words) - n + 1)}
+    return {tuple(words[i : i + n]) for i in range(len(words) - n + 1)}
 
 
 def overlap_report(train_texts: Iterable[str], items: list[dict], n: int = 13) -> dict:
@@ -30,7 +31,7 @@ def overlap_report(train_texts: Iterable[str], items: list[dict], n: int = 13) -
     item_words = {it["id"]: normalize(it["text"]).split() for it in items}
     wanted: dict[tuple[str, ...], list[str]] = {}
     for item_id, words in item_words.items():
-        for gram in (ngrams(words, n) if len(words) >= n else {tuple(words)}):
+        for gram in ngrams(words, n) if len(words) >= n else {tuple(words)}:
             wanted.setdefault(gram, []).append(item_id)
     sizes = sorted({len(g) for g in wanted})
     contaminated: dict[str, dict] = {}
@@ -47,8 +48,13 @@ def overlap_report(train_texts: Iterable[str], items: list[dict], n: int = 13) -
             run = longest_common_run(words, item)
             if run > longest["words"]:
                 longest = {"words": run, "id": item_id, "row": row_index}
-    return {"n": n, "rows": rows, "items": len(items), "contaminated": sorted(contaminated.values(), key=lambda c: c["id"]),
-            "longest_shared": longest}
+    return {
+        "n": n,
+        "rows": rows,
+        "items": len(items),
+        "contaminated": sorted(contaminated.values(), key=lambda c: c["id"]),
+        "longest_shared": longest,
+    }
 
 
 def longest_common_run(a: list[str], b: list[str]) -> int:
@@ -85,7 +91,7 @@ class EvalIndex:
             words = normalize(item.text).split()
             if len(words) >= n:
                 for i in range(len(words) - n + 1):
-                    grams.setdefault(hash(tuple(words[i:i + n])), index)
+                    grams.setdefault(hash(tuple(words[i : i + n])), index)
             elif len(words) >= min_item_words:
                 self.short.setdefault(len(words), {}).setdefault(hash(tuple(words)), index)
             else:
@@ -94,7 +100,9 @@ class EvalIndex:
         order = np.argsort(keys)
         self.gram_keys = keys[order]
         self.gram_items = np.fromiter(grams.values(), dtype=np.int64, count=len(grams))[order]
-        self.first_words = {normalize(items[i].text).split()[0] for table in self.short.values() for i in table.values()}
+        self.first_words = {
+            normalize(items[i].text).split()[0] for table in self.short.values() for i in table.values()
+        }
 
     @property
     def digest(self) -> str:
@@ -114,7 +122,7 @@ class EvalIndex:
         words = normalize(text).split()
         n = self.n
         if len(words) >= n and len(self.gram_keys):
-            hashes = np.fromiter((hash(tuple(words[i:i + n])) for i in range(len(words) - n + 1)), dtype=np.int64)
+            hashes = np.fromiter((hash(tuple(words[i : i + n])) for i in range(len(words) - n + 1)), dtype=np.int64)
             pos = np.searchsorted(self.gram_keys, hashes)
             pos[pos == len(self.gram_keys)] = 0
             hit = np.nonzero(self.gram_keys[pos] == hashes)[0]
@@ -125,7 +133,7 @@ class EvalIndex:
                 continue
             for length, table in self.short.items():
                 if i + length <= len(words):
-                    found = table.get(hash(tuple(words[i:i + length])))
+                    found = table.get(hash(tuple(words[i : i + length])))
                     if found is not None:
                         return self.items[found]
         return None

@@ -5,6 +5,7 @@ Layout under the dataset key:
     <split>/shard-00000.parquet   ...
     _COMPLETE.json                written last by Store.put_tree
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -13,32 +14,62 @@ import json
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from slm import layout
+from slm.config import HygieneSpec
 from slm.errors import UserError
+from slm.records import Stored
 from slm.store import Store, fetch_tree_cached, sha256_file
 
 
-def write_dataset(store: Store, key: str, splits: dict[str, list[dict]], *, builder: str, version: str,
-                  num_shards: int, sources: list[dict], extra: dict | None = None) -> dict:
+def write_dataset(
+    store: Store,
+    key: str,
+    splits: dict[str, list[dict]],
+    *,
+    builder: str,
+    version: str,
+    num_shards: int,
+    sources: list[dict],
+    extra: dict | None = None,
+) -> dict:
     """Shard each split's rows (row order kept, contiguous slices), upload, return the manifest."""
+
     def shards(rows):
         n = min(num_shards, len(rows))
         bounds = [round(i * len(rows) / n) for i in range(n + 1)]
         for i in range(n):
-            yield pa.Table.from_pylist(rows[bounds[i]:bounds[i + 1]])
-    return write_sharded(store, key, {split: shards(rows) for split, rows in splits.items() if rows}, builder=builder,
-                         version=version, sources=sources, extra=extra)
+            yield pa.Table.from_pylist(rows[bounds[i] : bounds[i + 1]])
+
+    return write_sharded(
+        store,
+        key,
+        {split: shards(rows) for split, rows in splits.items() if rows},
+        builder=builder,
+        version=version,
+        sources=sources,
+        extra=extra,
+    )
 
 
 def shard_count(rows: int, num_shards: int, max_shard_rows: int) -> int:
     return max(min(num_shards, rows), -(-rows // max_shard_rows)) if rows else 0
 
 
-def write_sharded(store: Store, key: str, splits: dict[str, Iterator[pa.Table]], *, builder: str, version: str,
-                  sources: list[dict], extra: dict | None = None) -> dict:
+def write_sharded(
+    store: Store,
+    key: str,
+    splits: dict[str, Iterator[pa.Table]],
+    *,
+    builder: str,
+    version: str,
+    sources: list[dict],
+    extra: dict | None = None,
+) -> dict:
     """Write each split's shards as they come (one table in memory at a time), then upload the tree
     with its manifest (rows and sha256 per shard)."""
     manifest = {
@@ -60,8 +91,11 @@ def write_sharded(store: Store, key: str, splits: dict[str, Iterator[pa.Table]],
                 columns = table.column_names
                 shards.append({"file": rel, "rows": table.num_rows, "sha256": sha256_file(root / rel)})
             if shards:
-                manifest["splits"][split] = {"rows": sum(s["rows"] for s in shards), "columns": columns,
-                                             "shards": shards}
+                manifest["splits"][split] = {
+                    "rows": sum(s["rows"] for s in shards),
+                    "columns": columns,
+                    "shards": shards,
+                }
         if not manifest["splits"].get("train", {}).get("rows"):
             raise UserError(f"builder {builder}: the train split of {key} is empty")
         (root / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
@@ -72,15 +106,18 @@ def write_sharded(store: Store, key: str, splits: dict[str, Iterator[pa.Table]],
 
 def read_manifest(store: Store, key: str) -> dict:
     if not store.is_complete(key):
-        raise UserError(f"dataset {store.url(key)} not found (or incompletely written): build it first "
-                        f"with `python launch/build_data.py`")
-    manifest = store.read_json(f"{key}/manifest.json")
+        raise UserError(
+            f"dataset {store.url(key)} not found (or incompletely written): build it first "
+            f"with `python launch/build_data.py`"
+        )
+    manifest = store.read_json(layout.dataset_manifest(key))
     if not manifest["splits"].get("train", {}).get("rows"):
         raise UserError(f"dataset {store.url(key)} is empty: its train split has no rows")
     problem = manifest_mismatch(store.tree_manifest(key)["files"], manifest)
     if problem:
-        raise UserError(f"dataset {store.url(key)} is corrupted: {problem}; rebuild it "
-                        f"(python launch/build_data.py CONFIG --force)")
+        raise UserError(
+            f"dataset {store.url(key)} is corrupted: {problem}; rebuild it (python launch/build_data.py CONFIG --force)"
+        )
     return manifest
 
 
@@ -101,21 +138,25 @@ def manifest_mismatch(files: dict, manifest: dict) -> str | None:
             if held is None:
                 return f"shard {shard['file']} is missing"
             if held["sha256"] != shard["sha256"]:
-                return f"shard {shard['file']} has sha256 {held['sha256'][:12]}…, the manifest says {shard['sha256'][:12]}…"
+                return (
+                    f"shard {shard['file']} has sha256 {held['sha256'][:12]}…, "
+                    f"the manifest says {shard['sha256'][:12]}…"
+                )
     return None
 
 
 def verify_local_shards(local: Path, manifest: dict, where: str) -> None:
     """The fetched shards are the ones the manifest names: checksum and row count of every file."""
-    for split, info in manifest["splits"].items():
+    for _split, info in manifest["splits"].items():
         for shard in info["shards"]:
             path = local / shard["file"]
             if sha256_file(path) != shard["sha256"]:
                 raise UserError(f"dataset {where} is corrupted: {shard['file']} does not match its manifest checksum")
             rows = pq.read_metadata(path).num_rows
             if rows != shard["rows"]:
-                raise UserError(f"dataset {where} is corrupted: {shard['file']} has {rows} rows, its manifest says "
-                                f"{shard['rows']}")
+                raise UserError(
+                    f"dataset {where} is corrupted: {shard['file']} has {rows} rows, its manifest says {shard['rows']}"
+                )
 
 
 def load_split(store: Store, key: str, split: str = "train"):
@@ -160,3 +201,89 @@ def iter_split(store: Store, key: str, split: str = "train") -> Iterator[dict]:
     for shard in manifest["splits"][split]["shards"]:
         for batch in pq.ParquetFile(local / shard["file"]).iter_batches(batch_size=1024):
             yield from batch.to_pylist()
+
+
+class Shard(Stored):
+    file: str
+    rows: int
+    sha256: str
+
+
+class Split(Stored):
+    rows: int
+    columns: list[str]
+    shards: list[Shard]
+
+
+class SourceStats(Stored):
+    """One input of a build: where it came from (path / hf / dataset, with checksums), its weight and
+    row format, and what the build kept of it; the last fields are what a builder adds (distill, pretrain)."""
+
+    name: str
+    path: str | None = None
+    sha256: str | None = None
+    files: list[dict[str, str]] | None = None
+    hf: str | None = None
+    config: str | None = None
+    split: str | None = None
+    revision: str | None = None
+    dataset: str | None = None
+    build_digest: str | None = None
+    weight: float | None = None
+    format: str | None = None
+    rows_in: int | None = None
+    rows_kept: int | None = None
+    questions: int | None = None
+    answered: int | None = None
+    documents: int | None = None
+    tokens: int | None = None
+    blocks: int | None = None
+    epochs: float | None = None
+    rows_out: int | None = None
+
+    @property
+    def size(self) -> int | None:
+        """What the card shows for the source: tokens for pretraining, else rows out (or answered, read)."""
+        return self.tokens or self.rows_out or self.answered or self.rows_in
+
+
+class SourceHygiene(Stored):
+    rows_in: int
+    exact_duplicates: int
+    near_duplicates: int
+    contaminated: dict[str, int]
+    kept: int
+    samples: Any = None
+
+
+class EvalSets(Stored):
+    items: dict[str, int]
+    sources: dict[str, str]
+    digest: str
+    too_short_to_match: int | None = None
+
+
+class Hygiene(Stored):
+    settings: HygieneSpec
+    lsh: dict[str, Any] | None = None
+    eval_sets: EvalSets | str  # a string says why nothing was checked against evaluation sets
+    sources: dict[str, SourceHygiene]
+
+
+class Manifest(Stored):
+    """`datasets/<stage>/manifest.json`: what a builder wrote (the store's layout, unknown keys refused)."""
+
+    builder: str
+    builder_version: str
+    created: str
+    build_digest: str | None = None
+    seed: int | None = None
+    sources: list[SourceStats]
+    splits: dict[str, Split]
+    hygiene: Hygiene | None = None
+    tokenizer: str | None = None
+    tokenizer_sha256: str | None = None
+    block_size: int | None = None
+    tokens: int | None = None
+    teacher: dict[str, Any] | None = None
+    forms: dict[str, int] | None = None

@@ -6,6 +6,7 @@ stage's config from `ds_configs/` (ZeRO-2 by default). Checkpoints go to the sto
 trees; a (re)started worker group resumes from the newest complete one, with optimizer,
 scheduler, RNG and data position restored by the Trainer.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -97,8 +98,9 @@ def check_zero_section(file: Path, zero: dict) -> None:
     try:
         DeepSpeedZeroConfig(**zero)
     except ValidationError as exc:
-        problems = "; ".join(f"zero_optimization.{'.'.join(str(x) for x in e['loc'])}: {e['msg']}"
-                             for e in exc.errors())
+        problems = "; ".join(
+            f"zero_optimization.{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in exc.errors()
+        )
         raise UserError(f"{file}: {problems}") from None
 
 
@@ -110,7 +112,8 @@ def optimizer_name(ds_config: dict, optim: str | None = None) -> str:
     params = optimizer.get("params", {})
     where = " with torch's implementation" if params.get("torch_adam") else ""
     offload = (ds_config.get("zero_optimization", {}).get("offload_optimizer") or {}).get("device")
-    return f"{optimizer.get('type')} (DeepSpeed{where}{', offloaded to ' + offload if offload and offload != 'none' else ''})"
+    offloaded = f", offloaded to {offload}" if offload and offload != "none" else ""
+    return f"{optimizer.get('type')} (DeepSpeed{where}{offloaded})"
 
 
 def training_arguments(job: TrainJob, output_dir: Path) -> dict:
@@ -164,12 +167,16 @@ def check_train_extra(t: TrainSpec, where: str) -> None:
     from transformers.training_args import OptimizerNames
 
     if t.optim and t.optim not in {o.value for o in OptimizerNames}:
-        raise UserError(f"{where}: train.optim {t.optim!r} is not an HF Trainer optimizer "
-                        f"(e.g. {', '.join(o.value for o in list(OptimizerNames)[:4])}, ...)")
+        raise UserError(
+            f"{where}: train.optim {t.optim!r} is not an HF Trainer optimizer "
+            f"(e.g. {', '.join(o.value for o in list(OptimizerNames)[:4])}, ...)"
+        )
     fields = {f.name for f in dataclasses.fields(TrainingArguments) if f.init}
     for key in t.extra:
         if key in MANAGED_ARGUMENTS:
-            raise UserError(f"{where}: train.extra.{key} is set by the pipeline ({MANAGED_ARGUMENTS[key]}); use that key")
+            raise UserError(
+                f"{where}: train.extra.{key} is set by the pipeline ({MANAGED_ARGUMENTS[key]}); use that key"
+            )
         if key not in fields:
             raise UserError(f"{where}: train.extra.{key} is not a TrainingArguments field")
     if not t.extra:
@@ -178,25 +185,48 @@ def check_train_extra(t: TrainSpec, where: str) -> None:
         try:
             TrainingArguments(output_dir=tmp, use_cpu=True, report_to=[], **t.extra)
         except (ValueError, TypeError, ImportError) as exc:
-            raise UserError(f"{where}: train.extra: TrainingArguments refuses it: {str(exc).splitlines()[0][:300]}") from None
+            raise UserError(
+                f"{where}: train.extra: TrainingArguments refuses it: {str(exc).splitlines()[0][:300]}"
+            ) from None
 
 
 # TrainingArguments fields training_arguments() sets, and the config key that owns each.
 MANAGED_ARGUMENTS = {
-    "output_dir": "the run's directory", "per_device_train_batch_size": "train.micro_batch",
-    "per_device_eval_batch_size": "train.micro_batch", "gradient_accumulation_steps": "train.grad_accum",
-    "learning_rate": "train.lr", "lr_scheduler_type": "train.schedule",
-    "warmup_steps": "train.warmup_steps / train.warmup_ratio", "warmup_ratio": "train.warmup_ratio",
-    "activation_checkpointing": "train.gradient_checkpointing", "gradient_checkpointing": "train.gradient_checkpointing",
-    "num_train_epochs": "train.epochs", "max_steps": "train.max_steps", "weight_decay": "train.weight_decay",
-    "max_grad_norm": "train.max_grad_norm", "seed": "train.seed", "data_seed": "train.seed",
-    "bf16": "train.precision", "fp16": "train.precision", "logging_steps": "train.logging_steps",
-    "save_strategy": "train.save_steps", "save_steps": "train.save_steps", "save_total_limit": "the engine",
-    "eval_strategy": "data.eval_split", "eval_steps": "train.save_steps", "deepspeed": "the stage's deepspeed",
-    "use_cpu": "cluster.use_gpu", "ddp_backend": "cluster.use_gpu", "include_num_input_tokens_seen": "the engine",
-    "disable_tqdm": "the engine", "log_level": "the engine", "log_level_replica": "the engine",
-    "report_to": "the engine (tensorboard; wandb with WANDB_API_KEY)", "dataloader_num_workers": "the engine",
-    "remove_unused_columns": "the engine", "optim": "train.optim",
+    "output_dir": "the run's directory",
+    "per_device_train_batch_size": "train.micro_batch",
+    "per_device_eval_batch_size": "train.micro_batch",
+    "gradient_accumulation_steps": "train.grad_accum",
+    "learning_rate": "train.lr",
+    "lr_scheduler_type": "train.schedule",
+    "warmup_steps": "train.warmup_steps / train.warmup_ratio",
+    "warmup_ratio": "train.warmup_ratio",
+    "activation_checkpointing": "train.gradient_checkpointing",
+    "gradient_checkpointing": "train.gradient_checkpointing",
+    "num_train_epochs": "train.epochs",
+    "max_steps": "train.max_steps",
+    "weight_decay": "train.weight_decay",
+    "max_grad_norm": "train.max_grad_norm",
+    "seed": "train.seed",
+    "data_seed": "train.seed",
+    "bf16": "train.precision",
+    "fp16": "train.precision",
+    "logging_steps": "train.logging_steps",
+    "save_strategy": "train.save_steps",
+    "save_steps": "train.save_steps",
+    "save_total_limit": "the engine",
+    "eval_strategy": "data.eval_split",
+    "eval_steps": "train.save_steps",
+    "deepspeed": "the stage's deepspeed",
+    "use_cpu": "cluster.use_gpu",
+    "ddp_backend": "cluster.use_gpu",
+    "include_num_input_tokens_seen": "the engine",
+    "disable_tqdm": "the engine",
+    "log_level": "the engine",
+    "log_level_replica": "the engine",
+    "report_to": "the engine (tensorboard; wandb with WANDB_API_KEY)",
+    "dataloader_num_workers": "the engine",
+    "remove_unused_columns": "the engine",
+    "optim": "train.optim",
 }
 
 
@@ -215,8 +245,13 @@ def _apply_lora(job: TrainJob, model):
     from peft import LoraConfig, get_peft_model
 
     spec = job.lora
-    config = LoraConfig(r=spec["r"], lora_alpha=spec["alpha"], lora_dropout=spec["dropout"],
-                        target_modules=spec["target_modules"], task_type="CAUSAL_LM")
+    config = LoraConfig(
+        r=spec["r"],
+        lora_alpha=spec["alpha"],
+        lora_dropout=spec["dropout"],
+        target_modules=spec["target_modules"],
+        task_type="CAUSAL_LM",
+    )
     return get_peft_model(model, config)
 
 
@@ -280,18 +315,29 @@ def _worker_loop(job_dict: dict, recipe) -> None:
             log(f"[{job.stage}] resuming from {store.url(resume_key)}")
     if rank == 0:  # one event per worker-group start: a Ray Train restart or a rerun after the job died
         stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
-        store.write_json(f"{layout.train_dir(job.run_prefix)}/starts/{stamp}.json",
-                         {"attempt": job.attempt, "started_at": stamp, "resume_from": resume_key,
-                          "world_size": dist.get_world_size()})
+        store.write_json(
+            f"{layout.train_dir(job.run_prefix)}/starts/{stamp}.json",
+            {
+                "attempt": job.attempt,
+                "started_at": stamp,
+                "resume_from": resume_key,
+                "world_size": dist.get_world_size(),
+            },
+        )
 
     arguments = training_arguments(job, work / "trainer")
     device = torch.device("cuda", local_rank) if job.use_gpu else torch.device("cpu")
-    callbacks = [_progress_callback(job, model.config, parameters, device, work / "train_log.csv"),
-                 SaveLastStepCallback()]
+    callbacks = [
+        _progress_callback(job, model.config, parameters, device, work / "train_log.csv"),
+        SaveLastStepCallback(),
+    ]
     if job.lora:  # before the upload, so the merged full weights go to the store with the adapter
         callbacks.append(MergedLoRACallback(job.init, job.trust_remote_code))
-    callbacks.append(StoreCheckpointCallback(job.store, job.run_prefix, local_rank, work,
-                                             keep_resume_states=max(job.keep_optimizer_states, 1)))
+    callbacks.append(
+        StoreCheckpointCallback(
+            job.store, job.run_prefix, local_rank, work, keep_resume_states=max(job.keep_optimizer_states, 1)
+        )
+    )
     # Libraries print the same setup lines on every rank (DeepSpeed's "built successfully"); rank 0's
     # copy is enough. Progress, checkpoints and errors go to stderr and are not affected.
     with contextlib.ExitStack() as quiet:
@@ -341,12 +387,16 @@ def run(job: TrainJob, recipe) -> None:
     trainer = TorchTrainer(
         train_loop,
         train_loop_config=job.model_dump(mode="json"),
-        scaling_config=ScalingConfig(num_workers=job.workers, use_gpu=job.use_gpu,
-                                     resources_per_worker={"CPU": job.cpus_per_worker}),
-        run_config=RunConfig(name=job.run_id, storage_path=str(cache_dir() / "ray_results"),
-                             failure_config=FailureConfig(max_failures=job.max_failures),
-                             # Train's own INFO lines (resource requests, worker ranks) are not for users
-                             logging_config=LoggingConfig(log_level="WARNING")),
+        scaling_config=ScalingConfig(
+            num_workers=job.workers, use_gpu=job.use_gpu, resources_per_worker={"CPU": job.cpus_per_worker}
+        ),
+        run_config=RunConfig(
+            name=job.run_id,
+            storage_path=str(cache_dir() / "ray_results"),
+            failure_config=FailureConfig(max_failures=job.max_failures),
+            # Train's own INFO lines (resource requests, worker ranks) are not for users
+            logging_config=LoggingConfig(log_level="WARNING"),
+        ),
     )
     try:
         trainer.fit()

@@ -1,4 +1,5 @@
 """One error type for everything a user can fix, printed as a single line by the launchers."""
+
 from __future__ import annotations
 
 import functools
@@ -14,8 +15,9 @@ def require_extra(module: str, extra: str, feature: str) -> None:
     import importlib.util
 
     if importlib.util.find_spec(module) is None:
-        raise UserError(f"{feature} needs the {module} package, which is not installed: "
-                        f"pip install 'slm-pipeline[{extra}]'")
+        raise UserError(
+            f"{feature} needs the {module} package, which is not installed: pip install 'slm-pipeline[{extra}]'"
+        )
 
 
 def cli_main(fn):

@@ -7,6 +7,7 @@ Trainer's distributed sampler reads each rank's share of rows from the mapped fi
 an explicit fingerprint (the run id and split): `datasets` would otherwise hash the map function
 through dill, and its bytecode dump would land in Ray's forwarded worker logs.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -24,8 +25,10 @@ def stage_rows(job, split: str, columns: list[str]):
     data = load_split(Store.open(job.store), job.dataset, split)
     missing = sorted(set(columns) - set(data.column_names))
     if missing:
-        raise UserError(f"dataset {job.dataset} ({split}): the {job.stage} stage needs the column(s) "
-                        f"{', '.join(missing)} (has {', '.join(data.column_names)})")
+        raise UserError(
+            f"dataset {job.dataset} ({split}): the {job.stage} stage needs the column(s) "
+            f"{', '.join(missing)} (has {', '.join(data.column_names)})"
+        )
     return data
 
 
@@ -49,13 +52,17 @@ def mapped(job, data, split: str, what: str, fn, **kwargs):
         fresh = not any(path.parent.glob(f"{path.stem}_*_of_*{path.suffix}"))
         start = time.perf_counter()
         if fresh:
-            log(f"[{job.stage}] preparing {len(data):,} {split} rows ({what}) on this node, "
-                f"{processes or 1} process(es); once per node, cached for restarts")
+            log(
+                f"[{job.stage}] preparing {len(data):,} {split} rows ({what}) on this node, "
+                f"{processes or 1} process(es); once per node, cached for restarts"
+            )
         out = data.map(fn, cache_file_name=str(path), new_fingerprint=fingerprint, num_proc=processes, **kwargs)
         if fresh:
             seconds = time.perf_counter() - start
-            log(f"[{job.stage}] {len(data):,} {split} rows prepared in {seconds:.1f}s "
-                f"({len(data) / max(seconds, 1e-9):,.0f} rows/s)")
+            log(
+                f"[{job.stage}] {len(data):,} {split} rows prepared in {seconds:.1f}s "
+                f"({len(data) / max(seconds, 1e-9):,.0f} rows/s)"
+            )
         return out
 
 
@@ -102,8 +109,9 @@ def supervised_chat(job, tokenizer, split: str):
 
     kept = mapped(job, data, split, f"chat{job.max_length}", encode, batched=True, remove_columns=data.column_names)
     if not len(kept):
-        raise UserError(f"dataset {job.dataset} ({split}): no example keeps an assistant token "
-                        f"within max_length {job.max_length}")
+        raise UserError(
+            f"dataset {job.dataset} ({split}): no example keeps an assistant token within max_length {job.max_length}"
+        )
     return kept
 
 

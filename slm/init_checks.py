@@ -1,4 +1,5 @@
 """Checks on a stage's starting weights: fail fast on mismatches, warn when the numbers look wrong."""
+
 from __future__ import annotations
 
 import math
@@ -13,8 +14,9 @@ CHINCHILLA_TOKENS_PER_PARAMETER = 20
 
 def check_architecture(expected: dict, actual: dict, where: str) -> None:
     """Every field the stage config states must match the checkpoint's config.json."""
-    diffs = [f"{k}: config says {v!r}, checkpoint has {actual.get(k)!r}"
-             for k, v in expected.items() if actual.get(k) != v]
+    diffs = [
+        f"{k}: config says {v!r}, checkpoint has {actual.get(k)!r}" for k, v in expected.items() if actual.get(k) != v
+    ]
     if diffs:
         raise UserError(f"{where}: architecture mismatch ({'; '.join(diffs)})")
 
@@ -37,9 +39,11 @@ def init_loss_warning(first_loss: float | None, vocab_size: int, init_spec: str)
         return None
     random_loss = math.log(vocab_size)
     if first_loss > LOADED_LOSS_FRACTION * random_loss:
-        return (f"step-0 loss {first_loss:.3f} of the pretrained init {init_spec} is not far below a random "
-                f"init's ln({vocab_size}) = {random_loss:.3f}: the weights may not have loaded (or the model "
-                f"knows little of this data)")
+        return (
+            f"step-0 loss {first_loss:.3f} of the pretrained init {init_spec} is not far below a random "
+            f"init's ln({vocab_size}) = {random_loss:.3f}: the weights may not have loaded (or the model "
+            f"knows little of this data)"
+        )
     return None
 
 
@@ -56,6 +60,8 @@ def count_parameters(config) -> int:
 def tokens_per_parameter_warning(planned_tokens: int, parameters: int) -> str | None:
     ratio = planned_tokens / max(parameters, 1)
     if ratio < CHINCHILLA_TOKENS_PER_PARAMETER / 10:
-        return (f"pretraining plans {planned_tokens:,} tokens for {parameters:,} parameters ({ratio:.2f} tokens "
-                f"per parameter), far below the ~{CHINCHILLA_TOKENS_PER_PARAMETER} of compute-optimal training")
+        return (
+            f"pretraining plans {planned_tokens:,} tokens for {parameters:,} parameters ({ratio:.2f} tokens "
+            f"per parameter), far below the ~{CHINCHILLA_TOKENS_PER_PARAMETER} of compute-optimal training"
+        )
     return None

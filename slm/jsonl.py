@@ -1,4 +1,5 @@
 """JSONL input files, read with the file and line named in every error."""
+
 from __future__ import annotations
 
 import json
@@ -20,8 +21,10 @@ def iter_objects(file: Path, what: str = "input") -> Iterator[tuple[int, dict]]:
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as exc:
-                raise UserError(f"{file}:{number}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset "
-                                f"{offset + exc.start}); re-encode the file as UTF-8") from None
+                raise UserError(
+                    f"{file}:{number}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset "
+                    f"{offset + exc.start}); re-encode the file as UTF-8"
+                ) from None
             offset += len(raw)
             if not line.strip():
                 continue

@@ -1,12 +1,13 @@
 """Where everything lives in a store: the one module that spells store keys.
 
-    champions/<line>/<version>/          a promoted model (version `v<N>-<stage>`), latest.json beside them
-    runs/<stage>/<run_id>/               record.json, checkpoints/, train/, sweep/, merges/
-    datasets/<stage>/                    written by the data builders (their configs name the key)
-    scores/<weights>-<settings>.json     the sweep's score cache
-    experiments/<line>/<run_id>.json     experiment verdicts
-    gates/<line>/<stage>.json            the newest champion of a stage the gate kept out
+champions/<line>/<version>/          a promoted model (version `v<N>-<stage>`), latest.json beside them
+runs/<stage>/<run_id>/               record.json, checkpoints/, train/, sweep/, merges/
+datasets/<stage>/                    written by the data builders (their configs name the key)
+scores/<weights>-<settings>.json     the sweep's score cache
+experiments/<line>/<run_id>.json     experiment verdicts
+gates/<line>/<stage>.json            the newest champion of a stage the gate kept out
 """
+
 from __future__ import annotations
 
 import re
@@ -44,6 +45,18 @@ def latest_pointer(line: str) -> str:
 def line_history(line: str) -> str:
     """Deliberate moves of `latest` (rollbacks), one JSON file each, named by time."""
     return f"champions/{line}/history"
+
+
+ROLLBACK_SUFFIX = "-rollback.json"
+
+
+def rollback_event(line: str, at: str) -> str:
+    return f"{line_history(line)}/{at.replace(':', '')}{ROLLBACK_SUFFIX}"
+
+
+def rollback_events(store: Store, line: str) -> list[str]:
+    """Keys of the line's rollback events, oldest first."""
+    return [f"{line_history(line)}/{n}" for n in store.children(line_history(line)) if n.endswith(ROLLBACK_SUFFIX)]
 
 
 def champion_info(champion_key: str) -> str:
@@ -90,16 +103,69 @@ def checkpoints_dir(run: str) -> str:
     return f"{run}/checkpoints"
 
 
+def checkpoint_name(step: int) -> str:
+    """A checkpoint's directory name, in the store and in the Trainer's local output directory alike."""
+    return f"checkpoint-{step}"
+
+
 def checkpoint_dir(run: str, step: int) -> str:
-    return f"{run}/checkpoints/checkpoint-{step}"
+    return f"{checkpoints_dir(run)}/{checkpoint_name(step)}"
 
 
 def train_dir(run: str) -> str:
     return f"{run}/train"
 
 
+def engine_facts(run: str) -> str:
+    """What the worker group reported when training ended (world size, ZeRO stage, tokens seen)."""
+    return f"{train_dir(run)}/engine.json"
+
+
+def log_history(run: str) -> str:
+    return f"{train_dir(run)}/log_history.json"
+
+
+def loss_plot(run: str) -> str:
+    return f"{train_dir(run)}/loss.png"
+
+
+def train_log_csv(run: str) -> str:
+    return f"{train_dir(run)}/train_log.csv"
+
+
+def tensorboard_event(run: str, name: str) -> str:
+    return f"{train_dir(run)}/tensorboard/{name}"
+
+
+def worker_starts(run: str) -> str:
+    """One JSON file per start of the run's worker group (first launch, restarts, reruns), named by time."""
+    return f"{train_dir(run)}/starts"
+
+
+def worker_start(run: str, stamp: str) -> str:
+    return f"{worker_starts(run)}/{stamp}.json"
+
+
 def sweep_dir(run: str) -> str:
     return f"{run}/sweep"
+
+
+def selection_file(report_dir: str, ext: str = "json") -> str:
+    """A sweep's selection report (json, md, png) in its report directory (a run's sweep/, an evaluation)."""
+    return f"{report_dir}/selection.{ext}"
+
+
+def candidate_file(report_dir: str, name: str) -> str:
+    """One scored candidate of a sweep, beside its selection report."""
+    return f"{report_dir}/{name}.json"
+
+
+def selection_report(run: str) -> str:
+    return selection_file(sweep_dir(run))
+
+
+def sweep_candidate(run: str, name: str) -> str:
+    return candidate_file(sweep_dir(run), name)
 
 
 def merges_dir(run: str) -> str:
@@ -115,7 +181,11 @@ def experiments_dir(line: str) -> str:
 
 
 def experiment_verdict(line: str, run_id: str) -> str:
-    return f"experiments/{line}/{run_id}.json"
+    return f"{experiments_dir(line)}/{run_id}.json"
+
+
+def experiment_verdicts(store: Store, line: str) -> list[str]:
+    return [f"{experiments_dir(line)}/{n}" for n in store.children(experiments_dir(line)) if n.endswith(".json")]
 
 
 def gates_dir(line: str) -> str:
@@ -144,6 +214,16 @@ def complete_checkpoints(store: Store, run: str) -> list[tuple[int, str]]:
 def latest_checkpoint(store: Store, run: str) -> str | None:
     found = complete_checkpoints(store, run)
     return found[-1][1] if found else None
+
+
+def dataset_manifest(dataset: str) -> str:
+    """A built dataset's manifest.json (rows, shards with checksums, sources, hygiene)."""
+    return f"{dataset}/manifest.json"
+
+
+def model_config(model_key: str) -> str:
+    """A model tree's config.json (checkpoints, champions, store: references)."""
+    return f"{model_key}/config.json".lstrip("/")
 
 
 def evaluation_dir(name: str) -> str:

@@ -3,6 +3,7 @@
 Written with `sys.stderr.write`, not `print`: inside Ray Train workers `print` is patched to go to
 both the stream and Train's logger, and every line would reach the job log twice.
 """
+
 from __future__ import annotations
 
 import sys

@@ -3,13 +3,22 @@
 FLOPs per token follow the PaLM appendix (and nanoGPT): 6·N for the matmuls forward and backward,
 plus 12·L·d·T for attention scores, with N every parameter, L layers, d width, T sequence length.
 """
+
 from __future__ import annotations
 
 # Dense peak TFLOP/s per device: (bf16/fp16 tensor cores, plain fp32). Vendor datasheets, no sparsity.
 PEAK_TFLOPS = {
-    "H200": (989.4, 66.9), "H100 PCIe": (756.0, 51.2), "H100": (989.4, 66.9), "A100": (312.0, 19.5),
-    "L40S": (362.1, 91.6), "L4": (121.0, 30.3), "A10G": (70.0, 31.2), "A10": (125.0, 31.2),
-    "RTX 4090": (165.2, 82.6), "RTX 3090": (71.0, 35.6), "V100": (125.0, 15.7),
+    "H200": (989.4, 66.9),
+    "H100 PCIe": (756.0, 51.2),
+    "H100": (989.4, 66.9),
+    "A100": (312.0, 19.5),
+    "L40S": (362.1, 91.6),
+    "L4": (121.0, 30.3),
+    "A10G": (70.0, 31.2),
+    "A10": (125.0, 31.2),
+    "RTX 4090": (165.2, 82.6),
+    "RTX 3090": (71.0, 35.6),
+    "V100": (125.0, 15.7),
 }
 
 

@@ -4,6 +4,7 @@ A reference (`ModelSpec.init`, a teacher, a tokenizer) is resolved in the driver
 model is one clear error before any worker starts) into a small JSON-able dict that workers
 materialize into their node-local cache.
 """
+
 from __future__ import annotations
 
 import os
@@ -28,16 +29,22 @@ def champion_pointer(store: Store, line: str, version: str | None = None, stage:
             if store.exists(layout.not_promoted(line, stage)):
                 gate = store.read_json(layout.not_promoted(line, stage))
                 why = f"; its run {gate['run_id']} was {gate['reason']} (to promote it anyway: {gate['overrule']})"
-            raise UserError(f"no champion promoted yet from stage {stage!r} of line {line!r} "
-                            f"({store.url(layout.line_dir(line))}){why}")
+            raise UserError(
+                f"no champion promoted yet from stage {stage!r} of line {line!r} "
+                f"({store.url(layout.line_dir(line))}){why}"
+            )
         version = numbered[-1][1]
         return ChampionPointer(line=line, version=version, key=layout.champion_dir(line, version), stage=stage)
     if version is None:
         key = layout.latest_pointer(line)
         if not store.exists(key):
             gated = store.children(layout.gates_dir(line))
-            why = (f"; the gate kept out the champion of {', '.join(g.removesuffix('.json') for g in gated)} "
-                   f"(see {store.url(layout.gates_dir(line))})" if gated else "")
+            why = (
+                f"; the gate kept out the champion of {', '.join(g.removesuffix('.json') for g in gated)} "
+                f"(see {store.url(layout.gates_dir(line))})"
+                if gated
+                else ""
+            )
             raise UserError(f"no champion promoted yet for line {line!r} ({store.url(key)} missing){why}")
         return ChampionPointer.model_validate(store.read_json(key))
     key = layout.champion_dir(line, version)
@@ -49,12 +56,12 @@ def champion_pointer(store: Store, line: str, version: str | None = None, stage:
 def resolve_ref(spec: str, store: Store, what: str = "model") -> dict:
     """Turn a reference into {'spec', 'store', 'key'} (a store tree), {'local'}, or {'hf', 'revision'}."""
     if spec.startswith("champion:"):
-        rest, _, version = spec[len("champion:"):].partition("@")
+        rest, _, version = spec[len("champion:") :].partition("@")
         line, _, stage = rest.partition(":")
         pointer = champion_pointer(store, line, version or None, stage or None)
         return {"spec": spec, "store": store.uri, "key": pointer.key, "champion": pointer.to_json()}
     if spec.startswith("store:"):
-        key = spec[len("store:"):].strip("/")
+        key = spec[len("store:") :].strip("/")
         if not store.is_complete(key):
             raise UserError(f"{what} {spec!r} not found (or incomplete) at {store.url(key)}")
         return {"spec": spec, "store": store.uri, "key": key}
@@ -64,7 +71,7 @@ def resolve_ref(spec: str, store: Store, what: str = "model") -> dict:
             raise UserError(f"{what} {spec!r} not found (or incomplete: no _COMPLETE.json)")
         return {"spec": spec, "store": spec, "key": ""}
     if spec.startswith("hf:"):
-        repo, _, revision = spec[len("hf:"):].partition("@")
+        repo, _, revision = spec[len("hf:") :].partition("@")
         return {"spec": spec, "hf": repo, "revision": revision or None}
     path = resolve_path(spec)
     if not path.is_dir():
@@ -79,8 +86,10 @@ def check_model_dir(path: Path, what: str, need_weights: bool = True) -> None:
             raise UserError(f"{what} at {path}: config.json missing")
         if not any(p.name.endswith(WEIGHT_SUFFIX) for p in path.iterdir()):
             found = ", ".join(sorted(p.name for p in path.iterdir())[:6]) or "nothing"
-            raise UserError(f"{what} at {path}: no *.safetensors weights (found {found}); "
-                            f"convert pickled weights to safetensors first")
+            raise UserError(
+                f"{what} at {path}: no *.safetensors weights (found {found}); "
+                f"convert pickled weights to safetensors first"
+            )
     if not any((path / f).is_file() for f in TOKENIZER_FILES):
         raise UserError(f"{what} at {path}: no tokenizer files ({' or '.join(TOKENIZER_FILES)})")
 
@@ -93,12 +102,18 @@ def materialize(ref: dict) -> Path:
         from huggingface_hub import snapshot_download
 
         try:
-            path = Path(snapshot_download(ref["hf"], revision=ref["revision"],
-                                          allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "README.md"]))
+            path = Path(
+                snapshot_download(
+                    ref["hf"],
+                    revision=ref["revision"],
+                    allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "README.md"],
+                )
+            )
         except Exception as exc:  # offline, missing repo, gated repo: one line, no traceback
             offline = " (HF_HUB_OFFLINE is set)" if os.environ.get("HF_HUB_OFFLINE") == "1" else ""
-            raise UserError(f"cannot fetch {ref['spec']} from the Hugging Face hub{offline}: "
-                            f"{type(exc).__name__}") from None
+            raise UserError(
+                f"cannot fetch {ref['spec']} from the Hugging Face hub{offline}: {type(exc).__name__}"
+            ) from None
         check_model_dir(path, ref["spec"])
         return path
     return fetch_tree_cached(Store.open(ref["store"]), ref["key"])
@@ -130,13 +145,18 @@ def scratch_config(architecture: dict, tokenizer, max_length: int):
     unknown = sorted(k for k in arch if not hasattr(defaults, k))
     if unknown:
         raise UserError(f"model.architecture: unknown key(s) for {model_type}: {', '.join(unknown)}")
-    arch.update(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
-                eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    arch.update(
+        vocab_size=len(tokenizer),
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
     config = AutoConfig.for_model(model_type, **arch)
     positions = getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", None)
     if positions is not None and positions < max_length:
-        raise UserError(f"model.architecture: context of {positions} tokens is shorter than "
-                        f"data.max_length {max_length}")
+        raise UserError(
+            f"model.architecture: context of {positions} tokens is shorter than data.max_length {max_length}"
+        )
     return config
 
 
@@ -146,8 +166,9 @@ def load_model(path: Path, trust_remote_code: bool = False, dtype=None, attn_imp
 
     try:
         attn = {"attn_implementation": attn_implementation} if attn_implementation else {}
-        return AutoModelForCausalLM.from_pretrained(str(path), use_safetensors=True, dtype=dtype or torch.float32,
-                                                    trust_remote_code=trust_remote_code, **attn)
+        return AutoModelForCausalLM.from_pretrained(
+            str(path), use_safetensors=True, dtype=dtype or torch.float32, trust_remote_code=trust_remote_code, **attn
+        )
     except (OSError, ValueError) as exc:
         raise UserError(f"cannot load model from {path}: {str(exc).splitlines()[0]}") from None
 

@@ -4,6 +4,7 @@ Both are a KL divergence to a frozen model's next-token distribution on the supe
 one Trainer subclass carries them. Neither HF Trainer nor TRL has a KL-to-reference term for plain
 SFT (TRL's GKD trainer generates on-policy, which is a different method), hence this small module.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -92,7 +93,7 @@ class StageTrainer(Trainer):
                     scaled = scaled * self.accelerator.num_processes
             weight = self._kl_weights[term.name] = term.weight(step)
             if weight > 0:
-                total = total + weight * term.temperature ** 2 * scaled.to(total.dtype)
+                total = total + weight * term.temperature**2 * scaled.to(total.dtype)
             sums = self._kl_sums[term.name]
             sums[0] += float(mean_kl.detach())
             sums[1] += 1
@@ -113,12 +114,16 @@ def kl_anchor_term(job) -> KLTerm:
     """KL(start model ‖ trained) per supervised token, against forgetting (the `kl_anchor` option)."""
     a = job.kl_anchor
     start = fit_model_to_pad(load_model(materialize(job.init), job.trust_remote_code), job.pad)
-    return KLTerm("kl", start, a["coef"],
-                  a["start_step"], a["warmup_steps"], a["last_k_tokens"])
+    return KLTerm("kl", start, a["coef"], a["start_step"], a["warmup_steps"], a["last_k_tokens"])
 
 
 def logit_distill_term(job) -> KLTerm:
     """T² · KL(teacher ‖ student) on the teacher's answers, weighted against cross-entropy (`logit_distill`)."""
     d = job.logit_distill
-    return KLTerm("distill_kl", load_model(materialize(d["teacher"]), job.trust_remote_code), d["alpha"],
-                  temperature=d["temperature"], ce_weight=1.0 - d["alpha"])
+    return KLTerm(
+        "distill_kl",
+        load_model(materialize(d["teacher"]), job.trust_remote_code),
+        d["alpha"],
+        temperature=d["temperature"],
+        ce_weight=1.0 - d["alpha"],
+    )

@@ -18,6 +18,7 @@ and applied in every worker (`apply_pad`), so all ranks and the saved checkpoint
 transformers has no such routing (it leaves pad unset, or warns and uses eos in generate), so it is
 written here.
 """
+
 from __future__ import annotations
 
 import re
@@ -34,13 +35,18 @@ def plan_pad(tokenizer, where: str) -> dict:
     """{content, id, how: kept | routed | added, reason}: the pad token a chat stage trains with."""
     eos = tokenizer.eos_token_id
     if eos is None:
-        raise UserError(f"{where}: tokenizer has no eos token, so neither end of turn nor padding can be "
-                        f"routed; set eos_token in its tokenizer_config.json")
+        raise UserError(
+            f"{where}: tokenizer has no eos token, so neither end of turn nor padding can be "
+            f"routed; set eos_token in its tokenizer_config.json"
+        )
     pad = tokenizer.pad_token_id
     if pad is not None and pad != eos:
         return {"content": tokenizer.pad_token, "id": pad, "how": "kept", "reason": "the tokenizer's own pad token"}
-    before = (f"the tokenizer's pad token was its eos {tokenizer.eos_token!r}" if pad is not None
-              else "the tokenizer has no pad token")
+    before = (
+        f"the tokenizer's pad token was its eos {tokenizer.eos_token!r}"
+        if pad is not None
+        else "the tokenizer has no pad token"
+    )
     vocab = tokenizer.get_vocab()
     avoid = {eos, tokenizer.bos_token_id}
     special = {t.content for t in tokenizer.added_tokens_decoder.values() if t.special}
@@ -48,16 +54,21 @@ def plan_pad(tokenizer, where: str) -> dict:
     def usable(token: str | None) -> bool:
         return token is not None and token in vocab and vocab[token] not in avoid
 
-    choices = ([(t, "a token made for padding") for t in PAD_NAMES]
-               + [(t, "a reserved special token") for t in sorted(special, key=lambda t: vocab.get(t, 0))
-                  if RESERVED.match(t)]
-               + [(tokenizer.unk_token, "the unk token")]
-               + [(t, "a document-end token distinct from the chat eos") for t in DOCUMENT_END])
+    choices = (
+        [(t, "a token made for padding") for t in PAD_NAMES]
+        + [(t, "a reserved special token") for t in sorted(special, key=lambda t: vocab.get(t, 0)) if RESERVED.match(t)]
+        + [(tokenizer.unk_token, "the unk token")]
+        + [(t, "a document-end token distinct from the chat eos") for t in DOCUMENT_END]
+    )
     for token, kind in choices:
         if usable(token):
             return {"content": token, "id": vocab[token], "how": "routed", "reason": f"{before}; routed to {kind}"}
-    return {"content": NEW_PAD, "id": len(tokenizer), "how": "added",
-            "reason": f"{before} and no distinct unused token exists; added {NEW_PAD} and grew the embeddings"}
+    return {
+        "content": NEW_PAD,
+        "id": len(tokenizer),
+        "how": "added",
+        "reason": f"{before} and no distinct unused token exists; added {NEW_PAD} and grew the embeddings",
+    }
 
 
 def apply_pad(tokenizer, plan: dict | None) -> None:
@@ -69,8 +80,10 @@ def apply_pad(tokenizer, plan: dict | None) -> None:
     else:
         tokenizer.pad_token = plan["content"]
     if tokenizer.pad_token_id != plan["id"]:
-        raise UserError(f"pad token {plan['content']!r} has id {tokenizer.pad_token_id} here but {plan['id']} "
-                        f"when the run was planned: the tokenizer changed under the run")
+        raise UserError(
+            f"pad token {plan['content']!r} has id {tokenizer.pad_token_id} here but {plan['id']} "
+            f"when the run was planned: the tokenizer changed under the run"
+        )
 
 
 def fit_model_to_pad(model, plan: dict | None):

@@ -3,6 +3,7 @@
 The sweep's own plot (MMLU ± SE per candidate) is eval/report.py's; promotion copies all three into
 the champion (plots/) and the card embeds them.
 """
+
 from __future__ import annotations
 
 import io
@@ -50,14 +51,26 @@ def line_history(points: list[dict], title: str) -> bytes:
     plt = _pyplot()
     x = list(range(len(points)))
     fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(points)), 3.8))
-    ax.errorbar(x, [p["mmlu"] for p in points], yerr=[p["mmlu_se"] or 0 for p in points], fmt="o-",
-                color="tab:blue", capsize=4, label="MMLU (± SE)")
+    ax.errorbar(
+        x,
+        [p["mmlu"] for p in points],
+        yerr=[p["mmlu_se"] or 0 for p in points],
+        fmt="o-",
+        color="tab:blue",
+        capsize=4,
+        label="MMLU (± SE)",
+    )
     ax.set_ylabel("MMLU accuracy")
     ax.set_xticks(x, [p["version"] for p in points], rotation=20, ha="right")
     if any(p["bench"] is not None for p in points):
         ax2 = ax.twinx()
-        ax2.plot([i for i, p in zip(x, points) if p["bench"] is not None],
-                 [p["bench"] for p in points if p["bench"] is not None], "s--", color="tab:green", label="bench")
+        ax2.plot(
+            [i for i, p in zip(x, points) if p["bench"] is not None],
+            [p["bench"] for p in points if p["bench"] is not None],
+            "s--",
+            color="tab:green",
+            label="bench",
+        )
         ax2.set_ylabel("bench pass rate")
         ax2.set_ylim(0, 1)
         ax2.legend(loc="lower right")

@@ -9,6 +9,7 @@ A recipe is a module in `stages/` with three functions, read top to bottom as it
 
 The engine (slm/engine.py) runs any recipe through these three and knows no stage by name.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -29,12 +30,13 @@ from slm.store import Store
 
 
 class Recipe(Protocol):
-    def plan(self, cfg: StageConfig, ctx: "StageContext") -> TrainJob: ...
+    def plan(self, cfg: StageConfig, ctx: StageContext) -> TrainJob: ...
 
     def examples(self, job: TrainJob, tokenizer, split: str) -> Any: ...
 
-    def trainer(self, job: TrainJob, model, tokenizer, arguments: dict, train_data, eval_data,
-                callbacks: list) -> Any: ...
+    def trainer(
+        self, job: TrainJob, model, tokenizer, arguments: dict, train_data, eval_data, callbacks: list
+    ) -> Any: ...
 
 
 @dataclass
@@ -73,8 +75,10 @@ class StageContext:
         if not isinstance(config, dict):
             raise UserError(f"{where}: expected a JSON object")
         if config.get("model_type") not in CONFIG_MAPPING:
-            raise UserError(f"{where}: model_type {config.get('model_type')!r} is not one transformers knows "
-                            f"(e.g. gpt2, llama, qwen2)")
+            raise UserError(
+                f"{where}: model_type {config.get('model_type')!r} is not one transformers knows "
+                f"(e.g. gpt2, llama, qwen2)"
+            )
         if "vocab_size" not in config:
             raise UserError(f"{where}: no vocab_size")
         return config
@@ -83,14 +87,18 @@ class StageContext:
         if init is None:
             return resolve_ref(cfg.model.tokenizer, self.store, what="tokenizer")
         if cfg.model.tokenizer:
-            raise UserError(f"{cfg.stage}: model.tokenizer is only used with init: scratch "
-                            f"(a pretrained init brings its own tokenizer)")
+            raise UserError(
+                f"{cfg.stage}: model.tokenizer is only used with init: scratch "
+                f"(a pretrained init brings its own tokenizer)"
+            )
         return init
 
     def tokenizer(self, cfg: StageConfig, ref: dict, init: dict | None = None):
         tokenizer = load_tokenizer(materialize(ref), cfg.model.trust_remote_code, cfg.model.chat_template)
         if init is not None:
-            check_vocab(self.init_config(init)["vocab_size"], len(tokenizer), f"{cfg.stage} model.init {cfg.model.init}")
+            check_vocab(
+                self.init_config(init)["vocab_size"], len(tokenizer), f"{cfg.stage} model.init {cfg.model.init}"
+            )
         return tokenizer
 
     def chat_start(self, cfg: StageConfig, what: str) -> tuple[dict, dict, object, dict]:
@@ -109,11 +117,15 @@ class StageContext:
         manifest = read_manifest(self.store, cfg.data.dataset)
         columns = manifest["splits"]["train"]["columns"]
         if needs_column not in columns:
-            raise UserError(f"{cfg.stage}: dataset {cfg.data.dataset} has no `{needs_column}` column "
-                            f"(columns: {', '.join(columns)}); was it built by the {cfg.stage} builder?")
+            raise UserError(
+                f"{cfg.stage}: dataset {cfg.data.dataset} has no `{needs_column}` column "
+                f"(columns: {', '.join(columns)}); was it built by the {cfg.stage} builder?"
+            )
         if cfg.data.eval_split and cfg.data.eval_split not in manifest["splits"]:
-            raise UserError(f"{cfg.stage}: data.eval_split {cfg.data.eval_split!r} is not a split of "
-                            f"{cfg.data.dataset} (has {', '.join(manifest['splits'])})")
+            raise UserError(
+                f"{cfg.stage}: data.eval_split {cfg.data.eval_split!r} is not a split of "
+                f"{cfg.data.dataset} (has {', '.join(manifest['splits'])})"
+            )
         return manifest
 
     def job(self, cfg: StageConfig, recipe: str, init: dict | None, tokenizer: dict, **fields) -> TrainJob:
@@ -124,21 +136,39 @@ class StageContext:
         if cfg.train.optim:  # the HF Trainer builds train.optim and hands it to DeepSpeed as a client optimizer
             ds_config.pop("optimizer", None)
         if (cfg.kl_anchor or fields.get("logit_distill")) and ds_config["zero_optimization"].get("stage") == 3:
-            raise UserError(f"{cfg.stage}: kl_anchor / logit_distill keep a frozen full copy of a model on every "
-                            f"worker, which ZeRO-3 ({cfg.deepspeed}) would partition; use a ZeRO-2 config")
+            raise UserError(
+                f"{cfg.stage}: kl_anchor / logit_distill keep a frozen full copy of a model on every "
+                f"worker, which ZeRO-3 ({cfg.deepspeed}) would partition; use a ZeRO-2 config"
+            )
         wandb_project = None
         if os.environ.get("WANDB_API_KEY"):
             if importlib.util.find_spec("wandb") is None:
                 raise UserError("WANDB_API_KEY is set but the wandb package is not installed (pip install wandb)")
             wandb_project = os.environ.get("WANDB_PROJECT", self.pipeline.line)
         return TrainJob(
-            stage=cfg.stage, recipe=recipe, run_id="", run_prefix="", store=self.store.uri,
-            init=init, architecture=cfg.model.architecture, tokenizer=tokenizer,
-            trust_remote_code=cfg.model.trust_remote_code, chat_template=cfg.model.chat_template,
-            dataset=cfg.data.dataset, eval_split=cfg.data.eval_split, max_length=cfg.data.max_length,
-            train=cfg.train, ds_config=ds_config, workers=cluster.workers,
-            use_gpu=cluster.use_gpu, cpus_per_worker=cluster.cpus_per_worker, max_failures=cluster.max_failures,
+            stage=cfg.stage,
+            recipe=recipe,
+            run_id="",
+            run_prefix="",
+            store=self.store.uri,
+            init=init,
+            architecture=cfg.model.architecture,
+            tokenizer=tokenizer,
+            trust_remote_code=cfg.model.trust_remote_code,
+            chat_template=cfg.model.chat_template,
+            dataset=cfg.data.dataset,
+            eval_split=cfg.data.eval_split,
+            max_length=cfg.data.max_length,
+            train=cfg.train,
+            ds_config=ds_config,
+            workers=cluster.workers,
+            use_gpu=cluster.use_gpu,
+            cpus_per_worker=cluster.cpus_per_worker,
+            max_failures=cluster.max_failures,
             kl_anchor=cfg.kl_anchor.model_dump() if cfg.kl_anchor else None,
             lora=cfg.lora.model_dump() if cfg.lora else None,
-            peak_tflops_per_worker=cluster.peak_tflops_per_worker, wandb_project=wandb_project,
-            keep_optimizer_states=self.pipeline.keep_optimizer_states, **fields)
+            peak_tflops_per_worker=cluster.peak_tflops_per_worker,
+            wandb_project=wandb_project,
+            keep_optimizer_states=self.pipeline.keep_optimizer_states,
+            **fields,
+        )

@@ -1,4 +1,5 @@
 """Run records: what produced every output, stored beside it, so model cards are generated from them."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -8,12 +9,28 @@ import re
 import subprocess
 from importlib import metadata
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from slm import IN_CHECKOUT, REPO_ROOT
 
-PACKAGES = ("torch", "deepspeed", "ray", "transformers", "accelerate", "datasets", "lm_eval", "mergekit",
-            "peft", "trl", "tokenizers", "safetensors", "huggingface_hub", "boto3", "pyarrow", "pydantic")
+PACKAGES = (
+    "torch",
+    "deepspeed",
+    "ray",
+    "transformers",
+    "accelerate",
+    "datasets",
+    "lm_eval",
+    "mergekit",
+    "peft",
+    "trl",
+    "tokenizers",
+    "safetensors",
+    "huggingface_hub",
+    "boto3",
+    "pyarrow",
+    "pydantic",
+)
 
 # Never let credentials reach a record, a log or a card.
 # Matches key names that *end* in a secret word (hf_token, aws_secret_access_key), not tokens_per_s or tokenizer.
@@ -41,10 +58,12 @@ def git_commit() -> str | None:
     if not IN_CHECKOUT:
         return built
     try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True,
-                             timeout=5).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=REPO_ROOT, capture_output=True, text=True,
-                               timeout=5).stdout.strip()
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=5
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=5
+        ).stdout.strip()
         return (sha + ("-dirty" if dirty else "")) if sha else built
     except (OSError, subprocess.SubprocessError):
         return built
@@ -63,8 +82,11 @@ def redact(obj):
 
 def environment_facts() -> dict:
     """Where a run happened; the AWS endpoint is kept (it says which store), keys never are."""
-    return {"host_cpus": os.cpu_count(), "aws_endpoint": os.environ.get("AWS_ENDPOINT_URL"),
-            "hf_offline": os.environ.get("HF_HUB_OFFLINE") == "1"}
+    return {
+        "host_cpus": os.cpu_count(),
+        "aws_endpoint": os.environ.get("AWS_ENDPOINT_URL"),
+        "hf_offline": os.environ.get("HF_HUB_OFFLINE") == "1",
+    }
 
 
 class Record(BaseModel):
@@ -73,7 +95,28 @@ class Record(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     def to_json(self) -> dict:
-        return self.model_dump(mode="json", exclude_none=True)
+        return self.model_dump(mode="json", exclude_none=True, by_alias=True)
+
+
+class Stored(Record):
+    """A record whose JSON form holds exactly the keys it was given, loaded or built (an explicit
+    null stays null, an absent key stays absent): a file read and written back is the same file."""
+
+    def to_json(self) -> dict:
+        return self.model_dump(mode="json", exclude_unset=True, by_alias=True)
+
+
+class RollbackEvent(Record):
+    """`champions/<line>/history/<time>-rollback.json`: a deliberate move of `latest` back, who, when, why."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    line: str
+    from_: str = Field(alias="from")
+    to: str
+    reason: str
+    by: str
+    at: str
 
 
 class ChampionPointer(Record):
@@ -85,4 +128,4 @@ class ChampionPointer(Record):
     stage: str | None = None
     run_id: str | None = None
     updated_at: str | None = None
-    rollback: dict | None = None  # set when `latest` was moved back on purpose (launch/promote.py --rollback)
+    rollback: RollbackEvent | None = None  # set when `latest` was moved back on purpose (promote.py --rollback)

@@ -7,6 +7,7 @@ last. Readers only trust trees with that marker, so a half-uploaded checkpoint i
 S3 goes through boto3, which takes the endpoint and credentials from the standard AWS environment
 (`AWS_ENDPOINT_URL`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`, profiles).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -16,8 +17,8 @@ import re
 import shutil
 import threading
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Callable, Iterable
 
 from slm.errors import UserError
 from slm.log import log
@@ -45,16 +46,20 @@ class TransferProgress:
             now = time.perf_counter()
             if self.total >= self.MIN_BYTES and now - self.shown >= self.PERIOD:
                 self.shown = now
-                log(f"[store] {self.verb} {self.what}: {self.done / 1e6:,.0f} / {self.total / 1e6:,.0f} MB "
-                    f"({self.done / max(self.total, 1):.0%}), {self.rate():,.1f} MB/s")
+                log(
+                    f"[store] {self.verb} {self.what}: {self.done / 1e6:,.0f} / {self.total / 1e6:,.0f} MB "
+                    f"({self.done / max(self.total, 1):.0%}), {self.rate():,.1f} MB/s"
+                )
 
     def rate(self) -> float:
         return self.done / 1e6 / max(time.perf_counter() - self.start, 1e-9)
 
     def finish(self) -> None:
         if self.total >= self.MIN_BYTES:
-            log(f"[store] {self.verb} {self.what}: {self.done / 1e6:,.1f} MB in "
-                f"{time.perf_counter() - self.start:.1f}s ({self.rate():,.1f} MB/s)")
+            log(
+                f"[store] {self.verb} {self.what}: {self.done / 1e6:,.1f} MB in "
+                f"{time.perf_counter() - self.start:.1f}s ({self.rate():,.1f} MB/s)"
+            )
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -87,7 +92,7 @@ class Store:
     uri: str
 
     @staticmethod
-    def open(uri: str) -> "Store":
+    def open(uri: str) -> Store:
         if uri.startswith("s3://"):
             return S3Store(uri)
         if "://" in uri:
@@ -109,27 +114,44 @@ class Store:
         except UserError:
             raise
         except Exception as exc:  # PermissionError, S3 AccessDenied, a read-only bucket: the store is not usable
-            raise UserError(f"store {self.uri} does not take writes ({type(exc).__name__}: "
-                            f"{redact_url(str(exc).splitlines()[0] if str(exc) else '')})") from None
+            raise UserError(
+                f"store {self.uri} does not take writes ({type(exc).__name__}: "
+                f"{redact_url(str(exc).splitlines()[0] if str(exc) else '')})"
+            ) from None
         finally:
             try:
                 self.delete_prefix(key)
-            except Exception:  # noqa: BLE001 - the probe's own error (above) is the one to report
+            except Exception:
                 pass
 
     # --- primitives each backend implements -------------------------------------------------
-    def read_bytes(self, key: str) -> bytes: raise NotImplementedError
-    def write_bytes(self, key: str, data: bytes) -> None: raise NotImplementedError
+    def read_bytes(self, key: str) -> bytes:
+        raise NotImplementedError
+
+    def write_bytes(self, key: str, data: bytes) -> None:
+        raise NotImplementedError
+
     # `progress`, when given, is called with the bytes moved as they move (TransferProgress).
     def upload_file(self, local: Path, key: str, progress: Callable[[int], None] | None = None) -> None:
         raise NotImplementedError
+
     def download_file(self, key: str, local: Path, progress: Callable[[int], None] | None = None) -> None:
         raise NotImplementedError
-    def delete(self, key: str) -> None: raise NotImplementedError  # one object; absent is fine
-    def list(self, prefix: str) -> list[str]: raise NotImplementedError
-    def exists(self, key: str) -> bool: raise NotImplementedError
-    def etag(self, key: str) -> str: raise NotImplementedError  # changes when the object does
-    def delete_prefix(self, prefix: str) -> None: raise NotImplementedError
+
+    def delete(self, key: str) -> None:
+        raise NotImplementedError  # one object; absent is fine
+
+    def list(self, prefix: str) -> list[str]:
+        raise NotImplementedError
+
+    def exists(self, key: str) -> bool:
+        raise NotImplementedError
+
+    def etag(self, key: str) -> str:
+        raise NotImplementedError  # changes when the object does
+
+    def delete_prefix(self, prefix: str) -> None:
+        raise NotImplementedError
 
     # --- built on the primitives ------------------------------------------------------------
     def read_json(self, key: str):
@@ -150,7 +172,7 @@ class Store:
     def children(self, prefix: str) -> list[str]:
         """Names directly below `prefix` (files and sub-directories)."""
         prefix = prefix.strip("/") + "/"
-        names = {k[len(prefix):].split("/", 1)[0] for k in self.list(prefix)}
+        names = {k[len(prefix) :].split("/", 1)[0] for k in self.list(prefix)}
         return sorted(n for n in names if n)
 
     def is_complete(self, prefix: str) -> bool:
@@ -166,9 +188,13 @@ class Store:
         summary=False: no closing size-and-rate line (the caller logs its own, as checkpoints do)."""
         local_dir = Path(local_dir)
         excluded = tuple(exclude)
-        paths = [p for p in sorted(local_dir.rglob("*")) if p.is_file()
-                 and (rel := p.relative_to(local_dir).as_posix()) != COMPLETE
-                 and not any(rel == e or rel.startswith(e.rstrip("/") + "/") for e in excluded)]
+        paths = [
+            p
+            for p in sorted(local_dir.rglob("*"))
+            if p.is_file()
+            and (rel := p.relative_to(local_dir).as_posix()) != COMPLETE
+            and not any(rel == e or rel.startswith(e.rstrip("/") + "/") for e in excluded)
+        ]
         progress = TransferProgress("↑", self.url(prefix), sum(p.stat().st_size for p in paths))
         files = {}
         for path in paths:
@@ -267,8 +293,9 @@ class LocalStore(Store):
             return [prefix.strip("/")]
         if not base.is_dir():
             return []
-        return sorted(p.relative_to(self.root).as_posix() for p in base.rglob("*")
-                      if p.is_file() and ".tmp-" not in p.name)
+        return sorted(
+            p.relative_to(self.root).as_posix() for p in base.rglob("*") if p.is_file() and ".tmp-" not in p.name
+        )
 
     def exists(self, key):
         return self._path(key).exists()
@@ -293,7 +320,7 @@ class S3Store(Store):
         import boto3
         from botocore.config import Config
 
-        rest = uri[len("s3://"):]
+        rest = uri[len("s3://") :]
         self.bucket, _, self.prefix = rest.partition("/")
         if not self.bucket:
             raise UserError(f"store {uri!r}: no bucket name")
@@ -302,7 +329,9 @@ class S3Store(Store):
         # A session of its own: boto3's default session caches the first credentials it resolved.
         session = boto3.session.Session()
         addressing = {"addressing_style": os.environ.get("SLM_S3_ADDRESSING_STYLE", "path")}
-        self.client = session.client("s3", config=Config(retries={"max_attempts": 8, "mode": "standard"}, s3=addressing))
+        self.client = session.client(
+            "s3", config=Config(retries={"max_attempts": 8, "mode": "standard"}, s3=addressing)
+        )
         self._check_reachable(session.client("s3", config=Config(retries={"max_attempts": 2}, s3=addressing)))
 
     def _check_reachable(self, probe) -> None:
@@ -317,8 +346,10 @@ class S3Store(Store):
         try:
             probe.head_bucket(Bucket=self.bucket)
         except NoCredentialsError:
-            raise UserError(f"store {self.uri}: no AWS credentials found (set AWS_ACCESS_KEY_ID and "
-                            f"AWS_SECRET_ACCESS_KEY, or AWS_PROFILE)") from None
+            raise UserError(
+                f"store {self.uri}: no AWS credentials found (set AWS_ACCESS_KEY_ID and "
+                f"AWS_SECRET_ACCESS_KEY, or AWS_PROFILE)"
+            ) from None
         except EndpointConnectionError:
             raise UserError(f"store {self.uri}: cannot reach the S3 endpoint {shown} (AWS_ENDPOINT_URL)") from None
         except ClientError as exc:
@@ -331,7 +362,7 @@ class S3Store(Store):
         return _join(self.prefix, safe_key(key))
 
     def _rel(self, full_key: str) -> str:
-        return full_key[len(self.prefix) + 1:] if self.prefix else full_key
+        return full_key[len(self.prefix) + 1 :] if self.prefix else full_key
 
     def _missing(self, exc) -> bool:
         code = getattr(exc, "response", {}).get("Error", {}).get("Code", "")
@@ -370,8 +401,9 @@ class S3Store(Store):
         paginator = self.client.get_paginator("list_objects_v2")
         for page in paginator.paginate(Bucket=self.bucket, Prefix=full):
             keys += [self._rel(obj["Key"]) for obj in page.get("Contents", [])]
-        return sorted(k for k in keys if k == prefix.strip("/") or k.startswith(prefix.strip("/") + "/")
-                      or not prefix.strip("/"))
+        return sorted(
+            k for k in keys if k == prefix.strip("/") or k.startswith(prefix.strip("/") + "/") or not prefix.strip("/")
+        )
 
     def exists(self, key):
         from botocore.exceptions import ClientError
@@ -393,8 +425,7 @@ class S3Store(Store):
     def delete_prefix(self, prefix):
         keys = [self._key(k) for k in self.list(prefix)]
         for i in range(0, len(keys), 1000):
-            self.client.delete_objects(Bucket=self.bucket,
-                                       Delete={"Objects": [{"Key": k} for k in keys[i:i + 1000]]})
+            self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": [{"Key": k} for k in keys[i : i + 1000]]})
 
 
 def cache_dir() -> Path:

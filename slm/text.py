@@ -1,4 +1,5 @@
 """Text normalisation shared by the bench's scoring and the decontamination checks."""
+
 from __future__ import annotations
 
 import re

@@ -8,6 +8,7 @@ Objective cross-entropy on the answers; with `logit_distill` also forward KL(tea
          temperature T on those tokens: (1 − alpha) · CE + alpha · T² · KL. `kl_anchor` as in SFT.
 Defaults stages/configs/distill.yaml.
 """
+
 from transformers import TrainingArguments
 
 from slm.errors import UserError
@@ -28,17 +29,23 @@ def plan(cfg, ctx: StageContext):
         student_vocab = tokenizer.get_vocab()
         teacher_vocab = load_tokenizer(materialize(teacher), cfg.model.trust_remote_code).get_vocab()
         if teacher_vocab != student_vocab:
-            raise UserError(f"distill: logit_distill.teacher {cfg.logit_distill.teacher} has a different tokenizer "
-                            f"than the student ({len(teacher_vocab)} vs {len(student_vocab)} tokens); logit "
-                            f"distillation needs one vocabulary — use the sequence-level default instead")
+            raise UserError(
+                f"distill: logit_distill.teacher {cfg.logit_distill.teacher} has a different tokenizer "
+                f"than the student ({len(teacher_vocab)} vs {len(student_vocab)} tokens); logit "
+                f"distillation needs one vocabulary — use the sequence-level default instead"
+            )
         sizes = ctx.init_config(teacher)["vocab_size"], ctx.init_config(init)["vocab_size"]
         if sizes[0] != sizes[1]:
-            raise UserError(f"distill: logit_distill.teacher {cfg.logit_distill.teacher} has vocab_size {sizes[0]}, "
-                            f"the student {sizes[1]}; their logits cannot be compared")
+            raise UserError(
+                f"distill: logit_distill.teacher {cfg.logit_distill.teacher} has vocab_size {sizes[0]}, "
+                f"the student {sizes[1]}; their logits cannot be compared"
+            )
         if pad["how"] == "added":
-            raise UserError(f"distill: the student needs a new pad token ({pad['reason']}), which the teacher's "
-                            f"logits have no column for; give the student's tokenizer a pad token, or use the "
-                            f"sequence-level default instead of logit_distill")
+            raise UserError(
+                f"distill: the student needs a new pad token ({pad['reason']}), which the teacher's "
+                f"logits have no column for; give the student's tokenizer a pad token, or use the "
+                f"sequence-level default instead of logit_distill"
+            )
         logit_distill = {**cfg.logit_distill.model_dump(), "teacher": teacher}
     return ctx.job(cfg, __name__, init, tokenizer_ref, pad=pad, logit_distill=logit_distill)
 
@@ -49,6 +56,13 @@ def examples(job, tokenizer, split: str):
 
 def trainer(job, model, tokenizer, arguments: dict, train_data, eval_data, callbacks):
     terms = ([kl_anchor_term(job)] if job.kl_anchor else []) + ([logit_distill_term(job)] if job.logit_distill else [])
-    return StageTrainer(model=model, args=TrainingArguments(**arguments), train_dataset=train_data,
-                        eval_dataset=eval_data, data_collator=padding_collator(tokenizer),
-                        processing_class=tokenizer, callbacks=callbacks, kl_terms=terms)
+    return StageTrainer(
+        model=model,
+        args=TrainingArguments(**arguments),
+        train_dataset=train_data,
+        eval_dataset=eval_data,
+        data_collator=padding_collator(tokenizer),
+        processing_class=tokenizer,
+        callbacks=callbacks,
+        kl_terms=terms,
+    )

@@ -10,6 +10,7 @@ Objective DPO (`dpo.loss_type`, default sigmoid) with strength `dpo.beta` agains
          model; with `lora`, TRL uses the base with the adapter disabled as the reference instead.
 Defaults stages/configs/dpo.yaml; `dpo: {beta: 0.1, loss_type: sigmoid}`.
 """
+
 import contextlib
 import io
 
@@ -38,10 +39,18 @@ def trainer(job, model, tokenizer, arguments: dict, train_data, eval_data, callb
     from trl import DPOConfig, DPOTrainer  # the `dpo` extra, checked when the stage is planned
 
     args = DPOConfig(**arguments, beta=job.dpo["beta"], loss_type=[job.dpo["loss_type"]], max_length=job.max_length)
-    reference = None if job.lora else fit_model_to_pad(load_model(materialize(job.init), job.trust_remote_code),
-                                                       job.pad)
+    reference = (
+        None if job.lora else fit_model_to_pad(load_model(materialize(job.init), job.trust_remote_code), job.pad)
+    )
     # TRL tokenizes with datasets.map, whose fingerprinting disassembles the map function through
     # dill; under Ray's stdout forwarding that bytecode dump lands in the job log. Keep it out.
     with contextlib.redirect_stdout(io.StringIO()):
-        return DPOTrainer(model=model, ref_model=reference, args=args, train_dataset=train_data,
-                          eval_dataset=eval_data, processing_class=tokenizer, callbacks=callbacks)
+        return DPOTrainer(
+            model=model,
+            ref_model=reference,
+            args=args,
+            train_dataset=train_data,
+            eval_dataset=eval_data,
+            processing_class=tokenizer,
+            callbacks=callbacks,
+        )

@@ -12,6 +12,7 @@ Objective cross-entropy on the assistant tokens, plus `kl_anchor` (KL to the sta
          `lora` trains an adapter instead of all weights (the engine applies it to any stage).
 Defaults stages/configs/{sft,surgical,repair}.yaml.
 """
+
 from transformers import TrainingArguments
 
 from slm.examples import padding_collator, supervised_chat
@@ -30,7 +31,13 @@ def examples(job, tokenizer, split: str):
 
 
 def trainer(job, model, tokenizer, arguments: dict, train_data, eval_data, callbacks):
-    return StageTrainer(model=model, args=TrainingArguments(**arguments), train_dataset=train_data,
-                        eval_dataset=eval_data, data_collator=padding_collator(tokenizer),
-                        processing_class=tokenizer, callbacks=callbacks,
-                        kl_terms=[kl_anchor_term(job)] if job.kl_anchor else [])
+    return StageTrainer(
+        model=model,
+        args=TrainingArguments(**arguments),
+        train_dataset=train_data,
+        eval_dataset=eval_data,
+        data_collator=padding_collator(tokenizer),
+        processing_class=tokenizer,
+        callbacks=callbacks,
+        kl_terms=[kl_anchor_term(job)] if job.kl_anchor else [],
+    )

@@ -7,6 +7,7 @@ Examples the pretrain builder's `input_ids` blocks; every token is a label.
 Objective causal-LM cross-entropy (the HF Trainer's own loss).
 Defaults stages/configs/pretrain.yaml (GPT-2 shape, cosine schedule, ZeRO-2).
 """
+
 from transformers import AutoConfig, TrainingArguments
 
 from slm.errors import UserError
@@ -28,11 +29,15 @@ def plan(cfg, ctx: StageContext):
 
     manifest = ctx.dataset(cfg, needs_column="input_ids")
     if manifest.get("block_size", 0) > cfg.data.max_length:
-        raise UserError(f"pretrain: dataset blocks are {manifest['block_size']} tokens but data.max_length is "
-                        f"{cfg.data.max_length}; rebuild the data or raise max_length")
+        raise UserError(
+            f"pretrain: dataset blocks are {manifest['block_size']} tokens but data.max_length is "
+            f"{cfg.data.max_length}; rebuild the data or raise max_length"
+        )
     if manifest.get("tokenizer_sha256") != tokenizer_digest(materialize(tokenizer_ref)):
-        raise UserError(f"pretrain: dataset {cfg.data.dataset} was tokenized with {manifest.get('tokenizer')}, "
-                        f"not with this stage's tokenizer ({tokenizer_ref['spec']})")
+        raise UserError(
+            f"pretrain: dataset {cfg.data.dataset} was tokenized with {manifest.get('tokenizer')}, "
+            f"not with this stage's tokenizer ({tokenizer_ref['spec']})"
+        )
 
     t, workers = cfg.train, ctx.pipeline.cluster.workers
     if t.max_steps > 0:
@@ -48,6 +53,12 @@ def examples(job, tokenizer, split: str):
 
 
 def trainer(job, model, tokenizer, arguments: dict, train_data, eval_data, callbacks):
-    return StageTrainer(model=model, args=TrainingArguments(**arguments), train_dataset=train_data,
-                        eval_dataset=eval_data, data_collator=padding_collator(tokenizer),
-                        processing_class=tokenizer, callbacks=callbacks)
+    return StageTrainer(
+        model=model,
+        args=TrainingArguments(**arguments),
+        train_dataset=train_data,
+        eval_dataset=eval_data,
+        data_collator=padding_collator(tokenizer),
+        processing_class=tokenizer,
+        callbacks=callbacks,
+    )

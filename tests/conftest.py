@@ -1,4 +1,5 @@
 """Shared fixtures: offline Hugging Face, a real S3 server, a local Ray cluster, tiny models."""
+
 from __future__ import annotations
 
 import os
@@ -8,9 +9,9 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
-import pytest  # noqa: E402
+import pytest
 
-from tests.support.seaweed import SeaweedS3  # noqa: E402
+from tests.support.seaweed import SeaweedS3
 
 
 @pytest.fixture(scope="session")
@@ -36,8 +37,8 @@ def s3_env(s3_server, monkeypatch):
 @pytest.fixture(scope="session")
 def tiny_tokenizer(tmp_path_factory):
     """The project's tokenizer builder run on its fixtures: a real BPE tokenizer with a chat template."""
-    from slm.data_builders.tokenizer import train_tokenizer
     from slm.config import resolve_path
+    from slm.data_builders.tokenizer import train_tokenizer
 
     files = [resolve_path(f"data_builders/fixtures/pretrain/{n}.txt") for n in ("encyclopedic", "educational", "web")]
     tokenizer = train_tokenizer(files, 512)
@@ -55,10 +56,19 @@ def tiny_model_dir(tmp_path_factory, tiny_tokenizer):
     def make(seed: int = 0, **arch):
         tokenizer = AutoTokenizer.from_pretrained(tiny_tokenizer)
         torch.manual_seed(seed)
-        config = GPT2Config(**{"n_layer": 2, "n_embd": 32, "n_head": 2, "n_positions": 256,
-                               "vocab_size": len(tokenizer), "pad_token_id": tokenizer.pad_token_id,
-                               "eos_token_id": tokenizer.eos_token_id, "bos_token_id": tokenizer.bos_token_id,
-                               **arch})
+        config = GPT2Config(
+            **{
+                "n_layer": 2,
+                "n_embd": 32,
+                "n_head": 2,
+                "n_positions": 256,
+                "vocab_size": len(tokenizer),
+                "pad_token_id": tokenizer.pad_token_id,
+                "eos_token_id": tokenizer.eos_token_id,
+                "bos_token_id": tokenizer.bos_token_id,
+                **arch,
+            }
+        )
         model = AutoModelForCausalLM.from_config(config)
         path = tmp_path_factory.mktemp(f"model-{seed}")
         model.save_pretrained(path)

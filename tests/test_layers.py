@@ -1,6 +1,7 @@
 """The layers show in the import graph: the modules directly in slm/ are the ground floor,
 orchestration/ sits above stages/, eval/ and data_builders/, and launch/ on top. Every layer imports
 as slm.<layer> (slm/__init__.py). Every import counts, the ones inside functions too."""
+
 import ast
 from collections import defaultdict
 
@@ -57,8 +58,12 @@ def graph() -> dict[str, set[str]]:
 
 
 def test_no_package_imports_a_layer_above_it():
-    upward = [f"{src} imports {dst}" for src, dsts in graph().items() for dst in dsts
-              if (a := layer(src)) != (b := layer(dst)) and b not in ALLOWED[a]]
+    upward = [
+        f"{src} imports {dst}"
+        for src, dsts in graph().items()
+        for dst in dsts
+        if (a := layer(src)) != (b := layer(dst)) and b not in ALLOWED[a]
+    ]
     assert not upward, "\n".join(sorted(upward))
 
 
@@ -73,7 +78,7 @@ def test_the_module_graph_has_no_cycle():
         state[node] = "open"
         for nxt in sorted(edges.get(node, ())):
             if state.get(nxt) == "open":
-                cycles.append(" → ".join(path[path.index(nxt):] + [nxt]) if nxt in path else f"{node} → {nxt}")
+                cycles.append(" → ".join(path[path.index(nxt) :] + [nxt]) if nxt in path else f"{node} → {nxt}")
             elif nxt not in state:
                 visit(nxt, path + [nxt])
         state[node] = "done"

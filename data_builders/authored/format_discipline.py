@@ -9,6 +9,7 @@ between every row and every bench prompt (tests/data_builders/test_authored.py k
 
     python data_builders/authored/format_discipline.py          # rewrite format_discipline.jsonl
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,21 +26,73 @@ SEED = 2026
 # Entities the bench names (its capitals, elements, animals) are removed from these tables at
 # generation time (`bench_words`); planets, oceans and primary colours are left out by hand.
 CAPITALS = {
-    "Germany": "Berlin", "Japan": "Tokyo", "China": "Beijing", "India": "New Delhi", "Kenya": "Nairobi",
-    "Canada": "Ottawa", "Mexico": "Mexico City", "Argentina": "Buenos Aires", "Peru": "Lima",
-    "Chile": "Santiago", "Norway": "Oslo", "Sweden": "Stockholm", "Finland": "Helsinki", "Poland": "Warsaw",
-    "Greece": "Athens", "Turkey": "Ankara", "Ireland": "Dublin", "Austria": "Vienna", "Hungary": "Budapest",
-    "Thailand": "Bangkok", "Vietnam": "Hanoi", "Nigeria": "Abuja", "Cuba": "Havana", "Denmark": "Copenhagen",
-    "Belgium": "Brussels", "Netherlands": "Amsterdam", "South Korea": "Seoul", "Indonesia": "Jakarta",
-    "Colombia": "Bogota", "Ghana": "Accra", "Iceland": "Reykjavik", "Czechia": "Prague",
-    "Romania": "Bucharest", "Ukraine": "Kyiv", "Pakistan": "Islamabad", "Philippines": "Manila",
-    "New Zealand": "Wellington", "Ethiopia": "Addis Ababa", "Venezuela": "Caracas", "Bulgaria": "Sofia",
+    "Germany": "Berlin",
+    "Japan": "Tokyo",
+    "China": "Beijing",
+    "India": "New Delhi",
+    "Kenya": "Nairobi",
+    "Canada": "Ottawa",
+    "Mexico": "Mexico City",
+    "Argentina": "Buenos Aires",
+    "Peru": "Lima",
+    "Chile": "Santiago",
+    "Norway": "Oslo",
+    "Sweden": "Stockholm",
+    "Finland": "Helsinki",
+    "Poland": "Warsaw",
+    "Greece": "Athens",
+    "Turkey": "Ankara",
+    "Ireland": "Dublin",
+    "Austria": "Vienna",
+    "Hungary": "Budapest",
+    "Thailand": "Bangkok",
+    "Vietnam": "Hanoi",
+    "Nigeria": "Abuja",
+    "Cuba": "Havana",
+    "Denmark": "Copenhagen",
+    "Belgium": "Brussels",
+    "Netherlands": "Amsterdam",
+    "South Korea": "Seoul",
+    "Indonesia": "Jakarta",
+    "Colombia": "Bogota",
+    "Ghana": "Accra",
+    "Iceland": "Reykjavik",
+    "Czechia": "Prague",
+    "Romania": "Bucharest",
+    "Ukraine": "Kyiv",
+    "Pakistan": "Islamabad",
+    "Philippines": "Manila",
+    "New Zealand": "Wellington",
+    "Ethiopia": "Addis Ababa",
+    "Venezuela": "Caracas",
+    "Bulgaria": "Sofia",
 }
 ELEMENTS = {
-    "helium": "He", "nitrogen": "N", "magnesium": "Mg", "aluminium": "Al", "silicon": "Si", "sulfur": "S",
-    "chlorine": "Cl", "potassium": "K", "calcium": "Ca", "iron": "Fe", "copper": "Cu", "zinc": "Zn",
-    "silver": "Ag", "tin": "Sn", "gold": "Au", "mercury": "Hg", "lead": "Pb", "uranium": "U", "nickel": "Ni",
-    "iodine": "I", "neon": "Ne", "argon": "Ar", "fluorine": "F", "lithium": "Li", "platinum": "Pt",
+    "helium": "He",
+    "nitrogen": "N",
+    "magnesium": "Mg",
+    "aluminium": "Al",
+    "silicon": "Si",
+    "sulfur": "S",
+    "chlorine": "Cl",
+    "potassium": "K",
+    "calcium": "Ca",
+    "iron": "Fe",
+    "copper": "Cu",
+    "zinc": "Zn",
+    "silver": "Ag",
+    "tin": "Sn",
+    "gold": "Au",
+    "mercury": "Hg",
+    "lead": "Pb",
+    "uranium": "U",
+    "nickel": "Ni",
+    "iodine": "I",
+    "neon": "Ne",
+    "argon": "Ar",
+    "fluorine": "F",
+    "lithium": "Li",
+    "platinum": "Pt",
 }
 KINDS = {
     "mammal": ["whale", "bat", "horse", "tiger", "rabbit", "elephant", "goat", "wolf", "camel", "otter"],
@@ -48,28 +101,81 @@ KINDS = {
     "reptile": ["lizard", "crocodile", "tortoise", "iguana", "cobra", "gecko", "python", "alligator", "chameleon"],
     "insect": ["ant", "bee", "beetle", "butterfly", "mosquito", "grasshopper", "wasp", "moth", "termite"],
 }
-LEGS = {"spider": None, "ant": 6, "dog": 4, "chicken": 2, "horse": 4, "beetle": 6, "duck": 2, "cat": 4,
-        "bee": 6, "crab": 10, "octopus": None, "cow": 4, "ostrich": 2, "frog": 4}
+LEGS = {
+    "spider": None,
+    "ant": 6,
+    "dog": 4,
+    "chicken": 2,
+    "horse": 4,
+    "beetle": 6,
+    "duck": 2,
+    "cat": 4,
+    "bee": 6,
+    "crab": 10,
+    "octopus": None,
+    "cow": 4,
+    "ostrich": 2,
+    "frog": 4,
+}
 LISTS = {
     "fruits": ["apple", "banana", "cherry", "grape", "mango", "orange", "pear", "plum", "peach", "lemon"],
     "vegetables": ["carrot", "potato", "onion", "spinach", "broccoli", "cabbage", "pea", "leek", "celery"],
     "musical instruments": ["piano", "violin", "guitar", "flute", "drum", "trumpet", "cello", "harp", "oboe"],
     "days of the week": ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"],
-    "months of the year": ["January", "February", "March", "April", "May", "June", "July", "August",
-                           "September", "October", "November", "December"],
-    "European countries": ["Germany", "Norway", "Sweden", "Poland", "Greece", "Austria", "Ireland", "Hungary",
-                           "Denmark", "Belgium", "Finland", "Romania"],
-    "Asian countries": ["Japan", "China", "India", "Thailand", "Vietnam", "Indonesia", "Pakistan", "Nepal",
-                        "Mongolia", "Laos"],
+    "months of the year": [
+        "January",
+        "February",
+        "March",
+        "April",
+        "May",
+        "June",
+        "July",
+        "August",
+        "September",
+        "October",
+        "November",
+        "December",
+    ],
+    "European countries": [
+        "Germany",
+        "Norway",
+        "Sweden",
+        "Poland",
+        "Greece",
+        "Austria",
+        "Ireland",
+        "Hungary",
+        "Denmark",
+        "Belgium",
+        "Finland",
+        "Romania",
+    ],
+    "Asian countries": [
+        "Japan",
+        "China",
+        "India",
+        "Thailand",
+        "Vietnam",
+        "Indonesia",
+        "Pakistan",
+        "Nepal",
+        "Mongolia",
+        "Laos",
+    ],
     "metals": ["iron", "copper", "zinc", "silver", "gold", "tin", "lead", "nickel", "platinum"],
     "sports": ["football", "tennis", "cricket", "rugby", "golf", "hockey", "basketball", "volleyball"],
-    "mammals": KINDS["mammal"], "birds": KINDS["bird"], "fish": KINDS["fish"],
+    "mammals": KINDS["mammal"],
+    "birds": KINDS["bird"],
+    "fish": KINDS["fish"],
 }
 YES_NO = ["Answer yes or no only.", "Answer with yes or no.", "Reply yes or no only.", "Yes or no only, please."]
 LETTER = ["Reply with a single letter.", "Answer with a single letter only.", "Respond with a single letter."]
 NUMBER = ["Give only the number.", "Answer with the number only.", "Reply with the number only."]
-LIST = ["List exactly {n} {what}, one per line, nothing else.", "Name exactly {n} {what}, one per line, nothing else.",
-        "Write exactly {n} {what}, one per line, with no other text."]
+LIST = [
+    "List exactly {n} {what}, one per line, nothing else.",
+    "Name exactly {n} {what}, one per line, nothing else.",
+    "Write exactly {n} {what}, one per line, with no other text.",
+]
 # The bench's numbers (its arithmetic and number-only items) are not used as operands here.
 BENCH_NUMBERS = {7, 8, 9, 12, 15, 17, 25, 37, 42, 72, 81, 100, 144, 200}
 
@@ -184,9 +290,9 @@ def leave_out_bench_entities() -> None:
         del CAPITALS[country]
     for element in [e for e in ELEMENTS if mentioned(e)]:
         del ELEMENTS[element]
-    for kind, animals in KINDS.items():
+    for _kind, animals in KINDS.items():
         animals[:] = [a for a in animals if not mentioned(a)]
-    for what, members in LISTS.items():
+    for _what, members in LISTS.items():
         members[:] = [m for m in members if not mentioned(m)]
 
 

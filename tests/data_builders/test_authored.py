@@ -1,10 +1,11 @@
 """The format-discipline data `make real` trains on: regenerated exactly from its generator, every row in
 the form its prompt asks for, and no overlap with the bench it is judged on."""
+
 import json
 
+from slm.contamination import longest_common_run, overlap_report
 from slm.data_builders.authored import format_discipline as authored
 from slm.data_builders.surgical import answer_fits, asked_form
-from slm.contamination import longest_common_run, overlap_report
 
 
 def committed_rows() -> list[dict]:
@@ -36,11 +37,18 @@ def test_no_bench_prompt_or_named_entity_is_in_the_training_rows():
 
 
 def test_overlap_finds_long_ngrams_and_whole_short_items():
-    items = [{"id": "long", "text": "Who proposed the theory of evolution by natural selection in the year eighteen fifty nine?"},
-             {"id": "short", "text": "What is the capital of France?"}]
-    rows = ["Notes: who proposed the theory of evolution by natural selection in the year eighteen fifty, said Ann.",
-            "Quiz — what is the CAPITAL of France? Paris.",
-            "What is the capital of Kenya?"]
+    items = [
+        {
+            "id": "long",
+            "text": "Who proposed the theory of evolution by natural selection in the year eighteen fifty nine?",
+        },
+        {"id": "short", "text": "What is the capital of France?"},
+    ]
+    rows = [
+        "Notes: who proposed the theory of evolution by natural selection in the year eighteen fifty, said Ann.",
+        "Quiz — what is the CAPITAL of France? Paris.",
+        "What is the capital of Kenya?",
+    ]
     report = overlap_report(rows, items, n=13)
     assert [(c["id"], c["row"]) for c in report["contaminated"]] == [("long", 0), ("short", 1)]
     assert overlap_report(rows[2:], items, n=13)["contaminated"] == []

@@ -1,13 +1,14 @@
 """Every builder turns its fixtures into sharded Parquet datasets with a checkable manifest."""
+
 import json
 
 import pyarrow.parquet as pq
 import pytest
 
+from slm import REPO_ROOT
 from slm.data_builders import run_builder
 from slm.data_builders.fixtures.generate import generate
 from slm.data_builders.surgical import answer_fits, asked_form
-from slm import REPO_ROOT
 from slm.datasets import load_split, read_manifest
 from slm.errors import UserError
 from slm.store import Store, sha256_file
@@ -110,8 +111,10 @@ def test_distill_builder_runs_the_teacher(store, tiny_model_dir, tmp_path):
     questions = tmp_path / "q.jsonl"
     questions.write_text("".join(json.dumps({"question": q}) + "\n" for q in ["What is 2+2?", "Capital of Peru?"]))
     cfg = tmp_path / "distill.yaml"
-    cfg.write_text(f"builder: distill\ninputs: [{{path: {questions}, name: q}}]\noutput: datasets/d\n"
-                   f"teacher: {tiny_model_dir(3)}\nmax_new_tokens: 8\n")
+    cfg.write_text(
+        f"builder: distill\ninputs: [{{path: {questions}, name: q}}]\noutput: datasets/d\n"
+        f"teacher: {tiny_model_dir(3)}\nmax_new_tokens: 8\n"
+    )
     manifest = run_builder(str(cfg), store)
     assert manifest["teacher"]["decoding"] == "greedy" and manifest["sources"][0]["questions"] == 2
     rows = load_split(store, "datasets/d")
@@ -124,9 +127,18 @@ def test_a_chat_builder_mixes_in_a_dataset_already_in_the_store(store, tmp_path)
     run_builder(str(CONFIGS / "sft.yaml"), store)
     sft_rows = read_manifest(store, "datasets/sft")["splits"]["train"]["rows"]
     config = tmp_path / "mix.yaml"
-    config.write_text(yaml.safe_dump({"builder": "surgical", "output": "datasets/mix", "inputs": [
-        {"path": "data_builders/fixtures/surgical/format_discipline.jsonl", "name": "format"},
-        {"dataset": "datasets/sft", "name": "replay", "weight": 0.5}]}))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "builder": "surgical",
+                "output": "datasets/mix",
+                "inputs": [
+                    {"path": "data_builders/fixtures/surgical/format_discipline.jsonl", "name": "format"},
+                    {"dataset": "datasets/sft", "name": "replay", "weight": 0.5},
+                ],
+            }
+        )
+    )
     run_builder(str(config), store)
     manifest = check_shards(store, "datasets/mix")
     replay = next(s for s in manifest["sources"] if s["name"] == "replay")
@@ -157,11 +169,14 @@ def test_dataset_inputs_are_checked_before_building(store, tmp_path):
         run_builder(config("sft", {"dataset": "datasets/sft", "path": "a.jsonl"}), store)
 
 
-@pytest.mark.parametrize("row, message", [
-    ({"prompt": None, "response": "x"}, "`prompt` must be a non-empty string \\(got NoneType\\)"),
-    ({"question": "q", "answer": 42}, "`answer` must be a non-empty string \\(got int\\)"),
-    ({"prompt": "p", "response": "  "}, "`response` must be a non-empty string"),
-])
+@pytest.mark.parametrize(
+    "row, message",
+    [
+        ({"prompt": None, "response": "x"}, "`prompt` must be a non-empty string \\(got NoneType\\)"),
+        ({"question": "q", "answer": 42}, "`answer` must be a non-empty string \\(got int\\)"),
+        ({"prompt": "p", "response": "  "}, "`response` must be a non-empty string"),
+    ],
+)
 def test_null_or_non_text_values_are_named_not_trained_on_as_text(row, message):
     from slm.data_builders.sources import infer_format, to_messages
 
@@ -174,13 +189,22 @@ def test_a_shard_swapped_with_a_matching_completion_record_is_caught_and_rebuilt
     checksums and row counts cannot: training, the builder and load_split all check them."""
     run_builder(str(CONFIGS / "sft.yaml"), store)
     run_builder(str(CONFIGS / "surgical.yaml"), store)
-    sft_shard, other = store.root / "datasets/sft/train/shard-00000.parquet", store.root / "datasets/surgical/train/shard-00000.parquet"
+    sft_shard, other = (
+        store.root / "datasets/sft/train/shard-00000.parquet",
+        store.root / "datasets/surgical/train/shard-00000.parquet",
+    )
     sft_shard.write_bytes(other.read_bytes())
     complete = json.loads((store.root / "datasets/sft/_COMPLETE.json").read_text())
-    complete["files"]["train/shard-00000.parquet"] = {"sha256": sha256_file(sft_shard), "size": sft_shard.stat().st_size}
+    complete["files"]["train/shard-00000.parquet"] = {
+        "sha256": sha256_file(sft_shard),
+        "size": sft_shard.stat().st_size,
+    }
     (store.root / "datasets/sft/_COMPLETE.json").write_text(json.dumps(complete))
-    with pytest.raises(UserError, match=r"dataset .*datasets/sft is corrupted: shard train/shard-00000.parquet has "
-                                        r"sha256 .* the manifest says"):
+    with pytest.raises(
+        UserError,
+        match=r"dataset .*datasets/sft is corrupted: shard train/shard-00000.parquet has "
+        r"sha256 .* the manifest says",
+    ):
         read_manifest(store, "datasets/sft")
     run_builder(str(CONFIGS / "sft.yaml"), store)
     assert "does not match its manifest" in capsys.readouterr().err

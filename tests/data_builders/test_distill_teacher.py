@@ -1,5 +1,6 @@
 """The distill builder's teacher: answers in shards kept in the store (an interrupted build resumes
 without answering them again), in this process or in Ray actors."""
+
 import json
 
 import pytest
@@ -22,10 +23,20 @@ def setup(tmp_path, tiny_model_dir, monkeypatch):
 
     def config(**extra):
         path = tmp_path / "distill.yaml"
-        path.write_text(yaml.safe_dump({"builder": "distill", "inputs": [{"path": str(source)}],
-                                        "output": "datasets/distill", "teacher": str(teacher),
-                                        "max_new_tokens": 3, "num_shards": 1,
-                                        "hygiene": {"near_dedup": False}, **extra}))
+        path.write_text(
+            yaml.safe_dump(
+                {
+                    "builder": "distill",
+                    "inputs": [{"path": str(source)}],
+                    "output": "datasets/distill",
+                    "teacher": str(teacher),
+                    "max_new_tokens": 3,
+                    "num_shards": 1,
+                    "hygiene": {"near_dedup": False},
+                    **extra,
+                }
+            )
+        )
         return str(path)
 
     return store, config

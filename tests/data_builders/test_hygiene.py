@@ -1,6 +1,7 @@
 """Dedup and decontamination: a planted source (known duplicates, near duplicates, rows copied or
 lightly edited from MMLU and from the bench) loses every planted row and keeps every clean one, with
 the counts and samples in the manifest; the project's own fixtures have nothing to lose."""
+
 import csv
 import json
 import random
@@ -9,19 +10,21 @@ from pathlib import Path
 import pytest
 import yaml
 
-from slm.data_builders import run_builder
-from slm.orchestration.eval_sets import eval_index_for, mmlu_items_from
-from slm.contamination import EvalIndex, EvalItem
-from slm.eval.bench import load_bench
 from slm import REPO_ROOT
 from slm.config import HygieneSpec, SweepSpec
+from slm.contamination import EvalIndex, EvalItem
+from slm.data_builders import run_builder
 from slm.datasets import load_split
+from slm.eval.bench import load_bench
+from slm.orchestration.eval_sets import eval_index_for, mmlu_items_from
 from slm.store import Store
 
 FULL_MMLU = REPO_ROOT.parent / "shared" / "data" / "mmlu"
-WORDS = ("amber basalt cedar delta ember fjord garnet harbor island juniper kestrel lagoon meadow nectar orchard "
-         "pebble quarry ravine saffron tundra upland valley willow yarrow zephyr anvil beacon canyon dune estuary "
-         "falcon glacier heath inlet jetty knoll ledge marsh nook oasis prairie reef shoal thicket").split()
+WORDS = (
+    "amber basalt cedar delta ember fjord garnet harbor island juniper kestrel lagoon meadow nectar orchard "
+    "pebble quarry ravine saffron tundra upland valley willow yarrow zephyr anvil beacon canyon dune estuary "
+    "falcon glacier heath inlet jetty knoll ledge marsh nook oasis prairie reef shoal thicket"
+).split()
 
 
 def clean_rows(n: int) -> list[str]:
@@ -45,11 +48,15 @@ def planted(tmp_path_factory):
     mcq = mmlu_rows(4)
     planted = {
         "exact": [clean[0], clean[1].upper(), clean[2].replace(" ", "  ") + "!!"],  # same text after normalising
-        "near": [" ".join(clean[3].split()[:-3] + ["kestrel", "lagoon", "meadow"]),  # a 3-word edit at the end
-                 clean[4].replace(clean[4].split()[10], "zzz", 1)],  # one word changed
-        "mmlu": ["\n".join(mcq[0][:5]),  # copied: question and choices
-                 f"Practice question. {mcq[1][0].upper()} Choose wisely.",  # the question, recased, in a wrapper
-                 mcq[2][0].replace(mcq[2][0].split()[-1], "something", 1) + " " + " ".join(mcq[2][1:5])],  # an edited word
+        "near": [
+            " ".join(clean[3].split()[:-3] + ["kestrel", "lagoon", "meadow"]),  # a 3-word edit at the end
+            clean[4].replace(clean[4].split()[10], "zzz", 1),
+        ],  # one word changed
+        "mmlu": [
+            "\n".join(mcq[0][:5]),  # copied: question and choices
+            f"Practice question. {mcq[1][0].upper()} Choose wisely.",  # the question, recased, in a wrapper
+            mcq[2][0].replace(mcq[2][0].split()[-1], "something", 1) + " " + " ".join(mcq[2][1:5]),
+        ],  # an edited word
         "bench": [f"Quick one — {bench[30].upper()} Thanks!", bench[60], f"{bench[0]} Please answer briefly."],
     }
     copies = [{"prompt": text, "response": "An answer."} for texts in planted.values() for text in texts]
@@ -58,8 +65,16 @@ def planted(tmp_path_factory):
     source = root / "mixed.jsonl"
     source.write_text("".join(json.dumps(r) + "\n" for r in rows))
     config = root / "build.yaml"
-    config.write_text(yaml.safe_dump({"builder": "sft", "inputs": [{"path": str(source), "name": "mixed"}],
-                                      "output": "datasets/sft", "num_shards": 1}))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "builder": "sft",
+                "inputs": [{"path": str(source), "name": "mixed"}],
+                "output": "datasets/sft",
+                "num_shards": 1,
+            }
+        )
+    )
     store = Store.open(str(root / "store"))
     evals = eval_index_for(SweepSpec(mmlu_dir="eval/data/mmlu", bench="eval/benches/truth106.jsonl"), HygieneSpec())
     manifest = run_builder(str(config), store, evals)
@@ -85,8 +100,12 @@ def test_the_manifest_counts_and_samples_what_was_dropped(planted):
     assert tally["rows_in"] == 60 + 11 and tally["kept"] == 60
     assert hygiene["eval_sets"]["items"]["bench"] == 106 and hygiene["eval_sets"]["items"]["mmlu"] > 1000
     samples = tally["samples"]
-    assert len(samples["contaminated:bench"]) == 3 and samples["contaminated:mmlu"][0]["eval_item"].startswith("philosophy")
-    assert samples["duplicate"] and all(s["where"].startswith(str(Path(s["where"]).parent)) for s in samples["duplicate"])
+    assert len(samples["contaminated:bench"]) == 3 and samples["contaminated:mmlu"][0]["eval_item"].startswith(
+        "philosophy"
+    )
+    assert samples["duplicate"] and all(
+        s["where"].startswith(str(Path(s["where"]).parent)) for s in samples["duplicate"]
+    )
 
 
 def test_the_project_fixtures_share_nothing_with_the_bench_or_mmlu():
@@ -102,7 +121,7 @@ def test_the_project_fixtures_share_nothing_with_the_bench_or_mmlu():
             if not line.strip():
                 continue
             text = line if path.suffix == ".txt" else json.dumps(json.loads(line), ensure_ascii=False)
-            hit = index.match(text.replace('\\n', ' '))
+            hit = index.match(text.replace("\\n", " "))
             if hit:
                 leaks.append(f"{path.relative_to(REPO_ROOT)}:{number} ~ {hit.eval_set} {hit.item_id}")
     assert not leaks, leaks
@@ -110,8 +129,14 @@ def test_the_project_fixtures_share_nothing_with_the_bench_or_mmlu():
 
 
 def test_short_eval_items_are_matched_whole_and_long_ones_by_ngram():
-    index = EvalIndex([EvalItem("bench", "a", "What is the capital of France?"),
-                       EvalItem("mmlu", "b", " ".join(f"w{i}" for i in range(30)))], n=13, min_item_words=4)
+    index = EvalIndex(
+        [
+            EvalItem("bench", "a", "What is the capital of France?"),
+            EvalItem("mmlu", "b", " ".join(f"w{i}" for i in range(30))),
+        ],
+        n=13,
+        min_item_words=4,
+    )
     assert index.match("so, WHAT is the capital of france??").item_id == "a"
     assert index.match("what is the capital of spain") is None
     assert index.match("x " + " ".join(f"w{i}" for i in range(5, 18)) + " y").item_id == "b"  # 13 in a row

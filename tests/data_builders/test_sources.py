@@ -1,5 +1,6 @@
 """Builder sources: local JSONL, Parquet, text, globs, `save_to_disk` directories, S3 objects (on the
 local SeaweedFS), store datasets and the hub; the common row layouts, inferred or named."""
+
 import json
 
 import pyarrow as pa
@@ -12,8 +13,12 @@ from slm.datasets import load_split
 from slm.errors import UserError
 from slm.store import Store
 
-ROWS = [("What colour is a ripe tomato?", "Red."), ("How many wheels does a bicycle have?", "Two."),
-        ("What do cows drink?", "Water."), ("Which season comes after winter?", "Spring.")]
+ROWS = [
+    ("What colour is a ripe tomato?", "Red."),
+    ("How many wheels does a bicycle have?", "Two."),
+    ("What do cows drink?", "Water."),
+    ("Which season comes after winter?", "Spring."),
+]
 LAYOUTS = {
     "messages": lambda q, a: {"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]},
     "sharegpt": lambda q, a: {"conversations": [{"from": "human", "value": q}, {"from": "gpt", "value": a}]},
@@ -30,8 +35,11 @@ def store(tmp_path):
 
 def build(tmp_path, store, inputs, builder="sft", **extra):
     config = tmp_path / f"{builder}-build.yaml"
-    config.write_text(yaml.safe_dump({"builder": builder, "inputs": inputs, "output": f"datasets/{builder}",
-                                      "num_shards": 1, **extra}))
+    config.write_text(
+        yaml.safe_dump(
+            {"builder": builder, "inputs": inputs, "output": f"datasets/{builder}", "num_shards": 1, **extra}
+        )
+    )
     return run_builder(str(config), store)
 
 
@@ -53,15 +61,19 @@ def test_every_common_layout_becomes_the_same_conversations(tmp_path, store, lay
 
 
 def test_alpaca_input_joins_the_instruction_and_a_named_format_wins(tmp_path, store):
-    path = write_jsonl(tmp_path / "in.jsonl", [{"instruction": "Translate to French.", "input": "cat", "output": "chat",
-                                                "text": "ignored"}])
+    path = write_jsonl(
+        tmp_path / "in.jsonl",
+        [{"instruction": "Translate to French.", "input": "cat", "output": "chat", "text": "ignored"}],
+    )
     build(tmp_path, store, [{"path": str(path), "format": "alpaca"}])
     assert conversations(store) == [("Translate to French.\n\ncat", "chat")]
 
 
 def test_an_unknown_layout_is_one_line_naming_the_source_and_its_columns(tmp_path, store):
     path = write_jsonl(tmp_path / "odd.jsonl", [{"q": "x", "a": "y"}])
-    with pytest.raises(UserError, match=r"input odd \(.*odd.jsonl:1\): cannot tell the layout from its columns \(a, q\); set `format:`"):
+    with pytest.raises(
+        UserError, match=r"input odd \(.*odd.jsonl:1\): cannot tell the layout from its columns \(a, q\); set `format:`"
+    ):
         build(tmp_path, store, [{"path": str(path)}])
 
 
@@ -73,8 +85,11 @@ def test_parquet_globs_and_save_to_disk_directories(tmp_path, store):
     for i, (q, a) in enumerate(ROWS[:2]):
         pq.write_table(pa.Table.from_pylist([{"prompt": q, "response": a}]), parts / f"part-{i}.parquet")
     Dataset.from_list([{"question": q, "answer": a} for q, a in ROWS[2:]]).save_to_disk(str(tmp_path / "saved"))
-    manifest = build(tmp_path, store, [{"path": str(parts / "*.parquet"), "name": "parquet"},
-                                       {"path": str(tmp_path / "saved"), "name": "saved"}])
+    manifest = build(
+        tmp_path,
+        store,
+        [{"path": str(parts / "*.parquet"), "name": "parquet"}, {"path": str(tmp_path / "saved"), "name": "saved"}],
+    )
     assert conversations(store) == sorted(ROWS)
     assert [s["rows_in"] for s in manifest["sources"]] == [2, 2]
 
@@ -91,10 +106,14 @@ def test_s3_objects_by_glob(tmp_path, store, s3_env):
 
 
 def test_weights_repeat_and_sample_by_index_and_limit_caps_a_source(tmp_path, store):
-    many = write_jsonl(tmp_path / "many.jsonl", [{"prompt": f"Question number {i} about topic {i * 7}?",
-                                                  "response": f"Answer {i}."} for i in range(40)])
+    many = write_jsonl(
+        tmp_path / "many.jsonl",
+        [{"prompt": f"Question number {i} about topic {i * 7}?", "response": f"Answer {i}."} for i in range(40)],
+    )
     few = write_jsonl(tmp_path / "few.jsonl", [{"prompt": q, "response": a} for q, a in ROWS])
-    manifest = build(tmp_path, store, [{"path": str(many), "weight": 0.5, "limit": 30}, {"path": str(few), "weight": 2.0}])
+    manifest = build(
+        tmp_path, store, [{"path": str(many), "weight": 0.5, "limit": 30}, {"path": str(few), "weight": 2.0}]
+    )
     out = {s["name"]: s["rows_out"] for s in manifest["sources"]}
     assert out == {"many": 15, "few": 8}
     assert manifest["splits"]["train"]["rows"] == 23
@@ -107,8 +126,14 @@ def test_pretrain_reads_text_columns_from_parquet(tmp_path, store, tiny_tokenize
     words = "fox deer heron badger otter lynx valley river stone morning winter crossed rested watched".split()
     docs = [" ".join(rng.choice(words) for _ in range(14)) + f" {i}." for i in range(30)]  # no two alike
     pq.write_table(pa.Table.from_pylist([{"text": d, "url": "x"} for d in docs]), tmp_path / "docs.parquet")
-    manifest = build(tmp_path, store, [{"path": str(tmp_path / "docs.parquet")}], builder="pretrain",
-                     tokenizer=str(tiny_tokenizer), block_size=32)
+    manifest = build(
+        tmp_path,
+        store,
+        [{"path": str(tmp_path / "docs.parquet")}],
+        builder="pretrain",
+        tokenizer=str(tiny_tokenizer),
+        block_size=32,
+    )
     assert manifest["sources"][0]["documents"] == 30 and manifest["tokens"] % 32 == 0
     assert all(len(ids) == 32 for ids in load_split(store, "datasets/pretrain")["input_ids"])
 
@@ -116,8 +141,11 @@ def test_pretrain_reads_text_columns_from_parquet(tmp_path, store, tiny_tokenize
 def test_the_hub_path_is_real_and_offline_says_so_in_one_line(tmp_path, store, monkeypatch):
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(UserError, match=r"inputs: hf:nobody/no-such-dataset \(config None, split train\) could not be "
-                                        r"loaded"):
+    with pytest.raises(
+        UserError,
+        match=r"inputs: hf:nobody/no-such-dataset \(config None, split train\) could not be "
+        r"loaded",
+    ):
         build(tmp_path, store, [{"hf": "nobody/no-such-dataset"}])
 
 
@@ -125,24 +153,40 @@ def test_a_store_dataset_feeds_a_chat_builder(tmp_path, store):
     path = write_jsonl(tmp_path / "in.jsonl", [{"prompt": q, "response": a} for q, a in ROWS])
     build(tmp_path, store, [{"path": str(path)}])
     config = tmp_path / "surgical-build.yaml"
-    config.write_text(yaml.safe_dump({"builder": "repair", "inputs": [{"dataset": "datasets/sft", "name": "replay"}],
-                                      "output": "datasets/repair", "num_shards": 1}))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "builder": "repair",
+                "inputs": [{"dataset": "datasets/sft", "name": "replay"}],
+                "output": "datasets/repair",
+                "num_shards": 1,
+            }
+        )
+    )
     manifest = run_builder(str(config), store)
-    assert manifest["sources"][0]["dataset"] == "datasets/sft" and conversations(store, "datasets/repair") == sorted(ROWS)
+    assert manifest["sources"][0]["dataset"] == "datasets/sft" and conversations(store, "datasets/repair") == sorted(
+        ROWS
+    )
 
 
 def test_a_source_larger_than_a_spool_batch_streams_through(tmp_path, store):
     """Thousands of rows: several spool batches, several shards (max_shard_rows), every row once."""
-    rows = [{"prompt": f"Row {i}: tell me about item {i * 7919 % 10007} of the catalogue.", "response": f"It is {i}."}
-            for i in range(5000)]
-    manifest = build(tmp_path, store, [{"path": str(write_jsonl(tmp_path / "big.jsonl", rows))}], max_shard_rows=1500,
-                     hygiene={"near_dedup": False})
+    rows = [
+        {"prompt": f"Row {i}: tell me about item {i * 7919 % 10007} of the catalogue.", "response": f"It is {i}."}
+        for i in range(5000)
+    ]
+    manifest = build(
+        tmp_path,
+        store,
+        [{"path": str(write_jsonl(tmp_path / "big.jsonl", rows))}],
+        max_shard_rows=1500,
+        hygiene={"near_dedup": False},
+    )
     assert len(manifest["splits"]["train"]["shards"]) == 4 and manifest["splits"]["train"]["rows"] == 5000
     assert len(set(conversations(store))) == 5000
 
 
-def test_a_builder_knows_how_many_rows_are_coming_and_says_when_it_will_be_done(tmp_path, store, capsys,
-                                                                                 monkeypatch):
+def test_a_builder_knows_how_many_rows_are_coming_and_says_when_it_will_be_done(tmp_path, store, capsys, monkeypatch):
     """Row counts from the files (JSONL lines, Parquet metadata, limits) give the progress lines an ETA."""
     from slm.config import BuilderInput
     from slm.data_builders import common

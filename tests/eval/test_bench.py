@@ -1,12 +1,13 @@
 """The TRUTH-list bench: scoring rules, the shipped 106-prompt bench, and bench-file validation."""
+
 import json
 from collections import Counter
 
 import pytest
 
-from slm.eval.bench import load_bench, run_bench, score_item, summarize
 from slm import REPO_ROOT
 from slm.errors import UserError
+from slm.eval.bench import load_bench, run_bench, score_item, summarize
 
 
 def item(truth, false=None, fmt=None, category="science"):
@@ -21,10 +22,20 @@ def item(truth, false=None, fmt=None, category="science"):
 def test_shipped_bench_has_106_prompts_in_the_published_categories():
     items = load_bench(REPO_ROOT / "eval/benches/truth106.jsonl")
     assert len(items) == 106
-    assert Counter(i["category"] for i in items) == {"arithmetic": 5, "open-ended": 1, "person": 25,
-                                                      "science": 25, "geography": 25, "format": 25}
-    assert Counter(i["format"]["type"] for i in items if "format" in i) == {"yes_no": 7, "letter": 6,
-                                                                            "list": 6, "number": 6}
+    assert Counter(i["category"] for i in items) == {
+        "arithmetic": 5,
+        "open-ended": 1,
+        "person": 25,
+        "science": 25,
+        "geography": 25,
+        "format": 25,
+    }
+    assert Counter(i["format"]["type"] for i in items if "format" in i) == {
+        "yes_no": 7,
+        "letter": 6,
+        "list": 6,
+        "number": 6,
+    }
 
 
 def test_truth_matching_is_whole_word_and_normalised():
@@ -52,8 +63,9 @@ def test_single_letter_format(answer, ok):
     assert score_item(item(["B"], fmt={"type": "letter"}), answer)[0] is ok
 
 
-@pytest.mark.parametrize("answer,ok", [("72", True), ("72.", True), ("72.0", True), ("The answer is 72", False),
-                                       ("71", False)])
+@pytest.mark.parametrize(
+    "answer,ok", [("72", True), ("72.", True), ("72.0", True), ("The answer is 72", False), ("71", False)]
+)
 def test_number_only_format(answer, ok):
     assert score_item(item(["72"], fmt={"type": "number"}), answer)[0] is ok
 
@@ -74,14 +86,22 @@ def test_summary_per_category():
     assert s["passed"] == 2 and s["categories"]["x"] == {"passed": 1, "total": 2, "score": 0.5}
 
 
-@pytest.mark.parametrize("line,message", [
-    ("{oops", "not valid JSON"),
-    (json.dumps({"id": "a", "category": "c", "prompt": "p"}), "`truth` must be a list"),
-    (json.dumps({"id": "a", "category": "c", "prompt": "p", "truth": ["x"], "extra": 1}), "unknown key\\(s\\) extra"),
-    (json.dumps({"id": "a", "category": "c", "prompt": "p", "truth": ["x"], "format": {"type": "poem"}}),
-     "`format` must be"),
-    (json.dumps({"id": "a", "category": "c", "prompt": "p", "truth": []}), "`truth` may only be empty for list"),
-])
+@pytest.mark.parametrize(
+    "line,message",
+    [
+        ("{oops", "not valid JSON"),
+        (json.dumps({"id": "a", "category": "c", "prompt": "p"}), "`truth` must be a list"),
+        (
+            json.dumps({"id": "a", "category": "c", "prompt": "p", "truth": ["x"], "extra": 1}),
+            "unknown key\\(s\\) extra",
+        ),
+        (
+            json.dumps({"id": "a", "category": "c", "prompt": "p", "truth": ["x"], "format": {"type": "poem"}}),
+            "`format` must be",
+        ),
+        (json.dumps({"id": "a", "category": "c", "prompt": "p", "truth": []}), "`truth` may only be empty for list"),
+    ],
+)
 def test_malformed_bench_names_the_line(tmp_path, line, message):
     good = json.dumps({"id": "ok", "category": "c", "prompt": "p", "truth": ["x"]})
     path = tmp_path / "bench.jsonl"
@@ -104,6 +124,7 @@ def test_runner_generates_greedily_with_the_chat_template(tiny_model_dir):
 
 def test_jsonl_lines_may_hold_unicode_line_separators(tmp_path):
     path = tmp_path / "bench.jsonl"
-    path.write_text(json.dumps({"id": "a", "category": "c", "prompt": "one\u2028two", "truth": ["x"]},
-                               ensure_ascii=False) + "\n")
+    path.write_text(
+        json.dumps({"id": "a", "category": "c", "prompt": "one\u2028two", "truth": ["x"]}, ensure_ascii=False) + "\n"
+    )
     assert load_bench(path)[0]["prompt"] == "one\u2028two"

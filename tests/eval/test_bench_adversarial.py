@@ -1,10 +1,11 @@
 """Answers that an echo- or keyword-based TRUTH list would pass although they are wrong (and right
 answers it must keep passing), on the project's own bench items. The test prints, for every case,
 the verdict of the earlier keyword rule beside the current one."""
+
 import pytest
 
-from slm.eval.bench import load_bench, mentions, score_item
 from slm import REPO_ROOT
+from slm.eval.bench import load_bench, mentions, score_item
 
 ITEMS = {item["id"]: item for item in load_bench(REPO_ROOT / "eval/benches/truth106.jsonl")}
 
@@ -63,8 +64,9 @@ def keyword_rule(item: dict, answer: str) -> bool:
     """What plain items used to pass: any accepted answer mentioned, no false anchor mentioned."""
     if item.get("format"):
         return score_item(item, answer)[0]
-    return (not any(mentions(answer, a) for a in item.get("false", []))
-            and any(mentions(answer, t) for t in item["truth"]))
+    return not any(mentions(answer, a) for a in item.get("false", [])) and any(
+        mentions(answer, t) for t in item["truth"]
+    )
 
 
 def test_there_are_enough_adversarial_cases_on_every_kind_of_item():

@@ -1,9 +1,10 @@
 """The sweep's lm-eval model gives HFLM's own log-likelihoods, number for number, with less work."""
+
 import pytest
 from lm_eval.api.instance import Instance
 
-from slm.eval import mmlu
 from slm import REPO_ROOT
+from slm.eval import mmlu
 
 DATA = (REPO_ROOT / "../shared/data/mmlu").resolve()
 needs_data = pytest.mark.skipif(not DATA.is_dir(), reason="../shared/data/mmlu not present")
@@ -22,8 +23,9 @@ def load(path, reusable: bool, batch_size=8):
 
 
 def mmlu_requests(tmp_path, num_fewshot: int, limit: int) -> list[Instance]:
-    tasks = mmlu.load_tasks(DATA, ["astronomy", "high_school_european_history"], tmp_path / f"t{num_fewshot}",
-                            num_fewshot)
+    tasks = mmlu.load_tasks(
+        DATA, ["astronomy", "high_school_european_history"], tmp_path / f"t{num_fewshot}", num_fewshot
+    )
     requests = []
     for task in tasks["tasks"].values():
         task.build_all_requests(limit=limit, rank=0, world_size=1)
@@ -34,9 +36,13 @@ def mmlu_requests(tmp_path, num_fewshot: int, limit: int) -> list[Instance]:
 def free_text_requests() -> list[Instance]:
     """Multi-token continuations, shared contexts and a context longer than the model's 256 positions."""
     long_context = "The river runs past the old mill and the bridge. " * 60
-    pairs = [("The capital of France is", " Paris, on the Seine"), ("The capital of France is", " Lyon"),
-             ("Water boils at", " one hundred degrees"), (long_context, " and then the sea."),
-             (long_context, " A")]
+    pairs = [
+        ("The capital of France is", " Paris, on the Seine"),
+        ("The capital of France is", " Lyon"),
+        ("Water boils at", " one hundred degrees"),
+        (long_context, " and then the sea."),
+        (long_context, " A"),
+    ]
     return [Instance(request_type="loglikelihood", doc={}, arguments=pair, idx=i) for i, pair in enumerate(pairs)]
 
 
@@ -58,8 +64,10 @@ def test_same_log_likelihoods_as_hflm_with_multi_token_continuations(tiny_model_
     from transformers import AutoTokenizer
 
     assert len(AutoTokenizer.from_pretrained(path)(requests[-1].args[0])["input_ids"]) > 256  # truncated from the left
-    ours, theirs = load(path, True, batch_size=2).loglikelihood(requests), \
-        load(path, False, batch_size=2).loglikelihood(requests)
+    ours, theirs = (
+        load(path, True, batch_size=2).loglikelihood(requests),
+        load(path, False, batch_size=2).loglikelihood(requests),
+    )
     assert ours == theirs
     assert len({ll for ll, _ in ours}) == len(requests)  # distinct requests, distinct scores
 

@@ -1,11 +1,12 @@
 """mergekit SLERP of champion and precursor: real merges of tiny models, stored as sweep candidates."""
+
 import pytest
 import torch
 from safetensors.torch import load_file
 
+from slm.errors import UserError
 from slm.eval.merge import merge_candidates, slerp
 from slm.eval.scores import Candidate
-from slm.errors import UserError
 from slm.store import Store
 
 
@@ -44,8 +45,13 @@ def test_merge_candidates_are_complete_trees(tiny_model_dir, tmp_path):
     store.put_tree(tiny_model_dir(14), "runs/x/checkpoints/checkpoint-5")
     store.put_tree(tiny_model_dir(15), "champions/l/v1-sft")
     base = Candidate(name="checkpoint-5", key="runs/x/checkpoints/checkpoint-5", kind="checkpoint")
-    out = merge_candidates(store, base, Candidate(name="input model", key="champions/l/v1-sft", kind="precursor"),
-                           [0.1, 0.5], "runs/x/merges")
+    out = merge_candidates(
+        store,
+        base,
+        Candidate(name="input model", key="champions/l/v1-sft", kind="precursor"),
+        [0.1, 0.5],
+        "runs/x/merges",
+    )
     assert [c.name for c in out] == ["slerp-t0.1", "slerp-t0.5"]
     for cand in out:
         manifest = store.tree_manifest(cand.key)
@@ -59,16 +65,19 @@ def test_merge_candidates_are_complete_trees(tiny_model_dir, tmp_path):
 
 
 def test_merge_pairs_resolve_aliases_and_name_unknown_candidates():
+    from slm.errors import UserError
     from slm.eval.merge import resolve_pairs
     from slm.eval.scores import Candidate
-    from slm.errors import UserError
 
-    candidates = {"checkpoint-30": Candidate(name="checkpoint-30", key="a", kind="checkpoint"),
-                  "checkpoint-60": Candidate(name="checkpoint-60", key="b", kind="checkpoint"),
-                  "precursor (x@v1)": Candidate(name="precursor (x@v1)", key="p", kind="precursor")}
+    candidates = {
+        "checkpoint-30": Candidate(name="checkpoint-30", key="a", kind="checkpoint"),
+        "checkpoint-60": Candidate(name="checkpoint-60", key="b", kind="checkpoint"),
+        "precursor (x@v1)": Candidate(name="precursor (x@v1)", key="p", kind="precursor"),
+    }
     ranked = ["checkpoint-60", "checkpoint-30"]
-    pairs = resolve_pairs([("champion", "precursor"), ("champion", "runner_up"), ("checkpoint-30", "precursor")],
-                          ranked, candidates)
+    pairs = resolve_pairs(
+        [("champion", "precursor"), ("champion", "runner_up"), ("checkpoint-30", "precursor")], ranked, candidates
+    )
     assert [(a.key, b.key) for a, b in pairs] == [("b", "p"), ("b", "a"), ("a", "p")]
     with pytest.raises(UserError, match="no candidate 'checkpoint-90'.*checkpoint-30, checkpoint-60"):
         resolve_pairs([("champion", "checkpoint-90")], ranked, candidates)

@@ -1,4 +1,5 @@
 """MMLU from the original CSVs through real lm-eval, on a tiny model."""
+
 import csv
 import filecmp
 from pathlib import Path
@@ -6,9 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from slm.eval import mmlu
 from slm import REPO_ROOT
 from slm.errors import UserError
+from slm.eval import mmlu
 
 DATA = (REPO_ROOT / "../shared/data/mmlu").resolve()
 needs_data = pytest.mark.skipif(not DATA.is_dir(), reason="../shared/data/mmlu not present")
@@ -43,8 +44,10 @@ def direct_answers(model, tok, subject, limit):
     rows = list(csv.reader(open(DATA / "test" / f"{subject}_test.csv", newline="", encoding="utf-8")))[:limit]
     out = []
     for q, a, b, c, d, answer in rows:
-        prompt = (f"The following are multiple choice questions (with answers) about {subject.replace('_', ' ')}.\n\n"
-                  f"{q.strip()}\nA. {a}\nB. {b}\nC. {c}\nD. {d}\nAnswer:")
+        prompt = (
+            f"The following are multiple choice questions (with answers) about {subject.replace('_', ' ')}.\n\n"
+            f"{q.strip()}\nA. {a}\nB. {b}\nC. {c}\nD. {d}\nAnswer:"
+        )
         ctx = tok(prompt, add_special_tokens=False)["input_ids"]
         scores = []
         for letter in "ABCD":
@@ -66,8 +69,9 @@ def test_lm_eval_scores_subjects_domains_and_items(tiny_model_dir, tmp_path):
     model, tok = AutoModelForCausalLM.from_pretrained(path), AutoTokenizer.from_pretrained(path)
     model.eval()
     subjects = ["astronomy", "philosophy", "marketing"]
-    result = mmlu.evaluate(HFLM(pretrained=model, tokenizer=tok, batch_size=8), DATA, subjects,
-                           tmp_path / "tasks", limit=6)
+    result = mmlu.evaluate(
+        HFLM(pretrained=model, tokenizer=tok, batch_size=8), DATA, subjects, tmp_path / "tasks", limit=6
+    )
     assert result["n"] == 18 and set(result["domains"]) == {"stem", "humanities", "other"}
     assert all(len(result["items"][s]) == 6 for s in subjects)
     flat = [x for s in subjects for x in result["items"][s]]

@@ -3,6 +3,7 @@
 The CLI reads lm-eval's built-in tasks from a local copy of the data laid out as the `cais/mmlu`
 hub dataset (offline); we read the original CSVs. Same tiny model, same items.
 """
+
 import json
 import os
 import subprocess
@@ -11,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from slm.eval import mmlu
 from slm import REPO_ROOT
+from slm.eval import mmlu
 
 DATA = (REPO_ROOT / "../shared/data/mmlu").resolve()
 pytestmark = pytest.mark.skipif(not DATA.is_dir(), reason="../shared/data/mmlu not present")
@@ -21,12 +22,34 @@ pytestmark = pytest.mark.skipif(not DATA.is_dir(), reason="../shared/data/mmlu n
 def lm_eval_cli(model_dir: Path, workdir: Path, tasks: str, limit: int, shots: int) -> tuple[dict, dict]:
     """Run the CLI; return (results, per-task {doc_id: acc})."""
     out = workdir / f"out-{shots}"
-    cmd = [str(Path(sys.executable).parent / "lm_eval"), "--model", "hf",
-           "--model_args", f"pretrained={model_dir},dtype=float32", "--tasks", tasks, "--limit", str(limit),
-           "--num_fewshot", str(shots), "--device", "cpu", "--batch_size", "16", "--log_samples",
-           "--output_path", str(out)]
-    proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"})
+    cmd = [
+        str(Path(sys.executable).parent / "lm_eval"),
+        "--model",
+        "hf",
+        "--model_args",
+        f"pretrained={model_dir},dtype=float32",
+        "--tasks",
+        tasks,
+        "--limit",
+        str(limit),
+        "--num_fewshot",
+        str(shots),
+        "--device",
+        "cpu",
+        "--batch_size",
+        "16",
+        "--log_samples",
+        "--output_path",
+        str(out),
+    ]
+    proc = subprocess.run(
+        cmd,
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"},
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads(next(out.rglob("results_*.json")).read_text())["results"]
     return results, mmlu.read_cli_samples(out)

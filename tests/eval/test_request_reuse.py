@@ -1,8 +1,9 @@
 """A sweep builds and tokenizes MMLU requests once; later checkpoints reuse them with identical answers."""
+
 import pytest
 
-from slm.eval import mmlu
 from slm import REPO_ROOT
+from slm.eval import mmlu
 
 DATA = (REPO_ROOT / "../shared/data/mmlu").resolve()
 pytestmark = pytest.mark.skipif(not DATA.is_dir(), reason="../shared/data/mmlu not present")
@@ -22,10 +23,14 @@ def test_second_checkpoint_reuses_requests_and_encodings(tiny_model_dir, tmp_pat
 
     def run(path, reusable=True):
         model, tok = AutoModelForCausalLM.from_pretrained(path), AutoTokenizer.from_pretrained(path)
-        lm = (ReusableHFLM(pretrained=model, tokenizer=tok, batch_size=8, tokenizer_dir=path) if reusable
-              else HFLM(pretrained=model, tokenizer=tok, batch_size=8))
-        result = mmlu.evaluate(lm, DATA, SUBJECTS, tmp_path / f"tasks-{path.name}-{reusable}", limit=5,
-                               cache_requests=reusable)
+        lm = (
+            ReusableHFLM(pretrained=model, tokenizer=tok, batch_size=8, tokenizer_dir=path)
+            if reusable
+            else HFLM(pretrained=model, tokenizer=tok, batch_size=8)
+        )
+        result = mmlu.evaluate(
+            lm, DATA, SUBJECTS, tmp_path / f"tasks-{path.name}-{reusable}", limit=5, cache_requests=reusable
+        )
         return lm, result
 
     lm1, _ = run(first)

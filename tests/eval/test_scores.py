@@ -1,15 +1,16 @@
 """The typed records load what the store already holds (files written before they existed, copied
 from a `make run` store, trimmed), write the same layout back, and refuse a misspelt field."""
+
 import json
 from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
+from slm.config import SelectionPolicy
 from slm.eval.report import markdown_table
 from slm.eval.scores import Candidate, Scores, Selection
 from slm.eval.selection import select
-from slm.config import SelectionPolicy
 from slm.records import ChampionPointer
 
 DATA = Path(__file__).parent / "data"
@@ -31,8 +32,12 @@ def test_a_stored_selection_loads_renders_and_writes_back():
     raw = stored("selection-as-stored.json")
     selection = Selection.model_validate(raw)
     assert selection.row(selection.champion).status == "champion"
-    assert selection.to_json() == {**raw, "experiment": None, "gate": None,
-                                   "candidates": [{"regressions": None, **row} for row in raw["candidates"]]}
+    assert selection.to_json() == {
+        **raw,
+        "experiment": None,
+        "gate": None,
+        "candidates": [{"regressions": None, **row} for row in raw["candidates"]],
+    }
     assert "| **slerp-t0.1** | merge |" in markdown_table(selection)
 
 

@@ -1,28 +1,40 @@
 """Champion selection on constructed per-item answers: each policy branch, with its reason."""
+
 import random
 
+from slm.config import SelectionPolicy
 from slm.eval.mmlu import SUBJECT_DOMAINS
 from slm.eval.selection import mcnemar_p, paired_difference, select
-from slm.config import SelectionPolicy
 
 SUBJECTS = ["astronomy", "college_mathematics", "philosophy", "world_religions", "marketing", "sociology"]
 
 
 def mmlu_scores(items: dict[str, list[int]]) -> dict:
-    subjects = {s: {"acc": sum(v) / len(v), "se": 0.0, "n": len(v), "domain": SUBJECT_DOMAINS[s]}
-                for s, v in items.items()}
+    subjects = {
+        s: {"acc": sum(v) / len(v), "se": 0.0, "n": len(v), "domain": SUBJECT_DOMAINS[s]} for s, v in items.items()
+    }
     domains = {}
     for d in {SUBJECT_DOMAINS[s] for s in items}:
         vals = [x for s, v in items.items() if SUBJECT_DOMAINS[s] == d for x in v]
         domains[d] = {"acc": sum(vals) / len(vals), "se": 0.0, "n": len(vals)}
     everything = [x for v in items.values() for x in v]
-    return {"acc": sum(everything) / len(everything), "se": 0.02, "n": len(everything),
-            "domains": domains, "subjects": subjects, "items": items}
+    return {
+        "acc": sum(everything) / len(everything),
+        "se": 0.02,
+        "n": len(everything),
+        "domains": domains,
+        "subjects": subjects,
+        "items": items,
+    }
 
 
 def candidate(name, items, kind="checkpoint", step=None, bench=0.5):
-    return {"name": name, "kind": kind, "step": step,
-            "scores": {"mmlu": mmlu_scores(items), "bench": {"score": bench, "passed": 0, "total": 106, "categories": {}}}}
+    return {
+        "name": name,
+        "kind": kind,
+        "step": step,
+        "scores": {"mmlu": mmlu_scores(items), "bench": {"score": bench, "passed": 0, "total": 106, "categories": {}}},
+    }
 
 
 def answers(rate: float, n: int = 100, seed: int = 0) -> list[int]:
@@ -65,10 +77,12 @@ def test_marginal_winner_regressing_on_guarded_domains_is_rejected():
             if x == 0 and gained < 13:
                 leader[s][i] = 1
                 gained += 1
-    policy = SelectionPolicy(margin=0.005, guarded_domains=["stem"], max_guard_regressions=0,
-                             regression_tolerance_se=1.0)
-    report = select([candidate("checkpoint-200", leader, step=200), candidate("checkpoint-150", runner, step=150)],
-                    policy)
+    policy = SelectionPolicy(
+        margin=0.005, guarded_domains=["stem"], max_guard_regressions=0, regression_tolerance_se=1.0
+    )
+    report = select(
+        [candidate("checkpoint-200", leader, step=200), candidate("checkpoint-150", runner, step=150)], policy
+    )
     assert report.champion == "checkpoint-150"
     rejected = verdict(report, "checkpoint-200")
     assert rejected.status == "rejected"
@@ -105,11 +119,19 @@ def test_slerp_merge_that_wins_becomes_champion():
 
 def test_ties_prefer_bench_then_checkpoints_then_later_steps():
     same = base_items(0.5)
-    report = select([candidate("slerp-t0.1", same, kind="merge"), candidate("checkpoint-10", same, step=10),
-                     candidate("checkpoint-30", same, step=30)], SelectionPolicy())
+    report = select(
+        [
+            candidate("slerp-t0.1", same, kind="merge"),
+            candidate("checkpoint-10", same, step=10),
+            candidate("checkpoint-30", same, step=30),
+        ],
+        SelectionPolicy(),
+    )
     assert report.champion == "checkpoint-30"
-    report = select([candidate("checkpoint-10", same, step=10, bench=0.9),
-                     candidate("checkpoint-30", same, step=30, bench=0.2)], SelectionPolicy())
+    report = select(
+        [candidate("checkpoint-10", same, step=10, bench=0.9), candidate("checkpoint-30", same, step=30, bench=0.2)],
+        SelectionPolicy(),
+    )
     assert report.champion == "checkpoint-10"
 
 
@@ -130,18 +152,31 @@ def test_selection_without_a_bench():
 
 # --- the bench guard and the gate against the stage's input model ---------------------------------
 
+
 def bench_scores(passes: dict[str, list[int]]) -> dict:
-    items = [{"id": f"{cat}-{i:02d}", "category": cat, "answer": "…", "passed": bool(p), "reason": "constructed"}
-             for cat, values in passes.items() for i, p in enumerate(values)]
+    items = [
+        {"id": f"{cat}-{i:02d}", "category": cat, "answer": "…", "passed": bool(p), "reason": "constructed"}
+        for cat, values in passes.items()
+        for i, p in enumerate(values)
+    ]
     categories = {c: {"passed": sum(v), "total": len(v), "score": sum(v) / len(v)} for c, v in passes.items()}
     passed = sum(it["passed"] for it in items)
-    return {"passed": passed, "total": len(items), "score": passed / len(items), "categories": categories,
-            "items": items}
+    return {
+        "passed": passed,
+        "total": len(items),
+        "score": passed / len(items),
+        "categories": categories,
+        "items": items,
+    }
 
 
 def scored(name, items, passes, kind="checkpoint", step=None):
-    return {"name": name, "kind": kind, "step": step,
-            "scores": {"mmlu": mmlu_scores(items), "bench": bench_scores(passes)}}
+    return {
+        "name": name,
+        "kind": kind,
+        "step": step,
+        "scores": {"mmlu": mmlu_scores(items), "bench": bench_scores(passes)},
+    }
 
 
 BENCH = {"format": [0] * 24 + [1], "geography": [1] * 12 + [0] * 13, "science": [1] * 10 + [0] * 15}
@@ -158,49 +193,58 @@ def with_flips(passes: dict[str, list[int]], category: str, gained: int = 0, los
 
 
 def test_gate_fails_a_champion_that_collapses_one_bench_category():
+    from slm.config import GateSpec
     from slm.eval.scores import Candidate
     from slm.eval.selection import gate
-    from slm.config import GateSpec
 
     items = base_items(0.3)
     start = Candidate.model_validate(scored("input model", items, BENCH, kind="precursor"))
     worse = Candidate.model_validate(scored("checkpoint-50", items, with_flips(BENCH, "geography", lost=9)))
     verdict_ = gate(worse, start, GateSpec())
     assert not verdict_["passed"]
-    assert verdict_["reason"] == ("not promoted: regresses vs its input model — bench 14/75 vs 23/75 (p = 0.00391); "
-                                  "bench:geography 3/25 vs 12/25 (p = 0.00391)")
+    assert verdict_["reason"] == (
+        "not promoted: regresses vs its input model — bench 14/75 vs 23/75 (p = 0.00391); "
+        "bench:geography 3/25 vs 12/25 (p = 0.00391)"
+    )
     failed = {t["what"] for t in verdict_["tests"] if t["worse"]}
     assert failed == {"bench", "bench:geography"}
     # per-category testing is what catches a loss the overall count could hide behind gains elsewhere
-    mixed = Candidate.model_validate(scored("checkpoint-60", items,
-                                            with_flips(with_flips(BENCH, "geography", lost=7), "format", gained=7)))
+    mixed = Candidate.model_validate(
+        scored("checkpoint-60", items, with_flips(with_flips(BENCH, "geography", lost=7), "format", gained=7))
+    )
     assert not gate(mixed, start, GateSpec())["passed"]
     assert gate(mixed, start, GateSpec(bench_categories=False))["passed"]
 
 
 def test_gate_passes_noise_sized_changes_and_clear_gains():
+    from slm.config import GateSpec
     from slm.eval.scores import Candidate
     from slm.eval.selection import gate
-    from slm.config import GateSpec
 
     items = base_items(0.3)
     start = Candidate.model_validate(scored("input model", items, BENCH, kind="precursor"))
     noisy = {s: list(v) for s, v in items.items()}
     noisy["astronomy"][:3] = [1 - x for x in noisy["astronomy"][:3]]
-    better = Candidate.model_validate(scored("checkpoint-50", noisy,
-                                             with_flips(with_flips(BENCH, "format", gained=15), "science", lost=2)))
+    better = Candidate.model_validate(
+        scored("checkpoint-50", noisy, with_flips(with_flips(BENCH, "format", gained=15), "science", lost=2))
+    )
     verdict_ = gate(better, start, GateSpec())
     assert verdict_["passed"], verdict_["reason"]
     fmt = next(t for t in verdict_["tests"] if t["what"] == "bench:format")
     assert (fmt["candidate"], fmt["input"]) == (16, 1) and fmt["p"] < 0.001 and not fmt["worse"]
-    assert [t["what"] for t in verdict_["tests"]] == ["MMLU", "bench", "bench:format", "bench:geography",
-                                                      "bench:science"]
+    assert [t["what"] for t in verdict_["tests"]] == [
+        "MMLU",
+        "bench",
+        "bench:format",
+        "bench:geography",
+        "bench:science",
+    ]
 
 
 def test_gate_fails_a_significant_mmlu_drop():
+    from slm.config import GateSpec
     from slm.eval.scores import Candidate
     from slm.eval.selection import gate
-    from slm.config import GateSpec
 
     start = Candidate.model_validate(scored("input model", base_items(0.6), BENCH, kind="precursor"))
     dropped = {s: [0 if i % 2 == 0 else x for i, x in enumerate(v)] for s, v in base_items(0.6).items()}

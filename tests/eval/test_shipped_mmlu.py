@@ -1,13 +1,14 @@
 """The MMLU subset the repository ships for the embedded default: the release's bytes, every subject
 the default pipeline scores, and a clear error for a subject it does not hold."""
+
 import hashlib
 
 import pytest
 
-from slm.eval import mmlu
 from slm import REPO_ROOT
 from slm.config import PipelineConfig, load_yaml_config, resolve_path
 from slm.errors import UserError
+from slm.eval import mmlu
 
 SHIPPED = REPO_ROOT / "eval/data/mmlu"
 

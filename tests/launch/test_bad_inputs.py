@@ -6,6 +6,7 @@ names the file, key or reference at fault, no traceback, no Ray worker started, 
 byte-for-byte as it was (sha256 of every file before and after). The store is the session's
 finished line (tests/support/gated_line.py): v1-sft promoted, a surgical run the gate kept out.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -13,10 +14,10 @@ import json
 import runpy
 import shutil
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Callable
 
 import pytest
 import yaml
@@ -38,8 +39,11 @@ class Case:
 
 
 def tree_digest(root: Path) -> dict[str, str]:
-    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 def write(ctx, name: str, text: str | bytes) -> Path:
@@ -71,8 +75,16 @@ def common(ctx) -> list[str]:
 
 def stage_sft(ctx, *extra: str) -> list[str]:
     """`launch/stage.py sft` on the line's facts dataset from a fresh tiny model: valid unless `extra` breaks it."""
-    return ["stage.py", "sft", *common(ctx), "--set", "sft.data.dataset=datasets/facts",
-            "--set", f"sft.model.init={ctx.start}", *extra]
+    return [
+        "stage.py",
+        "sft",
+        *common(ctx),
+        "--set",
+        "sft.data.dataset=datasets/facts",
+        "--set",
+        f"sft.model.init={ctx.start}",
+        *extra,
+    ]
 
 
 def set_key(path: str, value):
@@ -82,6 +94,7 @@ def set_key(path: str, value):
         for key in keys[:-1]:
             node = node.setdefault(key, {})
         node[keys[-1]] = value
+
     return edit
 
 
@@ -104,6 +117,7 @@ def tamper_dataset(change: Callable[[Path, dict, dict], None]):
     """Change the facts dataset in the store: change(dataset dir, manifest, completion record) edits both
     dicts in place; they are written back, the completion record made to match the files again (so only
     the manifest's own checks can catch it)."""
+
     def setup(ctx):
         root = dataset_files(ctx)
         manifest = json.loads((root / "manifest.json").read_text())
@@ -116,6 +130,7 @@ def tamper_dataset(change: Callable[[Path, dict, dict], None]):
                 info.update(sha256=hashlib.sha256(file.read_bytes()).hexdigest(), size=file.stat().st_size)
         complete["files"] = {rel: info for rel, info in complete["files"].items() if (root / rel).is_file()}
         (root / "_COMPLETE.json").write_text(json.dumps(complete, indent=2))
+
     return setup
 
 
@@ -165,268 +180,704 @@ def promote_surgical_by_hand(ctx):
 
 CASES = [
     # --- the pipeline file ----------------------------------------------------------------------------
-    Case("pipeline-missing", lambda c: ["pipeline.py", "--pipeline", str(c.tmp / "nope.yaml"), *common(c)],
-         "config file not found"),
-    Case("pipeline-yaml-syntax", lambda c: ["pipeline.py", "--pipeline",
-                                            str(write(c, "p.yaml", "line: x\nstore: s\nstages: [\n  {name: sft\n")),
-                                            "--store", str(c.store)], "not valid YAML at line 5"),
-    Case("pipeline-not-a-mapping", lambda c: ["pipeline.py", "--pipeline", str(write(c, "p.yaml", "- a\n- b\n")),
-                                              "--store", str(c.store)], "expected a mapping at the top level"),
-    Case("pipeline-empty", lambda c: ["pipeline.py", "--pipeline", str(write(c, "p.yaml", "")), "--store",
-                                      str(c.store)], "missing key 'line'"),
-    Case("pipeline-not-utf8", lambda c: ["pipeline.py", "--pipeline", str(write(c, "p.yaml", b"line: caf\xe9\n")),
-                                         "--store", str(c.store)], "not UTF-8 text (byte 9"),
-    Case("pipeline-unknown-key", lambda c: ["pipeline.py", "--pipeline", str(pipeline_yaml(c, edit=set_key("gpus", 8))),
-                                            *common(c)], "unknown key 'gpus'"),
-    Case("pipeline-unknown-nested-key", lambda c: ["pipeline.py", "--pipeline",
-                                                   str(pipeline_yaml(c, edit=set_key("sweep.subject", "x"))),
-                                                   *common(c)], "unknown key 'sweep.subject'"),
-    Case("pipeline-wrong-type", lambda c: ["pipeline.py", "--pipeline",
-                                           str(pipeline_yaml(c, edit=set_key("cluster.max_failures", "many"))),
-                                           *common(c)], "cluster.max_failures: Input should be a valid integer"),
-    Case("pipeline-duplicate-stage", lambda c: ["pipeline.py", "--pipeline", str(pipeline_yaml(
-        c, edit=lambda p: p["stages"].insert(1, dict(p["stages"][1])))), *common(c)],
-        "stage(s) listed more than once: sft"),
-    Case("pipeline-stage-order", lambda c: ["pipeline.py", "--pipeline", str(pipeline_yaml(
-        c, edit=lambda p: p["stages"].reverse())), *common(c)], "stages must run in the order"),
-    Case("pipeline-unknown-stage-name", lambda c: ["pipeline.py", "--pipeline", str(pipeline_yaml(
-        c, edit=lambda p: p["stages"][0].update(name="rlhf"))), *common(c)], "stages.0.name"),
-    Case("pipeline-stage-config-missing", lambda c: ["pipeline.py", "--pipeline", str(pipeline_yaml(
-        c, edit=lambda p: p["stages"][-1].update(config="stages/configs/nope.yaml"))), *common(c)],
-        "stage repair: its config file"),
-    Case("pipeline-later-stage-config-bad", lambda c: ["pipeline.py", "--pipeline", str(pipeline_yaml(
-        c, edit=lambda p: p["stages"][-1].update(config=str(stage_yaml(c, "repair", set_key("train.lrr", 1)))))),
-        *common(c)], "unknown key 'train.lrr'"),
-    Case("pipeline-stage-set-bad", lambda c: ["pipeline.py", "--pipeline", str(pipeline_yaml(
-        c, edit=lambda p: p["stages"][-1].update(set={"train": {"lrr": 1}}))), *common(c)],
-        "(stages: repair: set: train.lrr)"),
-    Case("pipeline-stage-declares-other", lambda c: ["pipeline.py", "--pipeline", str(pipeline_yaml(
-        c, edit=lambda p: p["stages"][-1].update(config="stages/configs/surgical.yaml"))), *common(c)],
-        "declares stage 'surgical' but the pipeline lists it as 'repair'"),
-    Case("pipeline-builder-missing", lambda c: ["pipeline.py", "--pipeline", str(pipeline_yaml(
-        c, edit=lambda p: p["stages"][-1].update(builders=["data_builders/configs/nope.yaml"]))), *common(c)],
-        "config file not found"),
-    Case("pipeline-builder-unknown-key", lambda c: ["pipeline.py", "--pipeline", str(pipeline_yaml(
-        c, edit=lambda p: p["stages"][-1].update(builders=[str(write(
-            c, "b.yaml", "builder: repair\ninputs: [{path: x}]\noutput: o\nshards: 3\n"))]))), *common(c)],
-        "unknown key 'shards'"),
-    Case("pipeline-later-stage-deepspeed-missing", lambda c: ["pipeline.py", "--pipeline", str(pipeline_yaml(
-        c, edit=lambda p: p["stages"][-1].update(set={"deepspeed": "ds_configs/nope.json"}))), *common(c)],
-        "deepspeed config not found"),
-    Case("pipeline-only-unknown", lambda c: ["pipeline.py", *common(c), "--only", "rlhf"],
-         "unknown stage 'rlhf'"),
-    Case("pipeline-line-name", lambda c: ["pipeline.py", *common(c), "--set", "line=../x"], "line: String should match"),
-    Case("pipeline-mmlu-missing", lambda c: ["pipeline.py", *common(c), "--set", f"sweep.mmlu_dir={c.tmp}/mmlu"],
-         "sweep.mmlu_dir: no MMLU data at"),
-    Case("pipeline-mmlu-subject-missing", lambda c: ["pipeline.py", *common(c), "--set", "sweep.subjects=[virology]"],
-         "no test file for 1 of the 1 subjects (first: virology)"),
-    Case("pipeline-unknown-subject", lambda c: ["pipeline.py", *common(c), "--set", "sweep.subjects=[astrology]"],
-         "unknown MMLU subject(s) astrology"),
+    Case(
+        "pipeline-missing",
+        lambda c: ["pipeline.py", "--pipeline", str(c.tmp / "nope.yaml"), *common(c)],
+        "config file not found",
+    ),
+    Case(
+        "pipeline-yaml-syntax",
+        lambda c: [
+            "pipeline.py",
+            "--pipeline",
+            str(write(c, "p.yaml", "line: x\nstore: s\nstages: [\n  {name: sft\n")),
+            "--store",
+            str(c.store),
+        ],
+        "not valid YAML at line 5",
+    ),
+    Case(
+        "pipeline-not-a-mapping",
+        lambda c: ["pipeline.py", "--pipeline", str(write(c, "p.yaml", "- a\n- b\n")), "--store", str(c.store)],
+        "expected a mapping at the top level",
+    ),
+    Case(
+        "pipeline-empty",
+        lambda c: ["pipeline.py", "--pipeline", str(write(c, "p.yaml", "")), "--store", str(c.store)],
+        "missing key 'line'",
+    ),
+    Case(
+        "pipeline-not-utf8",
+        lambda c: ["pipeline.py", "--pipeline", str(write(c, "p.yaml", b"line: caf\xe9\n")), "--store", str(c.store)],
+        "not UTF-8 text (byte 9",
+    ),
+    Case(
+        "pipeline-unknown-key",
+        lambda c: ["pipeline.py", "--pipeline", str(pipeline_yaml(c, edit=set_key("gpus", 8))), *common(c)],
+        "unknown key 'gpus'",
+    ),
+    Case(
+        "pipeline-unknown-nested-key",
+        lambda c: ["pipeline.py", "--pipeline", str(pipeline_yaml(c, edit=set_key("sweep.subject", "x"))), *common(c)],
+        "unknown key 'sweep.subject'",
+    ),
+    Case(
+        "pipeline-wrong-type",
+        lambda c: [
+            "pipeline.py",
+            "--pipeline",
+            str(pipeline_yaml(c, edit=set_key("cluster.max_failures", "many"))),
+            *common(c),
+        ],
+        "cluster.max_failures: Input should be a valid integer",
+    ),
+    Case(
+        "pipeline-duplicate-stage",
+        lambda c: [
+            "pipeline.py",
+            "--pipeline",
+            str(pipeline_yaml(c, edit=lambda p: p["stages"].insert(1, dict(p["stages"][1])))),
+            *common(c),
+        ],
+        "stage(s) listed more than once: sft",
+    ),
+    Case(
+        "pipeline-stage-order",
+        lambda c: [
+            "pipeline.py",
+            "--pipeline",
+            str(pipeline_yaml(c, edit=lambda p: p["stages"].reverse())),
+            *common(c),
+        ],
+        "stages must run in the order",
+    ),
+    Case(
+        "pipeline-unknown-stage-name",
+        lambda c: [
+            "pipeline.py",
+            "--pipeline",
+            str(pipeline_yaml(c, edit=lambda p: p["stages"][0].update(name="rlhf"))),
+            *common(c),
+        ],
+        "stages.0.name",
+    ),
+    Case(
+        "pipeline-stage-config-missing",
+        lambda c: [
+            "pipeline.py",
+            "--pipeline",
+            str(pipeline_yaml(c, edit=lambda p: p["stages"][-1].update(config="stages/configs/nope.yaml"))),
+            *common(c),
+        ],
+        "stage repair: its config file",
+    ),
+    Case(
+        "pipeline-later-stage-config-bad",
+        lambda c: [
+            "pipeline.py",
+            "--pipeline",
+            str(
+                pipeline_yaml(
+                    c,
+                    edit=lambda p: p["stages"][-1].update(config=str(stage_yaml(c, "repair", set_key("train.lrr", 1)))),
+                )
+            ),
+            *common(c),
+        ],
+        "unknown key 'train.lrr'",
+    ),
+    Case(
+        "pipeline-stage-set-bad",
+        lambda c: [
+            "pipeline.py",
+            "--pipeline",
+            str(pipeline_yaml(c, edit=lambda p: p["stages"][-1].update(set={"train": {"lrr": 1}}))),
+            *common(c),
+        ],
+        "(stages: repair: set: train.lrr)",
+    ),
+    Case(
+        "pipeline-stage-declares-other",
+        lambda c: [
+            "pipeline.py",
+            "--pipeline",
+            str(pipeline_yaml(c, edit=lambda p: p["stages"][-1].update(config="stages/configs/surgical.yaml"))),
+            *common(c),
+        ],
+        "declares stage 'surgical' but the pipeline lists it as 'repair'",
+    ),
+    Case(
+        "pipeline-builder-missing",
+        lambda c: [
+            "pipeline.py",
+            "--pipeline",
+            str(pipeline_yaml(c, edit=lambda p: p["stages"][-1].update(builders=["data_builders/configs/nope.yaml"]))),
+            *common(c),
+        ],
+        "config file not found",
+    ),
+    Case(
+        "pipeline-builder-unknown-key",
+        lambda c: [
+            "pipeline.py",
+            "--pipeline",
+            str(
+                pipeline_yaml(
+                    c,
+                    edit=lambda p: p["stages"][-1].update(
+                        builders=[
+                            str(write(c, "b.yaml", "builder: repair\ninputs: [{path: x}]\noutput: o\nshards: 3\n"))
+                        ]
+                    ),
+                )
+            ),
+            *common(c),
+        ],
+        "unknown key 'shards'",
+    ),
+    Case(
+        "pipeline-later-stage-deepspeed-missing",
+        lambda c: [
+            "pipeline.py",
+            "--pipeline",
+            str(pipeline_yaml(c, edit=lambda p: p["stages"][-1].update(set={"deepspeed": "ds_configs/nope.json"}))),
+            *common(c),
+        ],
+        "deepspeed config not found",
+    ),
+    Case("pipeline-only-unknown", lambda c: ["pipeline.py", *common(c), "--only", "rlhf"], "unknown stage 'rlhf'"),
+    Case(
+        "pipeline-line-name", lambda c: ["pipeline.py", *common(c), "--set", "line=../x"], "line: String should match"
+    ),
+    Case(
+        "pipeline-mmlu-missing",
+        lambda c: ["pipeline.py", *common(c), "--set", f"sweep.mmlu_dir={c.tmp}/mmlu"],
+        "sweep.mmlu_dir: no MMLU data at",
+    ),
+    Case(
+        "pipeline-mmlu-subject-missing",
+        lambda c: ["pipeline.py", *common(c), "--set", "sweep.subjects=[virology]"],
+        "no test file for 1 of the 1 subjects (first: virology)",
+    ),
+    Case(
+        "pipeline-unknown-subject",
+        lambda c: ["pipeline.py", *common(c), "--set", "sweep.subjects=[astrology]"],
+        "unknown MMLU subject(s) astrology",
+    ),
     # --- the bench file -------------------------------------------------------------------------------
-    Case("bench-missing", lambda c: ["pipeline.py", *common(c), "--set", f"sweep.bench={c.tmp}/nope.jsonl"],
-         "nope.jsonl"),
-    Case("bench-10mb-line", lambda c: ["pipeline.py", *common(c), *bench_file(c, json.dumps(
-        {"id": "a", "category": "c", "prompt": "x" * 10_000_000, "truth": ["y"]}) + "\n")],
-        "bench.jsonl:1: prompt of 10,000,000 characters"),
-    Case("bench-10mb-answers", lambda c: ["pipeline.py", *common(c), *bench_file(c, json.dumps(
-        {"id": "a", "category": "c", "prompt": "p", "truth": ["y" * 1000] * 10_000}) + "\n")],
-        "bench.jsonl:1: an item of 10,"),
-    Case("bench-bad-json", lambda c: ["pipeline.py", *common(c), *bench_file(c, GOOD_BENCH + "\n{oops\n")],
-         "bench.jsonl:2"),
-    Case("bench-no-truth", lambda c: ["pipeline.py", *common(c), *bench_file(c, json.dumps(
-        {"id": "a", "category": "c", "prompt": "p"}) + "\n")], "bench.jsonl:1"),
-    Case("bench-unknown-key", lambda c: ["pipeline.py", *common(c), *bench_file(c, json.dumps(
-        {"id": "a", "category": "c", "prompt": "p", "truth": ["t"], "answer": "t"}) + "\n")],
-        "bench.jsonl:1: unknown key(s) answer"),
-    Case("bench-duplicate-id", lambda c: ["pipeline.py", *common(c), *bench_file(c, GOOD_BENCH + "\n" + GOOD_BENCH
-                                                                                  + "\n")],
-         "bench.jsonl:2: duplicate id 'a'"),
+    Case(
+        "bench-missing", lambda c: ["pipeline.py", *common(c), "--set", f"sweep.bench={c.tmp}/nope.jsonl"], "nope.jsonl"
+    ),
+    Case(
+        "bench-10mb-line",
+        lambda c: [
+            "pipeline.py",
+            *common(c),
+            *bench_file(c, json.dumps({"id": "a", "category": "c", "prompt": "x" * 10_000_000, "truth": ["y"]}) + "\n"),
+        ],
+        "bench.jsonl:1: prompt of 10,000,000 characters",
+    ),
+    Case(
+        "bench-10mb-answers",
+        lambda c: [
+            "pipeline.py",
+            *common(c),
+            *bench_file(
+                c, json.dumps({"id": "a", "category": "c", "prompt": "p", "truth": ["y" * 1000] * 10_000}) + "\n"
+            ),
+        ],
+        "bench.jsonl:1: an item of 10,",
+    ),
+    Case(
+        "bench-bad-json",
+        lambda c: ["pipeline.py", *common(c), *bench_file(c, GOOD_BENCH + "\n{oops\n")],
+        "bench.jsonl:2",
+    ),
+    Case(
+        "bench-no-truth",
+        lambda c: [
+            "pipeline.py",
+            *common(c),
+            *bench_file(c, json.dumps({"id": "a", "category": "c", "prompt": "p"}) + "\n"),
+        ],
+        "bench.jsonl:1",
+    ),
+    Case(
+        "bench-unknown-key",
+        lambda c: [
+            "pipeline.py",
+            *common(c),
+            *bench_file(
+                c, json.dumps({"id": "a", "category": "c", "prompt": "p", "truth": ["t"], "answer": "t"}) + "\n"
+            ),
+        ],
+        "bench.jsonl:1: unknown key(s) answer",
+    ),
+    Case(
+        "bench-duplicate-id",
+        lambda c: ["pipeline.py", *common(c), *bench_file(c, GOOD_BENCH + "\n" + GOOD_BENCH + "\n")],
+        "bench.jsonl:2: duplicate id 'a'",
+    ),
     Case("bench-empty", lambda c: ["pipeline.py", *common(c), *bench_file(c, "")], "bench.jsonl"),
-    Case("bench-not-utf8", lambda c: ["pipeline.py", *common(c), *bench_file(c, GOOD_BENCH.encode() + b"\n\xff\n")],
-         "bench.jsonl"),
+    Case(
+        "bench-not-utf8",
+        lambda c: ["pipeline.py", *common(c), *bench_file(c, GOOD_BENCH.encode() + b"\n\xff\n")],
+        "bench.jsonl",
+    ),
     # --- --set ----------------------------------------------------------------------------------------
-    Case("set-no-equals", lambda c: ["stage.py", "sft", *common(c), "--set", "train.lr"], "--set train.lr: not of the form"),
+    Case(
+        "set-no-equals",
+        lambda c: ["stage.py", "sft", *common(c), "--set", "train.lr"],
+        "--set train.lr: not of the form",
+    ),
     Case("set-no-key", lambda c: ["stage.py", "sft", *common(c), "--set", "=5"], "--set =5"),
-    Case("set-unknown-stage-key", lambda c: ["stage.py", "sft", *common(c), "--set", "train.lrr=1"],
-         "--set train.lrr=1 (over"),
-    Case("set-bad-yaml", lambda c: ["stage.py", "sft", *common(c), "--set", "train.lr=[1,"],
-         "--set train.lr=[1,: the value is not valid YAML"),
-    Case("set-wrong-type", lambda c: ["stage.py", "sft", *common(c), "--set", "train.lr=fast"],
-         "--set train.lr=fast (over"),
-    Case("set-unknown-head", lambda c: ["stage.py", "sft", *common(c), "--set", "gpus=8"],
-         "--set gpus=8: 'gpus' is neither a pipeline key"),
-    Case("set-stage-without-key", lambda c: ["stage.py", "sft", *common(c), "--set", "repair.lrr=3"],
-         "--set repair.lrr=3: name a key of the repair stage"),
-    Case("set-negative-max-steps", lambda c: ["stage.py", "sft", *common(c), "--set", "train.max_steps=-5"],
-         "--set train.max_steps=-5 (over"),
-    Case("set-zero-micro-batch", lambda c: ["stage.py", "sft", *common(c), "--set", "train.micro_batch=0"],
-         "--set train.micro_batch=0 (over"),
-    Case("set-zero-workers", lambda c: ["stage.py", "sft", *common(c), "--set", "cluster.workers=0"],
-         "--set cluster.workers=0 (over"),
-    Case("set-gate-alpha", lambda c: ["stage.py", "sft", *common(c), "--set", "selection.gate.alpha=2"],
-         "--set selection.gate.alpha=2 (over"),
-    Case("set-slerp-t", lambda c: ["stage.py", "sft", *common(c), "--set", "merge.t=[1.5]"], "SLERP t must be in (0, 1)"),
-    Case("set-value-then-key", lambda c: ["stage.py", "sft", *common(c), "--set", "train.lr=1", "--set",
-                                          "train.lr.x=2"], "--set train.lr.x=2"),
-    Case("set-unknown-named-stage-key", lambda c: ["pipeline.py", *common(c), "--set", "repair.train.lrr=1"],
-         "--set repair.train.lrr=1 (over"),
-    Case("set-schedule", lambda c: ["stage.py", "sft", *common(c), "--set", "train.schedule=exp"],
-         "--set train.schedule=exp (over"),
+    Case(
+        "set-unknown-stage-key",
+        lambda c: ["stage.py", "sft", *common(c), "--set", "train.lrr=1"],
+        "--set train.lrr=1 (over",
+    ),
+    Case(
+        "set-bad-yaml",
+        lambda c: ["stage.py", "sft", *common(c), "--set", "train.lr=[1,"],
+        "--set train.lr=[1,: the value is not valid YAML",
+    ),
+    Case(
+        "set-wrong-type",
+        lambda c: ["stage.py", "sft", *common(c), "--set", "train.lr=fast"],
+        "--set train.lr=fast (over",
+    ),
+    Case(
+        "set-unknown-head",
+        lambda c: ["stage.py", "sft", *common(c), "--set", "gpus=8"],
+        "--set gpus=8: 'gpus' is neither a pipeline key",
+    ),
+    Case(
+        "set-stage-without-key",
+        lambda c: ["stage.py", "sft", *common(c), "--set", "repair.lrr=3"],
+        "--set repair.lrr=3: name a key of the repair stage",
+    ),
+    Case(
+        "set-negative-max-steps",
+        lambda c: ["stage.py", "sft", *common(c), "--set", "train.max_steps=-5"],
+        "--set train.max_steps=-5 (over",
+    ),
+    Case(
+        "set-zero-micro-batch",
+        lambda c: ["stage.py", "sft", *common(c), "--set", "train.micro_batch=0"],
+        "--set train.micro_batch=0 (over",
+    ),
+    Case(
+        "set-zero-workers",
+        lambda c: ["stage.py", "sft", *common(c), "--set", "cluster.workers=0"],
+        "--set cluster.workers=0 (over",
+    ),
+    Case(
+        "set-gate-alpha",
+        lambda c: ["stage.py", "sft", *common(c), "--set", "selection.gate.alpha=2"],
+        "--set selection.gate.alpha=2 (over",
+    ),
+    Case(
+        "set-slerp-t", lambda c: ["stage.py", "sft", *common(c), "--set", "merge.t=[1.5]"], "SLERP t must be in (0, 1)"
+    ),
+    Case(
+        "set-value-then-key",
+        lambda c: ["stage.py", "sft", *common(c), "--set", "train.lr=1", "--set", "train.lr.x=2"],
+        "--set train.lr.x=2",
+    ),
+    Case(
+        "set-unknown-named-stage-key",
+        lambda c: ["pipeline.py", *common(c), "--set", "repair.train.lrr=1"],
+        "--set repair.train.lrr=1 (over",
+    ),
+    Case(
+        "set-schedule",
+        lambda c: ["stage.py", "sft", *common(c), "--set", "train.schedule=exp"],
+        "--set train.schedule=exp (over",
+    ),
     Case("stage-unknown", lambda c: ["stage.py", "rlhf", *common(c)], "unknown stage 'rlhf'"),
     # --- stage configs and DeepSpeed ------------------------------------------------------------------
     Case("ds-missing", lambda c: stage_sft(c, "--set", f"deepspeed={c.tmp}/nope.json"), "deepspeed config not found"),
-    Case("ds-not-json", lambda c: stage_sft(c, "--set", f"deepspeed={write(c, 'ds.json', '{stage: 2')}"),
-         "ds.json: not valid JSON"),
-    Case("ds-a-list", lambda c: stage_sft(c, "--set", f"deepspeed={write(c, 'ds.json', '[1, 2]')}"),
-         "ds.json: expected a JSON object"),
-    Case("ds-no-zero", lambda c: stage_sft(c, "--set", f"deepspeed={write(c, 'ds.json', '{}')}"),
-         "ds.json: no zero_optimization section"),
-    Case("ds-zero-stage-7", lambda c: stage_sft(c, "--set", f"deepspeed={write(c, 'ds.json', json.dumps({'zero_optimization': {'stage': 7}}))}"),  # noqa: E501
-         "zero_optimization.stage is 7"),
-    Case("ds-unknown-zero-key", lambda c: stage_sft(c, "--set", f"deepspeed={write(c, 'ds.json', json.dumps({'zero_optimization': {'stage': 2, 'overlap': True}}))}"),  # noqa: E501
-         "zero_optimization.overlap: Extra inputs are not permitted"),
-    Case("ds-offload-device", lambda c: stage_sft(c, "--set", f"deepspeed={write(c, 'ds.json', json.dumps({'zero_optimization': {'stage': 2, 'offload_optimizer': {'device': 'gpu2'}}}))}"),  # noqa: E501
-         "zero_optimization.offload_optimizer.device"),
+    Case(
+        "ds-not-json",
+        lambda c: stage_sft(c, "--set", f"deepspeed={write(c, 'ds.json', '{stage: 2')}"),
+        "ds.json: not valid JSON",
+    ),
+    Case(
+        "ds-a-list",
+        lambda c: stage_sft(c, "--set", f"deepspeed={write(c, 'ds.json', '[1, 2]')}"),
+        "ds.json: expected a JSON object",
+    ),
+    Case(
+        "ds-no-zero",
+        lambda c: stage_sft(c, "--set", f"deepspeed={write(c, 'ds.json', '{}')}"),
+        "ds.json: no zero_optimization section",
+    ),
+    Case(
+        "ds-zero-stage-7",
+        lambda c: stage_sft(
+            c, "--set", f"deepspeed={write(c, 'ds.json', json.dumps({'zero_optimization': {'stage': 7}}))}"
+        ),
+        "zero_optimization.stage is 7",
+    ),
+    Case(
+        "ds-unknown-zero-key",
+        lambda c: stage_sft(
+            c,
+            "--set",
+            f"deepspeed={write(c, 'ds.json', json.dumps({'zero_optimization': {'stage': 2, 'overlap': True}}))}",
+        ),
+        "zero_optimization.overlap: Extra inputs are not permitted",
+    ),
+    Case(
+        "ds-offload-device",
+        lambda c: stage_sft(
+            c,
+            "--set",
+            "deepspeed="
+            + write(
+                c, "ds.json", json.dumps({"zero_optimization": {"stage": 2, "offload_optimizer": {"device": "gpu2"}}})
+            ),
+        ),
+        "zero_optimization.offload_optimizer.device",
+    ),
     Case("stage-precision", lambda c: stage_sft(c, "--set", "train.precision=fp8"), "--set train.precision=fp8 (over"),
     Case("stage-objective", lambda c: stage_sft(c, "--set", "objective=dpo"), "trains with objective 'chat_sft'"),
-    Case("stage-lora-on-pretrain", lambda c: ["stage.py", "pretrain", *common(c), "--set", "lora.r=4"],
-         "kl_anchor and lora are options of the fine-tuning stages"),
-    Case("stage-logit-distill-on-sft", lambda c: stage_sft(c, "--set", "logit_distill.teacher=x"),
-         "logit_distill is an option of the distill stage"),
+    Case(
+        "stage-lora-on-pretrain",
+        lambda c: ["stage.py", "pretrain", *common(c), "--set", "lora.r=4"],
+        "kl_anchor and lora are options of the fine-tuning stages",
+    ),
+    Case(
+        "stage-logit-distill-on-sft",
+        lambda c: stage_sft(c, "--set", "logit_distill.teacher=x"),
+        "logit_distill is an option of the distill stage",
+    ),
     Case("stage-experiment-name", lambda c: stage_sft(c, "--set", "experiment.name=a b"), "experiment.name"),
     Case("stage-max-length", lambda c: stage_sft(c, "--set", "data.max_length=4"), "--set data.max_length=4 (over"),
-    Case("stage-scratch-without-architecture", lambda c: stage_sft(c, "--set", "sft.model.init=scratch"),
-         "init: scratch needs both `architecture` and `tokenizer`"),
+    Case(
+        "stage-scratch-without-architecture",
+        lambda c: stage_sft(c, "--set", "sft.model.init=scratch"),
+        "init: scratch needs both `architecture` and `tokenizer`",
+    ),
     # --- model references -----------------------------------------------------------------------------
-    Case("model-missing-dir", lambda c: stage_sft(c, "--set", f"sft.model.init={c.tmp}/gone"),
-         lambda c: f"{c.tmp}/gone"),
-    Case("model-hub-offline", lambda c: stage_sft(c, "--set", "sft.model.init=hf:nobody/no-such-model"),
-         "nobody/no-such-model"),
-    Case("model-unknown-line", lambda c: stage_sft(c, "--set", "sft.model.init=champion:no-line"),
-         "no champion promoted yet"),
-    Case("model-stage-never-promoted", lambda c: stage_sft(c, "--set", f"sft.model.init=champion:{LINE}:repair"),
-         "no champion promoted yet from stage 'repair'"),
-    Case("model-stage-kept-out-by-gate", lambda c: stage_sft(c, "--set", f"sft.model.init=champion:{LINE}:surgical"),
-         "was not promoted: regresses vs its input model"),
-    Case("model-unknown-version", lambda c: stage_sft(c, "--set", f"sft.model.init=champion:{LINE}@v9-sft"),
-         "v9-sft"),
-    Case("model-store-key-missing", lambda c: stage_sft(c, "--set", "sft.model.init=store:models/none"),
-         "models/none"),
-    Case("model-broken-config-json", lambda c: stage_sft(c, "--set", f"sft.model.init={model_dir(c, 'm', files={'config.json': '{not json'})}"),  # noqa: E501
-         "config.json: not valid JSON"),
-    Case("model-no-weights", lambda c: stage_sft(c, "--set", f"sft.model.init={model_dir(c, 'm', drop=('model.safetensors',))}"),  # noqa: E501
-         "no *.safetensors weights"),
-    Case("model-unknown-type", lambda c: stage_sft(c, "--set", f"sft.model.init={model_dir(c, 'm', files={'config.json': json.dumps({'model_type': 'nosuchmodel'})})}"),  # noqa: E501
-         "model_type 'nosuchmodel'"),
-    Case("model-architecture-mismatch", lambda c: stage_sft(c, "--set", "sft.model.architecture={model_type: gpt2, n_layer: 12}"),  # noqa: E501
-         "architecture mismatch (n_layer: config says 12, checkpoint has 2)"),
-    Case("model-no-tokenizer", lambda c: stage_sft(c, "--set", f"sft.model.init={model_dir(c, 'm', drop=('tokenizer.json', 'tokenizer_config.json'))}"),  # noqa: E501
-         "tokenizer"),
-    Case("model-tokenizer-with-pretrained-init", lambda c: stage_sft(c, "--set", f"sft.model.tokenizer={c.tmp}/t"),
-         "model.tokenizer is only used with init: scratch"),
-    Case("model-scratch-tokenizer-missing", lambda c: ["stage.py", "pretrain", *common(c), "--set",
-                                                       f"pretrain.model.tokenizer={c.tmp}/no-tokenizer"], "no-tokenizer"),
-    Case("model-no-config-json", lambda c: stage_sft(c, "--set", f"sft.model.init={model_dir(c, 'm', drop=('config.json',))}"),  # noqa: E501
-         "config.json missing"),
-    Case("model-s3-no-endpoint", lambda c: stage_sft(c, "--set", "sft.model.init=s3://bucket/model"),
-         "s3://bucket", env={"AWS_ENDPOINT_URL": "http://user:hunter2@127.0.0.1:9", "AWS_ACCESS_KEY_ID": "a",
-                             "AWS_SECRET_ACCESS_KEY": "b"}),
+    Case(
+        "model-missing-dir", lambda c: stage_sft(c, "--set", f"sft.model.init={c.tmp}/gone"), lambda c: f"{c.tmp}/gone"
+    ),
+    Case(
+        "model-hub-offline",
+        lambda c: stage_sft(c, "--set", "sft.model.init=hf:nobody/no-such-model"),
+        "nobody/no-such-model",
+    ),
+    Case(
+        "model-unknown-line",
+        lambda c: stage_sft(c, "--set", "sft.model.init=champion:no-line"),
+        "no champion promoted yet",
+    ),
+    Case(
+        "model-stage-never-promoted",
+        lambda c: stage_sft(c, "--set", f"sft.model.init=champion:{LINE}:repair"),
+        "no champion promoted yet from stage 'repair'",
+    ),
+    Case(
+        "model-stage-kept-out-by-gate",
+        lambda c: stage_sft(c, "--set", f"sft.model.init=champion:{LINE}:surgical"),
+        "was not promoted: regresses vs its input model",
+    ),
+    Case("model-unknown-version", lambda c: stage_sft(c, "--set", f"sft.model.init=champion:{LINE}@v9-sft"), "v9-sft"),
+    Case("model-store-key-missing", lambda c: stage_sft(c, "--set", "sft.model.init=store:models/none"), "models/none"),
+    Case(
+        "model-broken-config-json",
+        lambda c: stage_sft(c, "--set", f"sft.model.init={model_dir(c, 'm', files={'config.json': '{not json'})}"),
+        "config.json: not valid JSON",
+    ),
+    Case(
+        "model-no-weights",
+        lambda c: stage_sft(c, "--set", f"sft.model.init={model_dir(c, 'm', drop=('model.safetensors',))}"),
+        "no *.safetensors weights",
+    ),
+    Case(
+        "model-unknown-type",
+        lambda c: stage_sft(
+            c,
+            "--set",
+            f"sft.model.init={model_dir(c, 'm', files={'config.json': json.dumps({'model_type': 'nosuchmodel'})})}",
+        ),
+        "model_type 'nosuchmodel'",
+    ),
+    Case(
+        "model-architecture-mismatch",
+        lambda c: stage_sft(c, "--set", "sft.model.architecture={model_type: gpt2, n_layer: 12}"),
+        "architecture mismatch (n_layer: config says 12, checkpoint has 2)",
+    ),
+    Case(
+        "model-no-tokenizer",
+        lambda c: stage_sft(
+            c, "--set", f"sft.model.init={model_dir(c, 'm', drop=('tokenizer.json', 'tokenizer_config.json'))}"
+        ),
+        "tokenizer",
+    ),
+    Case(
+        "model-tokenizer-with-pretrained-init",
+        lambda c: stage_sft(c, "--set", f"sft.model.tokenizer={c.tmp}/t"),
+        "model.tokenizer is only used with init: scratch",
+    ),
+    Case(
+        "model-scratch-tokenizer-missing",
+        lambda c: ["stage.py", "pretrain", *common(c), "--set", f"pretrain.model.tokenizer={c.tmp}/no-tokenizer"],
+        "no-tokenizer",
+    ),
+    Case(
+        "model-no-config-json",
+        lambda c: stage_sft(c, "--set", f"sft.model.init={model_dir(c, 'm', drop=('config.json',))}"),
+        "config.json missing",
+    ),
+    Case(
+        "model-s3-no-endpoint",
+        lambda c: stage_sft(c, "--set", "sft.model.init=s3://bucket/model"),
+        "s3://bucket",
+        env={
+            "AWS_ENDPOINT_URL": "http://user:hunter2@127.0.0.1:9",
+            "AWS_ACCESS_KEY_ID": "a",
+            "AWS_SECRET_ACCESS_KEY": "b",
+        },
+    ),
     # --- builders and their inputs --------------------------------------------------------------------
-    Case("builder-config-missing", lambda c: ["build_data.py", str(c.tmp / "nope.yaml"), *common(c)],
-         "config file not found"),
-    Case("builder-yaml-syntax", lambda c: ["build_data.py", str(write(c, "b.yaml", "builder: sft\ninputs: [\n")),
-                                           *common(c)], "not valid YAML at line 3"),
-    Case("builder-unknown", lambda c: builder_cfg(c, {"builder": "rlhf", "inputs": [{"path": "x"}]}), "builder: Input should be"),
-    Case("builder-unknown-key", lambda c: builder_cfg(c, {"inputs": [{"path": "x"}], "shards": 2}), "unknown key 'shards'"),
+    Case(
+        "builder-config-missing",
+        lambda c: ["build_data.py", str(c.tmp / "nope.yaml"), *common(c)],
+        "config file not found",
+    ),
+    Case(
+        "builder-yaml-syntax",
+        lambda c: ["build_data.py", str(write(c, "b.yaml", "builder: sft\ninputs: [\n")), *common(c)],
+        "not valid YAML at line 3",
+    ),
+    Case(
+        "builder-unknown",
+        lambda c: builder_cfg(c, {"builder": "rlhf", "inputs": [{"path": "x"}]}),
+        "builder: Input should be",
+    ),
+    Case(
+        "builder-unknown-key",
+        lambda c: builder_cfg(c, {"inputs": [{"path": "x"}], "shards": 2}),
+        "unknown key 'shards'",
+    ),
     Case("builder-no-inputs", lambda c: builder_cfg(c, {"inputs": []}), "inputs: List should have at least 1 item"),
-    Case("builder-input-missing", lambda c: builder_cfg(c, {"inputs": [{"path": str(c.tmp / "none.jsonl")}]}),
-         "input file not found"),
-    Case("builder-input-is-a-directory", lambda c: builder_cfg(c, {"inputs": [{"path": str(c.tmp)}]}),
-         "input file not found"),
-    Case("builder-path-and-dataset", lambda c: builder_cfg(c, {"inputs": [{"path": "x", "dataset": "datasets/facts"}]}),
-         "give exactly one of `path`"),
+    Case(
+        "builder-input-missing",
+        lambda c: builder_cfg(c, {"inputs": [{"path": str(c.tmp / "none.jsonl")}]}),
+        "input file not found",
+    ),
+    Case(
+        "builder-input-is-a-directory",
+        lambda c: builder_cfg(c, {"inputs": [{"path": str(c.tmp)}]}),
+        "input file not found",
+    ),
+    Case(
+        "builder-path-and-dataset",
+        lambda c: builder_cfg(c, {"inputs": [{"path": "x", "dataset": "datasets/facts"}]}),
+        "give exactly one of `path`",
+    ),
     Case("builder-zero-shards", lambda c: builder_cfg(c, {"inputs": [{"path": "x"}], "num_shards": 0}), "num_shards"),
-    Case("builder-negative-weight", lambda c: builder_cfg(c, {"inputs": [{"path": "x", "weight": -1}]}), "inputs.0.weight"),
-    Case("builder-dataset-missing", lambda c: builder_cfg(c, {"inputs": [{"dataset": "datasets/none"}]}),
-         "input dataset datasets/none not found"),
-    Case("builder-dataset-for-pretrain", lambda c: builder_cfg(c, {"builder": "pretrain", "inputs": [{"dataset": "datasets/facts"}]}),  # noqa: E501
-         "is read by the chat builders"),
-    Case("builder-output-escapes", lambda c: builder_cfg(c, {"inputs": [{"path": rows_file(c, "r.jsonl", [GOOD_ROW])}],
-                                                             "output": "../outside"}), "would leave the store"),
-    Case("builder-empty-input", lambda c: builder_cfg(c, {"inputs": [{"path": rows_file(c, "r.jsonl", [])}]}),
-         "r.jsonl: no rows (empty input)"),
-    Case("builder-not-utf8", lambda c: builder_cfg(c, {"inputs": [{"path": rows_file(c, "r.jsonl", [], json.dumps(GOOD_ROW).encode() + b'\n{"messages": "\xff"}\n')}]}),  # noqa: E501
-         "r.jsonl"),
-    Case("builder-bad-json", lambda c: builder_cfg(c, {"inputs": [{"path": rows_file(c, "r.jsonl", [], (json.dumps(GOOD_ROW) + "\n{bad\n").encode())}]}),  # noqa: E501
-         "r.jsonl:2"),
-    Case("builder-null-response", lambda c: builder_cfg(c, {"inputs": [{"path": rows_file(c, "r.jsonl", [GOOD_ROW, {"prompt": "p", "response": None}])}]}),  # noqa: E501
-         "r.jsonl:2"),
-    Case("builder-row-without-text", lambda c: builder_cfg(c, {"inputs": [{"path": rows_file(c, "r.jsonl", [{"title": "x"}])}]}),  # noqa: E501
-         "r.jsonl:1"),
+    Case(
+        "builder-negative-weight",
+        lambda c: builder_cfg(c, {"inputs": [{"path": "x", "weight": -1}]}),
+        "inputs.0.weight",
+    ),
+    Case(
+        "builder-dataset-missing",
+        lambda c: builder_cfg(c, {"inputs": [{"dataset": "datasets/none"}]}),
+        "input dataset datasets/none not found",
+    ),
+    Case(
+        "builder-dataset-for-pretrain",
+        lambda c: builder_cfg(c, {"builder": "pretrain", "inputs": [{"dataset": "datasets/facts"}]}),
+        "is read by the chat builders",
+    ),
+    Case(
+        "builder-output-escapes",
+        lambda c: builder_cfg(c, {"inputs": [{"path": rows_file(c, "r.jsonl", [GOOD_ROW])}], "output": "../outside"}),
+        "would leave the store",
+    ),
+    Case(
+        "builder-empty-input",
+        lambda c: builder_cfg(c, {"inputs": [{"path": rows_file(c, "r.jsonl", [])}]}),
+        "r.jsonl: no rows (empty input)",
+    ),
+    Case(
+        "builder-not-utf8",
+        lambda c: builder_cfg(
+            c,
+            {
+                "inputs": [
+                    {"path": rows_file(c, "r.jsonl", [], json.dumps(GOOD_ROW).encode() + b'\n{"messages": "\xff"}\n')}
+                ]
+            },
+        ),
+        "r.jsonl",
+    ),
+    Case(
+        "builder-bad-json",
+        lambda c: builder_cfg(
+            c, {"inputs": [{"path": rows_file(c, "r.jsonl", [], (json.dumps(GOOD_ROW) + "\n{bad\n").encode())}]}
+        ),
+        "r.jsonl:2",
+    ),
+    Case(
+        "builder-null-response",
+        lambda c: builder_cfg(
+            c, {"inputs": [{"path": rows_file(c, "r.jsonl", [GOOD_ROW, {"prompt": "p", "response": None}])}]}
+        ),
+        "r.jsonl:2",
+    ),
+    Case(
+        "builder-row-without-text",
+        lambda c: builder_cfg(c, {"inputs": [{"path": rows_file(c, "r.jsonl", [{"title": "x"}])}]}),
+        "r.jsonl:1",
+    ),
     Case("builder-unknown-target", lambda c: ["build_data.py", "rlhf", *common(c)], "rlhf"),
     # --- datasets: shards and manifests ---------------------------------------------------------------
-    Case("dataset-missing", lambda c: stage_sft(c, "--set", "sft.data.dataset=datasets/none"), "datasets/none not found"),
+    Case(
+        "dataset-missing", lambda c: stage_sft(c, "--set", "sft.data.dataset=datasets/none"), "datasets/none not found"
+    ),
     Case("dataset-swapped-shard", lambda c: stage_sft(c), "is corrupted", setup=tamper_dataset(swap_shard)),
     Case("dataset-truncated-shard", lambda c: stage_sft(c), "is corrupted", setup=tamper_dataset(truncate_shard)),
     Case("dataset-missing-shard", lambda c: stage_sft(c), "is missing", setup=tamper_dataset(drop_shard)),
     Case("dataset-miscounted-rows", lambda c: stage_sft(c), "rows add up to", setup=tamper_dataset(miscount_rows)),
-    Case("dataset-manifest-not-json", lambda c: stage_sft(c), "manifest.json: not valid JSON",
-         setup=lambda c: (dataset_files(c) / "manifest.json").write_text("{oops")),
-    Case("dataset-incomplete", lambda c: stage_sft(c), "not found (or incompletely written)",
-         setup=lambda c: (dataset_files(c) / "_COMPLETE.json").unlink()),
+    Case(
+        "dataset-manifest-not-json",
+        lambda c: stage_sft(c),
+        "manifest.json: not valid JSON",
+        setup=lambda c: (dataset_files(c) / "manifest.json").write_text("{oops"),
+    ),
+    Case(
+        "dataset-incomplete",
+        lambda c: stage_sft(c),
+        "not found (or incompletely written)",
+        setup=lambda c: (dataset_files(c) / "_COMPLETE.json").unlink(),
+    ),
     # --- stores ---------------------------------------------------------------------------------------
     Case("store-is-a-file", lambda c: ["stage.py", "sft", "--store", str(write(c, "store-file", "x"))], "is a file"),
-    Case("store-unknown-scheme", lambda c: ["stage.py", "sft", "--store", "gs://bucket/x"], "only local directories and s3://"),
+    Case(
+        "store-unknown-scheme",
+        lambda c: ["stage.py", "sft", "--store", "gs://bucket/x"],
+        "only local directories and s3://",
+    ),
     Case("card-store-mistyped", lambda c: ["card.py", "--store", str(c.tmp / "stor")], "does not exist"),
-    Case("promote-store-mistyped", lambda c: ["promote.py", c.sft_run, "--store", str(c.tmp / "stor")], "does not exist"),
-    Case("store-s3-no-credentials", lambda c: ["card.py", "--store", "s3://bucket/prefix"], "no AWS credentials",
-         env={"AWS_ACCESS_KEY_ID": None, "AWS_SECRET_ACCESS_KEY": None, "AWS_PROFILE": None,
-              "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent", "AWS_CONFIG_FILE": "/nonexistent",
-              "AWS_ENDPOINT_URL": "http://127.0.0.1:9", "AWS_EC2_METADATA_DISABLED": "true"}),
-    Case("store-s3-unreachable", lambda c: ["card.py", "--store", "s3://bucket/prefix"],
-         "cannot reach the S3 endpoint http://<redacted>@127.0.0.1:9",
-         env={"AWS_ENDPOINT_URL": "http://user:hunter2@127.0.0.1:9", "AWS_ACCESS_KEY_ID": "a",
-              "AWS_SECRET_ACCESS_KEY": "b"}),
+    Case(
+        "promote-store-mistyped", lambda c: ["promote.py", c.sft_run, "--store", str(c.tmp / "stor")], "does not exist"
+    ),
+    Case(
+        "store-s3-no-credentials",
+        lambda c: ["card.py", "--store", "s3://bucket/prefix"],
+        "no AWS credentials",
+        env={
+            "AWS_ACCESS_KEY_ID": None,
+            "AWS_SECRET_ACCESS_KEY": None,
+            "AWS_PROFILE": None,
+            "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent",
+            "AWS_CONFIG_FILE": "/nonexistent",
+            "AWS_ENDPOINT_URL": "http://127.0.0.1:9",
+            "AWS_EC2_METADATA_DISABLED": "true",
+        },
+    ),
+    Case(
+        "store-s3-unreachable",
+        lambda c: ["card.py", "--store", "s3://bucket/prefix"],
+        "cannot reach the S3 endpoint http://<redacted>@127.0.0.1:9",
+        env={
+            "AWS_ENDPOINT_URL": "http://user:hunter2@127.0.0.1:9",
+            "AWS_ACCESS_KEY_ID": "a",
+            "AWS_SECRET_ACCESS_KEY": "b",
+        },
+    ),
     Case("store-s3-no-bucket-name", lambda c: ["card.py", "--store", "s3://"], "no bucket name"),
     # --- promotion ------------------------------------------------------------------------------------
-    Case("promote-rewind", lambda c: ["promote.py", c.sft_run, *common(c)],
-         "is already champion gate-test@v1-sft; latest is v2-surgical", setup=promote_surgical_by_hand),
-    Case("promote-forged-candidate", lambda c: ["promote.py", c.surgical_run, *common(c), "--candidate",
-                                                f"../../../{c.sft_run}/sweep/checkpoint-120", "--reason", "x"],
-         "is not a candidate of"),
-    Case("promote-input-model", lambda c: ["promote.py", c.surgical_run, *common(c), "--candidate", "input model",
-                                           "--reason", "x"], "'input model' is not a candidate of"),
+    Case(
+        "promote-rewind",
+        lambda c: ["promote.py", c.sft_run, *common(c)],
+        "is already champion gate-test@v1-sft; latest is v2-surgical",
+        setup=promote_surgical_by_hand,
+    ),
+    Case(
+        "promote-forged-candidate",
+        lambda c: [
+            "promote.py",
+            c.surgical_run,
+            *common(c),
+            "--candidate",
+            f"../../../{c.sft_run}/sweep/checkpoint-120",
+            "--reason",
+            "x",
+        ],
+        "is not a candidate of",
+    ),
+    Case(
+        "promote-input-model",
+        lambda c: ["promote.py", c.surgical_run, *common(c), "--candidate", "input model", "--reason", "x"],
+        "'input model' is not a candidate of",
+    ),
     Case("promote-not-a-run-key", lambda c: ["promote.py", "runs/sft/../../etc", *common(c)], "is not a run key"),
-    Case("promote-url-as-run", lambda c: ["promote.py", "s3://bucket/runs/sft/sft-0123456789", *common(c)],
-         "is not a run key"),
-    Case("promote-run-missing", lambda c: ["promote.py", "runs/sft/sft-0123456789", *common(c)],
-         "no sweep/selection.json"),
-    Case("promote-candidate-missing", lambda c: ["promote.py", c.sft_run, *common(c), "--candidate", "checkpoint-999"],
-         "'checkpoint-999' is not a candidate of"),
-    Case("promote-gate-without-reason", lambda c: ["promote.py", c.surgical_run, *common(c)],
-         "give --reason to promote"),
+    Case(
+        "promote-url-as-run",
+        lambda c: ["promote.py", "s3://bucket/runs/sft/sft-0123456789", *common(c)],
+        "is not a run key",
+    ),
+    Case(
+        "promote-run-missing",
+        lambda c: ["promote.py", "runs/sft/sft-0123456789", *common(c)],
+        "no sweep/selection.json",
+    ),
+    Case(
+        "promote-candidate-missing",
+        lambda c: ["promote.py", c.sft_run, *common(c), "--candidate", "checkpoint-999"],
+        "'checkpoint-999' is not a candidate of",
+    ),
+    Case(
+        "promote-gate-without-reason", lambda c: ["promote.py", c.surgical_run, *common(c)], "give --reason to promote"
+    ),
     Case("promote-nothing-named", lambda c: ["promote.py", *common(c)], "name the run to promote"),
-    Case("rollback-unknown-version", lambda c: ["promote.py", "--rollback", "v9-sft", "--reason", "x", *common(c)],
-         "champion gate-test@v9-sft not found"),
-    Case("rollback-to-latest", lambda c: ["promote.py", "--rollback", "v1-sft", "--reason", "x", *common(c)],
-         "already the line's latest"),
+    Case(
+        "rollback-unknown-version",
+        lambda c: ["promote.py", "--rollback", "v9-sft", "--reason", "x", *common(c)],
+        "champion gate-test@v9-sft not found",
+    ),
+    Case(
+        "rollback-to-latest",
+        lambda c: ["promote.py", "--rollback", "v1-sft", "--reason", "x", *common(c)],
+        "already the line's latest",
+    ),
     Case("rollback-without-reason", lambda c: ["promote.py", "--rollback", "v1-sft", *common(c)], "takes --reason"),
-    Case("rollback-path", lambda c: ["promote.py", "--rollback", "../../runs/sft", "--reason", "x", *common(c)],
-         "not a version name"),
-    Case("rollback-with-run", lambda c: ["promote.py", c.sft_run, "--rollback", "v1-sft", "--reason", "x", *common(c)],
-         "takes --reason and no run"),
+    Case(
+        "rollback-path",
+        lambda c: ["promote.py", "--rollback", "../../runs/sft", "--reason", "x", *common(c)],
+        "not a version name",
+    ),
+    Case(
+        "rollback-with-run",
+        lambda c: ["promote.py", c.sft_run, "--rollback", "v1-sft", "--reason", "x", *common(c)],
+        "takes --reason and no run",
+    ),
     Case("card-unknown-version", lambda c: ["card.py", "--version", "v9-sft", *common(c)], "v9-sft"),
     Case("card-version-path", lambda c: ["card.py", "--version", "../../runs", *common(c)], "not a version name"),
     Case("card-line-path", lambda c: ["card.py", "--line", "../runs", *common(c)], "not a line name"),
     Case("card-no-champion", lambda c: ["card.py", "--line", "other-line", *common(c)], "no champion promoted yet"),
     # --- evaluate -------------------------------------------------------------------------------------
-    Case("evaluate-missing-model", lambda c: ["evaluate.py", str(c.tmp / "gone"), *common(c)], lambda c: f"{c.tmp}/gone"),
+    Case(
+        "evaluate-missing-model", lambda c: ["evaluate.py", str(c.tmp / "gone"), *common(c)], lambda c: f"{c.tmp}/gone"
+    ),
     Case("evaluate-missing-run", lambda c: ["evaluate.py", "runs/sft/sft-0123456789", *common(c)], "sft-0123456789"),
     Case("evaluate-report-name", lambda c: ["evaluate.py", str(c.start), "--name", "../x", *common(c)], "--name"),
-    Case("evaluate-merge-without-select", lambda c: ["evaluate.py", str(c.start), "--merge", *common(c)],
-         "--merge merges the selected champion"),
-    Case("evaluate-unknown-extra-task", lambda c: ["evaluate.py", str(c.start), *common(c), "--set",
-                                                   "sweep.extra_tasks=[no_such_task]"], "unknown lm-eval task 'no_such_task'"),
+    Case(
+        "evaluate-merge-without-select",
+        lambda c: ["evaluate.py", str(c.start), "--merge", *common(c)],
+        "--merge merges the selected champion",
+    ),
+    Case(
+        "evaluate-unknown-extra-task",
+        lambda c: ["evaluate.py", str(c.start), *common(c), "--set", "sweep.extra_tasks=[no_such_task]"],
+        "unknown lm-eval task 'no_such_task'",
+    ),
 ]
 
 
@@ -460,8 +911,14 @@ def ctx(gated_line, tmp_path, monkeypatch):
     shutil.copytree(gated_line["pristine"], store)
     (sft_run,) = [layout.run_prefix("sft", p.name) for p in (store / "runs/sft").iterdir()]
     (surgical_run,) = [layout.run_prefix("surgical", p.name) for p in (store / "runs/surgical").iterdir()]
-    return SimpleNamespace(store=store, tmp=tmp_path / "work", line_root=gated_line["root"], sft_run=sft_run,
-                           surgical_run=surgical_run, start=gated_line["start"])
+    return SimpleNamespace(
+        store=store,
+        tmp=tmp_path / "work",
+        line_root=gated_line["root"],
+        sft_run=sft_run,
+        surgical_run=surgical_run,
+        start=gated_line["start"],
+    )
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
@@ -493,8 +950,21 @@ def test_bad_input_is_one_line_exit_2_and_the_store_is_untouched(case, ctx, caps
 def test_the_suite_covers_every_family_with_at_least_80_cases():
     families = {c.id.split("-")[0] for c in CASES}
     assert len(CASES) >= 80 and len({c.id for c in CASES}) == len(CASES)
-    assert {"pipeline", "bench", "set", "ds", "stage", "model", "builder", "dataset", "store", "promote",
-            "rollback", "card", "evaluate"} <= families
+    assert {
+        "pipeline",
+        "bench",
+        "set",
+        "ds",
+        "stage",
+        "model",
+        "builder",
+        "dataset",
+        "store",
+        "promote",
+        "rollback",
+        "card",
+        "evaluate",
+    } <= families
 
 
 def test_dry_runs_on_a_trained_store_say_what_would_happen_and_change_nothing(ctx, capsys):

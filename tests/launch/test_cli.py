@@ -1,5 +1,6 @@
 """The `slm` command: one entry point over every tool, the same options everywhere, and the two ways
 to see what a command would do before it does it (--print-config, --dry-run)."""
+
 import os
 import subprocess
 import sys
@@ -32,8 +33,21 @@ def test_help_lists_every_command_and_each_has_the_shared_options():
 
 
 def test_print_config_is_the_resolved_validated_config_after_set():
-    proc = slm("stage", "sft", "--print-config", "--set", "train.lr=2e-4", "--set", "train.warmup_ratio=0.1",
-               "--set", "train.warmup_steps=0", "--set", "train.extra={adam_beta2: 0.95}", "--set", "cluster.workers=4")
+    proc = slm(
+        "stage",
+        "sft",
+        "--print-config",
+        "--set",
+        "train.lr=2e-4",
+        "--set",
+        "train.warmup_ratio=0.1",
+        "--set",
+        "train.warmup_steps=0",
+        "--set",
+        "train.extra={adam_beta2: 0.95}",
+        "--set",
+        "cluster.workers=4",
+    )
     assert proc.returncode == 0, proc.stderr
     config = yaml.safe_load(proc.stdout)
     assert config["pipeline"]["cluster"]["workers"] == 4 and list(config["stages"]) == ["sft"]
@@ -45,8 +59,16 @@ def test_print_config_is_the_resolved_validated_config_after_set():
 
 def test_dry_run_says_what_would_happen_and_touches_nothing(tmp_path):
     store = tmp_path / "store"
-    proc = slm("pipeline", "--dry-run", "--store", str(store), "--set", "sweep.limit=5",
-               "--set", "surgical.train.gradient_checkpointing=true")
+    proc = slm(
+        "pipeline",
+        "--dry-run",
+        "--store",
+        str(store),
+        "--set",
+        "sweep.limit=5",
+        "--set",
+        "surgical.train.gradient_checkpointing=true",
+    )
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
     for stage, version in zip(("pretrain", "sft", "distill", "surgical", "repair"), range(1, 6)):
@@ -60,22 +82,36 @@ def test_dry_run_says_what_would_happen_and_touches_nothing(tmp_path):
 
 
 def test_a_bad_knob_is_refused_by_the_dry_run_before_anything_starts():
-    for override, message in (("train.extra={learning_rate: 1.0}", "train.extra.learning_rate is set by the pipeline (train.lr)"),
-                              ("train.extra={not_a_field: 1}", "train.extra.not_a_field is not a TrainingArguments field"),
-                              ("train.extra={hub_strategy: sometimes}", "TrainingArguments refuses it"),
-                              ("train.optim=adamw_nonesuch", "is not an HF Trainer optimizer"),
-                              ("train.attn_implementation=fast", "attn_implementation")):
+    for override, message in (
+        ("train.extra={learning_rate: 1.0}", "train.extra.learning_rate is set by the pipeline (train.lr)"),
+        ("train.extra={not_a_field: 1}", "train.extra.not_a_field is not a TrainingArguments field"),
+        ("train.extra={hub_strategy: sometimes}", "TrainingArguments refuses it"),
+        ("train.optim=adamw_nonesuch", "is not an HF Trainer optimizer"),
+        ("train.attn_implementation=fast", "attn_implementation"),
+    ):
         proc = slm("stage", "sft", "--dry-run", "--set", override)
         assert proc.returncode == 2 and message in proc.stderr, (override, proc.stderr[-500:])
         assert "Traceback" not in proc.stderr
 
 
 def test_the_documented_script_and_module_forms_still_work(tmp_path):
-    script = subprocess.run([sys.executable, "launch/stage.py", "repair", "--dry-run", "--store", str(tmp_path / "s")],
-                            cwd=REPO_ROOT, capture_output=True, text=True, timeout=300, env=ENV)
+    script = subprocess.run(
+        [sys.executable, "launch/stage.py", "repair", "--dry-run", "--store", str(tmp_path / "s")],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=ENV,
+    )
     assert script.returncode == 0 and "[repair]" in script.stdout, script.stderr
-    module = subprocess.run([sys.executable, "-m", "slm.launch.stage", "--help"], cwd=tmp_path,
-                            capture_output=True, text=True, timeout=300, env=ENV)
+    module = subprocess.run(
+        [sys.executable, "-m", "slm.launch.stage", "--help"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=ENV,
+    )
     assert module.returncode == 0 and "--dry-run" in module.stdout, module.stderr
 
 
@@ -83,7 +119,9 @@ def test_build_data_and_evaluate_dry_runs(tmp_path):
     store = tmp_path / "store"
     built = slm("build-data", "sft", "repair", "--dry-run", "--store", str(store))
     assert built.returncode == 0, built.stderr
-    assert "build   datasets/sft (sft builder, new)" in built.stdout and "datasets/repair (repair builder" in built.stdout
+    assert (
+        "build   datasets/sft (sft builder, new)" in built.stdout and "datasets/repair (repair builder" in built.stdout
+    )
     scored = slm("evaluate", "champion:tiny-ff", "hf:org/model", "--select", "--dry-run", "--store", str(store))
     assert scored.returncode == 0, scored.stderr
     assert scored.stdout.startswith("score champion:tiny-ff, hf:org/model on MMLU (6 of 57 subjects")

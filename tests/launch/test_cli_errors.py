@@ -1,4 +1,5 @@
 """Bad input gets one clear line on stderr and exit status 2, before any Ray worker starts."""
+
 import json
 import os
 import subprocess
@@ -11,8 +12,14 @@ from slm.store import Store
 
 
 def run(*args, env=None):
-    proc = subprocess.run([sys.executable, *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
-                          env={**os.environ, **(env or {})})
+    proc = subprocess.run(
+        [sys.executable, *args],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, **(env or {})},
+    )
     return proc.returncode, proc.stderr.strip().splitlines()
 
 
@@ -29,9 +36,11 @@ def one_line(code, lines, expected):
 
 def test_unknown_stage(store):
     one_line(*run("launch/stage.py", "rlhf", "--store", str(store)), "unknown stage 'rlhf': choose one of pretrain")
-    one_line(*run("launch/stage.py", "dpo", "--store", str(store)),
-             "unknown stage 'dpo': this pipeline has pretrain, sft, distill, surgical, repair (dpo is optional: "
-             "list it in the pipeline, as stages/examples/tiny-with-experiments.yaml does)")
+    one_line(
+        *run("launch/stage.py", "dpo", "--store", str(store)),
+        "unknown stage 'dpo': this pipeline has pretrain, sft, distill, surgical, repair (dpo is optional: "
+        "list it in the pipeline, as stages/examples/tiny-with-experiments.yaml does)",
+    )
 
 
 def test_unknown_config_key(store):
@@ -44,7 +53,10 @@ def test_unknown_config_key(store):
 
 
 def test_missing_input_model(store, tmp_path):
-    one_line(*run("launch/stage.py", "repair", "--store", str(store)), "no champion promoted yet from stage 'surgical' of line 'tiny-ff'")
+    one_line(
+        *run("launch/stage.py", "repair", "--store", str(store)),
+        "no champion promoted yet from stage 'surgical' of line 'tiny-ff'",
+    )
     code, lines = run("launch/stage.py", "sft", "--store", str(store), "--set", f"model.init={tmp_path / 'gone'}")
     one_line(code, lines, f"no such directory {tmp_path / 'gone'}")
 
@@ -58,8 +70,9 @@ def test_empty_dataset(store, tiny_model_dir, tmp_path):
     # a dataset tree whose manifest declares an empty train split (e.g. written by another tool)
     empty = tmp_path / "empty"
     empty.mkdir()
-    (empty / "manifest.json").write_text(json.dumps({"builder": "x", "splits": {"train": {"rows": 0, "shards": [],
-                                                                                             "columns": []}}}))
+    (empty / "manifest.json").write_text(
+        json.dumps({"builder": "x", "splits": {"train": {"rows": 0, "shards": [], "columns": []}}})
+    )
     Store.open(str(store)).put_tree(empty, "datasets/sft")
     code, lines = run("launch/stage.py", "sft", "--store", str(store), "--set", f"model.init={tiny_model_dir(21)}")
     one_line(code, lines, "datasets/sft is empty: its train split has no rows")
@@ -74,6 +87,14 @@ def test_empty_builder_input(store, tmp_path):
 
 
 def test_pretrained_init_with_a_mismatched_architecture(store, tiny_model_dir):
-    code, lines = run("launch/stage.py", "sft", "--store", str(store), "--set", f"model.init={tiny_model_dir(22)}",
-                      "--set", "model.architecture={model_type: gpt2, n_layer: 12}")
+    code, lines = run(
+        "launch/stage.py",
+        "sft",
+        "--store",
+        str(store),
+        "--set",
+        f"model.init={tiny_model_dir(22)}",
+        "--set",
+        "model.architecture={model_type: gpt2, n_layer: 12}",
+    )
     one_line(code, lines, "architecture mismatch (n_layer: config says 12, checkpoint has 2)")

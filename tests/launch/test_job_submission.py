@@ -2,6 +2,7 @@
 entrypoint (launch/docker-entrypoint.sh) starts a token-auth Ray head on loopback, to which the
 README's `ray job submit --working-dir .` sends a real stage. Its log is what a user reads: no line
 twice, no bytecode, short. A relative local store inside the job's temporary copy is refused."""
+
 import os
 import re
 import subprocess
@@ -34,11 +35,21 @@ def ray_head(tmp_path_factory):
     if CURRENT_CLUSTER.exists():
         pytest.fail(f"a Ray cluster is already running on this machine ({CURRENT_CLUSTER}); stop it first")
     root = tmp_path_factory.mktemp("ray-job")
-    env = {**os.environ, "PATH": f"{VENV_BIN}:{os.environ['PATH']}", "SLM_CACHE": str(root / "cache"),
-           "RAY_AUTH_MODE": "token"}
+    env = {
+        **os.environ,
+        "PATH": f"{VENV_BIN}:{os.environ['PATH']}",
+        "SLM_CACHE": str(root / "cache"),
+        "RAY_AUTH_MODE": "token",
+    }
     env.pop("RAY_ADDRESS", None)
-    started = subprocess.run(["bash", "launch/docker-entrypoint.sh", "true"], cwd=REPO_ROOT, env=env,
-                             capture_output=True, text=True, timeout=300)
+    started = subprocess.run(
+        ["bash", "launch/docker-entrypoint.sh", "true"],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     try:
         assert started.returncode == 0, started.stdout[-2000:] + started.stderr[-2000:]
         yield root, env
@@ -50,18 +61,48 @@ def ray_head(tmp_path_factory):
 def submit(env, *command, submission_id=None):
     """The README's command: `ray job submit --working-dir . -- python launch/stage.py ...`."""
     submission_id = submission_id or f"test-{uuid.uuid4().hex[:8]}"
-    proc = subprocess.run(["ray", "job", "submit", "--address", "http://127.0.0.1:8265", "--submission-id",
-                           submission_id, "--working-dir", ".", "--", "python", *command],
-                          cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=900)
-    logs = subprocess.run(["ray", "job", "logs", "--address", "http://127.0.0.1:8265", submission_id],
-                          cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [
+            "ray",
+            "job",
+            "submit",
+            "--address",
+            "http://127.0.0.1:8265",
+            "--submission-id",
+            submission_id,
+            "--working-dir",
+            ".",
+            "--",
+            "python",
+            *command,
+        ],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    logs = subprocess.run(
+        ["ray", "job", "logs", "--address", "http://127.0.0.1:8265", submission_id],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     return proc, logs.stdout
 
 
 def test_the_job_api_needs_the_token(ray_head):
     _, env = ray_head
-    proc = subprocess.run(["ray", "job", "list", "--address", "http://127.0.0.1:8265"], cwd=REPO_ROOT,
-                          env={**env, "RAY_AUTH_MODE": "disabled"}, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        ["ray", "job", "list", "--address", "http://127.0.0.1:8265"],
+        cwd=REPO_ROOT,
+        env={**env, "RAY_AUTH_MODE": "disabled"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode != 0 and "auth" in (proc.stdout + proc.stderr).lower()
 
 
@@ -78,10 +119,26 @@ def test_a_relative_store_in_the_jobs_copy_is_refused(ray_head):
 def test_a_stage_submitted_as_a_job_trains_promotes_and_logs_cleanly(ray_head):
     root, env = ray_head
     store_dir = root / "store"
-    proc, logs = submit(env, "launch/stage.py", "pretrain", "--build-data", "--store", str(store_dir),
-                        "--set", "train.max_steps=6", "--set", "train.save_steps=3",
-                        "--set", "sweep.subjects=[astronomy]",
-                        "--set", "sweep.limit=4", "--set", "sweep.bench=null", "--set", "merge.enabled=false")
+    proc, logs = submit(
+        env,
+        "launch/stage.py",
+        "pretrain",
+        "--build-data",
+        "--store",
+        str(store_dir),
+        "--set",
+        "train.max_steps=6",
+        "--set",
+        "train.save_steps=3",
+        "--set",
+        "sweep.subjects=[astronomy]",
+        "--set",
+        "sweep.limit=4",
+        "--set",
+        "sweep.bench=null",
+        "--set",
+        "merge.enabled=false",
+    )
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
     latest = Store.open(str(store_dir)).read_json("champions/tiny-ff/latest.json")
     assert latest["version"] == "v1-pretrain"

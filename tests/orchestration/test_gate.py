@@ -2,6 +2,7 @@
 an SFT stage that teaches a tiny model a small bench is promoted; a stage trained on top of it with a
 far too high learning rate is not — the record, the line and the next stage's reference say so, the
 incumbent stays `latest`, and `launch/promote.py --reason` can still overrule."""
+
 import json
 import sys
 
@@ -39,9 +40,12 @@ def test_a_stage_that_helps_its_input_is_promoted_with_the_input_as_baseline(lin
 def test_pad_equal_to_eos_is_routed_and_named_in_record_checkpoint_and_card(line):
     store = line["store"]
     record = store.read_json(layout.run_record(line["taught"]["record"]["run_prefix"]))  # as stored (redacted)
-    assert record["pad"] == {"content": "<|pad|>", "id": 1, "how": "routed",
-                             "reason": "the tokenizer's pad token was its eos '<|endoftext|>'; routed to a token made "
-                                       "for padding"}
+    assert record["pad"] == {
+        "content": "<|pad|>",
+        "id": 1,
+        "how": "routed",
+        "reason": "the tokenizer's pad token was its eos '<|endoftext|>'; routed to a token made for padding",
+    }
     config = json.loads(store.read_text(f"{record['checkpoints'][-1]}/tokenizer_config.json"))
     assert config["pad_token"] == "<|pad|>" and config["eos_token"] == "<|endoftext|>"
     card = store.read_text(f"{line['taught']['champion'].key}/README.md")
@@ -59,8 +63,11 @@ def test_a_stage_that_hurts_its_input_is_not_promoted_and_the_incumbent_stays(li
     latest = store.read_json(layout.latest_pointer("gate-test"))
     assert latest["version"] == line["taught"]["champion"].version == "v1-sft"
     assert [v for _, v in layout.versions(store, "gate-test")] == ["v1-sft"]
-    with pytest.raises(UserError, match=r"no champion promoted yet from stage 'surgical'.*was not promoted: "
-                                        r"regresses vs its input model.*launch/promote.py"):
+    with pytest.raises(
+        UserError,
+        match=r"no champion promoted yet from stage 'surgical'.*was not promoted: "
+        r"regresses vs its input model.*launch/promote.py",
+    ):
         resolve_ref("champion:gate-test:surgical", store)
 
 
@@ -76,9 +83,11 @@ def test_promote_with_a_reason_overrules_the_gate_and_the_card_says_so(line, hur
     assert "checkpoint-6 was not promoted: regresses vs its input model — bench 0/12 vs 12/12" in refusal
     assert refusal.rstrip().endswith("give --reason to promote checkpoint-6 anyway")
     taught = line["taught"]["record"]["run_prefix"]
-    for bad, message in ((["--candidate", f"../../../{taught}/sweep/checkpoint-120"], "is not a candidate of"),
-                         (["--candidate", "input model"], "is not a candidate of"),
-                         ([], "is not a run key")):
+    for bad, message in (
+        (["--candidate", f"../../../{taught}/sweep/checkpoint-120"], "is not a candidate of"),
+        (["--candidate", "input model"], "is not a candidate of"),
+        ([], "is not a run key"),
+    ):
         with pytest.raises(SystemExit):
             promote([run if bad else "runs/sft/../../etc", *bad, *store_args, "--reason", "forged"])
         assert message in capsys.readouterr().err

@@ -1,8 +1,9 @@
 """Promotion only moves `latest` forward: re-promoting weights that are already a champion changes nothing."""
+
+from slm import layout
 from slm.eval.scores import Candidate
 from slm.eval.sweep import weights_digest
 from slm.orchestration.promotion import promote
-from slm import layout
 from slm.store import Store
 
 
@@ -16,7 +17,9 @@ def test_re_promoting_an_older_champion_leaves_latest_on_the_newer_one(tmp_path,
         return Candidate(name="checkpoint-10", key=key, kind="checkpoint", weights_digest=weights_digest(store, key))
 
     def promote_run(run: str):
-        return promote(store, "l", candidate(run), {"stage": "sft", "run_id": run}, lambda info: f"card {info['version']}\n")
+        return promote(
+            store, "l", candidate(run), {"stage": "sft", "run_id": run}, lambda info: f"card {info['version']}\n"
+        )
 
     assert promote_run("a").version == "v1-sft"
     assert promote_run("b").version == "v2-sft"
@@ -30,9 +33,9 @@ def test_re_promoting_an_older_champion_leaves_latest_on_the_newer_one(tmp_path,
 def test_rollback_is_explicit_recorded_and_not_undone_by_a_re_promotion(tmp_path, tiny_model_dir):
     import pytest
 
+    from slm.errors import UserError
     from slm.orchestration.card import _rollbacks
     from slm.orchestration.promotion import rollback
-    from slm.errors import UserError
 
     store = Store.open(str(tmp_path / "store"))
     for name, seed in (("a", 31), ("b", 32), ("c", 33)):
@@ -52,7 +55,7 @@ def test_rollback_is_explicit_recorded_and_not_undone_by_a_re_promotion(tmp_path
         rollback(store, "l", "v2-sft", "x")
     pointer = rollback(store, "l", "v1-sft", "v2 answers in French")
     latest = store.read_json(layout.latest_pointer("l"))
-    assert latest["version"] == "v1-sft" and latest["rollback"]["from"] == "v2-sft" == pointer.rollback["from"]
+    assert latest["version"] == "v1-sft" and latest["rollback"]["from"] == "v2-sft" == pointer.rollback.from_
     assert "| v2-sft | v1-sft |" in _rollbacks(store, "l") and "v2 answers in French" in _rollbacks(store, "l")
     promote_run("b")  # a pipeline re-run re-promoting v2's weights does not undo the rollback
     assert store.read_json(layout.latest_pointer("l"))["version"] == "v1-sft"

@@ -1,4 +1,5 @@
 """Run bookkeeping that needs no training: a rerun on another worker count, and what experiments record."""
+
 import pytest
 
 from slm.errors import UserError
@@ -7,9 +8,17 @@ from slm.store import COMPLETE, Store
 
 def unfinished_run(store, run_id, workers, identity="abc", checkpoint=True):
     prefix = f"runs/pretrain/{run_id}"
-    store.write_json(f"{prefix}/record.json", {"run_id": run_id, "run_prefix": prefix, "status": "running",
-                                               "resume_identity": identity, "cluster": {"workers": workers},
-                                               "deepspeed": {"zero_stage": 2}})
+    store.write_json(
+        f"{prefix}/record.json",
+        {
+            "run_id": run_id,
+            "run_prefix": prefix,
+            "status": "running",
+            "resume_identity": identity,
+            "cluster": {"workers": workers},
+            "deepspeed": {"zero_stage": 2},
+        },
+    )
     if checkpoint:
         store.write_json(f"{prefix}/checkpoints/checkpoint-30/trainer_state.json", {})
         store.write_json(f"{prefix}/checkpoints/checkpoint-30/{COMPLETE}", {"files": {}})
@@ -20,8 +29,11 @@ def test_rerun_on_another_worker_count_is_refused_with_what_to_do(tmp_path):
 
     store = Store.open(str(tmp_path))
     unfinished_run(store, "pretrain-aaaa", workers=2)
-    with pytest.raises(UserError, match=r"run pretrain-aaaa of this config stopped at checkpoint-30 on 2 workers; "
-                                        r"resuming it on 4 is not supported \(ZeRO-2 .* --set cluster.workers=2"):
+    with pytest.raises(
+        UserError,
+        match=r"run pretrain-aaaa of this config stopped at checkpoint-30 on 2 workers; "
+        r"resuming it on 4 is not supported \(ZeRO-2 .* --set cluster.workers=2",
+    ):
         refuse_other_world_size(store, "pretrain", "abc", workers=4)
     refuse_other_world_size(store, "pretrain", "abc", workers=2)  # same count: it is simply resumed
     refuse_other_world_size(store, "pretrain", "other-config", workers=4)
@@ -37,10 +49,17 @@ def test_runs_without_a_complete_checkpoint_or_finished_do_not_block(tmp_path):
 
 def scores(acc, n=400):
     items = [1] * int(acc * n) + [0] * (n - int(acc * n))
-    return {"mmlu": {"acc": acc, "se": (acc * (1 - acc) / n) ** 0.5, "n": n,
-                     "domains": {"stem": {"acc": acc, "se": 0.02, "n": n}},
-                     "subjects": {"astronomy": {"acc": acc, "se": 0.02, "n": n, "domain": "stem"}},
-                     "items": {"astronomy": items}}, "bench": None}
+    return {
+        "mmlu": {
+            "acc": acc,
+            "se": (acc * (1 - acc) / n) ** 0.5,
+            "n": n,
+            "domains": {"stem": {"acc": acc, "se": 0.02, "n": n}},
+            "subjects": {"astronomy": {"acc": acc, "se": 0.02, "n": n, "domain": "stem"}},
+            "items": {"astronomy": items},
+        },
+        "bench": None,
+    }
 
 
 def test_an_experiment_is_accepted_only_when_it_beats_the_incumbent():
@@ -48,13 +67,24 @@ def test_an_experiment_is_accepted_only_when_it_beats_the_incumbent():
     from slm.orchestration.sweeping import judge_experiment
 
     policy = SelectionPolicy(margin=0.005)
-    incumbent = {"name": "incumbent (x@v3-sft)", "key": "champions/x/v3-sft", "kind": "incumbent", "scores": scores(0.30)}
-    worse = judge_experiment({"name": "checkpoint-40", "key": "k", "kind": "checkpoint", "scores": scores(0.25)}, incumbent, policy)
+    incumbent = {
+        "name": "incumbent (x@v3-sft)",
+        "key": "champions/x/v3-sft",
+        "kind": "incumbent",
+        "scores": scores(0.30),
+    }
+    worse = judge_experiment(
+        {"name": "checkpoint-40", "key": "k", "kind": "checkpoint", "scores": scores(0.25)}, incumbent, policy
+    )
     assert worse["status"] == "rejected" and "the incumbent incumbent (x@v3-sft) stays" in worse["reason"]
     assert worse["mmlu"] == {"candidate": 0.25, "incumbent": 0.30}
-    better = judge_experiment({"name": "checkpoint-40", "key": "k", "kind": "checkpoint", "scores": scores(0.40)}, incumbent, policy)
+    better = judge_experiment(
+        {"name": "checkpoint-40", "key": "k", "kind": "checkpoint", "scores": scores(0.40)}, incumbent, policy
+    )
     assert better["status"] == "accepted" and "best MMLU" in better["reason"]
-    tie = judge_experiment({"name": "checkpoint-40", "key": "k", "kind": "checkpoint", "scores": scores(0.30)}, incumbent, policy)
+    tie = judge_experiment(
+        {"name": "checkpoint-40", "key": "k", "kind": "checkpoint", "scores": scores(0.30)}, incumbent, policy
+    )
     assert tie["status"] == "rejected" and "an experiment must beat it" in tie["reason"]
 
 
@@ -71,11 +101,13 @@ def sft_plan(tmp_path_factory, tiny_model_dir):
 
 
 def run_id_of(sft_plan, **overrides):
-    from slm.orchestration.training import plan_run
     from slm.config import StageConfig, deep_merge, load_yaml_config
+    from slm.orchestration.training import plan_run
 
     pipeline, store, start, _ = sft_plan
-    cfg = load_yaml_config("stages/configs/sft.yaml", StageConfig, deep_merge({"model": {"init": str(start)}}, overrides))
+    cfg = load_yaml_config(
+        "stages/configs/sft.yaml", StageConfig, deep_merge({"model": {"init": str(start)}}, overrides)
+    )
     return plan_run(pipeline, cfg, store)[1]
 
 
@@ -121,8 +153,10 @@ def test_the_input_model_is_a_candidate_for_every_kind_of_init():
     champion = {"line": "l", "version": "v2-sft", "key": "champions/l/v2-sft"}
     cases = {
         "scratch": ({"spec": "scratch"}, None),
-        "champion": ({"spec": "champion:l", "store": here, "key": "champions/l/v2-sft", "champion": champion},
-                     ("input model (l@v2-sft)", "champions/l/v2-sft", None)),
+        "champion": (
+            {"spec": "champion:l", "store": here, "key": "champions/l/v2-sft", "champion": champion},
+            ("input model (l@v2-sft)", "champions/l/v2-sft", None),
+        ),
         "store": ({"spec": "store:models/m", "store": here, "key": "models/m"}, ("input model", "models/m", None)),
         "s3": ({"spec": "s3://b/m", "store": "s3://b/m", "key": ""}, ("input model", None, "s3://b/m")),
         "local": ({"spec": "models/smollm2", "local": "/abs/models/smollm2"}, ("input model", None, "models/smollm2")),

@@ -1,4 +1,5 @@
 """Assistant-only labels, and the tokenizer checks chat stages rely on."""
+
 import pytest
 from transformers import AutoTokenizer
 
@@ -16,8 +17,11 @@ def labelled_text(tok, enc):
 
 
 def test_loss_only_on_assistant_tokens(tok):
-    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Capital of France?"},
-                {"role": "assistant", "content": "Paris."}]
+    messages = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Capital of France?"},
+        {"role": "assistant", "content": "Paris."},
+    ]
     enc = encode_chat(tok, messages, max_length=256)
     assert len(enc["input_ids"]) == len(enc["labels"])
     assert labelled_text(tok, enc) == "Paris.<|endoftext|>\n"
@@ -26,8 +30,12 @@ def test_loss_only_on_assistant_tokens(tok):
 
 
 def test_multi_turn_labels_every_assistant_turn_and_truncates(tok):
-    messages = [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4"},
-                {"role": "user", "content": "3+3?"}, {"role": "assistant", "content": "6"}]
+    messages = [
+        {"role": "user", "content": "2+2?"},
+        {"role": "assistant", "content": "4"},
+        {"role": "user", "content": "3+3?"},
+        {"role": "assistant", "content": "6"},
+    ]
     enc = encode_chat(tok, messages, max_length=256)
     assert labelled_text(tok, enc) == "4<|endoftext|>\n6<|endoftext|>\n"
     short = encode_chat(tok, messages, max_length=5)

@@ -1,11 +1,11 @@
 """Every config in the repo loads; bad configs fail with one line naming the file and the key."""
+
 from pathlib import Path
 
 import pytest
 
 from slm import REPO_ROOT, STAGE_ORDER
-from slm.config import (BuilderConfig, PipelineConfig, StageConfig, deep_merge, load_yaml_config,
-                        parse_overrides)
+from slm.config import BuilderConfig, PipelineConfig, StageConfig, deep_merge, load_yaml_config, parse_overrides
 from slm.errors import UserError
 
 STAGE_CONFIGS = sorted((REPO_ROOT / "stages" / "configs").glob("*.yaml"))
@@ -56,11 +56,16 @@ def test_unknown_key_is_named_with_file(tmp_path):
 
 
 def test_missing_key_and_bad_value_are_named(tmp_path):
-    path = write(tmp_path, "stage: sft\nobjective: chat_sft\nmodel: {init: x}\ndata: {dataset: d}\n"
-                           "train: {lr: -1, save_steps: 5, micro_batch: 2}\n")
+    path = write(
+        tmp_path,
+        "stage: sft\nobjective: chat_sft\nmodel: {init: x}\ndata: {dataset: d}\n"
+        "train: {lr: -1, save_steps: 5, micro_batch: 2}\n",
+    )
     with pytest.raises(UserError, match=r"train\.lr: Input should be greater than 0"):
         load_yaml_config(path, StageConfig)
-    path = write(tmp_path, "stage: sft\nobjective: chat_sft\nmodel: {init: x}\ntrain: {lr: 1, save_steps: 5, micro_batch: 2}\n")
+    path = write(
+        tmp_path, "stage: sft\nobjective: chat_sft\nmodel: {init: x}\ntrain: {lr: 1, save_steps: 5, micro_batch: 2}\n"
+    )
     with pytest.raises(UserError, match="missing key 'data'"):
         load_yaml_config(path, StageConfig)
 
@@ -70,8 +75,9 @@ def test_objective_must_fit_stage_and_scratch_needs_architecture(tmp_path):
     with pytest.raises(UserError, match="trains with objective 'chat_sft'"):
         load_yaml_config(write(tmp_path, "stage: sft\nobjective: causal_lm\nmodel: {init: x}\n" + base), StageConfig)
     with pytest.raises(UserError, match="init: scratch needs both"):
-        load_yaml_config(write(tmp_path, "stage: pretrain\nobjective: causal_lm\nmodel: {init: scratch}\n" + base),
-                         StageConfig)
+        load_yaml_config(
+            write(tmp_path, "stage: pretrain\nobjective: causal_lm\nmodel: {init: scratch}\n" + base), StageConfig
+        )
 
 
 def test_pipeline_rejects_out_of_order_stages_and_unknown_stage(tmp_path):
@@ -85,7 +91,10 @@ def test_pipeline_rejects_out_of_order_stages_and_unknown_stage(tmp_path):
 
 def test_overrides_parse_and_merge():
     assert parse_overrides(["train.lr=1e-4", "data.max_length=64", "model.init=champion:x"]) == {
-        "train": {"lr": 1e-4}, "data": {"max_length": 64}, "model": {"init": "champion:x"}}
+        "train": {"lr": 1e-4},
+        "data": {"max_length": 64},
+        "model": {"init": "champion:x"},
+    }
     assert deep_merge({"a": {"b": 1, "c": 2}}, {"a": {"b": 3}}) == {"a": {"b": 3, "c": 2}}
     with pytest.raises(UserError, match="key.path=value"):
         parse_overrides(["nonsense"])
@@ -103,16 +112,25 @@ def test_method_options_only_where_they_apply(tmp_path):
     with pytest.raises(UserError, match="kl_anchor and lora are options of the fine-tuning stages"):
         load_yaml_config(write(tmp_path, "stage: pretrain\nobjective: causal_lm\nlora: {r: 4}\n" + base), StageConfig)
     with pytest.raises(UserError, match="logit_distill is an option of the distill stage"):
-        load_yaml_config(write(tmp_path, "stage: sft\nobjective: chat_sft\nlogit_distill: {teacher: t}\n" + base),
-                         StageConfig)
+        load_yaml_config(
+            write(tmp_path, "stage: sft\nobjective: chat_sft\nlogit_distill: {teacher: t}\n" + base), StageConfig
+        )
     with pytest.raises(UserError, match="kl_anchor.coef"):
-        load_yaml_config(write(tmp_path, "stage: sft\nobjective: chat_sft\nkl_anchor: {coef: -1}\n" + base), StageConfig)
+        load_yaml_config(
+            write(tmp_path, "stage: sft\nobjective: chat_sft\nkl_anchor: {coef: -1}\n" + base), StageConfig
+        )
     with pytest.raises(UserError, match="unknown key 'lora.rank'"):
         load_yaml_config(write(tmp_path, "stage: sft\nobjective: chat_sft\nlora: {rank: 4}\n" + base), StageConfig)
     with pytest.raises(UserError, match="dpo is already anchored"):
         load_yaml_config(write(tmp_path, "stage: dpo\nobjective: dpo\nkl_anchor: {coef: 1}\n" + base), StageConfig)
-    cfg = load_yaml_config(write(tmp_path, "stage: repair\nobjective: chat_sft\nkl_anchor: {coef: 0.03, start_step: 200, "
-                                           "warmup_steps: 300, last_k_tokens: 128}\nlora: {r: 8}\n" + base), StageConfig)
+    cfg = load_yaml_config(
+        write(
+            tmp_path,
+            "stage: repair\nobjective: chat_sft\nkl_anchor: {coef: 0.03, start_step: 200, "
+            "warmup_steps: 300, last_k_tokens: 128}\nlora: {r: 8}\n" + base,
+        ),
+        StageConfig,
+    )
     assert cfg.kl_anchor.last_k_tokens == 128 and cfg.lora.target_modules == "all-linear"
 
 
@@ -125,8 +143,11 @@ def test_an_optional_feature_without_its_package_names_the_extra(monkeypatch):
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "trl" else real(name, *a))
-    with pytest.raises(UserError, match=r"the dpo stage needs the trl package, which is not installed: "
-                                        r"pip install 'slm-pipeline\[dpo\]'"):
+    with pytest.raises(
+        UserError,
+        match=r"the dpo stage needs the trl package, which is not installed: "
+        r"pip install 'slm-pipeline\[dpo\]'",
+    ):
         require_extra("trl", "dpo", "the dpo stage")
     require_extra("peft", "lora", "lora")  # installed here: no error
 

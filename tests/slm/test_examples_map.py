@@ -1,5 +1,6 @@
 """Examples are tokenized once per node into an Arrow cache; in parallel processes for big splits,
 with the same examples as one process makes."""
+
 import json
 
 import yaml
@@ -16,11 +17,24 @@ def test_parallel_tokenization_makes_the_same_examples(tmp_path, tiny_tokenizer,
     from slm.examples import supervised_chat
 
     rows = tmp_path / "rows.jsonl"
-    rows.write_text("".join(json.dumps({"prompt": f"Question {i}: how many {i % 7} apples?", "response": f"{i} apples."})
-                            + "\n" for i in range(3000)))
+    rows.write_text(
+        "".join(
+            json.dumps({"prompt": f"Question {i}: how many {i % 7} apples?", "response": f"{i} apples."}) + "\n"
+            for i in range(3000)
+        )
+    )
     config = tmp_path / "b.yaml"
-    config.write_text(yaml.safe_dump({"builder": "sft", "inputs": [{"path": str(rows)}], "output": "datasets/sft",
-                                      "num_shards": 3, "hygiene": {"near_dedup": False}}))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "builder": "sft",
+                "inputs": [{"path": str(rows)}],
+                "output": "datasets/sft",
+                "num_shards": 3,
+                "hygiene": {"near_dedup": False},
+            }
+        )
+    )
     store = Store.open(str(tmp_path / "store"))
     run_builder(str(config), store)
     tokenizer = AutoTokenizer.from_pretrained(tiny_tokenizer)

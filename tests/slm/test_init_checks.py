@@ -1,12 +1,19 @@
 """Starting weights: mismatches fail with the fields named; suspicious numbers become warnings."""
+
 import math
 
 import pytest
 from transformers import AutoModelForCausalLM, GPT2Config
 
 from slm.errors import UserError
-from slm.init_checks import (check_architecture, check_tied, check_vocab, count_parameters, init_loss_warning,
-                             tokens_per_parameter_warning)
+from slm.init_checks import (
+    check_architecture,
+    check_tied,
+    check_vocab,
+    count_parameters,
+    init_loss_warning,
+    tokens_per_parameter_warning,
+)
 
 
 def test_architecture_mismatch_names_every_field():
@@ -42,7 +49,11 @@ def test_init_loss_near_random_is_a_warning():
 
 def test_tokens_per_parameter():
     params = count_parameters(GPT2Config(n_layer=2, n_embd=64, n_head=2, vocab_size=768))
-    assert params == sum(p.numel() for p in AutoModelForCausalLM.from_config(
-        GPT2Config(n_layer=2, n_embd=64, n_head=2, vocab_size=768)).parameters())
+    assert params == sum(
+        p.numel()
+        for p in AutoModelForCausalLM.from_config(
+            GPT2Config(n_layer=2, n_embd=64, n_head=2, vocab_size=768)
+        ).parameters()
+    )
     assert "far below the ~20" in tokens_per_parameter_warning(10_000, params)
     assert tokens_per_parameter_warning(20 * params, params) is None

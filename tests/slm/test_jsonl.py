@@ -1,15 +1,19 @@
 """JSONL inputs (builder inputs, benches): every malformed file is one line naming the file and line."""
+
 import pytest
 
 from slm.errors import UserError
 from slm.jsonl import read_objects
 
 
-@pytest.mark.parametrize("content, message", [
-    (b'{"a": 1}\n{"b": "caf\xe9"}\n', r"in.jsonl:2: not UTF-8 text \(byte 0xe9 at offset 19\)"),
-    (b'{"a": 1}\n{oops}\n', r"in.jsonl:2: not valid JSON"),
-    (b'[1, 2]\n', r"in.jsonl:1: expected a JSON object"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b'{"a": 1}\n{"b": "caf\xe9"}\n', r"in.jsonl:2: not UTF-8 text \(byte 0xe9 at offset 19\)"),
+        (b'{"a": 1}\n{oops}\n', r"in.jsonl:2: not valid JSON"),
+        (b"[1, 2]\n", r"in.jsonl:1: expected a JSON object"),
+    ],
+)
 def test_malformed_lines_are_named(tmp_path, content, message):
     path = tmp_path / "in.jsonl"
     path.write_bytes(content)

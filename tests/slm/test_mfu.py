@@ -1,4 +1,5 @@
 """MFU arithmetic and the GPU peak lookup."""
+
 import pytest
 
 from slm.mfu import flops_per_token, mfu, peak_tflops

@@ -1,4 +1,5 @@
 """Model references resolve or fail with one line naming what is missing; nothing falls back silently."""
+
 import os
 import shutil
 
@@ -49,7 +50,9 @@ def test_store_and_champion_refs(tiny_model_dir, tmp_path):
 def test_hub_reference_offline_is_one_clear_line():
     assert os.environ.get("HF_HUB_OFFLINE") == "1"
     ref = resolve_ref("hf:Qwen/Qwen2.5-0.5B", Store.open("/tmp"))
-    with pytest.raises(UserError, match="cannot fetch hf:Qwen/Qwen2.5-0.5B from the Hugging Face hub \\(HF_HUB_OFFLINE"):
+    with pytest.raises(
+        UserError, match="cannot fetch hf:Qwen/Qwen2.5-0.5B from the Hugging Face hub \\(HF_HUB_OFFLINE"
+    ):
         materialize(ref)
 
 
@@ -57,8 +60,18 @@ def test_scratch_architecture_rejects_unknown_keys_and_short_context(tiny_tokeni
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(tiny_tokenizer)
-    config = scratch_config({"model_type": "llama", "hidden_size": 64, "num_hidden_layers": 2,
-                             "num_attention_heads": 2, "num_key_value_heads": 1, "intermediate_size": 128}, tok, 128)
+    config = scratch_config(
+        {
+            "model_type": "llama",
+            "hidden_size": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "num_key_value_heads": 1,
+            "intermediate_size": 128,
+        },
+        tok,
+        128,
+    )
     assert config.vocab_size == len(tok) and config.pad_token_id == tok.pad_token_id
     with pytest.raises(UserError, match="unknown key\\(s\\) for gpt2: n_layers"):
         scratch_config({"model_type": "gpt2", "n_layers": 2}, tok, 128)

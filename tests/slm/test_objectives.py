@@ -1,4 +1,5 @@
 """The KL terms' pure parts: schedule, token selection, and the divergence itself."""
+
 import math
 
 import torch
@@ -14,8 +15,7 @@ def test_weight_is_off_before_start_then_ramps_to_coef():
 
 
 def test_only_supervised_tokens_and_at_most_the_last_k_of_each_row():
-    labels = torch.tensor([[-100, -100, 5, 6, 7, 8, -100],
-                           [-100, 4, -100, 9, -100, -100, -100]])
+    labels = torch.tensor([[-100, -100, 5, 6, 7, 8, -100], [-100, 4, -100, 9, -100, -100, -100]])
     every = supervised_positions(labels, None)
     assert every.tolist() == [[False, True, True, True, True, False], [True, False, True, False, False, False]]
     last_two = supervised_positions(labels, 2)

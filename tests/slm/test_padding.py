@@ -1,6 +1,7 @@
 """Pad routing on the tokenizer shapes real models ship: SmolLM2 (pad == eos), Llama-3 (no pad, reserved
 tokens), Llama-3.1 (a pad token made for it), Mistral (no pad, unk), Qwen2 (distinct pad: untouched),
 GPT-2 (one token for everything: a new pad, embeddings grown and still tied)."""
+
 import pytest
 import torch
 from tokenizers import Tokenizer, models, pre_tokenizers
@@ -25,15 +26,26 @@ def tokenizer_with(specials: list[str], **roles) -> PreTrainedTokenizerFast:
 
 
 def smollm2_like():
-    return tokenizer_with(["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<repo_name>"],
-                          bos_token="<|im_start|>", eos_token="<|im_end|>", pad_token="<|im_end|>",
-                          unk_token="<|endoftext|>")
+    return tokenizer_with(
+        ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<repo_name>"],
+        bos_token="<|im_start|>",
+        eos_token="<|im_end|>",
+        pad_token="<|im_end|>",
+        unk_token="<|endoftext|>",
+    )
 
 
 def llama3_like(with_pad_token: bool = False):
-    specials = ["<|begin_of_text|>", "<|end_of_text|>", "<|reserved_special_token_0|>",
-                "<|reserved_special_token_1|>", "<|start_header_id|>", "<|end_header_id|>",
-                "<|reserved_special_token_2|>", "<|eot_id|>"]
+    specials = [
+        "<|begin_of_text|>",
+        "<|end_of_text|>",
+        "<|reserved_special_token_0|>",
+        "<|reserved_special_token_1|>",
+        "<|start_header_id|>",
+        "<|end_header_id|>",
+        "<|reserved_special_token_2|>",
+        "<|eot_id|>",
+    ]
     if with_pad_token:
         specials[2] = "<|finetune_right_pad_id|>"
     return tokenizer_with(specials, bos_token="<|begin_of_text|>", eos_token="<|eot_id|>")
@@ -42,8 +54,12 @@ def llama3_like(with_pad_token: bool = False):
 def test_smollm2_pad_equal_to_eos_is_routed_to_its_document_end_token():
     tok = smollm2_like()
     plan = plan_pad(tok, "surgical model smollm2")
-    assert plan == {"content": "<|endoftext|>", "id": 0, "how": "routed",
-                    "reason": "the tokenizer's pad token was its eos '<|im_end|>'; routed to the unk token"}
+    assert plan == {
+        "content": "<|endoftext|>",
+        "id": 0,
+        "how": "routed",
+        "reason": "the tokenizer's pad token was its eos '<|im_end|>'; routed to the unk token",
+    }
     apply_pad(tok, plan)
     assert tok.pad_token_id == 0 and tok.eos_token == "<|im_end|>" and tok.eos_token_id == 2
 
@@ -63,8 +79,9 @@ def test_mistral_without_pad_is_routed_to_unk():
 
 
 def test_qwen2_distinct_pad_is_kept_untouched():
-    tok = tokenizer_with(["<|endoftext|>", "<|im_start|>", "<|im_end|>"], eos_token="<|im_end|>",
-                         pad_token="<|endoftext|>")
+    tok = tokenizer_with(
+        ["<|endoftext|>", "<|im_start|>", "<|im_end|>"], eos_token="<|im_end|>", pad_token="<|endoftext|>"
+    )
     plan = plan_pad(tok, "x")
     assert plan["how"] == "kept" and plan["content"] == "<|endoftext|>"
     before = len(tok)
@@ -73,8 +90,9 @@ def test_qwen2_distinct_pad_is_kept_untouched():
 
 
 def test_gpt2_single_special_token_gets_a_new_pad_and_tied_embeddings_grow():
-    tok = tokenizer_with(["<|endoftext|>"], bos_token="<|endoftext|>", eos_token="<|endoftext|>",
-                         unk_token="<|endoftext|>")
+    tok = tokenizer_with(
+        ["<|endoftext|>"], bos_token="<|endoftext|>", eos_token="<|endoftext|>", unk_token="<|endoftext|>"
+    )
     plan = plan_pad(tok, "x")
     assert (plan["content"], plan["how"], plan["id"]) == ("<|pad|>", "added", len(tok))
     torch.manual_seed(0)
@@ -97,8 +115,9 @@ def test_embeddings_with_spare_rows_are_never_shrunk():
 
 def test_a_tokenizer_changed_under_the_run_is_named():
     plan = plan_pad(smollm2_like(), "x")
-    other = tokenizer_with(["<|im_start|>", "<|endoftext|>", "<|im_end|>"], eos_token="<|im_end|>",
-                           unk_token="<|endoftext|>")
+    other = tokenizer_with(
+        ["<|im_start|>", "<|endoftext|>", "<|im_end|>"], eos_token="<|im_end|>", unk_token="<|endoftext|>"
+    )
     with pytest.raises(UserError, match="has id 1 here but 0 when the run was planned"):
         apply_pad(other, plan)
 

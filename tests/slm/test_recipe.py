@@ -1,4 +1,5 @@
 """Checks a stage makes in the driver before any worker starts."""
+
 import importlib.util
 
 import pytest
@@ -16,11 +17,17 @@ def ctx(tmp_path):
 
 
 def test_kl_anchor_on_zero3_is_refused(ctx):
-    cfg = load_yaml_config("stages/configs/sft.yaml", StageConfig,
-                           {"kl_anchor": {"coef": 0.1}, "deepspeed": "ds_configs/zero3.json"})
+    cfg = load_yaml_config(
+        "stages/configs/sft.yaml", StageConfig, {"kl_anchor": {"coef": 0.1}, "deepspeed": "ds_configs/zero3.json"}
+    )
     with pytest.raises(UserError, match="ZeRO-3 .* would partition; use a ZeRO-2 config"):
         ctx.job(cfg, "stages.finetune", None, {})
-    assert ctx.job(cfg.model_copy(update={"deepspeed": "ds_configs/zero2.json"}), "stages.finetune", None, {}).kl_anchor["coef"] == 0.1
+    assert (
+        ctx.job(cfg.model_copy(update={"deepspeed": "ds_configs/zero2.json"}), "stages.finetune", None, {}).kl_anchor[
+            "coef"
+        ]
+        == 0.1
+    )
 
 
 def test_wandb_follows_the_api_key(ctx, monkeypatch):

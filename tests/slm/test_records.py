@@ -2,8 +2,14 @@ from slm.records import redact, versions
 
 
 def test_secrets_never_reach_records():
-    record = {"hf_token": "abc", "aws_secret_access_key": "s", "nested": [{"api_key": "k"}],
-              "store": "s3://user:pass@host/bucket", "tokens_per_s": 10.0, "tokenizer": {"spec": "x"}}
+    record = {
+        "hf_token": "abc",
+        "aws_secret_access_key": "s",
+        "nested": [{"api_key": "k"}],
+        "store": "s3://user:pass@host/bucket",
+        "tokens_per_s": 10.0,
+        "tokenizer": {"spec": "x"},
+    }
     out = redact(record)
     assert out["hf_token"] == out["aws_secret_access_key"] == out["nested"][0]["api_key"] == "<redacted>"
     assert out["store"] == "s3://<redacted>@host/bucket"

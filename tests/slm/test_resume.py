@@ -7,6 +7,7 @@ final loss within 1%, the same weights, the same MMLU-subset answers.
 Storage hygiene runs all along (keep_optimizer_states=1): a checkpoint's DeepSpeed optimizer state is
 pruned once a newer checkpoint is complete, so every resume above starts from the one checkpoint that
 kept it; a finished run keeps it only in its last checkpoint, and the store shrinks by the rest."""
+
 import os
 import signal
 import subprocess
@@ -22,17 +23,35 @@ from slm import REPO_ROOT
 from slm.store import Store
 
 pytestmark = pytest.mark.slow
-OVERRIDES = ["--set", "model.architecture={model_type: gpt2, n_layer: 2, n_embd: 64, n_head: 2, n_positions: 256}",
-             "--set", "train.max_steps=120", "--set", "train.save_steps=30", "--set", "data.eval_split=null"]
+OVERRIDES = [
+    "--set",
+    "model.architecture={model_type: gpt2, n_layer: 2, n_embd: 64, n_head: 2, n_positions: 256}",
+    "--set",
+    "train.max_steps=120",
+    "--set",
+    "train.save_steps=30",
+    "--set",
+    "data.eval_split=null",
+]
 
 
 def start_stage(store, tmp_path):
     env = {**os.environ, "SLM_CACHE": str(tmp_path / f"cache-{store.name}")}
-    subprocess.run([sys.executable, "launch/build_data.py", "pretrain", "--store", str(store)], cwd=REPO_ROOT,
-                   check=True, capture_output=True, env=env)
-    return subprocess.Popen([sys.executable, "launch/stage.py", "pretrain", "--train-only", "--store", str(store),
-                             *OVERRIDES], cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
+    subprocess.run(
+        [sys.executable, "launch/build_data.py", "pretrain", "--store", str(store)],
+        cwd=REPO_ROOT,
+        check=True,
+        capture_output=True,
+        env=env,
+    )
+    return subprocess.Popen(
+        [sys.executable, "launch/stage.py", "pretrain", "--train-only", "--store", str(store), *OVERRIDES],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def train_workers():

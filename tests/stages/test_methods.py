@@ -1,6 +1,7 @@
 """The training methods users reach for, each run for real (Ray Train, DeepSpeed ZeRO-2, 2 workers) on a
 tiny model: plain SFT, SFT with a KL anchor, LoRA SFT merged into full weights, logit distillation,
 and DPO (TRL) run as an experiment judged against its incumbent."""
+
 import csv
 import os
 
@@ -30,8 +31,14 @@ def lab(tmp_path_factory, tiny_model_dir):
     pipeline, store = open_pipeline("stages/pipeline.yaml", str(root / "store"))
     evals = eval_index(pipeline)
     build_data(pipeline.stage("sft").builders, store, evals)
-    yield {"pipeline": pipeline, "store": store, "root": root, "start": tiny_model_dir(seed=1), "runs": {},
-           "evals": evals}
+    yield {
+        "pipeline": pipeline,
+        "store": store,
+        "root": root,
+        "start": tiny_model_dir(seed=1),
+        "runs": {},
+        "evals": evals,
+    }
     ray.shutdown()
     if old_cache is None:
         os.environ.pop("SLM_CACHE")
@@ -58,9 +65,11 @@ def batch(lab, dataset="datasets/sft", rows=24):
     encoded = [encode_chat(tokenizer, m, 128) for m in messages]
     width = max(len(e["input_ids"]) for e in encoded)
     pad = lambda seq, value: seq + [value] * (width - len(seq))  # noqa: E731
-    return (torch.tensor([pad(e["input_ids"], tokenizer.pad_token_id) for e in encoded]),
-            torch.tensor([pad([1] * len(e["input_ids"]), 0) for e in encoded]),
-            torch.tensor([pad(e["labels"], -100) for e in encoded]))
+    return (
+        torch.tensor([pad(e["input_ids"], tokenizer.pad_token_id) for e in encoded]),
+        torch.tensor([pad([1] * len(e["input_ids"]), 0) for e in encoded]),
+        torch.tensor([pad(e["labels"], -100) for e in encoded]),
+    )
 
 
 @torch.no_grad()
@@ -111,7 +120,11 @@ def test_lora_trains_an_adapter_and_checkpoints_hold_the_merged_model(lab):
 
     ids, mask, _ = batch(lab, rows=4)
     merged = load_model(final)(input_ids=ids, attention_mask=mask).logits
-    with_adapter = PeftModel.from_pretrained(load_model(lab["start"]), final / "adapter").eval()(input_ids=ids, attention_mask=mask).logits
+    with_adapter = (
+        PeftModel.from_pretrained(load_model(lab["start"]), final / "adapter")
+        .eval()(input_ids=ids, attention_mask=mask)
+        .logits
+    )
     start = load_model(lab["start"])(input_ids=ids, attention_mask=mask).logits
     assert torch.allclose(merged, with_adapter, atol=1e-4), "merged weights must equal base + adapter"
     assert not torch.allclose(merged, start, atol=1e-3), "the adapter was trained"
@@ -128,8 +141,9 @@ def test_logit_distillation_pulls_the_student_towards_the_teacher(lab, tmp_path)
     config.write_text(yaml.safe_dump(builder))
     build_data([str(config)], lab["store"], lab["evals"])
 
-    record = train(lab, "logits", stage="distill",
-                   logit_distill={"teacher": str(teacher), "temperature": 2.0, "alpha": 0.7})
+    record = train(
+        lab, "logits", stage="distill", logit_distill={"teacher": str(teacher), "temperature": 2.0, "alpha": 0.7}
+    )
     assert record["logit_distill_teacher"]["local"] == str(teacher)
     rows = [r for r in train_log(lab, record) if r["loss"]]
     assert all(r["distill_kl"] != "" for r in rows)
@@ -141,19 +155,29 @@ def test_logit_distillation_pulls_the_student_towards_the_teacher(lab, tmp_path)
 
 
 def test_dpo_as_an_experiment_is_judged_against_the_incumbent_and_kept_on_record(lab):
-    from slm.orchestration.card import _experiments
     from slm.config import StageRef
+    from slm.orchestration.card import _experiments
 
     pipeline = lab["pipeline"]
-    pipeline = pipeline.model_copy(update={
-        "stages": [*pipeline.stages[:2], StageRef(name="dpo", config="stages/configs/dpo.yaml",
-                                                  builders=["data_builders/configs/dpo.yaml"])],
-        "sweep": pipeline.sweep.model_copy(update={"subjects": ["astronomy", "marketing"], "limit": 10, "bench": None}),
-        "merge": pipeline.merge.model_copy(update={"enabled": False})})
+    pipeline = pipeline.model_copy(
+        update={
+            "stages": [
+                *pipeline.stages[:2],
+                StageRef(name="dpo", config="stages/configs/dpo.yaml", builders=["data_builders/configs/dpo.yaml"]),
+            ],
+            "sweep": pipeline.sweep.model_copy(
+                update={"subjects": ["astronomy", "marketing"], "limit": 10, "bench": None}
+            ),
+            "merge": pipeline.merge.model_copy(update={"enabled": False}),
+        }
+    )
     build_data(pipeline.stage("dpo").builders, lab["store"], lab["evals"])
     lab["store"].put_tree(lab["start"], "models/start")  # a store tree, as champions are: the sweep scores it too
-    overrides = {"model": {"init": "store:models/start"}, "train": {"max_steps": 8, "save_steps": 4},
-                 "experiment": {"name": "dpo-v1", "hypothesis": "preferences fix wrong capitals"}}
+    overrides = {
+        "model": {"init": "store:models/start"},
+        "train": {"max_steps": 8, "save_steps": 4},
+        "experiment": {"name": "dpo-v1", "hypothesis": "preferences fix wrong capitals"},
+    }
     result = run_stage(pipeline, "dpo", lab["store"], overrides)
 
     record = result["record"]
@@ -164,8 +188,12 @@ def test_dpo_as_an_experiment_is_judged_against_the_incumbent_and_kept_on_record
     # what must hold is the rule: accepted only when it beats its incumbent by the margin, else rejected.
     m = verdict["mmlu"]
     beats = m["candidate"] > m["incumbent"] + pipeline.selection.margin
-    assert verdict["status"] == ("accepted" if beats else "rejected") and verdict["incumbent"] in verdict["reason"], verdict
-    assert verdict["incumbent"] == "input model"  # no dpo champion yet: the starting model (a store tree) is the incumbent
+    assert verdict["status"] == ("accepted" if beats else "rejected") and verdict["incumbent"] in verdict["reason"], (
+        verdict
+    )
+    assert (
+        verdict["incumbent"] == "input model"
+    )  # no dpo champion yet: the starting model (a store tree) is the incumbent
     on_record = lab["store"].read_json(f"experiments/{pipeline.line}/{record['run_id']}.json")
     assert on_record["name"] == "dpo-v1" and on_record["status"] == verdict["status"]
     assert lab["store"].read_json(f"{record['run_prefix']}/record.json")["experiment"]["status"] == verdict["status"]

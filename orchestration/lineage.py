@@ -1,0 +1,113 @@
+"""A line's champions as typed records: `champion.json` (ChampionInfo) and the chain of precursors.
+
+Promotion writes a ChampionInfo into every champion directory; the card, the history chart and the
+promotion rules read them back through this module, never as loose dicts.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from slm import layout
+from slm.eval.scores import BenchScores, MMLUScores, Scores
+from slm.records import Stored
+from slm.run_record import ExperimentVerdict
+from slm.store import Store
+
+
+class Precursor(Stored):
+    """The model a champion's stage started from: a champion pointer of the line (line, version, key,
+    stage), or another tree of the store or outside it (key and/or spec)."""
+
+    line: str | None = None
+    version: str | None = None
+    key: str | None = None
+    stage: str | None = None
+    run_id: str | None = None
+    updated_at: str | None = None
+    spec: str | None = None
+
+    @property
+    def label(self) -> str | None:
+        return f"{self.line}@{self.version}" if self.line and self.version else None
+
+
+class ChampionScores(Stored):
+    """A champion's scores as champion.json holds them: the summary (no per-item answers), bench first."""
+
+    bench: BenchScores | None
+    mmlu: MMLUScores
+    extra: dict[str, dict[str, float]] = {}
+    scored_at: str | None = None
+    device: str | None = None
+    seconds: float | None = None
+
+    def as_scores(self) -> Scores:
+        return Scores.model_validate(self.model_dump())
+
+
+class ManualPromotion(Stored):
+    overrules: str
+    reason: str
+
+
+class ChampionInfo(Stored):
+    """`champions/<line>/<version>/champion.json`. Fields in the order promotion writes them (the file
+    is written unsorted, so reading and writing one back gives the same bytes)."""
+
+    stage: str
+    run_id: str
+    candidate: str
+    candidate_kind: str
+    run_record: str
+    selection: str
+    precursor: Precursor | None
+    scores: ChampionScores
+    sweep_note: str
+    merge: dict[str, Any] | None = None
+    manual: ManualPromotion | None = None
+    experiment: dict[str, Any] | None = None
+    line: str | None = None
+    version: str | None = None
+    key: str | None = None
+    source_key: str | None = None
+    weights_digest: str | None = None
+    promoted_at: str | None = None
+    plots: dict[str, str] | None = None
+
+    @property
+    def name(self) -> str:
+        return f"{self.line}@{self.version}"
+
+    @property
+    def run(self) -> str:
+        """The run's key (runs/<stage>/<run_id>)."""
+        return self.run_record.rsplit("/", 1)[0]
+
+    def to_text(self) -> str:
+        return json.dumps(self.to_json(), indent=2, default=str) + "\n"
+
+
+def read_champion(store: Store, champion_key: str) -> ChampionInfo:
+    return ChampionInfo.model_validate(store.read_json(layout.champion_info(champion_key)))
+
+
+def champions(store: Store, line: str) -> list[ChampionInfo]:
+    """Every complete champion of a line, oldest first."""
+    return [read_champion(store, layout.champion_dir(line, v)) for _, v in layout.versions(store, line)]
+
+
+def lineage(store: Store, info: ChampionInfo) -> list[ChampionInfo]:
+    """Champion infos from the first stage to this one (an init from outside the line ends the chain)."""
+    chain = [info]
+    while chain[0].precursor and chain[0].precursor.key:
+        key = chain[0].precursor.key
+        if not store.exists(layout.champion_info(key)):
+            break
+        chain.insert(0, read_champion(store, key))
+    return chain
+
+
+def experiments(store: Store, line: str) -> list[ExperimentVerdict]:
+    return [ExperimentVerdict.model_validate(store.read_json(k)) for k in layout.experiment_verdicts(store, line)]
