@@ -64,10 +64,10 @@ def plain_loop(store, cfg, threads: int, global_batch: int) -> dict:
     from transformers import AutoModelForCausalLM
 
     from slm.datasets import load_split
-    from slm.modeling import load_tokenizer, materialize, resolve_ref, scratch_config
+    from slm.modeling import load_tokenizer, resolve_ref, scratch_config
 
     torch.set_num_threads(threads)
-    tokenizer = load_tokenizer(materialize(resolve_ref(cfg.model.tokenizer, store, "tokenizer")))
+    tokenizer = load_tokenizer(resolve_ref(cfg.model.tokenizer, store, "tokenizer").materialize())
     torch.manual_seed(cfg.train.seed)
     model = AutoModelForCausalLM.from_config(scratch_config(cfg.model.architecture, tokenizer, cfg.data.max_length))
     blocks = torch.tensor(load_split(store, cfg.data.dataset)["input_ids"])

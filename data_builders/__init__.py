@@ -9,12 +9,14 @@ from __future__ import annotations
 
 from importlib import import_module
 
+from slm import layout
 from slm.config import BuilderConfig, config_digest, load_yaml_config
 from slm.data_builders.sources import Source
 from slm.datasets import manifest_mismatch
 from slm.errors import UserError
 from slm.log import log
 from slm.modeling import resolve_ref
+from slm.refs import StoreRef
 from slm.store import Store
 
 # Builders whose rows are chat messages: they also mix in datasets already in the store.
@@ -27,9 +29,9 @@ def build_digest(cfg: BuilderConfig, store: Store, version: str, config_path: st
         spec = getattr(cfg, field)
         if spec:
             ref = resolve_ref(spec, store, what=field)
-            refs[field] = (ref.get("champion") or {}).get("key") or ref.get("key") or ref.get("local") or ref.get("hf")
-            if ref.get("key") is not None:
-                refs[field + "_files"] = store.tree_manifest(ref["key"])["files"]
+            refs[field] = ref.location
+            if isinstance(ref, StoreRef):
+                refs[field + "_files"] = store.tree_manifest(ref.key)["files"]
     inputs = [Source(item, store, config_path).identity() for item in cfg.inputs]
     return config_digest(
         cfg, {"inputs": inputs, "version": version, "refs": refs, "evals": evals.digest if evals is not None else None}
@@ -59,7 +61,9 @@ def run_builder(config_path: str, store: Store, evals=None, overrides: dict | No
     digest = build_digest(cfg, store, module.VERSION, config_path, evals if cfg.builder != "tokenizer" else None)
     if not force and store.is_complete(cfg.output):
         existing = store.tree_manifest(cfg.output)
-        previous = store.read_json(f"{cfg.output}/manifest.json") if "manifest.json" in existing["files"] else existing
+        previous = (
+            store.read_json(layout.dataset_manifest(cfg.output)) if "manifest.json" in existing["files"] else existing
+        )
         problem = manifest_mismatch(existing["files"], previous) if "splits" in previous else None
         if previous.get("build_digest") == digest and not problem:
             log(f"[data] {store.url(cfg.output)} is up to date")

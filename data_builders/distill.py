@@ -15,11 +15,13 @@ from pathlib import Path
 
 import numpy as np
 
+from slm import layout
 from slm.chat import prompt_text
 from slm.data_builders.common import Spool, collect, mix, split_and_write
 from slm.errors import UserError
 from slm.log import log
-from slm.modeling import load_model, load_tokenizer, materialize, resolve_ref
+from slm.modeling import load_model, load_tokenizer, resolve_ref
+from slm.refs import ModelRef
 
 VERSION = "2"  # 2: any source kind; questions deduplicated and decontaminated; sharded, resumable generation
 SHARD_QUESTIONS = 256
@@ -70,12 +72,12 @@ class Teacher:
         return generate(self.model, self.tokenizer, questions, max_new_tokens, self.batch_size)
 
 
-def answer_shards(cfg, store, ref: dict, shards: list[list[str]], work: str) -> list[list[str]]:
+def answer_shards(cfg, store, ref: ModelRef, shards: list[list[str]], work: str) -> list[list[str]]:
     """Every shard answered, the finished ones read back from `work` in the store."""
     done = {
-        i: store.read_json(f"{work}/shard-{i:05d}.json")["answers"]
+        i: store.read_json(layout.teacher_shard(work, i))["answers"]
         for i in range(len(shards))
-        if store.exists(f"{work}/shard-{i:05d}.json")
+        if store.exists(layout.teacher_shard(work, i))
     }
     todo = [i for i in range(len(shards)) if i not in done]
     if done:
@@ -84,7 +86,7 @@ def answer_shards(cfg, store, ref: dict, shards: list[list[str]], work: str) -> 
 
     def finished(i: int, answers: list[str]) -> None:
         nonlocal answered
-        store.write_json(f"{work}/shard-{i:05d}.json", {"answers": answers})
+        store.write_json(layout.teacher_shard(work, i), {"answers": answers})
         done[i] = answers
         answered += len(answers)
         rate = answered / max(time.time() - start, 1e-9)
@@ -94,7 +96,7 @@ def answer_shards(cfg, store, ref: dict, shards: list[list[str]], work: str) -> 
         )
 
     if todo and cfg.teacher_workers == 0:
-        teacher = Teacher(str(materialize(ref)), cfg.teacher_gpu, cfg.teacher_dtype, cfg.teacher_batch_size)
+        teacher = Teacher(str(ref.materialize()), cfg.teacher_gpu, cfg.teacher_dtype, cfg.teacher_batch_size)
         log(f"[data] teacher {cfg.teacher} on {teacher.device} ({teacher.dtype}), in this process")
         for i in todo:
             finished(i, teacher.answer(shards[i], cfg.max_new_tokens))
@@ -108,7 +110,7 @@ def answer_shards(cfg, store, ref: dict, shards: list[list[str]], work: str) -> 
         @ray.remote(num_gpus=1 if cfg.teacher_gpu else 0, num_cpus=1)
         class TeacherActor:
             def __init__(self, ref_, gpu, dtype, batch_size):
-                self.teacher = Teacher(str(materialize(ref_)), gpu, dtype, batch_size)
+                self.teacher = Teacher(str(ref_.materialize()), gpu, dtype, batch_size)
 
             def answer(self, i, questions, max_new_tokens):
                 return i, self.teacher.answer(questions, max_new_tokens)
@@ -167,7 +169,7 @@ def build(cfg, store, digest, evals=None, config_path=""):
         kept = np.nonzero(keep)[0]
         texts = table.take(kept).column("question").to_pylist()
         shards = [texts[i : i + SHARD_QUESTIONS] for i in range(0, len(texts), SHARD_QUESTIONS)]
-        work = f"{cfg.output.rstrip('/')}.teacher/{digest}"
+        work = layout.teacher_work(cfg.output, digest)
         answers = [a for shard in answer_shards(cfg, store, ref, shards, work) for a in shard]
         by_row = dict(zip(kept.tolist(), answers))
         silent = [i for i, a in by_row.items() if not a]
@@ -196,7 +198,7 @@ def build(cfg, store, digest, evals=None, config_path=""):
         order = mix(cfg, keep, ranges, sources, np.random.default_rng(cfg.seed))
         teacher = {
             "spec": cfg.teacher,
-            "resolved": ref.get("champion") or ref.get("key") or ref.get("local") or ref.get("hf"),
+            "resolved": ref.provenance,
             "max_new_tokens": cfg.max_new_tokens,
             "decoding": "greedy",
             "empty_answers": len(silent),

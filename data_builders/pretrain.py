@@ -20,7 +20,7 @@ from slm.data_builders.common import Progress, collect
 from slm.datasets import shard_count, write_sharded
 from slm.errors import UserError
 from slm.log import log
-from slm.modeling import load_tokenizer, materialize, resolve_ref, tokenizer_digest
+from slm.modeling import load_tokenizer, resolve_ref, tokenizer_digest
 
 VERSION = "2"  # 2: any source kind; deduplicated and decontaminated; streamed to token files
 TOKENIZE_BATCH = 1000
@@ -48,7 +48,7 @@ def build(cfg, store, digest, evals=None, config_path=""):
     if not cfg.tokenizer or not cfg.block_size:
         raise UserError("pretrain builder: set tokenizer and block_size")
     tok_ref = resolve_ref(cfg.tokenizer, store, what="tokenizer")
-    tok_dir = materialize(tok_ref)
+    tok_dir = tok_ref.materialize()
     tokenizer = load_tokenizer(tok_dir)
     block = cfg.block_size
     with tempfile.TemporaryDirectory(prefix="slm-build-") as tmp:
@@ -102,7 +102,7 @@ def build(cfg, store, digest, evals=None, config_path=""):
                 "seed": cfg.seed,
                 "build_digest": digest,
                 "block_size": block,
-                "tokenizer": tok_ref["spec"],
+                "tokenizer": tok_ref.spec,
                 "tokenizer_sha256": tokenizer_digest(tok_dir),
                 "tokens": total_blocks * block,
                 "hygiene": report,

@@ -85,7 +85,7 @@ class Source:
 
             return {
                 "dataset": item.dataset,
-                "build_digest": read_manifest(self.store, item.dataset).get("build_digest"),
+                "build_digest": read_manifest(self.store, item.dataset).build_digest,
             }
         if item.hf is not None:
             return {"hf": item.hf, "config": item.config, "split": item.split, "revision": item.revision}
@@ -111,7 +111,8 @@ class Source:
         if item.dataset is not None:
             from slm.datasets import read_manifest
 
-            known = read_manifest(self.store, item.dataset).get("splits", {}).get("train", {}).get("rows")
+            train = read_manifest(self.store, item.dataset).splits.get("train")
+            known = train.rows if train else None
         elif item.hf is None:
             counts = []
             for file in self.files():

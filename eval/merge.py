@@ -13,6 +13,7 @@ from pathlib import Path
 
 import yaml
 
+from slm import layout
 from slm.errors import UserError, require_extra
 from slm.eval.scores import Candidate
 from slm.eval.sweep import model_dir, model_ref
@@ -102,12 +103,12 @@ def merge_candidates(
     label names other pairs (the default pair is plain `slerp-t<t>`)."""
     champion = model_dir(model_ref(store, base))
     precursor = model_dir(model_ref(store, other))
-    champion_key = base.key if base.key is not None else base.ref["spec"]
-    precursor_key = other.key if other.key is not None else other.ref["spec"]
+    champion_key = base.key if base.key is not None else base.ref.spec
+    precursor_key = other.key if other.key is not None else other.ref.spec
     out = []
     for t in ts:
         name = f"slerp-{label}-t{t:g}" if label else f"slerp-t{t:g}"
-        key = f"{out_prefix}/{name}"
+        key = layout.merge_dir(out_prefix, name)
         if not store.is_complete(key):
             with tempfile.TemporaryDirectory() as tmp:
                 config = slerp(champion, precursor, t, Path(tmp))

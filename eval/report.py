@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from slm.eval.scores import Selection, SelectionRow
+from slm.eval.scores import GateVerdict, Selection, SelectionRow
 
 
 def pct(x: float | None) -> str:
@@ -31,30 +31,30 @@ def markdown_table(report: Selection) -> str:
         n = report.noise
         lines.append("")
         lines.append(
-            f"Champion vs {n['versus']}: {n['delta']:+.2%} ± {n['se']:.2%} on {n['n']} paired items, "
-            f"McNemar p = {n['mcnemar_p']:.3f} ({'within noise' if n['within_noise'] else 'significant'} "
-            f"at α = {n['alpha']})."
+            f"Champion vs {n.versus}: {n.delta:+.2%} ± {n.se:.2%} on {n.n} paired items, "
+            f"McNemar p = {n.mcnemar_p:.3f} ({'within noise' if n.within_noise else 'significant'} "
+            f"at α = {n.alpha})."
         )
     if report.gate:
         lines += ["", gate_table(report.gate)]
     return "\n".join(lines) + "\n"
 
 
-def gate_table(gate: dict) -> str:
+def gate_table(gate: GateVerdict) -> str:
     """The champion against the stage's input model, one paired test per row."""
-    verdict = "passed" if gate["passed"] else "**failed**"
+    verdict = "passed" if gate.passed else "**failed**"
     lines = [
-        f"Gate ({verdict}): {gate['candidate']} vs {gate['input_model']}, paired exact McNemar tests, "
-        f"worse = fewer correct with p < {gate['alpha']}. {gate['reason'][0].upper()}{gate['reason'][1:]}.",
+        f"Gate ({verdict}): {gate.candidate} vs {gate.input_model}, paired exact McNemar tests, "
+        f"worse = fewer correct with p < {gate.alpha}. {gate.reason[0].upper()}{gate.reason[1:]}.",
         "",
         "| Test | n | Input model | Champion | Δ | p | Worse |",
         "|---|---|---|---|---|---|---|",
     ]
-    for t in gate["tests"]:
+    for t in gate.tests:
         lines.append(
-            f"| {t['what']} | {t['n']} | {t['input']} ({t['input'] / t['n']:.1%}) | "
-            f"{t['candidate']} ({t['candidate'] / t['n']:.1%}) | {t['delta']:+.1%} | {t['p']:.3g} | "
-            f"{'yes' if t['worse'] else 'no'} |"
+            f"| {t.what} | {t.n} | {t.input} ({t.input / t.n:.1%}) | "
+            f"{t.candidate} ({t.candidate / t.n:.1%}) | {t.delta:+.1%} | {t.p:.3g} | "
+            f"{'yes' if t.worse else 'no'} |"
         )
     return "\n".join(lines)
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from slm.records import Record
+from slm.records import ChampionPointer, Record
+from slm.refs import ModelRef
 
 
 class SubjectScore(Record):
@@ -84,10 +85,10 @@ class Candidate(Record):
     name: str
     kind: str  # checkpoint | merge | precursor (the stage's input model) | incumbent | model
     key: str | None = None
-    ref: dict[str, Any] | None = None
+    ref: ModelRef | None = None
     step: int | None = None
     spec: str | None = None  # the reference the user gave (evaluator)
-    champion: dict[str, Any] | None = None  # the champion pointer, when the candidate is one
+    champion: ChampionPointer | None = None  # when the candidate is a champion
     merge: dict[str, Any] | None = None  # method, t, the merged pair
     manual: dict[str, Any] | None = None  # a promotion that overrules the selection: what and why
     weights_digest: str | None = None
@@ -118,19 +119,60 @@ class SelectionRow(Record):
     regressions: list[dict[str, Any]] | None = None
 
 
+class PairedTest(Record):
+    """One paired test of two models on the same items (exact McNemar on per-item correctness)."""
+
+    what: str  # MMLU, bench, bench:<category>
+    n: int
+    candidate: int  # items the first model (the candidate) got right
+    input: int  # items the second model (the input model, or the runner-up) got right
+    delta: float  # (candidate - input) / n
+    p: float
+    worse: bool | None = None  # set by the gate: delta < 0 and p < alpha
+
+
+class GateVerdict(Record):
+    """The champion against the stage's input model (eval.selection.gate): promoted only if passed."""
+
+    passed: bool
+    candidate: str
+    input_model: str
+    alpha: float
+    reason: str
+    tests: list[PairedTest]
+
+    @property
+    def summary(self) -> str:
+        """One line: passed or not, and each paired test (what, candidate vs input, p)."""
+        tests = ", ".join(f"{t.what} {t.candidate}/{t.n} vs {t.input}/{t.n} (p = {t.p:.2g})" for t in self.tests)
+        return f"{self.reason if not self.passed else 'passed'} [{tests}]"
+
+
+class NoiseTest(Record):
+    """The champion's lead over the runner-up on MMLU, paired per item."""
+
+    versus: str
+    delta: float
+    se: float
+    mcnemar_p: float
+    within_noise: bool
+    alpha: float
+    n: int
+
+
 class Selection(Record):
     """A selection report: the champion (None when models were only ranked), the policy, the noise test."""
 
     champion: str | None
-    policy: dict[str, Any] | None = None
-    noise: dict[str, Any] | None = None
+    policy: dict[str, Any] | None = None  # the SelectionPolicy it applied (ranked-only reports have none)
+    noise: NoiseTest | None = None
     candidates: list[SelectionRow]
     experiment: dict[str, Any] | None = None
-    gate: dict[str, Any] | None = None  # the champion against the stage's input model (eval.selection.gate)
+    gate: GateVerdict | None = None
 
     @property
     def promotable(self) -> bool:
-        return self.champion is not None and (self.gate is None or self.gate["passed"])
+        return self.champion is not None and (self.gate is None or self.gate.passed)
 
     def row(self, name: str) -> SelectionRow:
         return next(r for r in self.candidates if r.name == name)

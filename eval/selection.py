@@ -24,7 +24,17 @@ import math
 
 from slm.config import GateSpec, SelectionPolicy
 from slm.eval.mmlu import DOMAINS, SUBJECT_DOMAINS
-from slm.eval.scores import BenchScores, Candidate, MMLUScores, Scores, Selection, SelectionRow
+from slm.eval.scores import (
+    BenchScores,
+    Candidate,
+    GateVerdict,
+    MMLUScores,
+    NoiseTest,
+    PairedTest,
+    Scores,
+    Selection,
+    SelectionRow,
+)
 
 
 def domain_subjects(domain: str, scored: list[str]) -> list[str]:
@@ -74,22 +84,22 @@ def paired_bench(a: BenchScores, b: BenchScores, category: str | None = None) ->
     return [int(mine[i].passed) for i in ids], [int(theirs[i].passed) for i in ids]
 
 
-def paired_tests(a: Scores, b: Scores, categories: bool) -> list[dict]:
-    """a against b: MMLU per item, the bench per prompt (and per category). Each: what, n, a, b, delta, p."""
+def paired_tests(a: Scores, b: Scores, categories: bool) -> list[PairedTest]:
+    """a against b: MMLU per item, the bench per prompt (and per category)."""
     tests = []
 
     def add(what: str, xs: list[int], ys: list[int]) -> None:
         n = len(xs)
         if n:
             tests.append(
-                {
-                    "what": what,
-                    "n": n,
-                    "candidate": sum(xs),
-                    "input": sum(ys),
-                    "delta": (sum(xs) - sum(ys)) / n,
-                    "p": mcnemar_p(xs, ys),
-                }
+                PairedTest(
+                    what=what,
+                    n=n,
+                    candidate=sum(xs),
+                    input=sum(ys),
+                    delta=(sum(xs) - sum(ys)) / n,
+                    p=mcnemar_p(xs, ys),
+                )
             )
 
     add("MMLU", *paired_items(a.mmlu, b.mmlu, list(a.mmlu.subjects)))
@@ -104,32 +114,32 @@ def paired_tests(a: Scores, b: Scores, categories: bool) -> list[dict]:
 def bench_regressions(leader: Scores, runner: Scores, alpha: float) -> list[dict]:
     """The bench (overall, per category) where the leader passes significantly fewer prompts."""
     return [
-        {"domain": t["what"], "delta": t["delta"], "p": t["p"], "n": t["n"]}
+        {"domain": t.what, "delta": t.delta, "p": t.p, "n": t.n}
         for t in paired_tests(leader, runner, categories=True)
-        if t["what"].startswith("bench") and t["delta"] < 0 and t["p"] < alpha
+        if t.what.startswith("bench") and t.delta < 0 and t.p < alpha
     ]
 
 
-def gate(candidate: Candidate, input_model: Candidate, spec: GateSpec) -> dict:
+def gate(candidate: Candidate, input_model: Candidate, spec: GateSpec) -> GateVerdict:
     """Is the candidate significantly worse than the stage's input model anywhere it is tested?"""
     tests = paired_tests(candidate.scored, input_model.scored, spec.bench_categories)
     for t in tests:
-        t["worse"] = t["delta"] < 0 and t["p"] < spec.alpha
-    worse = [t for t in tests if t["worse"]]
+        t.worse = t.delta < 0 and t.p < spec.alpha
+    worse = [t for t in tests if t.worse]
     if worse:
         reason = "not promoted: regresses vs its input model — " + "; ".join(
-            f"{t['what']} {t['candidate']}/{t['n']} vs {t['input']}/{t['n']} (p = {t['p']:.3g})" for t in worse
+            f"{t.what} {t.candidate}/{t.n} vs {t.input}/{t.n} (p = {t.p:.3g})" for t in worse
         )
     else:
         reason = f"not significantly worse than its input model on any of {len(tests)} paired tests (α = {spec.alpha})"
-    return {
-        "passed": not worse,
-        "candidate": candidate.name,
-        "input_model": input_model.name,
-        "alpha": spec.alpha,
-        "reason": reason,
-        "tests": tests,
-    }
+    return GateVerdict(
+        passed=not worse,
+        candidate=candidate.name,
+        input_model=input_model.name,
+        alpha=spec.alpha,
+        reason=reason,
+        tests=tests,
+    )
 
 
 def guard_regressions(leader: Scores, runner: Scores, policy: SelectionPolicy) -> list[dict]:
@@ -213,16 +223,16 @@ def select(candidates: list[Candidate | dict], policy: SelectionPolicy) -> Selec
         xs, ys = paired_items(champion.scored.mmlu, runner.scored.mmlu, subjects)
         diff, se = paired_difference(xs, ys)
         p = mcnemar_p(xs, ys)
-        noise = {
-            "versus": runner.name,
-            "delta": diff,
-            "se": se,
-            "mcnemar_p": p,
-            "within_noise": p >= policy.alpha,
-            "alpha": policy.alpha,
-            "n": len(xs),
-        }
-        if noise["within_noise"]:
+        noise = NoiseTest(
+            versus=runner.name,
+            delta=diff,
+            se=se,
+            mcnemar_p=p,
+            within_noise=p >= policy.alpha,
+            alpha=policy.alpha,
+            n=len(xs),
+        )
+        if noise.within_noise:
             verdicts[champion.name]["reason"] += (
                 f"; within noise (McNemar p = {p:.2f} ≥ {policy.alpha}), the lead is not statistically established"
             )

@@ -20,8 +20,9 @@ from slm.eval import bench, mmlu
 from slm.eval.local_data import LOCAL_TASKS, check_tasks, served_from
 from slm.eval.scores import Candidate, Scores
 from slm.log import log
-from slm.modeling import WEIGHT_SUFFIX, load_model, load_tokenizer, materialize
+from slm.modeling import load_model, load_tokenizer
 from slm.records import now
+from slm.refs import WEIGHT_SUFFIX, ModelRef, StoreRef
 from slm.store import Store, fetch_tree_cached, sha256_file
 
 # lm-eval, torch and ray (and eval.lm, built on lm-eval and torch) are imported inside the functions
@@ -49,24 +50,24 @@ def weights_digest(store: Store, key: str) -> str:
     )
 
 
-def model_ref(store: Store, cand: Candidate) -> dict:
+def model_ref(store: Store, cand: Candidate) -> ModelRef:
     """A candidate's model: a tree in this store (`key`), or any resolved reference (`ref`)."""
-    return cand.ref or {"store": store.uri, "key": cand.key}
+    return cand.ref or StoreRef(spec=f"store:{cand.key}", store=store.uri, key=cand.key)
 
 
-def ref_weights_digest(ref: dict) -> str:
+def ref_weights_digest(ref: ModelRef) -> str:
     """The same digest for the same weights, wherever they live: scores are shared through the cache."""
-    if ref.get("key") is not None:
-        return weights_digest(Store.open(ref["store"]), ref["key"])
-    path = materialize(ref)
+    if isinstance(ref, StoreRef):
+        return weights_digest(Store.open(ref.store), ref.key)
+    path = ref.materialize()
     return _digest([(p.name, sha256_file(p)) for p in path.iterdir() if p.name.endswith(WEIGHT_SUFFIX)], str(path))
 
 
-def model_dir(ref: dict) -> Path:
+def model_dir(ref: ModelRef) -> Path:
     """The model files of a reference on this node (store trees without optimizer shards or RNG state)."""
-    if ref.get("key") is not None:
-        return fetch_tree_cached(Store.open(ref["store"]), ref["key"], include=is_model_file)
-    return materialize(ref)
+    if isinstance(ref, StoreRef):
+        return fetch_tree_cached(Store.open(ref.store), ref.key, include=is_model_file)
+    return ref.materialize()
 
 
 def settings_digest(sweep: SweepSpec) -> str:
@@ -113,7 +114,7 @@ def run_extra_tasks(lm, spec: SweepSpec) -> dict:
     }
 
 
-def score_model(ref: dict, sweep: dict, use_gpu: bool = False) -> dict:
+def score_model(ref: ModelRef, sweep: dict, use_gpu: bool = False) -> dict:
     """Load a model (a store tree or any resolved reference) and score it. Runs inside a Ray task."""
     import torch
 

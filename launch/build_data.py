@@ -28,7 +28,7 @@ def main(argv=None):
     add_pipeline_options(p)
     p.add_argument("--force", action="store_true", help="rebuild even when the inputs did not change")
     args = p.parse_args(argv)
-    pipeline, store = open_pipeline(args.pipeline, args.store, args.overrides)
+    pipeline, store, _ = open_pipeline(args.pipeline, args.store, args.overrides)
     targets = [c for t in args.targets for c in (pipeline.stage(t).builders if t in STAGE_ORDER else [t])]
     if args.print_config:
         print(

@@ -26,7 +26,7 @@ def main(argv=None):
     p.add_argument("--out", help="write the card here (default: stdout)")
     add_pipeline_options(p, inspect=False)
     args = p.parse_args(argv)
-    pipeline, store = open_pipeline(args.pipeline, args.store, args.overrides, existing_store=True)
+    pipeline, store, _ = open_pipeline(args.pipeline, args.store, args.overrides, existing_store=True)
     pointer = champion_pointer(store, args.line or pipeline.line, args.version)
     text = card.render(store, read_champion(store, pointer.key), pipeline.card)
     if args.out:

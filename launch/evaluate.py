@@ -34,7 +34,7 @@ def main(argv=None):
     p.add_argument("--select", action="store_true", help="choose a champion under the pipeline's selection policy")
     p.add_argument("--merge", action="store_true", help="SLERP the champion with the runner-up and score the merges")
     args = p.parse_args(argv)
-    pipeline, store = open_pipeline(args.pipeline, args.store, args.overrides)
+    pipeline, store, _ = open_pipeline(args.pipeline, args.store, args.overrides)
     if args.print_config:
         print(
             yaml.safe_dump(

@@ -39,18 +39,18 @@ def add_pipeline_options(parser, inspect: bool = True) -> None:
 DRY_RUN_DONE = "dry run: nothing was started or written"
 
 
-def inspect_only(args, pipeline, names: list[str], store, build: bool = True) -> bool:
+def inspect_only(args, pipeline, names: list[str], store, stages, build: bool = True) -> bool:
     """--print-config / --dry-run: say what the command would do, after every pre-launch check but the
     store's write probe. True when the command stops here (nothing started, nothing written)."""
     from slm.orchestration import plan
     from slm.orchestration.stage import check_before_launch
 
     if args.print_config:
-        plan.print_config(pipeline, names)
+        plan.print_config(pipeline, names, stages)
         return True
     if args.dry_run:
-        check_before_launch(pipeline, names, store, probe_store=False)
-        print("\n".join(plan.dry_run(pipeline, names, store, build)))
+        check_before_launch(pipeline, names, store, stages, probe_store=False)
+        print("\n".join(plan.dry_run(pipeline, names, store, stages, build)))
         print(f"\n{DRY_RUN_DONE}")
         return True
     return False

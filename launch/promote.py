@@ -33,7 +33,7 @@ def main(argv=None):
     p.add_argument("--reason", help="why a candidate other than the selected one is promoted")
     add_pipeline_options(p)
     args = p.parse_args(argv)
-    pipeline, store = open_pipeline(args.pipeline, args.store, args.overrides, existing_store=True)
+    pipeline, store, _ = open_pipeline(args.pipeline, args.store, args.overrides, existing_store=True)
     if args.print_config:
         return print(yaml.safe_dump(pipeline.model_dump(mode="json"), sort_keys=False), end="")
     if args.rollback:

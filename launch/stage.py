@@ -33,20 +33,20 @@ def main(argv=None):
     args = parse_args(argv)
     if args.stage not in STAGE_ORDER:
         raise UserError(f"unknown stage {args.stage!r}: choose one of {', '.join(STAGE_ORDER)}")
-    pipeline, store = open_pipeline(args.pipeline, args.store, args.overrides, stage=args.stage)
+    pipeline, store, stages = open_pipeline(args.pipeline, args.store, args.overrides, stage=args.stage)
     ref = pipeline.stage(args.stage)
-    if inspect_only(args, pipeline, [args.stage], store, build=args.build_data):
+    if inspect_only(args, pipeline, [args.stage], store, stages, build=args.build_data):
         return
-    check_before_launch(pipeline, [args.stage], store)
+    check_before_launch(pipeline, [args.stage], store, stages)
     if args.build_data:
         build_data(ref.builders, store, eval_index(pipeline))
-    result = run_stage(pipeline, args.stage, store, train_only=args.train_only)
+    result = run_stage(pipeline, args.stage, store, train_only=args.train_only, stages=stages)
     for what, url in run_outputs(store, result["record"]):
         log(f"{what:7s} {url}")
     if "champion" in result:
         print(store.url(result["champion"].key))
     elif "experiment" in result:
-        print(f"experiment {result['experiment']['name']} rejected: {result['experiment']['reason']}")
+        print(f"experiment {result['experiment'].name} rejected: {result['experiment'].reason}")
 
 
 if __name__ == "__main__":

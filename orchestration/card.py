@@ -17,13 +17,13 @@ import jinja2
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from huggingface_hub.repocard_data import model_index_to_eval_results
 
-from slm import layout
+from slm import layout, refs
 from slm.config import CardSpec, SelectionPolicy, resolve_path
 from slm.engine import optimizer_name
 from slm.eval.report import markdown_table, pct
 from slm.eval.scores import Scores, Selection
 from slm.orchestration.lineage import ChampionInfo, experiments, lineage
-from slm.records import RollbackEvent, redact
+from slm.records import RollbackEvent, parse_record, redact
 from slm.run_record import RunRecord
 from slm.store import Store
 
@@ -113,11 +113,11 @@ def base_card(spec: str):
     directory's README.md (launch/convert_gguf.py writes one), or a hub model's card in the HF cache."""
     from huggingface_hub import try_to_load_from_cache
 
-    if spec.startswith("hf:"):
-        repo, _, revision = spec[len("hf:") :].partition("@")
-        found = try_to_load_from_cache(repo, "README.md", revision=revision or None)
+    ref = refs.parse(spec)
+    if ref.kind == "hf":
+        found = try_to_load_from_cache(ref.repo, "README.md", revision=ref.revision)
         path = Path(found) if isinstance(found, str) else None
-    elif spec and ":" not in spec.split("/")[0]:
+    elif ref.kind == "local" and spec:
         path = resolve_path(spec) / "README.md"
     else:
         path = None
@@ -128,9 +128,9 @@ def hub_base(spec: str | None, merged: bool = False) -> dict:
     """base_model (and its relation) when the line grew from a hub model, so the Hub's model tree shows
     it: named by an `hf:` init (`spec`, the first champion's input), or by a local init's own card.
     merged: the first champion is a SLERP with the base itself."""
-    spec = spec or ""
-    if spec.startswith("hf:"):
-        repo = spec[len("hf:") :].partition("@")[0]
+    ref = refs.parse(spec or "")
+    if ref.kind == "hf":
+        repo = ref.repo
     else:
         base = base_card(spec) if spec else None
         repo = base.base_model if base else None
@@ -209,7 +209,7 @@ def validated(text: str, expected: list[EvalResult]) -> str:
 def gather(store: Store, info: ChampionInfo, card: CardSpec) -> CardData:
     """Every record the card shows, typed, from the champion's lineage in the store."""
     chain = lineage(store, info)
-    records = [RunRecord.model_validate(store.read_json(c.run_record)) for c in chain]
+    records = [parse_record(RunRecord, store.read_json(c.run_record), store.url(c.run_record)) for c in chain]
     scores = info.scores.as_scores()
     start = chain[0].precursor.spec if chain[0].precursor else None
     license_, license_source = card_license(start, card.license)

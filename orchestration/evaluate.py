@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from slm import cluster, layout
+from slm import cluster, layout, refs
 from slm.config import PipelineConfig, config_digest, resolve_path
 from slm.errors import UserError
 from slm.eval import bench, mmlu
@@ -24,12 +24,11 @@ from slm.orchestration.sweeping import add_merges, write_report
 from slm.orchestration.training import checkpoints
 from slm.store import Store
 
-RUN = re.compile(r"runs/[a-z]+/[A-Za-z0-9_.-]+")
-
 
 def label(spec: str) -> str:
     """A candidate name from a model reference: short, and safe as a file name in the store."""
-    tail = spec.rstrip("/").rsplit("/", 1)[-1] if not spec.startswith(("champion:", "hf:")) else spec.split(":", 1)[1]
+    named = refs.parse(spec).kind in ("champion", "hf")  # the name is the whole reference, not a path's tail
+    tail = spec.split(":", 1)[1] if named else spec.rstrip("/").rsplit("/", 1)[-1]
     return re.sub(r"[^A-Za-z0-9_.@-]+", "-", tail).strip("-") or "model"
 
 
@@ -37,7 +36,7 @@ def candidates_of(specs: list[str], store: Store) -> list[Candidate]:
     """Model references (or run keys) → sweep candidates, each with a unique name."""
     out = []
     for spec in specs:
-        if RUN.fullmatch(spec.strip("/")):
+        if layout.RUN_KEY.fullmatch(spec.strip("/")):
             run = spec.strip("/")
             found = checkpoints(store, run)
             if not found:
@@ -46,8 +45,8 @@ def candidates_of(specs: list[str], store: Store) -> list[Candidate]:
             out += [c.model_copy(update={"name": f"{prefix}{c.name}"}) for c in found]
             continue
         ref = resolve_ref(spec, store, what="model")
-        if ref.get("key") is not None and ref["store"] == store.uri:  # a tree of this store: mergeable
-            out.append(Candidate(name=label(spec), kind="model", spec=spec, key=ref["key"]))
+        if ref.in_store(store.uri):  # a tree of this store: mergeable
+            out.append(Candidate(name=label(spec), kind="model", spec=spec, key=ref.key))
         else:
             out.append(Candidate(name=label(spec), kind="model", spec=spec, ref=ref))
     names = [c.name for c in out]

@@ -9,9 +9,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from pydantic import ConfigDict
+
 from slm import layout
 from slm.eval.scores import BenchScores, MMLUScores, Scores
-from slm.records import Stored
+from slm.records import RollbackEvent, Stored, parse_record
 from slm.run_record import ExperimentVerdict
 from slm.store import Store
 
@@ -26,6 +28,7 @@ class Precursor(Stored):
     stage: str | None = None
     run_id: str | None = None
     updated_at: str | None = None
+    rollback: RollbackEvent | None = None  # the pointer the stage started from had been rolled back to
     spec: str | None = None
 
     @property
@@ -55,6 +58,8 @@ class ManualPromotion(Stored):
 class ChampionInfo(Stored):
     """`champions/<line>/<version>/champion.json`. Fields in the order promotion writes them (the file
     is written unsorted, so reading and writing one back gives the same bytes)."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
     stage: str
     run_id: str
@@ -90,7 +95,8 @@ class ChampionInfo(Stored):
 
 
 def read_champion(store: Store, champion_key: str) -> ChampionInfo:
-    return ChampionInfo.model_validate(store.read_json(layout.champion_info(champion_key)))
+    key = layout.champion_info(champion_key)
+    return parse_record(ChampionInfo, store.read_json(key), store.url(key))
 
 
 def champions(store: Store, line: str) -> list[ChampionInfo]:

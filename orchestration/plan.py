@@ -11,25 +11,25 @@ from slm.config import BuilderConfig, PipelineConfig, StageConfig, load_yaml_con
 from slm.engine import load_ds_config
 from slm.eval import mmlu
 from slm.eval.bench import load_bench
-from slm.orchestration.stage import load_stage_config
+from slm.orchestration.stage import StageSettings
 from slm.store import Store
 
 
-def resolved_configs(pipeline: PipelineConfig, names: list[str]) -> dict:
+def resolved_configs(pipeline: PipelineConfig, names: list[str], stages: StageSettings) -> dict:
     """The pipeline and each stage's config and builder configs, with every --set and default applied."""
-    stages = {}
+    resolved = {}
     for name in names:
         ref = pipeline.stage(name)
-        stages[name] = {
+        resolved[name] = {
             "config_file": str(resolve_path(ref.config)),
-            "config": load_stage_config(pipeline, name).model_dump(mode="json"),
+            "config": stages.config(pipeline, name).model_dump(mode="json"),
             "builders": {path: load_yaml_config(path, BuilderConfig).model_dump(mode="json") for path in ref.builders},
         }
-    return {"pipeline": pipeline.model_dump(mode="json"), "stages": stages}
+    return {"pipeline": pipeline.model_dump(mode="json"), "stages": resolved}
 
 
-def print_config(pipeline: PipelineConfig, names: list[str]) -> None:
-    print(yaml.safe_dump(resolved_configs(pipeline, names), sort_keys=False, allow_unicode=True), end="")
+def print_config(pipeline: PipelineConfig, names: list[str], stages: StageSettings) -> None:
+    print(yaml.safe_dump(resolved_configs(pipeline, names, stages), sort_keys=False, allow_unicode=True), end="")
 
 
 def _steps(cfg: StageConfig) -> str:
@@ -73,7 +73,9 @@ def build_lines(configs: list[str], store: Store, force: bool = False) -> list[s
     return lines
 
 
-def dry_run(pipeline: PipelineConfig, names: list[str], store: Store, build: bool = True) -> list[str]:
+def dry_run(
+    pipeline: PipelineConfig, names: list[str], store: Store, stages: StageSettings, build: bool = True
+) -> list[str]:
     """One paragraph per stage: data, training, sweep, promotion. Reads the store, writes nothing."""
     lines = [
         f"pipeline {pipeline.line}: store {store.uri}, {pipeline.cluster.workers} workers "
@@ -83,7 +85,7 @@ def dry_run(pipeline: PipelineConfig, names: list[str], store: Store, build: boo
     next_number = layout.version_number(layout.next_version(store, pipeline.line, names[0]))
     sweep = sweep_plan(pipeline)
     for name in names:
-        ref, cfg = pipeline.stage(name), load_stage_config(pipeline, name)
+        ref, cfg = pipeline.stage(name), stages.config(pipeline, name)
         ds = load_ds_config(cfg.deepspeed, pipeline.cluster.use_gpu)
         lines.append(f"\n[{name}] {cfg.description}".rstrip())
         lines += build_lines(ref.builders, store) if build else []

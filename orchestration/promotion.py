@@ -8,7 +8,6 @@ a reader following `latest.json` always finds a complete champion. Versions are 
 from __future__ import annotations
 
 import getpass
-import json
 import tempfile
 from pathlib import Path
 
@@ -19,75 +18,61 @@ from slm.eval.scores import Candidate, Selection
 from slm.eval.sweep import is_model_file
 from slm.log import log
 from slm.orchestration import card
-from slm.orchestration.lineage import ChampionInfo
+from slm.orchestration.lineage import ChampionInfo, champions, read_champion
 from slm.orchestration.sweeping import precursor_of, sweep_note
-from slm.records import ChampionPointer, RollbackEvent, now
+from slm.records import ChampionPointer, RollbackEvent, now, parse_record
+from slm.run_record import RunRecord
 from slm.store import Store, sha256_file
 
 
 def find_promoted(store: Store, line: str, run_id: str, weights_digest: str) -> str | None:
-    for _, version in layout.versions(store, line):
-        info = store.read_json(layout.champion_info(layout.champion_dir(line, version)))
-        if info.get("run_id") == run_id and info.get("weights_digest") == weights_digest:
-            return version
+    for info in champions(store, line):
+        if info.run_id == run_id and info.weights_digest == weights_digest:
+            return info.version
     return None
 
 
-def champion_plots(store: Store, line: str, info: dict, local: Path) -> dict:
+def champion_plots(store: Store, line: str, info: ChampionInfo, local: Path) -> dict[str, str]:
     """plots/ of a new champion: the line's scores up to it (drawn now), its run's loss curve and its
     sweep's plot (copied). Returns {name: path relative to the champion}, for champion.json and the card."""
-    infos = [
-        store.read_json(layout.champion_info(layout.champion_dir(line, version)))
-        for _, version in layout.versions(store, line)
-    ] + [info]
-    points = [_point(i["version"], i["scores"]) for i in infos]
+    infos = [*champions(store, line), info]
+    points = [_point(i) for i in infos]
     start = _grown_from(store, infos[0])
     if start:
         points.insert(0, start)
     (local / "plots").mkdir()
-    (local / "plots" / "history.png").write_bytes(plots.line_history(points, f"{line}: champions so far"))
-    found = {"history": "plots/history.png"}
-    run = info["run_record"].rsplit("/", 1)[0]
+    (local / layout.champion_plot("history")).write_bytes(plots.line_history(points, f"{line}: champions so far"))
+    found = {"history": layout.champion_plot("history")}
     for name, key in (
-        ("loss", layout.loss_plot(run)),
-        ("selection", f"{info['selection'].rsplit('/', 1)[0]}/selection.png"),
+        ("loss", layout.loss_plot(info.run)),
+        ("selection", layout.selection_file(info.selection.rsplit("/", 1)[0], "png")),
     ):
         if store.exists(key):
-            store.download_file(key, local / "plots" / f"{name}.png")
-            found[name] = f"plots/{name}.png"
+            store.download_file(key, local / layout.champion_plot(name))
+            found[name] = layout.champion_plot(name)
     return found
 
 
-def _grown_from(store: Store, first: dict) -> dict | None:
+def _grown_from(store: Store, first: ChampionInfo) -> dict | None:
     """The model a line grew from (its first champion's input, when that is no champion of the line), as
     the first sweep scored it: the chart then starts where the line started."""
-    precursor = first.get("precursor") or {}
-    if not precursor.get("spec") or not store.exists(first.get("selection", "")):
+    if not first.precursor or not first.precursor.spec or not store.exists(first.selection):
         return None
-    rows = store.read_json(first["selection"])["candidates"]
-    row = next((r for r in rows if r["kind"] == "precursor"), None)
+    selection = Selection.model_validate(store.read_json(first.selection))
+    row = next((r for r in selection.candidates if r.kind == "precursor"), None)
     if row is None:
         return None
-    return {
-        "version": f"input: {precursor['spec'].rstrip('/').rsplit('/', 1)[-1]}",
-        "mmlu": row["mmlu"],
-        "mmlu_se": row.get("mmlu_se"),
-        "bench": row.get("bench"),
-    }
+    name = first.precursor.spec.rstrip("/").rsplit("/", 1)[-1]
+    return {"version": f"input: {name}", "mmlu": row.mmlu, "mmlu_se": row.mmlu_se, "bench": row.bench}
 
 
-def _point(version: str, scores: dict) -> dict:
-    bench = scores.get("bench")
-    return {
-        "version": version,
-        "mmlu": scores["mmlu"]["acc"],
-        "mmlu_se": scores["mmlu"].get("se"),
-        "bench": bench["score"] if bench else None,
-    }
+def _point(info: ChampionInfo) -> dict:
+    mmlu, bench = info.scores.mmlu, info.scores.bench
+    return {"version": info.version, "mmlu": mmlu.acc, "mmlu_se": mmlu.se, "bench": bench.score if bench else None}
 
 
 def promote(
-    store: Store, line: str, candidate: Candidate, champion_info: dict, card_writer, plots_writer=None
+    store: Store, line: str, candidate: Candidate, champion_info: ChampionInfo, card_writer, plots_writer=None
 ) -> ChampionPointer:
     """candidate: a scored candidate (its key and weights digest are used); champion_info: provenance for
     champion.json.
@@ -96,7 +81,7 @@ def promote(
     card_writer(champion_info) → README.md text (called with the final champion.json content).
     Returns the latest.json pointer.
     """
-    run_id = champion_info["run_id"]
+    run_id, stage = champion_info.run_id, champion_info.stage
     version = find_promoted(store, line, run_id, candidate.weights_digest)
     latest = (
         ChampionPointer.model_validate(store.read_json(layout.latest_pointer(line)))
@@ -122,34 +107,35 @@ def promote(
             line=line,
             version=version,
             key=layout.champion_dir(line, version),
-            stage=champion_info["stage"],
+            stage=stage,
             run_id=run_id,
             updated_at=latest.updated_at if latest.version == version else None,
         )
     if version:
         log(f"[promote] {line}@{version} already holds these weights; not promoting twice")
     else:
-        version = layout.next_version(store, line, champion_info["stage"])
+        version = layout.next_version(store, line, stage)
         key = layout.champion_dir(line, version)
         if store.exists(key):
             raise UserError(f"refusing to overwrite existing champion directory {store.url(key)}")
-        info = {
-            **champion_info,
-            "line": line,
-            "version": version,
-            "key": key,
-            "source_key": candidate.key,
-            "weights_digest": candidate.weights_digest,
-            "promoted_at": now(),
-        }
+        info = champion_info.model_copy(
+            update={
+                "line": line,
+                "version": version,
+                "key": key,
+                "source_key": candidate.key,
+                "weights_digest": candidate.weights_digest,
+                "promoted_at": now(),
+            }
+        )
         with tempfile.TemporaryDirectory() as tmp:
             local = Path(tmp)
             store.get_tree(candidate.key, local, include=is_model_file)
             sums = [f"{sha256_file(p)}  {p.name}" for p in sorted(local.iterdir()) if p.is_file()]
             (local / "SHA256SUMS").write_text("\n".join(sums) + "\n")
             if plots_writer:
-                info["plots"] = plots_writer(info, local)
-            (local / "champion.json").write_text(json.dumps(info, indent=2, default=str) + "\n")
+                info = info.model_copy(update={"plots": plots_writer(info, local)})
+            (local / layout.CHAMPION_INFO).write_text(info.to_text())
             (local / "README.md").write_text(card_writer(info))
             store.put_tree(local, key)
         log(f"[promote] {candidate.name} → {store.url(key)}")
@@ -157,7 +143,7 @@ def promote(
         line=line,
         version=version,
         key=layout.champion_dir(line, version),
-        stage=champion_info["stage"],
+        stage=stage,
         run_id=run_id,
         updated_at=now(),
     )
@@ -178,7 +164,7 @@ def rollback(store: Store, line: str, version: str, reason: str, write: bool = T
     latest = ChampionPointer.model_validate(store.read_json(layout.latest_pointer(line)))
     if latest.version == version:
         raise UserError(f"--rollback: {line}@{version} is already the line's latest")
-    info = store.read_json(layout.champion_info(key))
+    info = read_champion(store, key)
     event = RollbackEvent.model_validate(
         {"line": line, "from": latest.version, "to": version, "reason": reason, "by": getpass.getuser(), "at": now()}
     )
@@ -186,8 +172,8 @@ def rollback(store: Store, line: str, version: str, reason: str, write: bool = T
         line=line,
         version=version,
         key=key,
-        stage=info["stage"],
-        run_id=info["run_id"],
+        stage=info.stage,
+        run_id=info.run_id,
         updated_at=event.at,
         rollback=event,
     )
@@ -200,36 +186,38 @@ def rollback(store: Store, line: str, version: str, reason: str, write: bool = T
 
 
 def promote_champion(
-    pipeline: PipelineConfig, record: dict, champion: Candidate, precursor: Candidate | None, store: Store
+    pipeline: PipelineConfig, record: RunRecord, champion: Candidate, precursor: Candidate | None, store: Store
 ) -> ChampionPointer:
     """Promote a swept candidate of a run, with its provenance and a card generated from the records."""
-    scores = champion.scored.to_json()
-    scores["mmlu"].pop("items", None)  # champion.json keeps the summary; per-item answers stay in the sweep
-    if scores.get("bench"):
-        scores["bench"].pop("items", None)
-    info = {
-        "stage": record["stage"],
-        "run_id": record["run_id"],
-        "candidate": champion.name,
-        "candidate_kind": champion.kind,
-        "run_record": layout.run_record(record["run_prefix"]),
-        "selection": layout.selection_report(record["run_prefix"]),
-        "precursor": (precursor.champion or {"key": precursor.key, "spec": precursor.spec}) if precursor else None,
-        "scores": {"bench": None, **scores},
-        "sweep_note": sweep_note(pipeline, champion.scored.mmlu.n),
-    }
+    if precursor is None:
+        came_from = None
+    elif precursor.champion:  # the champion pointer it resolved to
+        came_from = precursor.champion.to_json()
+    else:  # or where it lives
+        came_from = {"key": precursor.key, "spec": precursor.spec}
+    info = ChampionInfo(
+        stage=record.stage,
+        run_id=record.run_id,
+        candidate=champion.name,
+        candidate_kind=champion.kind,
+        run_record=layout.run_record(record.run_prefix),
+        selection=layout.selection_report(record.run_prefix),
+        precursor=came_from,
+        scores=champion.scored.summary().model_dump(),  # per-item answers stay in the sweep
+        sweep_note=sweep_note(pipeline, champion.scored.mmlu.n),
+    )
     if champion.kind == "merge":
-        info["merge"] = champion.merge
+        info.merge = champion.merge
     if champion.manual:
-        info["manual"] = champion.manual
-    if record.get("experiment"):
-        info["experiment"] = {k: record["experiment"][k] for k in ("name", "status", "reason")}
+        info.manual = champion.manual
+    if record.experiment:
+        info.experiment = record.experiment.model_dump(include={"name", "status", "reason"})
     return promote(
         store,
         pipeline.line,
         champion,
         info,
-        lambda final: card.render(store, ChampionInfo.model_validate(final), pipeline.card),
+        lambda final: card.render(store, final, pipeline.card),
         lambda final, local: champion_plots(store, pipeline.line, final, local),
     )
 
@@ -248,7 +236,7 @@ def refuse_rewind(store: Store, line: str, run: str, candidate: Candidate, run_i
             )
 
 
-def chosen_candidate(store: Store, run: str, name: str | None, reason: str | None) -> tuple[dict, Candidate]:
+def chosen_candidate(store: Store, run: str, name: str | None, reason: str | None) -> tuple[RunRecord, Candidate]:
     """The run's record and the candidate to promote from its sweep: the selection's champion, or
     `name`, which overrules the selection (and a gate refusal overrules the gate) only with a reason,
     kept on the candidate for champion.json and the card."""
@@ -256,8 +244,9 @@ def chosen_candidate(store: Store, run: str, name: str | None, reason: str | Non
         raise UserError(f"{run!r} is not a run key (runs/<stage>/<stage>-<digest>, as the stage's log prints it)")
     if not store.exists(layout.selection_report(run)):
         raise UserError(f"{store.url(run)}: no sweep/selection.json; run the stage's sweep first")
-    record = store.read_json(layout.run_record(run))
-    selection = Selection.model_validate(store.read_json(layout.selection_report(run)))
+    record = parse_record(RunRecord, store.read_json(layout.run_record(run)), store.url(layout.run_record(run)))
+    report = layout.selection_report(run)
+    selection = parse_record(Selection, store.read_json(report), store.url(report))
     name = selection.champion if name is None else name
     kinds = {c.name: c.kind for c in selection.candidates}
     if kinds.get(name) in (None, "precursor", "incumbent") or not store.exists(layout.sweep_candidate(run, name)):
@@ -265,10 +254,10 @@ def chosen_candidate(store: Store, run: str, name: str | None, reason: str | Non
         raise UserError(f"{name!r} is not a candidate of {run} (candidates: {names})")
     if name != selection.champion and not reason:
         raise UserError(f"{name} is not the selected champion ({selection.champion}); give --reason")
-    gate_failed = selection.gate is not None and not selection.gate["passed"]
+    gate_failed = selection.gate is not None and not selection.gate.passed
     if gate_failed and not reason:
         raise UserError(
-            f"{run}: {selection.champion} was {selection.gate['reason']}; give --reason to promote {name} anyway"
+            f"{run}: {selection.champion} was {selection.gate.reason}; give --reason to promote {name} anyway"
         )
     candidate = Candidate.model_validate(store.read_json(layout.sweep_candidate(run, name)))
     overruled = [
@@ -296,8 +285,8 @@ def promote_run(
     Returns (the candidate's name, the version it is or would be promoted as, the pointer: None when
     write=False)."""
     record, candidate = chosen_candidate(store, run, name, reason)
-    refuse_rewind(store, pipeline.line, run, candidate, record["run_id"])
+    refuse_rewind(store, pipeline.line, run, candidate, record.run_id)
     if not write:
-        return candidate.name, layout.next_version(store, pipeline.line, record["stage"]), None
-    pointer = promote_champion(pipeline, record, candidate, precursor_of(record, store.uri), store)
+        return candidate.name, layout.next_version(store, pipeline.line, record.stage), None
+    pointer = promote_champion(pipeline, record, candidate, precursor_of(record.init, store.uri), store)
     return candidate.name, pointer.version, pointer

@@ -18,6 +18,8 @@ from slm.eval.sweep import sweep
 from slm.log import log
 from slm.modeling import champion_pointer
 from slm.orchestration.training import checkpoints
+from slm.refs import ModelRef, ScratchRef
+from slm.run_record import RunRecord
 from slm.store import Store
 
 
@@ -34,19 +36,17 @@ def sweep_note(pipeline: PipelineConfig, n_items: int) -> str:
     return f"lm-eval, {s.num_fewshot}-shot, {scope}{limit}: {n_items:,} test items{subset}."
 
 
-def precursor_of(record: dict, store_uri: str) -> Candidate | None:
+def precursor_of(init: ModelRef, store_uri: str) -> Candidate | None:
     """The stage's input model, whatever it is: a champion or `store:` tree of this store, `s3://`, a
     local directory or `hf:` (None only for a stage trained from scratch). Scored like any candidate,
     cached by weights."""
-    init = record.get("init") or {}
-    if init.get("spec") in (None, "scratch"):
+    if isinstance(init, ScratchRef):
         return None
-    if init.get("key") is not None and init.get("store") in (None, store_uri):
-        name = "input model" + (
-            f" ({init['champion']['line']}@{init['champion']['version']})" if init.get("champion") else ""
-        )
-        return Candidate(name=name, key=init["key"], kind="precursor", champion=init.get("champion"), spec=init["spec"])
-    return Candidate(name="input model", ref=init, kind="precursor", spec=init["spec"], champion=init.get("champion"))
+    champion = getattr(init, "champion", None)
+    if init.in_store(store_uri):  # a tree of this store: the sweep reads it there (and can merge with it)
+        name = "input model" + (f" ({champion.line}@{champion.version})" if champion else "")
+        return Candidate(name=name, key=init.key, kind="precursor", champion=champion, spec=init.spec)
+    return Candidate(name="input model", ref=init, kind="precursor", spec=init.spec, champion=champion)
 
 
 def experiment_incumbent(pipeline: PipelineConfig, stage: str, store: Store) -> Candidate | None:
@@ -82,7 +82,7 @@ def judge_experiment(best: Candidate | dict, incumbent: Candidate | dict, policy
         "candidate": best.name,
         "incumbent": incumbent.name,
         "incumbent_key": incumbent.key,
-        "noise": duel.noise,
+        "noise": duel.noise.to_json() if duel.noise else None,
         "mmlu": {"candidate": best.scored.mmlu.acc, "incumbent": incumbent.scored.mmlu.acc},
         "bench": {"candidate": bench(best), "incumbent": bench(incumbent)},
     }
@@ -124,14 +124,6 @@ def add_merges(
     return [merged[m.name] for m in merges]
 
 
-def gate_summary(verdict: dict) -> str:
-    """One line: passed or not, and each paired test (what, candidate vs input, p)."""
-    tests = ", ".join(
-        f"{t['what']} {t['candidate']}/{t['n']} vs {t['input']}/{t['n']} (p = {t['p']:.2g})" for t in verdict["tests"]
-    )
-    return f"{verdict['reason'] if not verdict['passed'] else 'passed'} [{tests}]"
-
-
 def write_report(store: Store, out: str, selection: Selection, reference: list, title: str) -> None:
     store.write_json(layout.selection_file(out), selection.to_json())
     store.write_text(layout.selection_file(out, "md"), report.markdown_table(selection))
@@ -143,20 +135,20 @@ def write_report(store: Store, out: str, selection: Selection, reference: list, 
 
 
 def sweep_and_select(
-    pipeline: PipelineConfig, record: dict, store: Store, incumbent: Candidate | None = None
+    pipeline: PipelineConfig, record: RunRecord, store: Store, incumbent: Candidate | None = None
 ) -> tuple[Candidate, Selection, Candidate | None]:
-    prefix, use_gpu = record["run_prefix"], pipeline.cluster.use_gpu
+    prefix, use_gpu = record.run_prefix, pipeline.cluster.use_gpu
     out = layout.sweep_dir(prefix)
     candidates = checkpoints(store, prefix)
-    precursor = precursor_of(record, store.uri)
+    precursor = precursor_of(record.init, store.uri)
     gated = pipeline.selection.gate.enabled and precursor is not None
     to_score = candidates + (
-        [precursor] if precursor and (gated or pipeline.sweep.score_precursor or record.get("experiment")) else []
+        [precursor] if precursor and (gated or pipeline.sweep.score_precursor or record.experiment) else []
     )
     if incumbent and (not precursor or incumbent.key != precursor.key):
         to_score.append(incumbent)
     cluster.connect()
-    tag = f"{record['stage']} sweep"
+    tag = f"{record.stage} sweep"
     scored = sweep(store, to_score, pipeline.sweep, out, use_gpu, tag)
     pool = [scored[c.name] for c in candidates]
     selection = select(pool, pipeline.selection)
@@ -172,17 +164,17 @@ def sweep_and_select(
     if incumbent and incumbent.name in scored:
         reference.append(report_row(scored[incumbent.name], "reference", "the stage's current champion"))
     selection.candidates += reference
-    write_report(store, out, selection, reference, f"{pipeline.line} · {record['stage']} sweep")
-    log(f"[{record['stage']}] champion: {champion.name} — {selection.row(champion.name).reason}")
+    write_report(store, out, selection, reference, f"{pipeline.line} · {record.stage} sweep")
+    log(f"[{record.stage}] champion: {champion.name} — {selection.row(champion.name).reason}")
     if selection.gate:
-        log(f"[{record['stage']}] gate vs the input model: {gate_summary(selection.gate)}")
-    if record.get("experiment"):
+        log(f"[{record.stage}] gate vs the input model: {selection.gate.summary}")
+    if record.experiment:
         against = (scored.get(incumbent.name) if incumbent else None) or (
             scored.get(precursor.name) if precursor else None
         )
         if against is None:
             raise UserError(
-                f"{record['stage']}: experiment {record['experiment']['name']} has nothing to be judged "
+                f"{record.stage}: experiment {record.experiment.name} has nothing to be judged "
                 f"against (no champion from this stage and no precursor in the store)"
             )
         selection.experiment = judge_experiment(

@@ -14,14 +14,25 @@ from slm import cluster, engine, layout, plots, records
 from slm.chat import prompt_text
 from slm.checkpoints import holds_resume_state, prune_resume_state, resumable
 from slm.config import PipelineConfig, StageConfig, config_digest, resolve_path
-from slm.datasets import read_manifest
+from slm.datasets import Manifest, dataset_identity, read_manifest
 from slm.engine import TrainJob
 from slm.errors import UserError
 from slm.eval.scores import Candidate
 from slm.init_checks import init_loss_warning
 from slm.log import log
-from slm.modeling import load_tokenizer, materialize
+from slm.modeling import load_tokenizer
 from slm.recipe import StageContext
+from slm.records import parse_record
+from slm.refs import SCRATCH, LocalRef, ModelRef, ScratchRef
+from slm.run_record import (
+    Attempt,
+    EngineFacts,
+    ModelFacts,
+    RunRecord,
+    StorageSummary,
+    TrainingSummary,
+    WorkerGroupStart,
+)
 from slm.stages import RECIPES
 from slm.store import Store, sha256_file
 
@@ -30,36 +41,36 @@ from slm.store import Store, sha256_file
 HASH_BY_CONTENT_BELOW = 64 << 20
 
 
-def model_facts(store: Store, checkpoint_key: str, parameters: int) -> dict:
+def model_facts(store: Store, checkpoint_key: str, parameters: int) -> ModelFacts:
     cfg = json.loads(store.read_bytes(layout.model_config(checkpoint_key)))
     pick = lambda *names: next((cfg[n] for n in names if n in cfg), None)  # noqa: E731
-    return {
-        "architecture": cfg.get("model_type"),
-        "parameters": parameters,
-        "hidden_size": pick("hidden_size", "n_embd"),
-        "layers": pick("num_hidden_layers", "n_layer"),
-        "heads": pick("num_attention_heads", "n_head"),
-        "vocab_size": cfg.get("vocab_size"),
-        "context": pick("max_position_embeddings", "n_positions"),
-        "tie_word_embeddings": cfg.get("tie_word_embeddings", True),
-    }
+    return ModelFacts(
+        architecture=cfg.get("model_type"),
+        parameters=parameters,
+        hidden_size=pick("hidden_size", "n_embd"),
+        layers=pick("num_hidden_layers", "n_layer"),
+        heads=pick("num_attention_heads", "n_head"),
+        vocab_size=cfg.get("vocab_size"),
+        context=pick("max_position_embeddings", "n_positions"),
+        tie_word_embeddings=cfg.get("tie_word_embeddings", True),
+    )
 
 
-def training_summary(log_history: list[dict]) -> dict:
+def training_summary(log_history: list[dict]) -> TrainingSummary:
     losses = [h["loss"] for h in log_history if "loss" in h]
     evals = [{"step": h["step"], "eval_loss": h["eval_loss"]} for h in log_history if "eval_loss" in h]
     final = next((h for h in reversed(log_history) if "train_runtime" in h), {})
     tokens, runtime = final.get("num_input_tokens_seen"), final.get("train_runtime")
-    return {
-        "first_loss": losses[0] if losses else None,
-        "last_loss": losses[-1] if losses else None,
-        "min_loss": min(losses) if losses else None,
-        "loss_fell": bool(losses) and losses[-1] < losses[0],
-        "eval": evals,
-        "train_runtime_s": runtime,
-        "tokens": tokens,
-        "tokens_per_s": tokens / runtime if tokens and runtime else None,
-    }
+    return TrainingSummary(
+        first_loss=losses[0] if losses else None,
+        last_loss=losses[-1] if losses else None,
+        min_loss=min(losses) if losses else None,
+        loss_fell=bool(losses) and losses[-1] < losses[0],
+        eval=evals,
+        train_runtime_s=runtime,
+        tokens=tokens,
+        tokens_per_s=tokens / runtime if tokens and runtime else None,
+    )
 
 
 def checkpoints(store: Store, run: str) -> list[Candidate]:
@@ -70,24 +81,13 @@ def checkpoints(store: Store, run: str) -> list[Candidate]:
     ]
 
 
-def files_identity(ref: dict | None):
+def files_identity(ref: ModelRef | None):
     """What a model or tokenizer reference holds (file checksums), not how it was named."""
     if ref is None:
-        return "scratch"
-    if ref.get("key") is not None:
-        return Store.open(ref["store"]).tree_manifest(ref["key"])["files"]
-    if ref.get("local") is not None:
-        root = resolve_path(ref["local"])
-        return {
-            p.name: (
-                sha256_file(p)
-                if p.stat().st_size < HASH_BY_CONTENT_BELOW
-                else f"{p.stat().st_size}:{p.stat().st_mtime_ns}"
-            )
-            for p in sorted(root.iterdir())
-            if p.is_file()
-        }
-    return {k: ref.get(k) for k in ("hf", "revision")}
+        return SCRATCH
+    if isinstance(ref, LocalRef):
+        return ref.files_identity(HASH_BY_CONTENT_BELOW)
+    return ref.files_identity()
 
 
 def run_identity(cfg: StageConfig, job: TrainJob, data_digest: str) -> dict:
@@ -113,29 +113,28 @@ def refuse_other_world_size(store: Store, stage: str, resume_identity: str, work
         key = layout.run_record(layout.run_prefix(stage, run_id))
         if not store.exists(key):
             continue
-        other = store.read_json(key)
-        if (
-            other.get("resume_identity") != resume_identity
-            or other.get("status") == "finished"
-            or other["cluster"]["workers"] == workers
-        ):
+        other = parse_record(RunRecord, store.read_json(key), store.url(key))
+        if other.resume_identity != resume_identity or other.status == "finished" or other.cluster.workers == workers:
             continue
-        checkpoint = layout.latest_checkpoint(store, other["run_prefix"])
+        checkpoint = layout.latest_checkpoint(store, other.run_prefix)
         if checkpoint:
-            zero = other["deepspeed"]["zero_stage"]
+            zero = other.deepspeed.zero_stage
             raise UserError(
                 f"{stage}: run {run_id} of this config stopped at {checkpoint.rsplit('/', 1)[-1]} on "
-                f"{other['cluster']['workers']} workers; resuming it on {workers} is not supported (ZeRO-{zero} "
+                f"{other.cluster.workers} workers; resuming it on {workers} is not supported (ZeRO-{zero} "
                 f"optimizer shards are per rank and the data position depends on the world size). Rerun with "
-                f"--set cluster.workers={other['cluster']['workers']} to resume it, or change the config "
+                f"--set cluster.workers={other.cluster.workers} to resume it, or change the config "
                 f"(e.g. train.seed) to start a new run on {workers} workers"
             )
 
 
-def worker_group_starts(store: Store, prefix: str) -> list[dict]:
+def worker_group_starts(store: Store, prefix: str) -> list[WorkerGroupStart]:
     """Every start of the Ray Train worker group (first launch, FailureConfig restarts, reruns), oldest first."""
     starts = layout.worker_starts(prefix)
-    return [store.read_json(f"{starts}/{name}") for name in sorted(store.children(starts))]
+    return [
+        WorkerGroupStart.model_validate(store.read_json(layout.tree_file(starts, n)))
+        for n in sorted(store.children(starts))
+    ]
 
 
 def new_record(
@@ -145,77 +144,84 @@ def new_record(
     run_id: str,
     prefix: str,
     resume_identity: str,
-    manifest: dict,
+    manifest: Manifest,
     data_digest: str,
-) -> dict:
-    record = {
-        "stage": cfg.stage,
-        "run_id": run_id,
-        "run_prefix": prefix,
-        "line": pipeline.line,
-        "recipe": job.recipe,
-        "resume_identity": resume_identity,
-        "experiment": cfg.experiment.model_dump() if cfg.experiment else None,
-        "config": cfg.model_dump(mode="json"),
-        "init": job.init or {"spec": "scratch"},
-        "tokenizer": job.tokenizer,
-        "data": manifest,
-        "data_manifest_sha256": data_digest,
-        "deepspeed": {
+) -> RunRecord:
+    record = RunRecord(
+        stage=cfg.stage,
+        run_id=run_id,
+        run_prefix=prefix,
+        line=pipeline.line,
+        recipe=job.recipe,
+        resume_identity=resume_identity,
+        experiment=cfg.experiment.model_dump() if cfg.experiment else None,
+        config=cfg.model_dump(mode="json"),  # every field, defaults too: the record says what ran
+        init=job.init or ScratchRef(),
+        tokenizer=job.tokenizer,
+        data=manifest,
+        data_manifest_sha256=data_digest,
+        deepspeed={
             "config_file": cfg.deepspeed,
             "config": job.ds_config,
             "zero_stage": job.ds_config["zero_optimization"]["stage"],
             "optimizer": engine.optimizer_name(job.ds_config, job.train.optim),
         },
-        "cluster": pipeline.cluster.model_dump(),
-        "seed": cfg.train.seed,
-        "versions": records.versions(),
-        "git_commit": records.git_commit(),
-        "environment": records.environment_facts(),
-        "attempts": [],
-        "warnings": list(job.warnings),
-        "pad": job.pad,
-    }
+        cluster=pipeline.cluster.model_dump(),
+        seed=cfg.train.seed,
+        versions=records.versions(),
+        git_commit=records.git_commit(),
+        environment=records.environment_facts(),
+        attempts=[],
+        warnings=list(job.warnings),
+        pad=job.pad,
+    )
     if job.logit_distill:
-        record["logit_distill_teacher"] = job.logit_distill["teacher"]
+        record.logit_distill_teacher = job.logit_distill.teacher
     for warning in job.warnings:
         log(f"[{cfg.stage}] warning: {warning}")
-    if job.pad and job.pad["how"] != "kept":
-        log(f"[{cfg.stage}] pad token: {job.pad['content']!r} (id {job.pad['id']}) — {job.pad['reason']}")
+    if record.pad and record.pad.how != "kept":
+        log(f"[{cfg.stage}] pad token: {record.pad.content!r} (id {record.pad.id}) — {record.pad.reason}")
     return record
 
 
-def plan_run(pipeline: PipelineConfig, cfg: StageConfig, store: Store) -> tuple[TrainJob, str, dict, dict, str]:
+def read_record(store: Store, prefix: str) -> RunRecord | None:
+    key = layout.run_record(prefix)
+    return parse_record(RunRecord, store.read_json(key), store.url(key)) if store.exists(key) else None
+
+
+def write_record(store: Store, record: RunRecord) -> None:
+    """The record, with anything that looks like a secret redacted, beside the run's outputs."""
+    store.write_json(layout.run_record(record.run_prefix), records.redact(record.to_json()))
+
+
+def plan_run(pipeline: PipelineConfig, cfg: StageConfig, store: Store) -> tuple[TrainJob, str, dict, Manifest, str]:
     """The stage's recipe plans the job; the run is named by everything that changes its result.
     Returns (job, run id, identity, data manifest, data digest)."""
     job = RECIPES[cfg.stage].plan(cfg, StageContext(store, pipeline))
     manifest = read_manifest(store, cfg.data.dataset)
-    data_digest = (
-        manifest.get("build_digest") or store.tree_manifest(cfg.data.dataset)["files"]["manifest.json"]["sha256"]
-    )
+    data_digest = dataset_identity(store, cfg.data.dataset, manifest)
     identity = run_identity(cfg, job, data_digest)
     run_id = f"{cfg.stage}-{config_digest(cfg, {**identity, 'workers': job.workers})}"
     return job, run_id, identity, manifest, data_digest
 
 
-def train(pipeline: PipelineConfig, cfg: StageConfig, store: Store) -> dict:
+def train(pipeline: PipelineConfig, cfg: StageConfig, store: Store) -> RunRecord:
     """Plan, train (or resume, or skip when finished) and return the run record."""
     recipe = RECIPES[cfg.stage]
     job, run_id, identity, manifest, data_digest = plan_run(pipeline, cfg, store)
     prefix = layout.run_prefix(cfg.stage, run_id)
-    record_key = layout.run_record(prefix)
-    record = store.read_json(record_key) if store.exists(record_key) else None
-    if record and record.get("status") == "finished":
+    record = read_record(store, prefix)
+    if record and record.status == "finished":
         log(f"[{cfg.stage}] run {run_id} already finished; not training again ({store.url(prefix)})")
         return record
     resume_identity = config_digest(cfg, identity)
     if record is None:
         refuse_other_world_size(store, cfg.stage, resume_identity, job.workers)
         record = new_record(pipeline, cfg, job, run_id, prefix, resume_identity, manifest, data_digest)
-    for earlier in record["attempts"]:
-        if earlier.get("status", "running") == "running":  # its driver died without finishing: preempted
-            earlier["status"] = "interrupted"
-            earlier["last_complete_checkpoint"] = layout.latest_checkpoint(store, prefix)
+    for earlier in record.attempts:
+        if earlier.status == "running":  # its driver died without finishing: preempted
+            earlier.status = "interrupted"
+            earlier.last_complete_checkpoint = layout.latest_checkpoint(store, prefix)
     resume_from = layout.latest_checkpoint(store, prefix)
     if resume_from and not resumable(store, resume_from):
         raise UserError(
@@ -223,44 +229,42 @@ def train(pipeline: PipelineConfig, cfg: StageConfig, store: Store) -> dict:
             f"state was pruned (keep_optimizer_states); it cannot resume exactly. Change the config "
             f"(e.g. train.seed) to start a new run"
         )
-    record["status"] = "running"
-    record["attempts"].append(
-        {
-            "attempt": len(record["attempts"]) + 1,
-            "status": "running",
-            "started_at": records.now(),
-            "resume_from": resume_from,
-            "workers": job.workers,
-        }
+    record.status = "running"
+    record.attempts.append(
+        Attempt(
+            attempt=len(record.attempts) + 1,
+            status="running",
+            started_at=records.now(),
+            resume_from=resume_from,
+            workers=job.workers,
+        )
     )
     if resume_from:
         log(
-            f"[{cfg.stage}] run {run_id} was interrupted; attempt {len(record['attempts'])} resumes from "
+            f"[{cfg.stage}] run {run_id} was interrupted; attempt {len(record.attempts)} resumes from "
             f"{store.url(resume_from)}"
         )
-    job = job.model_copy(update={"run_id": run_id, "run_prefix": prefix, "attempt": len(record["attempts"])})
-    store.write_json(record_key, records.redact(record))
+    job = job.model_copy(update={"run_id": run_id, "run_prefix": prefix, "attempt": len(record.attempts)})
+    write_record(store, record)
     cluster.connect()
     log(
         f"[{cfg.stage}] run {run_id}: {job.recipe} on {job.workers} Ray Train workers "
-        f"({'GPU' if job.use_gpu else 'CPU'}), DeepSpeed ZeRO-{record['deepspeed']['zero_stage']}, "
-        f"{record['deepspeed']['optimizer']}"
+        f"({'GPU' if job.use_gpu else 'CPU'}), DeepSpeed ZeRO-{record.deepspeed.zero_stage}, "
+        f"{record.deepspeed.optimizer}"
     )
     try:
         engine.run(job, recipe)
     except BaseException as exc:
-        record["status"] = "failed"
-        record["attempts"][-1].update(
-            status="failed",
-            ended_at=records.now(),
-            error=str(exc).splitlines()[0][:500] if str(exc) else type(exc).__name__,
-        )
-        store.write_json(record_key, records.redact(record))
+        record.status = "failed"
+        last = record.attempts[-1]
+        last.status, last.ended_at = "failed", records.now()
+        last.error = str(exc).splitlines()[0][:500] if str(exc) else type(exc).__name__
+        write_record(store, record)
         raise
     return finish_record(store, record, job)
 
 
-def prune_after_finish(store: Store, prefix: str, record: dict, keep: int) -> dict:
+def prune_after_finish(store: Store, prefix: str, stage: str, keep: int) -> StorageSummary:
     """The run is finished: DeepSpeed's resume state goes from all checkpoints but the newest `keep`
     (some were pruned already while training, with at least one kept to resume from)."""
     pruned_now = prune_resume_state(store, prefix, keep)
@@ -272,58 +276,56 @@ def prune_after_finish(store: Store, prefix: str, record: dict, keep: int) -> di
     freed = sum(p["bytes"] for p in pruned)
     if pruned:
         log(
-            f"[{record['stage']}] storage: optimizer state pruned from {len(pruned)} checkpoint(s), "
+            f"[{stage}] storage: optimizer state pruned from {len(pruned)} checkpoint(s), "
             f"{freed / 1e6:,.1f} MB freed; kept in {', '.join(k.rsplit('/', 1)[-1] for k in kept) or 'none'} "
             f"(keep_optimizer_states={keep}); checkpoints now {after / 1e6:,.1f} MB"
         )
-    return {
-        "keep_optimizer_states": keep,
-        "resumable_checkpoints": kept,
-        "pruned": pruned,
-        "bytes_freed": freed,
-        "checkpoint_bytes_before_final_prune": before,
-        "checkpoint_bytes": after,
-    }
+    return StorageSummary(
+        keep_optimizer_states=keep,
+        resumable_checkpoints=kept,
+        pruned=pruned,
+        bytes_freed=freed,
+        checkpoint_bytes_before_final_prune=before,
+        checkpoint_bytes=after,
+    )
 
 
-def finish_record(store: Store, record: dict, job: TrainJob) -> dict:
-    prefix, stage = record["run_prefix"], record["stage"]
-    facts = store.read_json(layout.engine_facts(prefix))
+def finish_record(store: Store, record: RunRecord, job: TrainJob) -> RunRecord:
+    prefix, stage = record.run_prefix, record.stage
+    facts = EngineFacts.model_validate(store.read_json(layout.engine_facts(prefix)))
     history = store.read_json(layout.log_history(prefix))
     ckpts = checkpoints(store, prefix)
     if not ckpts:
         raise UserError(f"{stage}: training finished without a complete checkpoint in {store.url(prefix)}")
-    record.update(
-        status="finished",
-        finished_at=records.now(),
-        engine=facts,
-        training=training_summary(history),
-        checkpoints=[c.key for c in ckpts],
-        model=model_facts(store, ckpts[-1].key, facts["parameters"]),
-    )
+    record.status = "finished"
+    record.finished_at = records.now()
+    record.engine = facts
+    record.training = training_summary(history)
+    record.checkpoints = [c.key for c in ckpts]
+    record.model = model_facts(store, ckpts[-1].key, facts.parameters)
     loss_png = layout.loss_plot(prefix)
-    store.write_bytes(loss_png, plots.loss_curve(history, f"{stage} · {record['run_id']}", [c.step for c in ckpts]))
-    record["plots"] = {"loss": loss_png}
-    record["attempts"][-1].update(status="finished", finished_at=record["finished_at"])
-    record["worker_group_starts"] = worker_group_starts(store, prefix)
-    record["storage"] = prune_after_finish(store, prefix, record, job.keep_optimizer_states)
-    restarts = [s for s in record["worker_group_starts"] if s["resume_from"]]
+    store.write_bytes(loss_png, plots.loss_curve(history, f"{stage} · {record.run_id}", [c.step for c in ckpts]))
+    record.plots = {"loss": loss_png}
+    record.attempts[-1].status, record.attempts[-1].finished_at = "finished", record.finished_at
+    record.worker_group_starts = worker_group_starts(store, prefix)
+    record.storage = prune_after_finish(store, prefix, stage, job.keep_optimizer_states)
+    restarts = [s for s in record.worker_group_starts if s.resume_from]
     if restarts:
         log(
             f"[{stage}] resumed {len(restarts)} time(s): "
-            + "; ".join(f"attempt {s['attempt']} from {s['resume_from'].rsplit('/', 1)[-1]}" for s in restarts)
+            + "; ".join(f"attempt {s.attempt} from {s.resume_from.rsplit('/', 1)[-1]}" for s in restarts)
         )
-    warning = init_loss_warning(record["training"]["first_loss"], record["model"]["vocab_size"], record["init"]["spec"])
+    warning = init_loss_warning(record.training.first_loss, record.model.vocab_size, record.init.spec)
     if warning:
-        record["warnings"].append(warning)
+        record.warnings.append(warning)
         log(f"[{stage}] warning: {warning}")
-    tokenizer = load_tokenizer(materialize(job.tokenizer), job.trust_remote_code, job.chat_template)
+    tokenizer = load_tokenizer(job.tokenizer.materialize(), job.trust_remote_code, job.chat_template)
     if tokenizer.chat_template:
-        record["chat_template_example"] = prompt_text(tokenizer, "<your question>")
-    store.write_json(layout.run_record(prefix), records.redact(record))
-    t = record["training"]
+        record.chat_template_example = prompt_text(tokenizer, "<your question>")
+    write_record(store, record)
+    t = record.training
     log(
-        f"[{stage}] finished: loss {t['first_loss']:.4f} → {t['last_loss']:.4f}, "
-        f"{len(ckpts)} checkpoints, world size {facts['world_size']}, ZeRO stage {facts['zero_stage']}"
+        f"[{stage}] finished: loss {t.first_loss:.4f} → {t.last_loss:.4f}, "
+        f"{len(ckpts)} checkpoints, world size {facts.world_size}, ZeRO stage {facts.zero_stage}"
     )
     return record

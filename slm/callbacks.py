@@ -14,7 +14,8 @@ from slm import layout
 from slm.checkpoints import prune_resume_state
 from slm.log import log
 from slm.mfu import mfu
-from slm.modeling import load_model, materialize
+from slm.modeling import load_model
+from slm.refs import ModelRef
 from slm.store import Store
 
 
@@ -142,7 +143,7 @@ class MergedLoRACallback(TrainerCallback):
     (Resume does not read it: DeepSpeed's own files hold the trained state.)
     """
 
-    def __init__(self, init_ref: dict, trust_remote_code: bool):
+    def __init__(self, init_ref: ModelRef, trust_remote_code: bool):
         self.init_ref = init_ref
         self.trust_remote_code = trust_remote_code
 
@@ -150,8 +151,8 @@ class MergedLoRACallback(TrainerCallback):
         if state.is_world_process_zero:
             from peft import PeftModel
 
-            checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-            base = load_model(materialize(self.init_ref), self.trust_remote_code)
+            checkpoint = Path(args.output_dir) / layout.checkpoint_name(state.global_step)
+            base = load_model(self.init_ref.materialize(), self.trust_remote_code)
             merged = PeftModel.from_pretrained(base, checkpoint).merge_and_unload()
             adapter = checkpoint / "adapter"
             adapter.mkdir(exist_ok=True)
@@ -172,8 +173,8 @@ class StoreCheckpointCallback(TrainerCallback):
     checkpoints older than the newest `keep_resume_states` (slm/checkpoints.py).
     """
 
-    def __init__(self, store_uri: str, run_prefix: str, local_rank: int, work: Path, keep_resume_states: int = 1):
-        self.store_uri = store_uri
+    def __init__(self, store: Store, run_prefix: str, local_rank: int, work: Path, keep_resume_states: int = 1):
+        self.store = store  # the worker's own: one client for every save
         self.run_prefix = run_prefix
         self.local_rank = local_rank
         self.work = work
@@ -185,10 +186,10 @@ class StoreCheckpointCallback(TrainerCallback):
 
     def on_save(self, args, state, control, **kwargs):
         save_s = time.perf_counter() - self.step_ended if self.step_ended else None
-        local = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        local = Path(args.output_dir) / layout.checkpoint_name(state.global_step)
         key = layout.checkpoint_dir(self.run_prefix, state.global_step)
         _barrier()
-        store = Store.open(self.store_uri)
+        store = self.store
         t0 = time.perf_counter()
         files = store.upload_files(local, key, summary=False) if self.local_rank == 0 else {}
         upload_s = time.perf_counter() - t0
@@ -215,7 +216,7 @@ class StoreCheckpointCallback(TrainerCallback):
                 f"[checkpoint] {store.url(key)} persisted ({len(merged)} files, {size / 1e6:,.1f} MB, saved in "
                 f"{save_s or 0:.1f}s, uploaded in {upload_s:.1f}s, {size / 1e6 / max(upload_s, 1e-9):,.0f} MB/s)"
             )
-            upload_logs(store, self.work, layout.train_dir(self.run_prefix))
+            upload_logs(store, self.work, self.run_prefix)
             for entry in prune_resume_state(store, self.run_prefix, self.keep_resume_states):
                 log(
                     f"[checkpoint] optimizer state pruned from {entry['checkpoint'].rsplit('/', 1)[-1]} "
@@ -224,9 +225,9 @@ class StoreCheckpointCallback(TrainerCallback):
         _barrier()
 
 
-def upload_logs(store: Store, work: Path, train_key: str) -> None:
+def upload_logs(store: Store, work: Path, run: str) -> None:
     """The progress CSV and TensorBoard event files of this run so far, to `<run>/train/`."""
     if (work / "train_log.csv").exists():
-        store.upload_file(work / "train_log.csv", f"{train_key}/train_log.csv")
+        store.upload_file(work / "train_log.csv", layout.train_log_csv(run))
     for event_file in (work / "tensorboard").rglob("events.*"):
-        store.upload_file(event_file, f"{train_key}/tensorboard/{event_file.name}")
+        store.upload_file(event_file, layout.tensorboard_event(run, event_file.name))

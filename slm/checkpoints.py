@@ -46,6 +46,6 @@ def prune_resume_state(store: Store, run: str, keep: int) -> list[dict]:
         entry = {"files": sorted(state), "bytes": sum(info["size"] for info in state.values()), "at": now()}
         store.mark_complete(key, kept, {k: v for k, v in manifest.items() if k != "files"} | {"pruned": entry})
         for rel in state:
-            store.delete(f"{key}/{rel}")
+            store.delete(layout.tree_file(key, rel))
         pruned.append({"checkpoint": key, **entry})
     return pruned

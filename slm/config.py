@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from slm import PROJECT_ROOT, SHIPPED_ROOT, STAGE_ORDER, STAGES
 from slm.errors import UserError
@@ -319,8 +320,6 @@ class StageRef(Strict):
     config: str
     builders: list[str] = []  # builder configs run before the stage, in order
     set: dict[str, Any] = {}  # overrides of the stage config, e.g. {train: {max_steps: 10}}
-    # key path in `set` → what put it there (the pipeline file or a --set), for error messages
-    _origins: dict[tuple[str, ...], str] = PrivateAttr(default_factory=dict)
 
 
 class PipelineConfig(Strict):
@@ -491,6 +490,19 @@ def leaf_paths(tree: dict, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]
     return out
 
 
+@dataclass(frozen=True)
+class StageOverride:
+    """Values merged over a stage's config file (a pipeline's `set:`, a --set), with what set each key
+    path, so that a bad value is blamed on what the user typed rather than on the file it was merged into."""
+
+    values: dict[str, Any] = field(default_factory=dict)
+    origins: dict[tuple[str, ...], str] = field(default_factory=dict)
+
+    def then(self, later: StageOverride) -> StageOverride:
+        """This override, then `later` over it (the later one wins a key both set)."""
+        return StageOverride(deep_merge(self.values, later.values), {**self.origins, **later.origins})
+
+
 def override_origins(pairs: list[str], label: str | None = None) -> dict[tuple[str, ...], str]:
     """Key path → what set it (`--set <pair>` unless a label is given), for `load_yaml_config`'s blame."""
     return {tuple(pair.split("=", 1)[0].split(".")): label or f"--set {pair}" for pair in pairs if "=" in pair}
@@ -503,13 +515,11 @@ DIGEST_OMITS_DEFAULT = {TrainSpec: ("warmup_ratio", "gradient_checkpointing", "a
 
 def _digest_view(model: BaseModel) -> dict:
     data = model.model_dump(mode="json")
-    for name, field in type(model).model_fields.items():
+    for name, info in type(model).model_fields.items():
         value = getattr(model, name)
         if isinstance(value, BaseModel):
             data[name] = _digest_view(value)
-        elif name in DIGEST_OMITS_DEFAULT.get(type(model), ()) and value == field.get_default(
-            call_default_factory=True
-        ):
+        elif name in DIGEST_OMITS_DEFAULT.get(type(model), ()) and value == info.get_default(call_default_factory=True):
             del data[name]
     return data
 

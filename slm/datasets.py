@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 from slm import layout
 from slm.config import HygieneSpec
 from slm.errors import UserError
-from slm.records import Stored
+from slm.records import Stored, parse_record
 from slm.store import Store, fetch_tree_cached, sha256_file
 
 
@@ -85,7 +85,7 @@ def write_sharded(
         for split, tables in splits.items():
             shards, columns = [], None
             for i, table in enumerate(tables):
-                rel = f"{split}/shard-{i:05d}.parquet"
+                rel = layout.dataset_shard(split, i)
                 (root / split).mkdir(exist_ok=True)
                 pq.write_table(table, root / rel)
                 columns = table.column_names
@@ -104,27 +104,28 @@ def write_sharded(
     return manifest
 
 
-def read_manifest(store: Store, key: str) -> dict:
+def read_manifest(store: Store, key: str) -> Manifest:
     if not store.is_complete(key):
         raise UserError(
             f"dataset {store.url(key)} not found (or incompletely written): build it first "
             f"with `python launch/build_data.py`"
         )
-    manifest = store.read_json(layout.dataset_manifest(key))
-    if not manifest["splits"].get("train", {}).get("rows"):
+    raw = store.read_json(layout.dataset_manifest(key))
+    if not raw["splits"].get("train", {}).get("rows"):
         raise UserError(f"dataset {store.url(key)} is empty: its train split has no rows")
-    problem = manifest_mismatch(store.tree_manifest(key)["files"], manifest)
+    problem = manifest_mismatch(store.tree_manifest(key)["files"], raw)
     if problem:
         raise UserError(
             f"dataset {store.url(key)} is corrupted: {problem}; rebuild it (python launch/build_data.py CONFIG --force)"
         )
-    return manifest
+    return parse_record(Manifest, raw, store.url(layout.dataset_manifest(key)))
 
 
-def dataset_identity(store: Store, key: str) -> str:
-    """What a store dataset holds: its build digest (or its manifest's checksum)."""
-    manifest = read_manifest(store, key)
-    return manifest.get("build_digest") or store.tree_manifest(key)["files"]["manifest.json"]["sha256"]
+def dataset_identity(store: Store, key: str, manifest: Manifest | None = None) -> str:
+    """What a store dataset holds: its build digest (or its manifest's checksum). `manifest`: the one
+    already read (read_manifest), so it is not read twice."""
+    manifest = manifest if manifest is not None else read_manifest(store, key)
+    return manifest.build_digest or store.tree_manifest(key)["files"]["manifest.json"]["sha256"]
 
 
 def manifest_mismatch(files: dict, manifest: dict) -> str | None:
@@ -168,18 +169,18 @@ def load_split(store: Store, key: str, split: str = "train"):
     from filelock import FileLock
 
     manifest = read_manifest(store, key)
-    if split not in manifest["splits"]:
-        raise UserError(f"dataset {store.url(key)} has no split {split!r} (has {', '.join(manifest['splits'])})")
+    if split not in manifest.splits:
+        raise UserError(f"dataset {store.url(key)} has no split {split!r} (has {', '.join(manifest.splits)})")
     local = fetch_tree_cached(store, key)
-    shards = manifest["splits"][split]["shards"]
+    shards = manifest.splits[split].shards
     tables = []
     for shard in shards:
-        arrow = local / f"{shard['file']}.{shard['sha256'][:12]}.arrow"
+        arrow = local / f"{shard.file}.{shard.sha256[:12]}.arrow"
         with FileLock(str(arrow) + ".lock"):
             if not arrow.is_file():
-                verify_local_shards(local, {"splits": {split: {"shards": [shard]}}}, store.url(key))
+                verify_local_shards(local, {"splits": {split: {"shards": [shard.to_json()]}}}, store.url(key))
                 tmp = arrow.with_suffix(".tmp")
-                parquet = pq.ParquetFile(local / shard["file"])
+                parquet = pq.ParquetFile(local / shard.file)
                 with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_stream(sink, parquet.schema_arrow) as writer:
                     for batch in parquet.iter_batches(batch_size=4096):  # a batch at a time
                         writer.write_batch(batch)
@@ -187,19 +188,19 @@ def load_split(store: Store, key: str, split: str = "train"):
         tables.append(MemoryMappedTable.from_file(str(arrow)))
     # The shards' checksums name the data: without a fingerprint, `datasets` hashes the whole table
     # through dill, which costs time and prints bytecode into Ray's forwarded worker logs.
-    fingerprint = hashlib.sha256(json.dumps([s.get("sha256") for s in shards]).encode()).hexdigest()[:16]
+    fingerprint = hashlib.sha256(json.dumps([s.sha256 for s in shards]).encode()).hexdigest()[:16]
     return Dataset(concat_tables(tables) if len(tables) > 1 else tables[0], fingerprint=f"{split}-{fingerprint}")
 
 
 def iter_split(store: Store, key: str, split: str = "train") -> Iterator[dict]:
     """A dataset split's rows one at a time, shard by shard in record batches (bounded memory)."""
     manifest = read_manifest(store, key)
-    if split not in manifest["splits"]:
-        raise UserError(f"dataset {store.url(key)} has no split {split!r} (has {', '.join(manifest['splits'])})")
+    if split not in manifest.splits:
+        raise UserError(f"dataset {store.url(key)} has no split {split!r} (has {', '.join(manifest.splits)})")
     local = fetch_tree_cached(store, key)
-    verify_local_shards(local, {"splits": {split: manifest["splits"][split]}}, store.url(key))
-    for shard in manifest["splits"][split]["shards"]:
-        for batch in pq.ParquetFile(local / shard["file"]).iter_batches(batch_size=1024):
+    verify_local_shards(local, {"splits": {split: manifest.splits[split].to_json()}}, store.url(key))
+    for shard in manifest.splits[split].shards:
+        for batch in pq.ParquetFile(local / shard.file).iter_batches(batch_size=1024):
             yield from batch.to_pylist()
 
 

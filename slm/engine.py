@@ -16,21 +16,32 @@ import os
 import shutil
 from pathlib import Path
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 from slm import layout
-from slm.config import TrainSpec, resolve_path
+from slm.config import DPOSpec, KLAnchorSpec, LoRASpec, TrainSpec, resolve_path
 from slm.errors import UserError, find_user_error
 from slm.init_checks import check_tied
 from slm.log import log
 from slm.mfu import flops_per_token, model_dims, peak_tflops
-from slm.modeling import load_model, load_tokenizer, materialize, scratch_config
-from slm.padding import apply_pad, fit_model_to_pad
+from slm.modeling import load_model, load_tokenizer, scratch_config
+from slm.padding import PadPlan, apply_pad, fit_model_to_pad
+from slm.refs import ModelRef
 from slm.store import Store, cache_dir, fetch_tree_cached
 
 # torch, transformers, deepspeed, peft, ray (and slm.callbacks, which is built on torch and transformers)
 # are imported inside the functions that run in the workers or launch them: the driver imports this
 # module to plan a job and should not pay for them.
+
+
+class LogitDistillPlan(BaseModel):
+    """LogitDistillSpec with its teacher resolved (stages/distill.py)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    teacher: ModelRef
+    temperature: float
+    alpha: float
 
 
 class TrainJob(BaseModel):
@@ -41,9 +52,9 @@ class TrainJob(BaseModel):
     run_id: str
     run_prefix: str
     store: str
-    init: dict | None  # a resolved model reference; None = from scratch
+    init: ModelRef | None  # None = from scratch
     architecture: dict | None
-    tokenizer: dict  # a resolved reference to the tokenizer directory
+    tokenizer: ModelRef
     trust_remote_code: bool = False
     chat_template: str | None = None
     dataset: str
@@ -56,14 +67,14 @@ class TrainJob(BaseModel):
     cpus_per_worker: float = 1
     max_failures: int = 1
     attempt: int = 1  # how many times this run has been launched (1 = first launch; reruns resume)
-    kl_anchor: dict | None = None  # KLAnchorSpec
-    lora: dict | None = None  # LoRASpec
-    logit_distill: dict | None = None  # LogitDistillSpec with `teacher` resolved to a model reference
-    dpo: dict | None = None  # DPOSpec (the dpo stage)
+    kl_anchor: KLAnchorSpec | None = None
+    lora: LoRASpec | None = None
+    logit_distill: LogitDistillPlan | None = None
+    dpo: DPOSpec | None = None  # the dpo stage
     peak_tflops_per_worker: float | None = None
     wandb_project: str | None = None  # set when WANDB_API_KEY is in the driver's environment
     warnings: list[str] = []  # what the recipe's plan found worth telling (goes to the run record)
-    pad: dict | None = None  # chat stages: the pad token plan (slm/padding.py), applied in every worker
+    pad: PadPlan | None = None  # chat stages: the pad token plan (slm/padding.py), applied in every worker
     keep_optimizer_states: int = 1  # PipelineConfig.keep_optimizer_states (slm/checkpoints.py)
 
 
@@ -116,45 +127,69 @@ def optimizer_name(ds_config: dict, optim: str | None = None) -> str:
     return f"{optimizer.get('type')} (DeepSpeed{where}{offloaded})"
 
 
+# The one mapping of the pipeline's keys to TrainingArguments: field → (the config key that owns it,
+# its value for a job). training_arguments() is built from it and train.extra may set none of its fields.
+TRAINING_ARGUMENTS = {
+    "output_dir": ("the run's directory", lambda job, out: str(out)),
+    "per_device_train_batch_size": ("train.micro_batch", lambda job, out: job.train.micro_batch),
+    "per_device_eval_batch_size": ("train.micro_batch", lambda job, out: job.train.micro_batch),
+    "gradient_accumulation_steps": ("train.grad_accum", lambda job, out: job.train.grad_accum),
+    "learning_rate": ("train.lr", lambda job, out: job.train.lr),
+    "lr_scheduler_type": ("train.schedule", lambda job, out: job.train.schedule),
+    # transformers 5: a float below 1 is a ratio of the run
+    "warmup_steps": (
+        "train.warmup_steps / train.warmup_ratio",
+        lambda job, out: job.train.warmup_ratio or job.train.warmup_steps,
+    ),
+    "activation_checkpointing": ("train.gradient_checkpointing", lambda job, out: job.train.gradient_checkpointing),
+    "num_train_epochs": ("train.epochs", lambda job, out: job.train.epochs),
+    "max_steps": ("train.max_steps", lambda job, out: job.train.max_steps),
+    "weight_decay": ("train.weight_decay", lambda job, out: job.train.weight_decay),
+    "max_grad_norm": ("train.max_grad_norm", lambda job, out: job.train.max_grad_norm),
+    "seed": ("train.seed", lambda job, out: job.train.seed),
+    "data_seed": ("train.seed", lambda job, out: job.train.seed),
+    "bf16": ("train.precision", lambda job, out: job.train.precision == "bf16"),
+    "fp16": ("train.precision", lambda job, out: job.train.precision == "fp16"),
+    "logging_steps": ("train.logging_steps", lambda job, out: job.train.logging_steps),
+    "save_strategy": ("train.save_steps", lambda job, out: "steps"),
+    "save_steps": ("train.save_steps", lambda job, out: job.train.save_steps),
+    # local disk only; every checkpoint is kept in the store
+    "save_total_limit": ("the engine", lambda job, out: 2),
+    "eval_strategy": ("data.eval_split", lambda job, out: "steps" if job.eval_split else "no"),
+    "eval_steps": ("train.save_steps", lambda job, out: job.train.save_steps if job.eval_split else None),
+    "deepspeed": ("the stage's deepspeed", lambda job, out: job.ds_config),
+    "use_cpu": ("cluster.use_gpu", lambda job, out: not job.use_gpu),
+    "ddp_backend": ("cluster.use_gpu", lambda job, out: None if job.use_gpu else "gloo"),
+    "include_num_input_tokens_seen": ("the engine", lambda job, out: "non_padding"),
+    "disable_tqdm": ("the engine", lambda job, out: True),
+    # the Trainer sets transformers' verbosity per rank from these (replicas: warning)
+    "log_level": ("the engine", lambda job, out: "error"),
+    "log_level_replica": ("the engine", lambda job, out: "error"),
+    "report_to": (
+        "the engine (tensorboard; wandb with WANDB_API_KEY)",
+        lambda job, out: ["tensorboard"] + (["wandb"] if job.wandb_project else []),
+    ),
+    "dataloader_num_workers": ("the engine", lambda job, out: 0),
+    "remove_unused_columns": ("the engine", lambda job, out: False),
+}
+# Fields train.extra may not set: the table's, train.optim's, and the spellings of a typed key the table
+# sets another way (warmup_ratio goes into warmup_steps; gradient_checkpointing is activation_checkpointing).
+MANAGED_ARGUMENTS = {
+    **{field: owner for field, (owner, _) in TRAINING_ARGUMENTS.items()},
+    "optim": "train.optim",
+    "warmup_ratio": "train.warmup_ratio",
+    "gradient_checkpointing": "train.gradient_checkpointing",
+}
+
+
 def training_arguments(job: TrainJob, output_dir: Path) -> dict:
     """The TrainingArguments every stage shares; a recipe builds its arguments class from them."""
     t = job.train
-    return dict(
-        output_dir=str(output_dir),
-        per_device_train_batch_size=t.micro_batch,
-        per_device_eval_batch_size=t.micro_batch,
-        gradient_accumulation_steps=t.grad_accum,
-        learning_rate=t.lr,
-        lr_scheduler_type=t.schedule,
-        warmup_steps=t.warmup_ratio or t.warmup_steps,  # transformers 5: a float below 1 is a ratio of the run
-        activation_checkpointing=t.gradient_checkpointing,
-        num_train_epochs=t.epochs,
-        max_steps=t.max_steps,
-        weight_decay=t.weight_decay,
-        max_grad_norm=t.max_grad_norm,
-        seed=t.seed,
-        data_seed=t.seed,
-        bf16=t.precision == "bf16",
-        fp16=t.precision == "fp16",
-        logging_steps=t.logging_steps,
-        save_strategy="steps",
-        save_steps=t.save_steps,
-        save_total_limit=2,  # local disk only; every checkpoint is kept in the store
-        eval_strategy="steps" if job.eval_split else "no",
-        eval_steps=t.save_steps if job.eval_split else None,
-        deepspeed=job.ds_config,
-        use_cpu=not job.use_gpu,
-        ddp_backend=None if job.use_gpu else "gloo",
-        include_num_input_tokens_seen="non_padding",
-        disable_tqdm=True,
-        log_level="error",  # the Trainer sets transformers' verbosity per rank from these (replicas: warning)
-        log_level_replica="error",
-        report_to=["tensorboard"] + (["wandb"] if job.wandb_project else []),
-        dataloader_num_workers=0,
-        remove_unused_columns=False,
+    return {
+        **{field: value(job, output_dir) for field, (_, value) in TRAINING_ARGUMENTS.items()},
         **({"optim": t.optim} if t.optim else {}),
         **t.extra,
-    )
+    }
 
 
 def check_train_extra(t: TrainSpec, where: str) -> None:
@@ -190,46 +225,6 @@ def check_train_extra(t: TrainSpec, where: str) -> None:
             ) from None
 
 
-# TrainingArguments fields training_arguments() sets, and the config key that owns each.
-MANAGED_ARGUMENTS = {
-    "output_dir": "the run's directory",
-    "per_device_train_batch_size": "train.micro_batch",
-    "per_device_eval_batch_size": "train.micro_batch",
-    "gradient_accumulation_steps": "train.grad_accum",
-    "learning_rate": "train.lr",
-    "lr_scheduler_type": "train.schedule",
-    "warmup_steps": "train.warmup_steps / train.warmup_ratio",
-    "warmup_ratio": "train.warmup_ratio",
-    "activation_checkpointing": "train.gradient_checkpointing",
-    "gradient_checkpointing": "train.gradient_checkpointing",
-    "num_train_epochs": "train.epochs",
-    "max_steps": "train.max_steps",
-    "weight_decay": "train.weight_decay",
-    "max_grad_norm": "train.max_grad_norm",
-    "seed": "train.seed",
-    "data_seed": "train.seed",
-    "bf16": "train.precision",
-    "fp16": "train.precision",
-    "logging_steps": "train.logging_steps",
-    "save_strategy": "train.save_steps",
-    "save_steps": "train.save_steps",
-    "save_total_limit": "the engine",
-    "eval_strategy": "data.eval_split",
-    "eval_steps": "train.save_steps",
-    "deepspeed": "the stage's deepspeed",
-    "use_cpu": "cluster.use_gpu",
-    "ddp_backend": "cluster.use_gpu",
-    "include_num_input_tokens_seen": "the engine",
-    "disable_tqdm": "the engine",
-    "log_level": "the engine",
-    "log_level_replica": "the engine",
-    "report_to": "the engine (tensorboard; wandb with WANDB_API_KEY)",
-    "dataloader_num_workers": "the engine",
-    "remove_unused_columns": "the engine",
-    "optim": "train.optim",
-}
-
-
 def _build_model(job: TrainJob, tokenizer):
     import torch
     from transformers import AutoModelForCausalLM
@@ -238,7 +233,7 @@ def _build_model(job: TrainJob, tokenizer):
     if job.init is None:
         attn = {"attn_implementation": job.train.attn_implementation} if job.train.attn_implementation else {}
         return AutoModelForCausalLM.from_config(scratch_config(job.architecture, tokenizer, job.max_length), **attn)
-    return load_model(materialize(job.init), job.trust_remote_code, attn_implementation=job.train.attn_implementation)
+    return load_model(job.init.materialize(), job.trust_remote_code, attn_implementation=job.train.attn_implementation)
 
 
 def _apply_lora(job: TrainJob, model):
@@ -246,10 +241,10 @@ def _apply_lora(job: TrainJob, model):
 
     spec = job.lora
     config = LoraConfig(
-        r=spec["r"],
-        lora_alpha=spec["alpha"],
-        lora_dropout=spec["dropout"],
-        target_modules=spec["target_modules"],
+        r=spec.r,
+        lora_alpha=spec.alpha,
+        lora_dropout=spec.dropout,
+        target_modules=spec.target_modules,
         task_type="CAUSAL_LM",
     )
     return get_peft_model(model, config)
@@ -297,7 +292,7 @@ def _worker_loop(job_dict: dict, recipe) -> None:
     work = cache_dir() / "runs" / job.run_id
     os.environ["TENSORBOARD_LOGGING_DIR"] = str(work / "tensorboard")
 
-    tokenizer = load_tokenizer(materialize(job.tokenizer), job.trust_remote_code, job.chat_template)
+    tokenizer = load_tokenizer(job.tokenizer.materialize(), job.trust_remote_code, job.chat_template)
     apply_pad(tokenizer, job.pad)
     model = fit_model_to_pad(_build_model(job, tokenizer), job.pad)
     tied = check_tied(model, f"{job.stage} model")
@@ -316,7 +311,7 @@ def _worker_loop(job_dict: dict, recipe) -> None:
     if rank == 0:  # one event per worker-group start: a Ray Train restart or a rerun after the job died
         stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
         store.write_json(
-            f"{layout.train_dir(job.run_prefix)}/starts/{stamp}.json",
+            layout.worker_start(job.run_prefix, stamp),
             {
                 "attempt": job.attempt,
                 "started_at": stamp,
@@ -335,7 +330,7 @@ def _worker_loop(job_dict: dict, recipe) -> None:
         callbacks.append(MergedLoRACallback(job.init, job.trust_remote_code))
     callbacks.append(
         StoreCheckpointCallback(
-            job.store, job.run_prefix, local_rank, work, keep_resume_states=max(job.keep_optimizer_states, 1)
+            store, job.run_prefix, local_rank, work, keep_resume_states=max(job.keep_optimizer_states, 1)
         )
     )
     # Libraries print the same setup lines on every rank (DeepSpeed's "built successfully"); rank 0's
@@ -357,7 +352,7 @@ def _worker_loop(job_dict: dict, recipe) -> None:
         "device": str(trainer.args.device),
         "parameters": parameters,
         "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
-        "lora": job.lora,
+        "lora": job.lora.model_dump() if job.lora else None,
         "train_rows": len(train_data),
         "global_step": trainer.state.global_step,
         "tokens_seen": trainer.state.num_input_tokens_seen,
@@ -366,10 +361,9 @@ def _worker_loop(job_dict: dict, recipe) -> None:
         "tied_embeddings": tied and check_tied(model, f"{job.stage} trained model"),
     }
     if rank == 0:
-        history_key = layout.train_dir(job.run_prefix)
-        store.write_json(f"{history_key}/engine.json", facts)
-        store.write_json(f"{history_key}/log_history.json", trainer.state.log_history)
-        upload_logs(store, work, history_key)
+        store.write_json(layout.engine_facts(job.run_prefix), facts)
+        store.write_json(layout.log_history(job.run_prefix), trainer.state.log_history)
+        upload_logs(store, work, job.run_prefix)
     dist.barrier()
     if local_rank == 0:
         shutil.rmtree(work / "trainer", ignore_errors=True)

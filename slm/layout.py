@@ -59,8 +59,11 @@ def rollback_events(store: Store, line: str) -> list[str]:
     return [f"{line_history(line)}/{n}" for n in store.children(line_history(line)) if n.endswith(ROLLBACK_SUFFIX)]
 
 
+CHAMPION_INFO = "champion.json"
+
+
 def champion_info(champion_key: str) -> str:
-    return f"{champion_key}/champion.json"
+    return f"{champion_key}/{CHAMPION_INFO}"
 
 
 def version_name(number: int, stage: str) -> str:
@@ -214,6 +217,35 @@ def complete_checkpoints(store: Store, run: str) -> list[tuple[int, str]]:
 def latest_checkpoint(store: Store, run: str) -> str | None:
     found = complete_checkpoints(store, run)
     return found[-1][1] if found else None
+
+
+def dataset_shard(split: str, index: int) -> str:
+    """A Parquet shard's path inside a dataset tree (its manifest lists them)."""
+    return f"{split}/shard-{index:05d}.parquet"
+
+
+def teacher_work(dataset: str, build_digest: str) -> str:
+    """The distill builder's answered shards while it works (resumable), beside the dataset it builds."""
+    return f"{dataset.rstrip('/')}.teacher/{build_digest}"
+
+
+def teacher_shard(work: str, index: int) -> str:
+    return f"{work}/shard-{index:05d}.json"
+
+
+def merge_dir(merges: str, name: str) -> str:
+    """A SLERP merge's model tree under a run's (or an evaluation's) merges/."""
+    return f"{merges}/{name}"
+
+
+def champion_plot(name: str) -> str:
+    """A plot's path inside a champion's directory (what champion.json and the card link to)."""
+    return f"plots/{name}.png"
+
+
+def tree_file(tree: str, rel: str) -> str:
+    """A file of a tree (checkpoint, champion, dataset) by its path relative to the tree."""
+    return f"{tree}/{rel}"
 
 
 def dataset_manifest(dataset: str) -> str:

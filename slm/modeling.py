@@ -1,23 +1,20 @@
 """Resolving model references to local directories, and loading tokenizers and models.
 
 A reference (`ModelSpec.init`, a teacher, a tokenizer) is resolved in the driver (so a missing
-model is one clear error before any worker starts) into a small JSON-able dict that workers
-materialize into their node-local cache.
+model is one clear error before any worker starts) into a typed, JSON-able ModelRef (slm/refs.py)
+that workers materialize into their node-local cache.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-from slm import layout
+from slm import layout, refs
 from slm.config import resolve_path
 from slm.errors import UserError
 from slm.records import ChampionPointer
-from slm.store import Store, fetch_tree_cached, sha256_file
-
-WEIGHT_SUFFIX = ".safetensors"
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
+from slm.refs import HubRef, LocalRef, ModelRef, StoreRef, check_model_dir
+from slm.store import Store, sha256_file
 
 
 def champion_pointer(store: Store, line: str, version: str | None = None, stage: str | None = None) -> ChampionPointer:
@@ -53,70 +50,29 @@ def champion_pointer(store: Store, line: str, version: str | None = None, stage:
     return ChampionPointer(line=line, version=version, key=key)
 
 
-def resolve_ref(spec: str, store: Store, what: str = "model") -> dict:
-    """Turn a reference into {'spec', 'store', 'key'} (a store tree), {'local'}, or {'hf', 'revision'}."""
-    if spec.startswith("champion:"):
-        rest, _, version = spec[len("champion:") :].partition("@")
-        line, _, stage = rest.partition(":")
-        pointer = champion_pointer(store, line, version or None, stage or None)
-        return {"spec": spec, "store": store.uri, "key": pointer.key, "champion": pointer.to_json()}
-    if spec.startswith("store:"):
-        key = spec[len("store:") :].strip("/")
-        if not store.is_complete(key):
-            raise UserError(f"{what} {spec!r} not found (or incomplete) at {store.url(key)}")
-        return {"spec": spec, "store": store.uri, "key": key}
-    if spec.startswith("s3://"):
+def resolve_ref(spec: str, store: Store, what: str = "model") -> ModelRef:
+    """A reference string (see slm/refs.py), checked against the store or the disk: one clear error for
+    a champion, tree or directory that is not there. `scratch` is the stage's business, not a model."""
+    ref = refs.parse(spec)
+    if ref.kind == "champion":
+        pointer = champion_pointer(store, ref.line, ref.version, ref.stage)
+        return StoreRef(spec=spec, store=store.uri, key=pointer.key, champion=pointer.to_json())
+    if ref.kind == "store":
+        if not store.is_complete(ref.key):
+            raise UserError(f"{what} {spec!r} not found (or incomplete) at {store.url(ref.key)}")
+        return StoreRef(spec=spec, store=store.uri, key=ref.key)
+    if ref.kind == "s3":
         remote = Store.open(spec)
         if not remote.is_complete(""):
             raise UserError(f"{what} {spec!r} not found (or incomplete: no _COMPLETE.json)")
-        return {"spec": spec, "store": spec, "key": ""}
-    if spec.startswith("hf:"):
-        repo, _, revision = spec[len("hf:") :].partition("@")
-        return {"spec": spec, "hf": repo, "revision": revision or None}
+        return StoreRef(spec=spec, store=spec, key="")
+    if ref.kind == "hf":
+        return HubRef(spec=spec, hf=ref.repo, revision=ref.revision)
     path = resolve_path(spec)
     if not path.is_dir():
         raise UserError(f"{what} {spec!r}: no such directory {path}")
     check_model_dir(path, what, need_weights=what != "tokenizer")
-    return {"spec": spec, "local": str(path)}
-
-
-def check_model_dir(path: Path, what: str, need_weights: bool = True) -> None:
-    if need_weights:
-        if not (path / "config.json").is_file():
-            raise UserError(f"{what} at {path}: config.json missing")
-        if not any(p.name.endswith(WEIGHT_SUFFIX) for p in path.iterdir()):
-            found = ", ".join(sorted(p.name for p in path.iterdir())[:6]) or "nothing"
-            raise UserError(
-                f"{what} at {path}: no *.safetensors weights (found {found}); "
-                f"convert pickled weights to safetensors first"
-            )
-    if not any((path / f).is_file() for f in TOKENIZER_FILES):
-        raise UserError(f"{what} at {path}: no tokenizer files ({' or '.join(TOKENIZER_FILES)})")
-
-
-def materialize(ref: dict) -> Path:
-    """A local directory holding the referenced model/tokenizer (downloads into the node cache once)."""
-    if "local" in ref:
-        return Path(ref["local"])
-    if "hf" in ref:
-        from huggingface_hub import snapshot_download
-
-        try:
-            path = Path(
-                snapshot_download(
-                    ref["hf"],
-                    revision=ref["revision"],
-                    allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "README.md"],
-                )
-            )
-        except Exception as exc:  # offline, missing repo, gated repo: one line, no traceback
-            offline = " (HF_HUB_OFFLINE is set)" if os.environ.get("HF_HUB_OFFLINE") == "1" else ""
-            raise UserError(
-                f"cannot fetch {ref['spec']} from the Hugging Face hub{offline}: {type(exc).__name__}"
-            ) from None
-        check_model_dir(path, ref["spec"])
-        return path
-    return fetch_tree_cached(Store.open(ref["store"]), ref["key"])
+    return LocalRef(spec=spec, local=str(path))
 
 
 def load_tokenizer(path: Path, trust_remote_code: bool = False, chat_template: str | None = None):

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from transformers import Trainer
 
 from slm.chat import IGNORE_INDEX
-from slm.modeling import load_model, materialize
+from slm.modeling import load_model
 from slm.padding import fit_model_to_pad
 
 
@@ -113,8 +113,8 @@ class StageTrainer(Trainer):
 def kl_anchor_term(job) -> KLTerm:
     """KL(start model ‖ trained) per supervised token, against forgetting (the `kl_anchor` option)."""
     a = job.kl_anchor
-    start = fit_model_to_pad(load_model(materialize(job.init), job.trust_remote_code), job.pad)
-    return KLTerm("kl", start, a["coef"], a["start_step"], a["warmup_steps"], a["last_k_tokens"])
+    start = fit_model_to_pad(load_model(job.init.materialize(), job.trust_remote_code), job.pad)
+    return KLTerm("kl", start, a.coef, a.start_step, a.warmup_steps, a.last_k_tokens)
 
 
 def logit_distill_term(job) -> KLTerm:
@@ -122,8 +122,8 @@ def logit_distill_term(job) -> KLTerm:
     d = job.logit_distill
     return KLTerm(
         "distill_kl",
-        load_model(materialize(d["teacher"]), job.trust_remote_code),
-        d["alpha"],
-        temperature=d["temperature"],
-        ce_weight=1.0 - d["alpha"],
+        load_model(d.teacher.materialize(), job.trust_remote_code),
+        d.alpha,
+        temperature=d.temperature,
+        ce_weight=1.0 - d.alpha,
     )

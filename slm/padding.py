@@ -22,8 +22,10 @@ written here.
 from __future__ import annotations
 
 import re
+from typing import Literal
 
 from slm.errors import UserError
+from slm.records import Stored
 
 PAD_NAMES = ("<|finetune_right_pad_id|>", "<|pad|>", "<pad>", "[PAD]", "<|padding|>", "<|PAD_TOKEN|>")
 RESERVED = re.compile(r"^<\|?(reserved_special_token_\d+|reserved_\d+|unused_?\d+|extra_id_\d+)\|?>$")
@@ -31,7 +33,17 @@ DOCUMENT_END = ("<|endoftext|>", "<|end_of_text|>", "</s>")
 NEW_PAD = "<|pad|>"
 
 
-def plan_pad(tokenizer, where: str) -> dict:
+class PadPlan(Stored):
+    """The pad token a chat stage trains with: planned once in the driver, applied in every worker,
+    kept in the run record (`pad`) and shown on the card."""
+
+    content: str
+    id: int
+    how: Literal["kept", "routed", "added"]
+    reason: str
+
+
+def plan_pad(tokenizer, where: str) -> PadPlan:
     """{content, id, how: kept | routed | added, reason}: the pad token a chat stage trains with."""
     eos = tokenizer.eos_token_id
     if eos is None:
@@ -41,7 +53,7 @@ def plan_pad(tokenizer, where: str) -> dict:
         )
     pad = tokenizer.pad_token_id
     if pad is not None and pad != eos:
-        return {"content": tokenizer.pad_token, "id": pad, "how": "kept", "reason": "the tokenizer's own pad token"}
+        return PadPlan(content=tokenizer.pad_token, id=pad, how="kept", reason="the tokenizer's own pad token")
     before = (
         f"the tokenizer's pad token was its eos {tokenizer.eos_token!r}"
         if pad is not None
@@ -62,38 +74,38 @@ def plan_pad(tokenizer, where: str) -> dict:
     )
     for token, kind in choices:
         if usable(token):
-            return {"content": token, "id": vocab[token], "how": "routed", "reason": f"{before}; routed to {kind}"}
-    return {
-        "content": NEW_PAD,
-        "id": len(tokenizer),
-        "how": "added",
-        "reason": f"{before} and no distinct unused token exists; added {NEW_PAD} and grew the embeddings",
-    }
+            return PadPlan(content=token, id=vocab[token], how="routed", reason=f"{before}; routed to {kind}")
+    return PadPlan(
+        content=NEW_PAD,
+        id=len(tokenizer),
+        how="added",
+        reason=f"{before} and no distinct unused token exists; added {NEW_PAD} and grew the embeddings",
+    )
 
 
-def apply_pad(tokenizer, plan: dict | None) -> None:
+def apply_pad(tokenizer, plan: PadPlan | None) -> None:
     """Set the planned pad on a freshly loaded tokenizer (adds the token when the plan says so)."""
-    if plan is None or plan["how"] == "kept":
+    if plan is None or plan.how == "kept":
         return
-    if plan["how"] == "added":
-        tokenizer.add_special_tokens({"pad_token": plan["content"]})
+    if plan.how == "added":
+        tokenizer.add_special_tokens({"pad_token": plan.content})
     else:
-        tokenizer.pad_token = plan["content"]
-    if tokenizer.pad_token_id != plan["id"]:
+        tokenizer.pad_token = plan.content
+    if tokenizer.pad_token_id != plan.id:
         raise UserError(
-            f"pad token {plan['content']!r} has id {tokenizer.pad_token_id} here but {plan['id']} "
+            f"pad token {plan.content!r} has id {tokenizer.pad_token_id} here but {plan.id} "
             f"when the run was planned: the tokenizer changed under the run"
         )
 
 
-def fit_model_to_pad(model, plan: dict | None):
+def fit_model_to_pad(model, plan: PadPlan | None):
     """Grow the embeddings when the pad was added beyond them (never shrink: Qwen2 keeps spare rows),
     and write the pad id into the model's config and generation config. Returns the model."""
     if plan is None:
         return model
-    if plan["id"] >= model.get_input_embeddings().weight.shape[0]:
-        model.resize_token_embeddings(plan["id"] + 1)
-    model.config.pad_token_id = plan["id"]
+    if plan.id >= model.get_input_embeddings().weight.shape[0]:
+        model.resize_token_embeddings(plan.id + 1)
+    model.config.pad_token_id = plan.id
     if getattr(model, "generation_config", None) is not None:
-        model.generation_config.pad_token_id = plan["id"]
+        model.generation_config.pad_token_id = plan.id
     return model

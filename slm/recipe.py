@@ -18,14 +18,16 @@ import os
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from slm import layout
 from slm.chat import check_tokenizer_for_chat
 from slm.config import PipelineConfig, StageConfig
-from slm.datasets import read_manifest
+from slm.datasets import Manifest, read_manifest
 from slm.engine import TrainJob, check_train_extra, load_ds_config
 from slm.errors import UserError
 from slm.init_checks import check_architecture, check_vocab
-from slm.modeling import load_tokenizer, materialize, resolve_ref
+from slm.modeling import load_tokenizer, resolve_ref
 from slm.padding import plan_pad
+from slm.refs import ModelRef, StoreRef
 from slm.store import Store
 
 
@@ -44,7 +46,7 @@ class StageContext:
     store: Store
     pipeline: PipelineConfig
 
-    def resolve_init(self, cfg: StageConfig) -> dict | None:
+    def resolve_init(self, cfg: StageConfig) -> ModelRef | None:
         if cfg.model.init == "scratch":
             return None
         ref = resolve_ref(cfg.model.init, self.store, what=f"{cfg.stage} model.init")
@@ -53,17 +55,17 @@ class StageContext:
             check_architecture(cfg.model.architecture, config, f"{cfg.stage} model.init {cfg.model.init}")
         return ref
 
-    def init_config(self, ref: dict) -> dict:
+    def init_config(self, ref: ModelRef) -> dict:
         """The init's config.json (read from the store without fetching the weights when possible),
         checked for what the stage relies on: a JSON object with a model type transformers knows."""
         from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
-        if ref.get("key") is not None:
-            store = Store.open(ref["store"])
-            where = store.url(f"{ref['key']}/config.json")
-            raw = store.read_bytes(f"{ref['key']}/config.json".lstrip("/"))
+        if isinstance(ref, StoreRef):
+            store = Store.open(ref.store)
+            where = store.url(layout.model_config(ref.key))
+            raw = store.read_bytes(layout.model_config(ref.key))
         else:
-            file = materialize(ref) / "config.json"
+            file = ref.materialize() / "config.json"
             where = str(file)
             if not file.is_file():
                 raise UserError(f"{file} not found: a model directory needs its config.json")
@@ -83,7 +85,7 @@ class StageContext:
             raise UserError(f"{where}: no vocab_size")
         return config
 
-    def tokenizer_ref(self, cfg: StageConfig, init: dict | None) -> dict:
+    def tokenizer_ref(self, cfg: StageConfig, init: ModelRef | None) -> ModelRef:
         if init is None:
             return resolve_ref(cfg.model.tokenizer, self.store, what="tokenizer")
         if cfg.model.tokenizer:
@@ -93,15 +95,15 @@ class StageContext:
             )
         return init
 
-    def tokenizer(self, cfg: StageConfig, ref: dict, init: dict | None = None):
-        tokenizer = load_tokenizer(materialize(ref), cfg.model.trust_remote_code, cfg.model.chat_template)
+    def tokenizer(self, cfg: StageConfig, ref: ModelRef, init: ModelRef | None = None):
+        tokenizer = load_tokenizer(ref.materialize(), cfg.model.trust_remote_code, cfg.model.chat_template)
         if init is not None:
             check_vocab(
                 self.init_config(init)["vocab_size"], len(tokenizer), f"{cfg.stage} model.init {cfg.model.init}"
             )
         return tokenizer
 
-    def chat_start(self, cfg: StageConfig, what: str) -> tuple[dict, dict, object, dict]:
+    def chat_start(self, cfg: StageConfig, what: str) -> tuple[ModelRef, ModelRef, object, dict]:
         """A chat stage's start: its model reference, tokenizer reference, loaded tokenizer (which can chat)
         and the pad plan (slm/padding.py) its workers apply."""
         init = self.resolve_init(cfg)
@@ -113,22 +115,22 @@ class StageContext:
         check_tokenizer_for_chat(tokenizer, where)
         return init, tokenizer_ref, tokenizer, plan_pad(tokenizer, where)
 
-    def dataset(self, cfg: StageConfig, needs_column: str) -> dict:
+    def dataset(self, cfg: StageConfig, needs_column: str) -> Manifest:
         manifest = read_manifest(self.store, cfg.data.dataset)
-        columns = manifest["splits"]["train"]["columns"]
+        columns = manifest.splits["train"].columns
         if needs_column not in columns:
             raise UserError(
                 f"{cfg.stage}: dataset {cfg.data.dataset} has no `{needs_column}` column "
                 f"(columns: {', '.join(columns)}); was it built by the {cfg.stage} builder?"
             )
-        if cfg.data.eval_split and cfg.data.eval_split not in manifest["splits"]:
+        if cfg.data.eval_split and cfg.data.eval_split not in manifest.splits:
             raise UserError(
                 f"{cfg.stage}: data.eval_split {cfg.data.eval_split!r} is not a split of "
-                f"{cfg.data.dataset} (has {', '.join(manifest['splits'])})"
+                f"{cfg.data.dataset} (has {', '.join(manifest.splits)})"
             )
         return manifest
 
-    def job(self, cfg: StageConfig, recipe: str, init: dict | None, tokenizer: dict, **fields) -> TrainJob:
+    def job(self, cfg: StageConfig, recipe: str, init: ModelRef | None, tokenizer: ModelRef, **fields) -> TrainJob:
         """The TrainJob every recipe starts from; `fields` are the recipe's own (logit_distill, dpo, warnings)."""
         cluster = self.pipeline.cluster
         ds_config = load_ds_config(cfg.deepspeed, cluster.use_gpu)
@@ -165,8 +167,8 @@ class StageContext:
             use_gpu=cluster.use_gpu,
             cpus_per_worker=cluster.cpus_per_worker,
             max_failures=cluster.max_failures,
-            kl_anchor=cfg.kl_anchor.model_dump() if cfg.kl_anchor else None,
-            lora=cfg.lora.model_dump() if cfg.lora else None,
+            kl_anchor=cfg.kl_anchor,
+            lora=cfg.lora,
             peak_tflops_per_worker=cluster.peak_tflops_per_worker,
             wandb_project=wandb_project,
             keep_optimizer_states=self.pipeline.keep_optimizer_states,

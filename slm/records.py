@@ -8,10 +8,12 @@ import platform
 import re
 import subprocess
 from importlib import metadata
+from typing import TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from slm import IN_CHECKOUT, REPO_ROOT
+from slm.store import redact_url
 
 PACKAGES = (
     "torch",
@@ -35,6 +37,9 @@ PACKAGES = (
 # Never let credentials reach a record, a log or a card.
 # Matches key names that *end* in a secret word (hf_token, aws_secret_access_key), not tokens_per_s or tokenizer.
 _SECRET_KEY = re.compile(r"(^|_)(secret|password|passwd|credentials?|api_key|access_key|token)$", re.I)
+
+
+R = TypeVar("R", bound=BaseModel)
 
 
 def now() -> str:
@@ -76,7 +81,7 @@ def redact(obj):
     if isinstance(obj, list):
         return [redact(v) for v in obj]
     if isinstance(obj, str):
-        return re.sub(r"://[^/@\s]+:[^/@\s]+@", "://<redacted>@", obj)
+        return redact_url(obj)
     return obj
 
 
@@ -96,6 +101,22 @@ class Record(BaseModel):
 
     def to_json(self) -> dict:
         return self.model_dump(mode="json", exclude_none=True, by_alias=True)
+
+
+def parse_record(model: type[R], data, where: str) -> R:
+    """A stored record, typed: a file that is not one (a misspelt or unknown field, a wrong type) is one
+    line naming the file and the field, never a traceback."""
+    from pydantic import ValidationError
+
+    from slm.errors import UserError
+
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = ".".join(str(x) for x in err["loc"]) or "<top level>"
+        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+        raise UserError(f"{where}: not a valid {model.__name__}: {field}: {err['msg']}{more}") from None
 
 
 class Stored(Record):

@@ -9,9 +9,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import ConfigDict
+
 from slm.config import ClusterSpec, StageConfig
 from slm.datasets import Manifest
+from slm.padding import PadPlan
 from slm.records import Stored
+from slm.refs import ModelRef
 
 
 class DeepSpeedFacts(Stored):
@@ -42,15 +46,6 @@ class WorkerGroupStart(Stored):
     started_at: str
     resume_from: str | None = None
     world_size: int | None = None
-
-
-class PadPlan(Stored):
-    """The pad token a chat stage trains with (slm/padding.py)."""
-
-    content: str
-    id: int
-    how: str  # kept | routed | added
-    reason: str
 
 
 class EngineFacts(Stored):
@@ -148,6 +143,8 @@ class NotPromoted(Stored):
 
 
 class RunRecord(Stored):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
     stage: str
     run_id: str
     run_prefix: str
@@ -156,8 +153,8 @@ class RunRecord(Stored):
     resume_identity: str
     experiment: ExperimentVerdict | None = None
     config: StageConfig
-    init: dict[str, Any]  # the resolved model reference the run started from ({"spec": "scratch"} from scratch)
-    tokenizer: dict[str, Any]
+    init: ModelRef  # the resolved reference the run started from ({"spec": "scratch"} from scratch)
+    tokenizer: ModelRef
     data: Manifest
     data_manifest_sha256: str
     deepspeed: DeepSpeedFacts
@@ -169,7 +166,7 @@ class RunRecord(Stored):
     attempts: list[Attempt] = []
     warnings: list[str] = []
     pad: PadPlan | None = None
-    logit_distill_teacher: dict[str, Any] | None = None
+    logit_distill_teacher: ModelRef | None = None
     status: str | None = None  # running | finished | failed
     finished_at: str | None = None
     engine: EngineFacts | None = None
@@ -181,9 +178,3 @@ class RunRecord(Stored):
     storage: StorageSummary | None = None
     chat_template_example: str | None = None
     promotion: NotPromoted | None = None
-
-    @property
-    def init_label(self) -> str:
-        """How the card names the starting point: the reference, and the champion it resolved to."""
-        champion = self.init.get("champion")
-        return f"`{self.init['spec']}`" + (f" ({champion['line']}@{champion['version']})" if champion else "")

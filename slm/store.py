@@ -82,7 +82,8 @@ def safe_key(key: str) -> str:
 
 
 def redact_url(text: str) -> str:
-    """Credentials written into a URL (scheme://user:secret@host) never reach a message."""
+    """Credentials written into a URL (scheme://user:secret@host, or a bare token as user) never reach
+    a message, a record or a card: the one redaction of text (slm.records.redact uses it for values)."""
     return re.sub(r"://[^/@\s]+@", "://<redacted>@", text)
 
 

@@ -11,9 +11,10 @@ Defaults stages/configs/distill.yaml.
 
 from transformers import TrainingArguments
 
+from slm.engine import LogitDistillPlan
 from slm.errors import UserError
 from slm.examples import padding_collator, supervised_chat
-from slm.modeling import load_tokenizer, materialize, resolve_ref
+from slm.modeling import load_tokenizer, resolve_ref
 from slm.objectives import StageTrainer, kl_anchor_term, logit_distill_term
 from slm.recipe import StageContext
 
@@ -21,13 +22,13 @@ from slm.recipe import StageContext
 def plan(cfg, ctx: StageContext):
     init, tokenizer_ref, tokenizer, pad = ctx.chat_start(cfg, "the student")
     manifest = ctx.dataset(cfg, needs_column="messages")
-    if "teacher" not in manifest:
+    if manifest.teacher is None:
         raise UserError(f"distill: dataset {cfg.data.dataset} names no teacher; build it with the distill builder")
     logit_distill = None
     if cfg.logit_distill:
         teacher = resolve_ref(cfg.logit_distill.teacher, ctx.store, what="distill logit_distill.teacher")
         student_vocab = tokenizer.get_vocab()
-        teacher_vocab = load_tokenizer(materialize(teacher), cfg.model.trust_remote_code).get_vocab()
+        teacher_vocab = load_tokenizer(teacher.materialize(), cfg.model.trust_remote_code).get_vocab()
         if teacher_vocab != student_vocab:
             raise UserError(
                 f"distill: logit_distill.teacher {cfg.logit_distill.teacher} has a different tokenizer "
@@ -40,13 +41,13 @@ def plan(cfg, ctx: StageContext):
                 f"distill: logit_distill.teacher {cfg.logit_distill.teacher} has vocab_size {sizes[0]}, "
                 f"the student {sizes[1]}; their logits cannot be compared"
             )
-        if pad["how"] == "added":
+        if pad.how == "added":
             raise UserError(
-                f"distill: the student needs a new pad token ({pad['reason']}), which the teacher's "
+                f"distill: the student needs a new pad token ({pad.reason}), which the teacher's "
                 f"logits have no column for; give the student's tokenizer a pad token, or use the "
                 f"sequence-level default instead of logit_distill"
             )
-        logit_distill = {**cfg.logit_distill.model_dump(), "teacher": teacher}
+        logit_distill = LogitDistillPlan(**{**cfg.logit_distill.model_dump(), "teacher": teacher})
     return ctx.job(cfg, __name__, init, tokenizer_ref, pad=pad, logit_distill=logit_distill)
 
 

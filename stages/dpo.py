@@ -17,7 +17,7 @@ import io
 from slm.config import DPOSpec
 from slm.errors import require_extra
 from slm.examples import stage_rows
-from slm.modeling import load_model, materialize
+from slm.modeling import load_model
 from slm.padding import fit_model_to_pad
 from slm.recipe import StageContext
 
@@ -28,7 +28,7 @@ def plan(cfg, ctx: StageContext):
     require_extra("trl", "dpo", "the dpo stage")
     init, tokenizer_ref, _, pad = ctx.chat_start(cfg, "preference optimization (usually on the SFT champion)")
     ctx.dataset(cfg, needs_column="chosen")
-    return ctx.job(cfg, __name__, init, tokenizer_ref, pad=pad, dpo=(cfg.dpo or DPOSpec()).model_dump())
+    return ctx.job(cfg, __name__, init, tokenizer_ref, pad=pad, dpo=cfg.dpo or DPOSpec())
 
 
 def examples(job, tokenizer, split: str):
@@ -38,9 +38,9 @@ def examples(job, tokenizer, split: str):
 def trainer(job, model, tokenizer, arguments: dict, train_data, eval_data, callbacks):
     from trl import DPOConfig, DPOTrainer  # the `dpo` extra, checked when the stage is planned
 
-    args = DPOConfig(**arguments, beta=job.dpo["beta"], loss_type=[job.dpo["loss_type"]], max_length=job.max_length)
+    args = DPOConfig(**arguments, beta=job.dpo.beta, loss_type=[job.dpo.loss_type], max_length=job.max_length)
     reference = (
-        None if job.lora else fit_model_to_pad(load_model(materialize(job.init), job.trust_remote_code), job.pad)
+        None if job.lora else fit_model_to_pad(load_model(job.init.materialize(), job.trust_remote_code), job.pad)
     )
     # TRL tokenizes with datasets.map, whose fingerprinting disassembles the map function through
     # dill; under Ray's stdout forwarding that bytecode dump lands in the job log. Keep it out.

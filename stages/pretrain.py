@@ -13,7 +13,7 @@ from transformers import AutoConfig, TrainingArguments
 from slm.errors import UserError
 from slm.examples import packed_blocks, padding_collator
 from slm.init_checks import count_parameters, tokens_per_parameter_warning
-from slm.modeling import materialize, scratch_config, tokenizer_digest
+from slm.modeling import scratch_config, tokenizer_digest
 from slm.objectives import StageTrainer
 from slm.recipe import StageContext
 
@@ -25,25 +25,27 @@ def plan(cfg, ctx: StageContext):
     if init is None:
         model_config = scratch_config(cfg.model.architecture, tokenizer, cfg.data.max_length)  # rejects unknown keys
     else:
-        model_config = AutoConfig.from_pretrained(str(materialize(init)), trust_remote_code=cfg.model.trust_remote_code)
+        model_config = AutoConfig.from_pretrained(
+            str(init.materialize()), trust_remote_code=cfg.model.trust_remote_code
+        )
 
     manifest = ctx.dataset(cfg, needs_column="input_ids")
-    if manifest.get("block_size", 0) > cfg.data.max_length:
+    if (manifest.block_size or 0) > cfg.data.max_length:
         raise UserError(
-            f"pretrain: dataset blocks are {manifest['block_size']} tokens but data.max_length is "
+            f"pretrain: dataset blocks are {manifest.block_size} tokens but data.max_length is "
             f"{cfg.data.max_length}; rebuild the data or raise max_length"
         )
-    if manifest.get("tokenizer_sha256") != tokenizer_digest(materialize(tokenizer_ref)):
+    if manifest.tokenizer_sha256 != tokenizer_digest(tokenizer_ref.materialize()):
         raise UserError(
-            f"pretrain: dataset {cfg.data.dataset} was tokenized with {manifest.get('tokenizer')}, "
-            f"not with this stage's tokenizer ({tokenizer_ref['spec']})"
+            f"pretrain: dataset {cfg.data.dataset} was tokenized with {manifest.tokenizer}, "
+            f"not with this stage's tokenizer ({tokenizer_ref.spec})"
         )
 
     t, workers = cfg.train, ctx.pipeline.cluster.workers
     if t.max_steps > 0:
         planned = t.max_steps * t.micro_batch * t.grad_accum * workers * cfg.data.max_length
     else:
-        planned = int(t.epochs * manifest.get("tokens", 0))
+        planned = int(t.epochs * (manifest.tokens or 0))
     warning = tokens_per_parameter_warning(planned, count_parameters(model_config))
     return ctx.job(cfg, __name__, init, tokenizer_ref, warnings=[warning] if warning else [])
 

@@ -22,7 +22,7 @@ def store(tmp_path):
 
 
 def check_shards(store, key):
-    manifest = read_manifest(store, key)
+    manifest = read_manifest(store, key).to_json()  # the JSON form: what the store holds
     root = store.root / key
     for split in manifest["splits"].values():
         assert len(split["shards"]) >= 1
@@ -125,7 +125,7 @@ def test_a_chat_builder_mixes_in_a_dataset_already_in_the_store(store, tmp_path)
     import yaml
 
     run_builder(str(CONFIGS / "sft.yaml"), store)
-    sft_rows = read_manifest(store, "datasets/sft")["splits"]["train"]["rows"]
+    sft_rows = read_manifest(store, "datasets/sft").to_json()["splits"]["train"]["rows"]
     config = tmp_path / "mix.yaml"
     config.write_text(
         yaml.safe_dump(
@@ -149,7 +149,7 @@ def test_a_chat_builder_mixes_in_a_dataset_already_in_the_store(store, tmp_path)
     digest = manifest["build_digest"]
     # the mixed-in dataset is part of the build's identity: rebuilt with other rows, the mix is rebuilt too
     run_builder(str(CONFIGS / "sft.yaml"), store, overrides={"seed": 5})
-    assert read_manifest(store, "datasets/mix")["build_digest"] == digest
+    assert read_manifest(store, "datasets/mix").build_digest == digest
     assert run_builder(str(config), store)["build_digest"] != digest
 
 
@@ -208,4 +208,7 @@ def test_a_shard_swapped_with_a_matching_completion_record_is_caught_and_rebuilt
         read_manifest(store, "datasets/sft")
     run_builder(str(CONFIGS / "sft.yaml"), store)
     assert "does not match its manifest" in capsys.readouterr().err
-    assert len(load_split(store, "datasets/sft")) == read_manifest(store, "datasets/sft")["splits"]["train"]["rows"]
+    assert (
+        len(load_split(store, "datasets/sft"))
+        == read_manifest(store, "datasets/sft").to_json()["splits"]["train"]["rows"]
+    )

@@ -58,7 +58,7 @@ def test_clear_winner_is_significant():
     weak = candidate("checkpoint-100", base_items(0.4, seed=50), step=100)
     report = select([weak, strong], SelectionPolicy())
     assert report.champion == "checkpoint-200"
-    assert not report.noise["within_noise"] and report.noise["mcnemar_p"] < 0.001
+    assert not report.noise.within_noise and report.noise.mcnemar_p < 0.001
     assert "best MMLU" in verdict(report, "checkpoint-200").reason
 
 
@@ -105,7 +105,7 @@ def test_winner_inside_the_noise_is_chosen_but_flagged():
         leader[s][leader[s].index(0)] = 1
     report = select([candidate("a", leader), candidate("b", runner)], SelectionPolicy(margin=0.0))
     assert report.champion == "a"
-    assert report.noise["within_noise"] and report.noise["mcnemar_p"] > 0.05
+    assert report.noise.within_noise and report.noise.mcnemar_p > 0.05
     assert "within noise" in verdict(report, "a").reason
 
 
@@ -201,19 +201,19 @@ def test_gate_fails_a_champion_that_collapses_one_bench_category():
     start = Candidate.model_validate(scored("input model", items, BENCH, kind="precursor"))
     worse = Candidate.model_validate(scored("checkpoint-50", items, with_flips(BENCH, "geography", lost=9)))
     verdict_ = gate(worse, start, GateSpec())
-    assert not verdict_["passed"]
-    assert verdict_["reason"] == (
+    assert not verdict_.passed
+    assert verdict_.reason == (
         "not promoted: regresses vs its input model — bench 14/75 vs 23/75 (p = 0.00391); "
         "bench:geography 3/25 vs 12/25 (p = 0.00391)"
     )
-    failed = {t["what"] for t in verdict_["tests"] if t["worse"]}
+    failed = {t.what for t in verdict_.tests if t.worse}
     assert failed == {"bench", "bench:geography"}
     # per-category testing is what catches a loss the overall count could hide behind gains elsewhere
     mixed = Candidate.model_validate(
         scored("checkpoint-60", items, with_flips(with_flips(BENCH, "geography", lost=7), "format", gained=7))
     )
-    assert not gate(mixed, start, GateSpec())["passed"]
-    assert gate(mixed, start, GateSpec(bench_categories=False))["passed"]
+    assert not gate(mixed, start, GateSpec()).passed
+    assert gate(mixed, start, GateSpec(bench_categories=False)).passed
 
 
 def test_gate_passes_noise_sized_changes_and_clear_gains():
@@ -229,10 +229,10 @@ def test_gate_passes_noise_sized_changes_and_clear_gains():
         scored("checkpoint-50", noisy, with_flips(with_flips(BENCH, "format", gained=15), "science", lost=2))
     )
     verdict_ = gate(better, start, GateSpec())
-    assert verdict_["passed"], verdict_["reason"]
-    fmt = next(t for t in verdict_["tests"] if t["what"] == "bench:format")
-    assert (fmt["candidate"], fmt["input"]) == (16, 1) and fmt["p"] < 0.001 and not fmt["worse"]
-    assert [t["what"] for t in verdict_["tests"]] == [
+    assert verdict_.passed, verdict_.reason
+    fmt = next(t for t in verdict_.tests if t.what == "bench:format")
+    assert (fmt.candidate, fmt.input) == (16, 1) and fmt.p < 0.001 and not fmt.worse
+    assert [t.what for t in verdict_.tests] == [
         "MMLU",
         "bench",
         "bench:format",
@@ -250,7 +250,7 @@ def test_gate_fails_a_significant_mmlu_drop():
     dropped = {s: [0 if i % 2 == 0 else x for i, x in enumerate(v)] for s, v in base_items(0.6).items()}
     worse = Candidate.model_validate(scored("checkpoint-50", dropped, BENCH))
     verdict_ = gate(worse, start, GateSpec())
-    assert not verdict_["passed"] and "MMLU" in verdict_["reason"]
+    assert not verdict_.passed and "MMLU" in verdict_.reason
 
 
 def test_bench_guard_rejects_an_insignificant_mmlu_leader_that_loses_the_bench():

@@ -534,8 +534,12 @@ CASES = [
             c,
             "--set",
             "deepspeed="
-            + write(
-                c, "ds.json", json.dumps({"zero_optimization": {"stage": 2, "offload_optimizer": {"device": "gpu2"}}})
+            + str(
+                write(
+                    c,
+                    "ds.json",
+                    json.dumps({"zero_optimization": {"stage": 2, "offload_optimizer": {"device": "gpu2"}}}),
+                )
             ),
         ),
         "zero_optimization.offload_optimizer.device",

@@ -28,18 +28,18 @@ def hurt(gated_line):
 
 def test_a_stage_that_helps_its_input_is_promoted_with_the_input_as_baseline(line):
     selection = line["taught"]["selection"]
-    assert "champion" in line["taught"] and selection.gate["passed"], selection.gate["reason"]
-    bench = next(t for t in selection.gate["tests"] if t["what"] == "bench")
-    assert bench["candidate"] >= 10 and bench["input"] == 0, bench  # taught the small bench; the start knew nothing
+    assert "champion" in line["taught"] and selection.gate.passed, selection.gate.reason
+    bench = next(t for t in selection.gate.tests if t.what == "bench")
+    assert bench.candidate >= 10 and bench.input == 0, bench  # taught the small bench; the start knew nothing
     baseline = next(r for r in selection.candidates if r.kind == "precursor")
     assert baseline.status == "baseline" and baseline.name == "input model"  # a local directory, scored too
-    report = line["store"].read_text(f"{layout.sweep_dir(line['taught']['record']['run_prefix'])}/selection.md")
+    report = line["store"].read_text(f"{layout.sweep_dir(line['taught']['record'].run_prefix)}/selection.md")
     assert "Gate (passed): checkpoint-120 vs input model" in report and "| bench:capitals | 6 |" in report
 
 
 def test_pad_equal_to_eos_is_routed_and_named_in_record_checkpoint_and_card(line):
     store = line["store"]
-    record = store.read_json(layout.run_record(line["taught"]["record"]["run_prefix"]))  # as stored (redacted)
+    record = store.read_json(layout.run_record(line["taught"]["record"].run_prefix))  # as stored (redacted)
     assert record["pad"] == {
         "content": "<|pad|>",
         "id": 1,
@@ -56,9 +56,9 @@ def test_a_stage_that_hurts_its_input_is_not_promoted_and_the_incumbent_stays(li
     store = line["store"]
     assert "champion" not in hurt
     verdict = hurt["not_promoted"]
-    assert verdict["reason"].startswith("not promoted: regresses vs its input model — ")
-    assert "bench " in verdict["reason"]
-    record = store.read_json(layout.run_record(hurt["record"]["run_prefix"]))
+    assert verdict.reason.startswith("not promoted: regresses vs its input model — ")
+    assert "bench " in verdict.reason
+    record = store.read_json(layout.run_record(hurt["record"].run_prefix))
     assert record["promotion"]["status"] == "not promoted"
     latest = store.read_json(layout.latest_pointer("gate-test"))
     assert latest["version"] == line["taught"]["champion"].version == "v1-sft"
@@ -74,7 +74,7 @@ def test_a_stage_that_hurts_its_input_is_not_promoted_and_the_incumbent_stays(li
 def test_promote_with_a_reason_overrules_the_gate_and_the_card_says_so(line, hurt, capsys):
     from promote import main as promote
 
-    run = hurt["record"]["run_prefix"]
+    run = hurt["record"].run_prefix
     store_args = ["--pipeline", "stages/pipeline.yaml", "--store", line["store"].uri, "--set", "line=gate-test"]
     with pytest.raises(SystemExit) as refused:
         promote([run, *store_args])
@@ -82,7 +82,7 @@ def test_promote_with_a_reason_overrules_the_gate_and_the_card_says_so(line, hur
     refusal = capsys.readouterr().err
     assert "checkpoint-6 was not promoted: regresses vs its input model — bench 0/12 vs 12/12" in refusal
     assert refusal.rstrip().endswith("give --reason to promote checkpoint-6 anyway")
-    taught = line["taught"]["record"]["run_prefix"]
+    taught = line["taught"]["record"].run_prefix
     for bad, message in (
         (["--candidate", f"../../../{taught}/sweep/checkpoint-120"], "is not a candidate of"),
         (["--candidate", "input model"], "is not a candidate of"),

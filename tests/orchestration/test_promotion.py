@@ -3,8 +3,25 @@
 from slm import layout
 from slm.eval.scores import Candidate
 from slm.eval.sweep import weights_digest
+from slm.orchestration.lineage import ChampionInfo
 from slm.orchestration.promotion import promote
 from slm.store import Store
+
+
+def info(run: str) -> ChampionInfo:
+    """The provenance promotion writes for a candidate of run `run` (scores do not matter here)."""
+    mmlu = {"acc": 0.25, "se": 0.04, "n": 120, "domains": {}, "subjects": {}}
+    return ChampionInfo(
+        stage="sft",
+        run_id=run,
+        candidate="checkpoint-10",
+        candidate_kind="checkpoint",
+        run_record=f"runs/sft/{run}/record.json",
+        selection=f"runs/sft/{run}/sweep/selection.json",
+        precursor=None,
+        scores={"bench": None, "mmlu": mmlu},
+        sweep_note="test",
+    )
 
 
 def test_re_promoting_an_older_champion_leaves_latest_on_the_newer_one(tmp_path, tiny_model_dir):
@@ -17,9 +34,7 @@ def test_re_promoting_an_older_champion_leaves_latest_on_the_newer_one(tmp_path,
         return Candidate(name="checkpoint-10", key=key, kind="checkpoint", weights_digest=weights_digest(store, key))
 
     def promote_run(run: str):
-        return promote(
-            store, "l", candidate(run), {"stage": "sft", "run_id": run}, lambda info: f"card {info['version']}\n"
-        )
+        return promote(store, "l", candidate(run), info(run), lambda final: f"card {final.version}\n")
 
     assert promote_run("a").version == "v1-sft"
     assert promote_run("b").version == "v2-sft"
@@ -44,7 +59,7 @@ def test_rollback_is_explicit_recorded_and_not_undone_by_a_re_promotion(tmp_path
     def promote_run(run: str):
         key = f"runs/sft/{run}/checkpoints/checkpoint-10"
         cand = Candidate(name="checkpoint-10", key=key, kind="checkpoint", weights_digest=weights_digest(store, key))
-        return promote(store, "l", cand, {"stage": "sft", "run_id": run}, lambda info: "card\n")
+        return promote(store, "l", cand, info(run), lambda final: "card\n")
 
     promote_run("a"), promote_run("b")
     with pytest.raises(UserError, match="not a version name"):

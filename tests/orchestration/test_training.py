@@ -7,18 +7,18 @@ from slm.store import COMPLETE, Store
 
 
 def unfinished_run(store, run_id, workers, identity="abc", checkpoint=True):
+    """A run record as training writes it (a make-run store's, tests/fixtures), left unfinished."""
+    import json
+
+    from slm import REPO_ROOT
+
+    (fixture,) = (REPO_ROOT / "tests/fixtures/make_run_store/runs/pretrain").glob("*/record.json")
+    record = json.loads(fixture.read_text())
     prefix = f"runs/pretrain/{run_id}"
-    store.write_json(
-        f"{prefix}/record.json",
-        {
-            "run_id": run_id,
-            "run_prefix": prefix,
-            "status": "running",
-            "resume_identity": identity,
-            "cluster": {"workers": workers},
-            "deepspeed": {"zero_stage": 2},
-        },
-    )
+    record.update(run_id=run_id, run_prefix=prefix, status="running", resume_identity=identity)
+    record["cluster"]["workers"] = workers
+    record["deepspeed"]["zero_stage"] = 2
+    store.write_json(f"{prefix}/record.json", record)
     if checkpoint:
         store.write_json(f"{prefix}/checkpoints/checkpoint-30/trainer_state.json", {})
         store.write_json(f"{prefix}/checkpoints/checkpoint-30/{COMPLETE}", {"files": {}})
@@ -95,7 +95,7 @@ def sft_plan(tmp_path_factory, tiny_model_dir):
     from slm.orchestration.stage import build_data, open_pipeline
 
     root = tmp_path_factory.mktemp("identity")
-    pipeline, store = open_pipeline("stages/pipeline.yaml", str(root / "store"))
+    pipeline, store, _ = open_pipeline("stages/pipeline.yaml", str(root / "store"))
     build_data(pipeline.stage("sft").builders, store, eval_index(pipeline))
     return pipeline, store, tiny_model_dir(seed=3), root
 
@@ -162,12 +162,16 @@ def test_the_input_model_is_a_candidate_for_every_kind_of_init():
         "local": ({"spec": "models/smollm2", "local": "/abs/models/smollm2"}, ("input model", None, "models/smollm2")),
         "hub": ({"spec": "hf:org/m", "hf": "org/m", "revision": None}, ("input model", None, "hf:org/m")),
     }
+    from pydantic import TypeAdapter
+
+    from slm.refs import ModelRef
+
     for kind, (init, expected) in cases.items():
-        cand = precursor_of({"init": init}, here)
+        cand = precursor_of(TypeAdapter(ModelRef).validate_python(init), here)  # as a run record holds it
         if expected is None:
             assert cand is None, kind
             continue
         name, key, ref_spec = expected
         assert (cand.name, cand.key, cand.kind) == (name, key, "precursor"), kind
-        assert (cand.ref or {}).get("spec") == ref_spec, kind
+        assert (cand.ref.spec if cand.ref else None) == ref_spec, kind
         assert cand.spec == init["spec"]

@@ -7,14 +7,14 @@ import pytest
 import torch
 
 from slm.errors import UserError
-from slm.modeling import load_model, materialize, resolve_ref, scratch_config
+from slm.modeling import load_model, resolve_ref, scratch_config
 from slm.store import Store
 
 
 def test_local_model_dir_resolves_and_loads(tiny_model_dir, tmp_path):
     path = tiny_model_dir(0)
     ref = resolve_ref(str(path), Store.open(str(tmp_path)))
-    assert materialize(ref) == path
+    assert ref.materialize() == path
     assert load_model(path).config.model_type == "gpt2"
 
 
@@ -44,7 +44,7 @@ def test_store_and_champion_refs(tiny_model_dir, tmp_path):
         resolve_ref("store:models/x", store)
     store.put_tree(tiny_model_dir(0), "models/x")
     ref = resolve_ref("store:models/x", store)
-    assert (materialize(ref) / "model.safetensors").is_file()
+    assert (ref.materialize() / "model.safetensors").is_file()
 
 
 def test_hub_reference_offline_is_one_clear_line():
@@ -53,7 +53,7 @@ def test_hub_reference_offline_is_one_clear_line():
     with pytest.raises(
         UserError, match="cannot fetch hf:Qwen/Qwen2.5-0.5B from the Hugging Face hub \\(HF_HUB_OFFLINE"
     ):
-        materialize(ref)
+        ref.materialize()
 
 
 def test_scratch_architecture_rejects_unknown_keys_and_short_context(tiny_tokenizer):
@@ -85,7 +85,7 @@ def test_champion_of_a_stage_is_the_newest_from_that_stage(tiny_model_dir, tmp_p
     store = Store.open(str(tmp_path / "s"))
     for version in ("v1-pretrain", "v2-sft", "v3-sft", "v4-repair"):
         store.put_tree(tiny_model_dir(0), f"champions/ff/{version}")
-    assert resolve_ref("champion:ff:sft", store)["key"] == "champions/ff/v3-sft"
-    assert resolve_ref("champion:ff@v2-sft", store)["key"] == "champions/ff/v2-sft"
+    assert resolve_ref("champion:ff:sft", store).key == "champions/ff/v3-sft"
+    assert resolve_ref("champion:ff@v2-sft", store).key == "champions/ff/v2-sft"
     with pytest.raises(UserError, match="no champion promoted yet from stage 'distill' of line 'ff'"):
         resolve_ref("champion:ff:distill", store)

@@ -54,7 +54,7 @@ def llama3_like(with_pad_token: bool = False):
 def test_smollm2_pad_equal_to_eos_is_routed_to_its_document_end_token():
     tok = smollm2_like()
     plan = plan_pad(tok, "surgical model smollm2")
-    assert plan == {
+    assert plan.to_json() == {
         "content": "<|endoftext|>",
         "id": 0,
         "how": "routed",
@@ -66,16 +66,16 @@ def test_smollm2_pad_equal_to_eos_is_routed_to_its_document_end_token():
 
 def test_llama3_without_pad_is_routed_to_a_reserved_token_and_31_to_its_pad_token():
     plan = plan_pad(llama3_like(), "x")
-    assert (plan["content"], plan["id"], plan["how"]) == ("<|reserved_special_token_0|>", 2, "routed")
-    assert plan["reason"].startswith("the tokenizer has no pad token")
+    assert (plan.content, plan.id, plan.how) == ("<|reserved_special_token_0|>", 2, "routed")
+    assert plan.reason.startswith("the tokenizer has no pad token")
     plan = plan_pad(llama3_like(with_pad_token=True), "x")
-    assert (plan["content"], plan["id"]) == ("<|finetune_right_pad_id|>", 2)
-    assert "made for padding" in plan["reason"]
+    assert (plan.content, plan.id) == ("<|finetune_right_pad_id|>", 2)
+    assert "made for padding" in plan.reason
 
 
 def test_mistral_without_pad_is_routed_to_unk():
     tok = tokenizer_with(["<unk>", "<s>", "</s>"], unk_token="<unk>", bos_token="<s>", eos_token="</s>")
-    assert plan_pad(tok, "x")["content"] == "<unk>"
+    assert plan_pad(tok, "x").content == "<unk>"
 
 
 def test_qwen2_distinct_pad_is_kept_untouched():
@@ -83,7 +83,7 @@ def test_qwen2_distinct_pad_is_kept_untouched():
         ["<|endoftext|>", "<|im_start|>", "<|im_end|>"], eos_token="<|im_end|>", pad_token="<|endoftext|>"
     )
     plan = plan_pad(tok, "x")
-    assert plan["how"] == "kept" and plan["content"] == "<|endoftext|>"
+    assert plan.how == "kept" and plan.content == "<|endoftext|>"
     before = len(tok)
     apply_pad(tok, plan)
     assert len(tok) == before and tok.pad_token == "<|endoftext|>"
@@ -94,15 +94,15 @@ def test_gpt2_single_special_token_gets_a_new_pad_and_tied_embeddings_grow():
         ["<|endoftext|>"], bos_token="<|endoftext|>", eos_token="<|endoftext|>", unk_token="<|endoftext|>"
     )
     plan = plan_pad(tok, "x")
-    assert (plan["content"], plan["how"], plan["id"]) == ("<|pad|>", "added", len(tok))
+    assert (plan.content, plan.how, plan.id) == ("<|pad|>", "added", len(tok))
     torch.manual_seed(0)
     model = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=8, n_head=2, vocab_size=len(tok)))
     apply_pad(tok, plan)
-    assert tok.pad_token_id == plan["id"] and tok.eos_token == "<|endoftext|>"
+    assert tok.pad_token_id == plan.id and tok.eos_token == "<|endoftext|>"
     model = fit_model_to_pad(model, plan)
     assert model.get_input_embeddings().weight.shape[0] == len(tok)
     assert model.get_output_embeddings().weight.data_ptr() == model.get_input_embeddings().weight.data_ptr()
-    assert model.config.pad_token_id == plan["id"] == model.generation_config.pad_token_id
+    assert model.config.pad_token_id == plan.id == model.generation_config.pad_token_id
 
 
 def test_embeddings_with_spare_rows_are_never_shrunk():

@@ -22,12 +22,8 @@ def test_kl_anchor_on_zero3_is_refused(ctx):
     )
     with pytest.raises(UserError, match="ZeRO-3 .* would partition; use a ZeRO-2 config"):
         ctx.job(cfg, "stages.finetune", None, {})
-    assert (
-        ctx.job(cfg.model_copy(update={"deepspeed": "ds_configs/zero2.json"}), "stages.finetune", None, {}).kl_anchor[
-            "coef"
-        ]
-        == 0.1
-    )
+    job = ctx.job(cfg.model_copy(update={"deepspeed": "ds_configs/zero2.json"}), "stages.finetune", None, {})
+    assert job.kl_anchor.coef == 0.1
 
 
 def test_wandb_follows_the_api_key(ctx, monkeypatch):

@@ -102,7 +102,7 @@ def test_s3_server_restarted_mid_checkpoint_upload_never_yields_a_partial_checkp
     (work / "tensorboard").mkdir(parents=True)
     (work / "train_log.csv").write_text("step,loss\n10,1.0\n")
     (work / "tensorboard" / "events.out.tfevents.1").write_bytes(b"event")
-    callback = StoreCheckpointCallback(s3_env, prefix, local_rank=0, work=work, keep_resume_states=1)
+    callback = StoreCheckpointCallback(Store.open(s3_env), prefix, local_rank=0, work=work, keep_resume_states=1)
     args = SimpleNamespace(output_dir=str(out))
 
     def state(step):

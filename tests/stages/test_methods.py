@@ -28,7 +28,7 @@ def lab(tmp_path_factory, tiny_model_dir):
     root = tmp_path_factory.mktemp("methods")
     old_cache = os.environ.get("SLM_CACHE")
     os.environ["SLM_CACHE"] = str(root / "cache")
-    pipeline, store = open_pipeline("stages/pipeline.yaml", str(root / "store"))
+    pipeline, store, _ = open_pipeline("stages/pipeline.yaml", str(root / "store"))
     evals = eval_index(pipeline)
     build_data(pipeline.stage("sft").builders, store, evals)
     yield {
@@ -47,9 +47,12 @@ def lab(tmp_path_factory, tiny_model_dir):
 
 
 def train(lab, name: str, stage: str = "sft", **extra) -> dict:
+    """The run record's JSON form (what the store holds), of a run trained once per lab."""
     if name not in lab["runs"]:
         overrides = deep_merge({"model": {"init": str(lab["start"])}, **STEPS}, extra)
-        lab["runs"][name] = run_stage(lab["pipeline"], stage, lab["store"], overrides, train_only=True)["record"]
+        lab["runs"][name] = run_stage(lab["pipeline"], stage, lab["store"], overrides, train_only=True)[
+            "record"
+        ].to_json()
     return lab["runs"][name]
 
 
@@ -180,9 +183,9 @@ def test_dpo_as_an_experiment_is_judged_against_the_incumbent_and_kept_on_record
     }
     result = run_stage(pipeline, "dpo", lab["store"], overrides)
 
-    record = result["record"]
+    record = result["record"].to_json()
     assert record["engine"]["zero_stage"] == 2 and record["engine"]["global_step"] == 8
-    verdict = result["experiment"] if "experiment" in result else record["experiment"]
+    verdict = result["experiment"].to_json() if "experiment" in result else record["experiment"]
     print(f"dpo-v1: {verdict['status']} — {verdict['reason']} (MMLU {verdict['mmlu']})")
     # The start is a random init at chance, so whether 8 DPO steps win on 20 MMLU items is chance too;
     # what must hold is the rule: accepted only when it beats its incumbent by the margin, else rejected.

@@ -92,7 +92,7 @@ def build(root: Path, start_model: Path) -> dict:
             }
         )
     )
-    pipeline, store = open_pipeline("stages/pipeline.yaml", str(root / "store"), pipeline_overrides(root))
+    pipeline, store, _ = open_pipeline("stages/pipeline.yaml", str(root / "store"), pipeline_overrides(root))
     build_data([str(builder)], store, eval_index(pipeline))
     tokenizer = AutoTokenizer.from_pretrained(start_model)
     tokenizer.pad_token = tokenizer.eos_token  # as SmolLM2 ships it: pad == eos

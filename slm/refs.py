@@ -1,0 +1,255 @@
+"""Model references: the one place a reference string is parsed and a resolved reference is told apart.
+
+A reference (`model.init`, a teacher, a tokenizer, a model to evaluate) is written as
+
+    scratch                       build from `architecture` (model.init only)
+    champion:<line>[:<stage>][@<version>]   a champion of a line in the pipeline's store
+    store:<key>                   a model tree of the pipeline's store
+    s3://bucket/key               a model tree of another store
+    hf:<repo>[@<revision>]        the Hugging Face hub
+    <directory>                   a local model directory
+
+`parse` turns the string into a `Spec` once, where it enters; `slm.modeling.resolve_ref` checks it
+against the store and the disk and returns a `ModelRef`, whose JSON form is what run records have
+always held: {"spec", "store", "key"[, "champion"]}, {"spec", "local"}, {"spec", "hf", "revision"}
+or {"spec": "scratch"}. Everything that needs to know which kind a reference is asks it.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Discriminator, Tag
+
+from slm.errors import UserError
+from slm.records import ChampionPointer, Stored
+
+SCRATCH = "scratch"
+WEIGHT_SUFFIX = ".safetensors"
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
+
+
+@dataclass(frozen=True)
+class Spec:
+    """A reference string, parsed: its kind and parts (nothing checked against a store or the disk)."""
+
+    text: str
+    kind: Literal["scratch", "champion", "store", "s3", "hf", "local"]
+    line: str | None = None  # champion
+    stage: str | None = None  # champion:<line>:<stage>
+    version: str | None = None  # champion ...@<version>
+    key: str | None = None  # store:<key>
+    repo: str | None = None  # hf
+    revision: str | None = None  # hf ...@<revision>
+
+
+def parse(text: str) -> Spec:
+    if text == SCRATCH:
+        return Spec(text, "scratch")
+    if text.startswith("champion:"):
+        rest, _, version = text[len("champion:") :].partition("@")
+        line, _, stage = rest.partition(":")
+        return Spec(text, "champion", line=line, stage=stage or None, version=version or None)
+    if text.startswith("store:"):
+        return Spec(text, "store", key=text[len("store:") :].strip("/"))
+    if text.startswith("s3://"):
+        return Spec(text, "s3")
+    if text.startswith("hf:"):
+        repo, _, revision = text[len("hf:") :].partition("@")
+        return Spec(text, "hf", repo=repo, revision=revision or None)
+    return Spec(text, "local")
+
+
+class StoreRef(Stored):
+    """A model tree in a store (a champion, a `store:` key, an `s3://` tree)."""
+
+    spec: str
+    store: str
+    key: str
+    champion: ChampionPointer | None = None  # the champion it resolved to
+
+    @property
+    def kind(self) -> str:
+        return "store"
+
+    def materialize(self) -> Path:
+        from slm.store import Store, fetch_tree_cached
+
+        return fetch_tree_cached(Store.open(self.store), self.key)
+
+    def in_store(self, uri: str) -> bool:
+        """A tree of the store at `uri` (so the sweep can read, cache and merge it there)."""
+        return self.store == uri
+
+    def files_identity(self):
+        from slm.store import Store
+
+        return Store.open(self.store).tree_manifest(self.key)["files"]
+
+    @property
+    def label(self) -> str:
+        """What a log or card line calls it: the reference, and the champion it resolved to."""
+        return f"`{self.spec}`" + (f" ({self.champion.line}@{self.champion.version})" if self.champion else "")
+
+    @property
+    def location(self) -> str | None:
+        """Where it is: the champion's key, else the tree's (None for the root of an s3:// store)."""
+        return self.champion.key if self.champion else (self.key or None)
+
+    @property
+    def provenance(self):
+        """What a record says it resolved to: the champion pointer, else where it is."""
+        return self.champion.to_json() if self.champion else self.location
+
+
+class LocalRef(Stored):
+    """A model directory on this machine."""
+
+    spec: str
+    local: str
+
+    @property
+    def kind(self) -> str:
+        return "local"
+
+    def materialize(self) -> Path:
+        return Path(self.local)
+
+    def in_store(self, uri: str) -> bool:
+        return False
+
+    def files_identity(self, hash_below: int):
+        """File checksums, by content below `hash_below` bytes, by size and mtime above (naming a run
+        never reads gigabytes of weights)."""
+        from slm.config import resolve_path
+        from slm.store import sha256_file
+
+        root = resolve_path(self.local)
+        return {
+            p.name: (sha256_file(p) if p.stat().st_size < hash_below else f"{p.stat().st_size}:{p.stat().st_mtime_ns}")
+            for p in sorted(root.iterdir())
+            if p.is_file()
+        }
+
+    @property
+    def label(self) -> str:
+        return f"`{self.spec}`"
+
+    @property
+    def location(self) -> str:
+        return self.local
+
+    @property
+    def provenance(self):
+        return self.location
+
+
+class HubRef(Stored):
+    """A Hugging Face hub repository, at a revision (None: the default branch)."""
+
+    spec: str
+    hf: str
+    revision: str | None
+
+    @property
+    def kind(self) -> str:
+        return "hf"
+
+    def materialize(self) -> Path:
+        return fetch_hub(self)
+
+    def in_store(self, uri: str) -> bool:
+        return False
+
+    def files_identity(self):
+        return {"hf": self.hf, "revision": self.revision}
+
+    @property
+    def label(self) -> str:
+        return f"`{self.spec}`"
+
+    @property
+    def location(self) -> str:
+        return self.hf
+
+    @property
+    def provenance(self):
+        return self.location
+
+
+class ScratchRef(Stored):
+    """No starting weights: the model is built from the stage's `architecture`."""
+
+    spec: Literal["scratch"] = SCRATCH
+
+    @property
+    def kind(self) -> str:
+        return "scratch"
+
+    def in_store(self, uri: str) -> bool:
+        return False
+
+    def files_identity(self):
+        return SCRATCH
+
+    @property
+    def label(self) -> str:
+        return f"`{SCRATCH}`"
+
+
+def check_model_dir(path: Path, what: str, need_weights: bool = True) -> None:
+    if need_weights:
+        if not (path / "config.json").is_file():
+            raise UserError(f"{what} at {path}: config.json missing")
+        if not any(p.name.endswith(WEIGHT_SUFFIX) for p in path.iterdir()):
+            found = ", ".join(sorted(p.name for p in path.iterdir())[:6]) or "nothing"
+            raise UserError(
+                f"{what} at {path}: no *.safetensors weights (found {found}); "
+                f"convert pickled weights to safetensors first"
+            )
+    if not any((path / f).is_file() for f in TOKENIZER_FILES):
+        raise UserError(f"{what} at {path}: no tokenizer files ({' or '.join(TOKENIZER_FILES)})")
+
+
+def fetch_hub(ref: HubRef) -> Path:
+    """A hub model in the local HF cache (downloaded once; offline, the cached snapshot)."""
+    from huggingface_hub import snapshot_download
+
+    try:
+        path = Path(
+            snapshot_download(
+                ref.hf,
+                revision=ref.revision,
+                allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "README.md"],
+            )
+        )
+    except Exception as exc:  # offline, missing repo, gated repo: one line, no traceback
+        offline = " (HF_HUB_OFFLINE is set)" if os.environ.get("HF_HUB_OFFLINE") == "1" else ""
+        raise UserError(f"cannot fetch {ref.spec} from the Hugging Face hub{offline}: {type(exc).__name__}") from None
+    check_model_dir(path, ref.spec)
+    return path
+
+
+def _kind(value: Any) -> str:
+    """Which kind a resolved reference is, from its JSON form (the only place that looks at the keys)."""
+    if isinstance(value, dict):
+        if "key" in value:
+            return "store"
+        if "local" in value:
+            return "local"
+        if "hf" in value:
+            return "hf"
+        return "scratch"
+    return value.kind
+
+
+ModelRef = Annotated[
+    Annotated[StoreRef, Tag("store")]
+    | Annotated[LocalRef, Tag("local")]
+    | Annotated[HubRef, Tag("hf")]
+    | Annotated[ScratchRef, Tag("scratch")],
+    Discriminator(_kind),
+]
