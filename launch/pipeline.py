@@ -16,7 +16,7 @@ from slm.launch.options import add_pipeline_options, inspect_only
 from slm.orchestration.eval_sets import eval_index
 from slm.orchestration.lineage import read_champion
 from slm.orchestration.stage import build_data, check_before_launch, open_pipeline, run_stage
-from slm.records import ChampionPointer
+from slm.records import read_pointer
 from slm.run_record import RunRecord
 
 
@@ -72,7 +72,7 @@ def main(argv=None):
     if not store.exists(layout.latest_pointer(pipeline.line)):
         print(f"no champion: nothing of line {pipeline.line} has been promoted", file=sys.stderr)
         return
-    latest = ChampionPointer.model_validate(store.read_json(layout.latest_pointer(pipeline.line)))
+    latest = read_pointer(store, pipeline.line)
     print(f"champion: {store.url(latest.key)}\ncard:     {store.url(latest.key + '/README.md')}", file=sys.stderr)
     for name, path in (read_champion(store, latest.key).plots or {}).items():
         print(f"plot:     {store.url(latest.key + '/' + path)}  ({name})", file=sys.stderr)

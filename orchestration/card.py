@@ -282,5 +282,21 @@ def _experiments(store: Store, line: str) -> str:
     return section("experiments", experiments=experiments(store, line))
 
 
+def write_out(store: Store, out: Path, text: str, force: bool = False) -> None:
+    """A card written where the user asked: never inside the store (a champion's own README.md must
+    keep matching its marker), and an existing file only with force."""
+    from slm.errors import UserError
+
+    target = out.expanduser().resolve()
+    root = getattr(store, "root", None)  # a local store's directory (an S3 store has none here)
+    if root is not None and target.is_relative_to(root):
+        raise UserError(f"--out {out}: inside the store ({store.uri}); write the card outside it")
+    if target.is_dir():
+        raise UserError(f"--out {out}: is a directory; name a file")
+    if target.exists() and not force:
+        raise UserError(f"--out {out}: exists; give --force to replace it")
+    target.write_text(text)
+
+
 def render(store: Store, info: ChampionInfo, card: CardSpec) -> str:
     return render_data(gather(store, info, card))

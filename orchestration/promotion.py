@@ -20,7 +20,7 @@ from slm.log import log
 from slm.orchestration import card
 from slm.orchestration.lineage import ChampionInfo, champions, read_champion
 from slm.orchestration.sweeping import precursor_of, sweep_note
-from slm.records import ChampionPointer, RollbackEvent, now, parse_record
+from slm.records import ChampionPointer, RollbackEvent, now, parse_record, read_pointer
 from slm.run_record import RunRecord
 from slm.store import Store, sha256_file
 
@@ -83,11 +83,7 @@ def promote(
     """
     run_id, stage = champion_info.run_id, champion_info.stage
     version = find_promoted(store, line, run_id, candidate.weights_digest)
-    latest = (
-        ChampionPointer.model_validate(store.read_json(layout.latest_pointer(line)))
-        if store.exists(layout.latest_pointer(line))
-        else None
-    )
+    latest = read_pointer(store, line)
     if (
         version
         and latest
@@ -161,7 +157,7 @@ def rollback(store: Store, line: str, version: str, reason: str, write: bool = T
         raise UserError(f"--rollback: champion {line}@{version} not found (or incomplete) at {store.url(key)}")
     if not store.exists(layout.latest_pointer(line)):
         raise UserError(f"--rollback: line {line!r} has no latest champion to move back from")
-    latest = ChampionPointer.model_validate(store.read_json(layout.latest_pointer(line)))
+    latest = read_pointer(store, line)
     if latest.version == version:
         raise UserError(f"--rollback: {line}@{version} is already the line's latest")
     info = read_champion(store, key)
@@ -227,7 +223,7 @@ def refuse_rewind(store: Store, line: str, run: str, candidate: Candidate, run_i
     forward): say so and name the rollback, instead of exiting 0 with nothing done."""
     version = find_promoted(store, line, run_id, candidate.weights_digest)
     if version and store.exists(layout.latest_pointer(line)):
-        latest = ChampionPointer.model_validate(store.read_json(layout.latest_pointer(line))).version
+        latest = read_pointer(store, line).version
         if latest != version:
             raise UserError(
                 f"{run}: {candidate.name} is already champion {line}@{version}; latest is {latest} and "

@@ -212,9 +212,8 @@ def record_not_promoted(pipeline: PipelineConfig, store: Store, record: RunRecor
     write_record(store, record)
     store.write_json(layout.not_promoted(pipeline.line, stage), verdict.to_json())
     log(f"[{stage}] {selection.champion} {verdict.reason}")
-    latest = layout.latest_pointer(pipeline.line)
-    if store.exists(latest):
-        pointer = records.ChampionPointer.model_validate(store.read_json(latest))
+    pointer = records.read_pointer(store, pipeline.line)
+    if pointer:
         log(
             f"[{stage}] the line's champion stays {pipeline.line}@{pointer.version}; stages that start from "
             f"champion:{pipeline.line} start from it"

@@ -12,8 +12,9 @@ from pathlib import Path
 from slm import layout, refs
 from slm.config import resolve_path
 from slm.errors import UserError
-from slm.records import ChampionPointer
+from slm.records import ChampionPointer, parse_record, read_pointer
 from slm.refs import HubRef, LocalRef, ModelRef, StoreRef, check_model_dir
+from slm.run_record import NotPromoted
 from slm.store import Store, sha256_file
 
 
@@ -24,8 +25,9 @@ def champion_pointer(store: Store, line: str, version: str | None = None, stage:
         if not numbered:
             why = ""
             if store.exists(layout.not_promoted(line, stage)):
-                gate = store.read_json(layout.not_promoted(line, stage))
-                why = f"; its run {gate['run_id']} was {gate['reason']} (to promote it anyway: {gate['overrule']})"
+                key = layout.not_promoted(line, stage)
+                gate = parse_record(NotPromoted, store.read_json(key), store.url(key))
+                why = f"; its run {gate.run_id} was {gate.reason} (to promote it anyway: {gate.overrule})"
             raise UserError(
                 f"no champion promoted yet from stage {stage!r} of line {line!r} "
                 f"({store.url(layout.line_dir(line))}){why}"
@@ -43,7 +45,7 @@ def champion_pointer(store: Store, line: str, version: str | None = None, stage:
                 else ""
             )
             raise UserError(f"no champion promoted yet for line {line!r} ({store.url(key)} missing){why}")
-        return ChampionPointer.model_validate(store.read_json(key))
+        return read_pointer(store, line)
     key = layout.champion_dir(line, version)
     if not store.is_complete(key):
         raise UserError(f"champion {line}@{version} not found at {store.url(key)}")

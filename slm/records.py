@@ -140,6 +140,23 @@ class RollbackEvent(Record):
     at: str
 
 
+def read_pointer(store, line: str) -> ChampionPointer | None:
+    """A line's `latest.json`, typed (None when the line has none yet)."""
+    from slm import layout
+    from slm.errors import UserError
+
+    key = layout.latest_pointer(line)
+    if not store.exists(key):
+        return None
+    pointer = parse_record(ChampionPointer, store.read_json(key), store.url(key))
+    if pointer.line != line or pointer.key != layout.champion_dir(line, pointer.version):
+        raise UserError(
+            f"{store.url(key)}: line {pointer.line!r}, version {pointer.version!r} and key {pointer.key!r} "
+            f"disagree (expected key {layout.champion_dir(line, pointer.version)!r}); the pointer is damaged"
+        )
+    return pointer
+
+
 class ChampionPointer(Record):
     """`champions/<line>/latest.json`, and what a `champion:` reference resolves to."""
 

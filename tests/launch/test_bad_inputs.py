@@ -109,6 +109,12 @@ def model_dir(ctx, name: str, drop: tuple[str, ...] = (), files: dict | None = N
     return path
 
 
+def edit_latest(ctx, **changes) -> None:
+    """Damage the line's latest.json in the store (a hand edit, a bad sync)."""
+    path = ctx.store / "champions" / LINE / "latest.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), **changes}))
+
+
 def dataset_files(ctx) -> Path:
     return ctx.store / "datasets/facts"
 
@@ -866,6 +872,34 @@ CASES = [
     Case("card-version-path", lambda c: ["card.py", "--version", "../../runs", *common(c)], "not a version name"),
     Case("card-line-path", lambda c: ["card.py", "--line", "../runs", *common(c)], "not a line name"),
     Case("card-no-champion", lambda c: ["card.py", "--line", "other-line", *common(c)], "no champion promoted yet"),
+    Case(
+        "card-out-inside-the-store",
+        lambda c: ["card.py", "--out", str(c.store / "champions" / LINE / "v1-sft" / "README.md"), *common(c)],
+        "inside the store",
+    ),
+    Case(
+        "card-out-existing-file",
+        lambda c: ["card.py", "--out", str(write(c, "card.md", "mine")), *common(c)],
+        "exists; give --force",
+    ),
+    Case(
+        "latest-extra-key",
+        lambda c: ["card.py", *common(c)],
+        "latest.json: not a valid ChampionPointer: colour",
+        setup=lambda c: edit_latest(c, colour="red"),
+    ),
+    Case(
+        "rollback-latest-extra-key",
+        lambda c: ["promote.py", "--rollback", "v1-sft", "--reason", "x", *common(c)],
+        "latest.json: not a valid ChampionPointer",
+        setup=lambda c: edit_latest(c, colour="red"),
+    ),
+    Case(
+        "latest-key-and-version-disagree",
+        lambda c: ["card.py", *common(c)],
+        "disagree",
+        setup=lambda c: edit_latest(c, version="v9-sft"),
+    ),
     # --- evaluate -------------------------------------------------------------------------------------
     Case(
         "evaluate-missing-model", lambda c: ["evaluate.py", str(c.tmp / "gone"), *common(c)], lambda c: f"{c.tmp}/gone"
