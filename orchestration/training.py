@@ -23,7 +23,7 @@ from slm.log import log
 from slm.modeling import load_tokenizer
 from slm.recipe import StageContext
 from slm.records import parse_record
-from slm.refs import SCRATCH, LocalRef, ModelRef, ScratchRef
+from slm.refs import SCRATCH, ModelRef, ScratchRef
 from slm.run_record import (
     Attempt,
     EngineFacts,
@@ -35,10 +35,6 @@ from slm.run_record import (
 )
 from slm.stages import RECIPES
 from slm.store import Store, sha256_file
-
-# Files of a local model directory hashed by content for a run's identity; bigger ones (weights of a
-# multi-GB model) by size and modification time, so that naming a run never reads gigabytes.
-HASH_BY_CONTENT_BELOW = 64 << 20
 
 
 def model_facts(store: Store, checkpoint_key: str, parameters: int) -> ModelFacts:
@@ -83,11 +79,7 @@ def checkpoints(store: Store, run: str) -> list[Candidate]:
 
 def files_identity(ref: ModelRef | None):
     """What a model or tokenizer reference holds (file checksums), not how it was named."""
-    if ref is None:
-        return SCRATCH
-    if isinstance(ref, LocalRef):
-        return ref.files_identity(HASH_BY_CONTENT_BELOW)
-    return ref.files_identity()
+    return SCRATCH if ref is None else ref.files_identity()
 
 
 def run_identity(cfg: StageConfig, job: TrainJob, data_digest: str) -> dict:

@@ -24,11 +24,16 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Discriminator, Tag
 
+from slm.config import resolve_path
 from slm.errors import UserError
 from slm.records import ChampionPointer, Stored
+from slm.store import Store, fetch_tree_cached, sha256_file
 
 SCRATCH = "scratch"
 WEIGHT_SUFFIX = ".safetensors"
+# Files of a local model directory hashed by content for a run's identity; bigger ones (weights of a
+# multi-GB model) by size and modification time.
+HASH_BY_CONTENT_BELOW = 64 << 20
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
 
 
@@ -76,8 +81,6 @@ class StoreRef(Stored):
         return "store"
 
     def materialize(self) -> Path:
-        from slm.store import Store, fetch_tree_cached
-
         return fetch_tree_cached(Store.open(self.store), self.key)
 
     def in_store(self, uri: str) -> bool:
@@ -85,8 +88,6 @@ class StoreRef(Stored):
         return self.store == uri
 
     def files_identity(self):
-        from slm.store import Store
-
         return Store.open(self.store).tree_manifest(self.key)["files"]
 
     @property
@@ -121,15 +122,16 @@ class LocalRef(Stored):
     def in_store(self, uri: str) -> bool:
         return False
 
-    def files_identity(self, hash_below: int):
-        """File checksums, by content below `hash_below` bytes, by size and mtime above (naming a run
-        never reads gigabytes of weights)."""
-        from slm.config import resolve_path
-        from slm.store import sha256_file
-
+    def files_identity(self):
+        """File checksums by content, and by size and modification time for files of
+        HASH_BY_CONTENT_BELOW or more (naming a run never reads gigabytes of weights)."""
         root = resolve_path(self.local)
         return {
-            p.name: (sha256_file(p) if p.stat().st_size < hash_below else f"{p.stat().st_size}:{p.stat().st_mtime_ns}")
+            p.name: (
+                sha256_file(p)
+                if p.stat().st_size < HASH_BY_CONTENT_BELOW
+                else f"{p.stat().st_size}:{p.stat().st_mtime_ns}"
+            )
             for p in sorted(root.iterdir())
             if p.is_file()
         }
