@@ -46,6 +46,12 @@ class ChampionScores(Stored):
     device: str | None = None
     seconds: float | None = None
 
+    @classmethod
+    def of(cls, scores: Scores) -> ChampionScores:
+        """A candidate's scores as champion.json keeps them: per-item answers stay in the sweep."""
+        summary = scores.model_dump(mode="json", exclude_none=True, exclude={"mmlu": {"items"}, "bench": {"items"}})
+        return cls.model_validate({"bench": None, **summary})
+
     def as_scores(self) -> Scores:
         return Scores.model_validate(self.model_dump())
 

@@ -18,7 +18,7 @@ from slm.eval.scores import Candidate, Selection
 from slm.eval.sweep import is_model_file
 from slm.log import log
 from slm.orchestration import card
-from slm.orchestration.lineage import ChampionInfo, champions, read_champion
+from slm.orchestration.lineage import ChampionInfo, ChampionScores, champions, read_champion
 from slm.orchestration.sweeping import precursor_of, sweep_note
 from slm.records import ChampionPointer, RollbackEvent, now, parse_record, read_pointer
 from slm.run_record import RunRecord
@@ -199,7 +199,7 @@ def promote_champion(
         run_record=layout.run_record(record.run_prefix),
         selection=layout.selection_report(record.run_prefix),
         precursor=came_from,
-        scores=champion.scored.summary().model_dump(),  # per-item answers stay in the sweep
+        scores=ChampionScores.of(champion.scored),
         sweep_note=sweep_note(pipeline, champion.scored.mmlu.n),
     )
     if champion.kind == "merge":

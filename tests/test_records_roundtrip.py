@@ -71,3 +71,19 @@ def test_every_card_renders_the_same_bytes_as_before(tmp_path):
         key = str(readme.parent.relative_to(FIXTURE))
         want = readme.read_text().replace(MADE_AT, store.uri)
         assert card.render(store, read_champion(store, key), CardSpec()) == want, key
+
+
+def test_a_champion_keeps_the_score_summary_as_before():
+    """champion.json holds the scores without per-item answers, keys as promotion always wrote them."""
+    from slm.eval.scores import Scores
+    from slm.orchestration.lineage import ChampionScores
+
+    for path in files("champions/*/v*/champion.json"):
+        stored = json.loads(path.read_text())["scores"]
+        with_items = json.loads(json.dumps(stored))
+        with_items["mmlu"]["items"] = {subject: [1, 0] for subject in stored["mmlu"]["subjects"]}
+        if with_items["bench"]:
+            with_items["bench"]["items"] = [
+                {"id": "x", "category": "format", "answer": "a", "passed": True, "reason": "matched"}
+            ]
+        assert ChampionScores.of(Scores.model_validate(with_items)).to_json() == stored, path
