@@ -187,6 +187,9 @@ class ScratchRef(Stored):
 
     spec: Literal["scratch"] = SCRATCH
 
+    def model_post_init(self, context) -> None:
+        self.__pydantic_fields_set__.add("spec")  # written even when defaulted: {"spec": "scratch"}
+
     @property
     def kind(self) -> str:
         return "scratch"

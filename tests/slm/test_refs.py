@@ -67,5 +67,6 @@ def test_what_a_reference_says_of_itself():
     assert LocalRef(spec="m", local="/abs/m").location == "/abs/m"
     assert HubRef(spec="hf:org/m", hf="org/m", revision=None).files_identity() == {"hf": "org/m", "revision": None}
     assert ScratchRef().files_identity() == "scratch" and ScratchRef().label == "`scratch`"
+    assert ScratchRef().to_json() == {"spec": "scratch"}  # what a run from scratch records
     with pytest.raises(ValueError):
         ADAPTER.validate_python({"spec": "models/m", "local": "/m", "typo": 1})  # unknown fields refused
