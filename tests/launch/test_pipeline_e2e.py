@@ -4,6 +4,7 @@ Five stages of a tiny GPT-2, shortened through the pipeline's per-stage override
 pipeline again through the `slm` command, which must find every run finished and promote nothing new.
 """
 
+import json
 import os
 import subprocess
 import sys
@@ -14,6 +15,8 @@ import yaml
 
 from slm import REPO_ROOT
 from slm.store import Store
+
+FIXTURE = REPO_ROOT / "tests/fixtures/make_run_store"
 
 pytestmark = pytest.mark.slow
 STAGES = ["pretrain", "sft", "distill", "surgical", "repair"]
@@ -119,6 +122,18 @@ def test_pipeline_end_to_end_on_s3(tmp_path, s3_env):
             assert store.exists(f"{prefix}/sweep/{artifact}")
         if stage != "pretrain":
             assert store.exists(f"{prefix}/sweep/slerp-t0.1.json")
+        # the typed records write the layout a make-run store has always had (tests/fixtures/make_run_store)
+        (known,) = (FIXTURE / "runs" / stage).glob("*/record.json")
+        known = json.loads(known.read_text())
+        assert set(record) == set(known) and set(record["init"]) == set(known["init"]), stage
+        assert set(record["data"]) == set(known["data"]) and set(record["engine"]) == set(known["engine"]), stage
+    champion, known = (
+        store.read_json(f"{latest['key']}/champion.json"),
+        json.loads((FIXTURE / "champions/tiny-ff/v5-repair/champion.json").read_text()),
+    )
+    assert list(champion) == list(known) and list(champion["scores"]) == list(known["scores"])
+    assert set(champion["scores"]["mmlu"]) == set(known["scores"]["mmlu"])  # no per-item answers
+    assert set(champion["scores"]["bench"]) == set(known["scores"]["bench"])
 
     # re-running finds every run finished: nothing trained, nothing promoted twice
     again = run_pipeline(config, s3_env, env, command=(str(Path(sys.executable).parent / "slm"), "pipeline"))
