@@ -56,11 +56,20 @@ def model_ref(store: Store, cand: Candidate) -> ModelRef:
 
 
 def ref_weights_digest(ref: ModelRef) -> str:
-    """The same digest for the same weights, wherever they live: scores are shared through the cache."""
+    """The same digest for the same weights, wherever they live: scores are shared through the cache.
+    A store tree's weight files are checked against its marker first: the digest (and so any cached
+    score) stands for the recorded weights, so weights changed in place are refused, never scored as those."""
     if isinstance(ref, StoreRef):
-        return weights_digest(Store.open(ref.store), ref.key)
+        store = Store.open(ref.store)
+        store.verify_in_place(ref.key, include=lambda rel: rel.endswith(WEIGHT_SUFFIX))
+        return weights_digest(store, ref.key)
     path = ref.materialize()
     return _digest([(p.name, sha256_file(p)) for p in path.iterdir() if p.name.endswith(WEIGHT_SUFFIX)], str(path))
+
+
+def candidate_digests(store: Store, candidates: list[Candidate]) -> dict[str, str]:
+    """name → weights digest of each candidate, its weights verified (see ref_weights_digest)."""
+    return {cand.name: ref_weights_digest(model_ref(store, cand)) for cand in candidates}
 
 
 def model_dir(ref: ModelRef) -> Path:
@@ -180,8 +189,10 @@ def sweep(
     out_prefix: str,
     use_gpu: bool = False,
     tag: str = "sweep",
+    digests: dict[str, str] | None = None,
 ) -> dict[str, Candidate]:
-    """Score candidates; returns name → candidate with `scores` attached (each also in `out_prefix`)."""
+    """Score candidates; returns name → candidate with `scores` attached (each also in `out_prefix`).
+    `digests`: name → weights digest already computed (candidate_digests, before Ray started)."""
     import ray
 
     from slm.eval.lm import request_cache_dir
@@ -201,8 +212,9 @@ def sweep(
     remote = ray.remote(score_model).options(
         num_cpus=1, num_gpus=1 if use_gpu else 0, max_retries=1, runtime_env={"env_vars": env}
     )
+    digests = digests if digests is not None else candidate_digests(store, candidates)
     for cand in candidates:
-        digest = ref_weights_digest(model_ref(store, cand))
+        digest = digests[cand.name]
         cache_key = layout.score_cache(digest, settings)
         cand = cand.model_copy(update={"weights_digest": digest, "settings_digest": settings})
         if store.exists(cache_key):

@@ -17,7 +17,7 @@ from slm.eval import bench, mmlu
 from slm.eval.local_data import LOCAL_TASKS
 from slm.eval.scores import Candidate, Selection
 from slm.eval.selection import report_row, select
-from slm.eval.sweep import settings_digest, sweep
+from slm.eval.sweep import candidate_digests, settings_digest, sweep
 from slm.log import log
 from slm.modeling import resolve_ref
 from slm.orchestration.sweeping import add_merges, write_report
@@ -118,9 +118,10 @@ def evaluate(
             "champion:, store: references)"
         )
     out = layout.evaluation_dir(name or config_digest({"models": specs, "settings": settings_digest(pipeline.sweep)}))
+    digests = candidate_digests(store, candidates)  # weights checked against their markers, before Ray
     cluster.connect()
     log(f"[evaluate] {len(candidates)} model(s) → {store.url(out)}")
-    scored = sweep(store, candidates, pipeline.sweep, layout.sweep_dir(out), pipeline.cluster.use_gpu)
+    scored = sweep(store, candidates, pipeline.sweep, layout.sweep_dir(out), pipeline.cluster.use_gpu, digests=digests)
     pool = [scored[c.name] for c in candidates]
     if choose:
         selection = select(pool, pipeline.selection)

@@ -14,7 +14,7 @@ from slm.eval import merge, report
 from slm.eval.mmlu import SUBJECT_DOMAINS, select_subjects
 from slm.eval.scores import Candidate, Selection
 from slm.eval.selection import gate, report_row, select
-from slm.eval.sweep import sweep
+from slm.eval.sweep import candidate_digests, sweep
 from slm.log import log
 from slm.modeling import champion_pointer
 from slm.orchestration.training import checkpoints
@@ -147,9 +147,10 @@ def sweep_and_select(
     )
     if incumbent and (not precursor or incumbent.key != precursor.key):
         to_score.append(incumbent)
+    digests = candidate_digests(store, to_score)  # weights checked against their markers, before Ray
     cluster.connect()
     tag = f"{record.stage} sweep"
-    scored = sweep(store, to_score, pipeline.sweep, out, use_gpu, tag)
+    scored = sweep(store, to_score, pipeline.sweep, out, use_gpu, tag, digests=digests)
     pool = [scored[c.name] for c in candidates]
     selection = select(pool, pipeline.selection)
     if pipeline.merge.enabled:

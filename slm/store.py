@@ -179,6 +179,11 @@ class Store:
     def is_complete(self, prefix: str) -> bool:
         return self.exists(_join(prefix, COMPLETE))
 
+    def verify_in_place(self, prefix: str, include=None) -> None:
+        """The tree's files as they are in the store against the checksums its marker recorded (a file
+        changed after the tree was written is one line naming it). A remote store's files are checked
+        when they are fetched (get_tree), so only a store with files of its own (local) reads them here."""
+
     def tree_manifest(self, prefix: str) -> dict:
         if not self.is_complete(prefix):
             raise UserError(f"{self.url(prefix)} is missing or incomplete (no {COMPLETE})")
@@ -253,6 +258,21 @@ class LocalStore(Store):
 
     def _path(self, key: str) -> Path:
         return self.root / safe_key(key)
+
+    def verify_in_place(self, prefix: str, include=None) -> None:
+        # The marker records size and sha256 only: the size is checked first, then the content is hashed
+        # (about 1 s per GB), so a byte flipped inside a weights file is caught, not only a truncation.
+        for rel, info in self.tree_manifest(prefix)["files"].items():
+            if include is not None and not include(rel):
+                continue
+            path = self._path(_join(prefix, rel))
+            if not path.is_file():
+                raise UserError(f"{path}: missing; its tree's {COMPLETE} lists it")
+            if path.stat().st_size != info["size"] or sha256_file(path) != info["sha256"]:
+                raise UserError(
+                    f"{path}: does not match the checksum its tree's {COMPLETE} recorded (changed after it "
+                    f"was written); refusing to use it"
+                )
 
     def read_bytes(self, key):
         path = self._path(key)

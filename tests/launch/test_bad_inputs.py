@@ -109,6 +109,13 @@ def model_dir(ctx, name: str, drop: tuple[str, ...] = (), files: dict | None = N
     return path
 
 
+def flip_bytes(path: Path, at: int = 4096) -> None:
+    """Change 4 bytes of a file in place, its size and the tree's marker left as they were."""
+    data = bytearray(path.read_bytes())
+    data[at : at + 4] = bytes(b ^ 0xFF for b in data[at : at + 4])
+    path.write_bytes(bytes(data))
+
+
 def edit_latest(ctx, **changes) -> None:
     """Damage the line's latest.json in the store (a hand edit, a bad sync)."""
     path = ctx.store / "champions" / LINE / "latest.json"
@@ -872,6 +879,18 @@ CASES = [
     Case("card-version-path", lambda c: ["card.py", "--version", "../../runs", *common(c)], "not a version name"),
     Case("card-line-path", lambda c: ["card.py", "--line", "../runs", *common(c)], "not a line name"),
     Case("card-no-champion", lambda c: ["card.py", "--line", "other-line", *common(c)], "no champion promoted yet"),
+    Case(
+        "evaluate-tampered-champion-weights",
+        lambda c: ["evaluate.py", f"champion:{LINE}", *common(c)],
+        "model.safetensors: does not match the checksum",
+        setup=lambda c: flip_bytes(c.store / "champions" / LINE / "v1-sft" / "model.safetensors"),
+    ),
+    Case(
+        "evaluate-tampered-checkpoint-weights",
+        lambda c: ["evaluate.py", c.sft_run, *common(c)],
+        "model.safetensors: does not match the checksum",
+        setup=lambda c: flip_bytes(next((c.store / c.sft_run / "checkpoints").glob("*/model.safetensors"))),
+    ),
     Case(
         "card-out-inside-the-store",
         lambda c: ["card.py", "--out", str(c.store / "champions" / LINE / "v1-sft" / "README.md"), *common(c)],
