@@ -21,7 +21,7 @@ from slm.eval.local_data import LOCAL_TASKS, check_tasks, served_from
 from slm.eval.scores import Candidate, Scores
 from slm.log import log
 from slm.modeling import load_model, load_tokenizer
-from slm.records import now
+from slm.records import load_record, now
 from slm.refs import WEIGHT_SUFFIX, ModelRef, StoreRef
 from slm.store import Store, fetch_tree_cached, sha256_file
 
@@ -219,7 +219,7 @@ def sweep(
         cand = cand.model_copy(update={"weights_digest": digest, "settings_digest": settings})
         if store.exists(cache_key):
             log(f"[{tag}] {cand.name}: cached scores ({digest})")
-            results[cand.name] = cand.model_copy(update={"scores": Scores.model_validate(store.read_json(cache_key))})
+            results[cand.name] = cand.model_copy(update={"scores": load_record(store, cache_key, Scores)})
             continue
         pending[cand.name] = (cand, cache_key)
     if pending:

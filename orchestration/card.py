@@ -17,13 +17,13 @@ import jinja2
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from huggingface_hub.repocard_data import model_index_to_eval_results
 
-from slm import layout, refs
+from slm import refs
 from slm.config import CardSpec, SelectionPolicy, resolve_path
 from slm.engine import optimizer_name
 from slm.eval.report import markdown_table, pct
 from slm.eval.scores import Scores, Selection
-from slm.orchestration.lineage import ChampionInfo, experiments, lineage
-from slm.records import RollbackEvent, parse_record, redact
+from slm.orchestration.lineage import ChampionInfo, experiments, lineage, rollbacks
+from slm.records import RollbackEvent, load_record, redact
 from slm.run_record import RunRecord
 from slm.store import Store
 
@@ -209,7 +209,7 @@ def validated(text: str, expected: list[EvalResult]) -> str:
 def gather(store: Store, info: ChampionInfo, card: CardSpec) -> CardData:
     """Every record the card shows, typed, from the champion's lineage in the store."""
     chain = lineage(store, info)
-    records = [parse_record(RunRecord, store.read_json(c.run_record), store.url(c.run_record)) for c in chain]
+    records = [load_record(store, c.run_record, RunRecord) for c in chain]
     scores = info.scores.as_scores()
     start = chain[0].precursor.spec if chain[0].precursor else None
     license_, license_source = card_license(start, card.license)
@@ -229,12 +229,12 @@ def gather(store: Store, info: ChampionInfo, card: CardSpec) -> CardData:
         scores=scores,
         chain=chain,
         stages=[StageView(i, c, r) for i, (c, r) in enumerate(zip(chain, records), 1)],
-        selection=Selection.model_validate(store.read_json(info.selection)),
+        selection=load_record(store, info.selection, Selection),
         store_uri=redact(store.uri),
         license=license_,
         license_source=license_source,
         metadata=metadata,
-        rollbacks=[RollbackEvent.model_validate(store.read_json(k)) for k in layout.rollback_events(store, info.line)],
+        rollbacks=rollbacks(store, info.line),
         experiments=experiments(store, info.line),
     )
 
@@ -274,8 +274,7 @@ def section(block: str, **values) -> str:
 
 
 def _rollbacks(store: Store, line: str) -> str:
-    events = [RollbackEvent.model_validate(store.read_json(k)) for k in layout.rollback_events(store, line)]
-    return section("rollbacks", rollbacks=events)
+    return section("rollbacks", rollbacks=rollbacks(store, line))
 
 
 def _experiments(store: Store, line: str) -> str:

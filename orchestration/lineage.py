@@ -13,7 +13,7 @@ from pydantic import ConfigDict
 
 from slm import layout
 from slm.eval.scores import BenchScores, MMLUScores, Scores
-from slm.records import RollbackEvent, Stored, parse_record
+from slm.records import RollbackEvent, Stored, load_record
 from slm.run_record import ExperimentVerdict
 from slm.store import Store
 
@@ -102,7 +102,7 @@ class ChampionInfo(Stored):
 
 def read_champion(store: Store, champion_key: str) -> ChampionInfo:
     key = layout.champion_info(champion_key)
-    return parse_record(ChampionInfo, store.read_json(key), store.url(key))
+    return load_record(store, key, ChampionInfo)
 
 
 def champions(store: Store, line: str) -> list[ChampionInfo]:
@@ -122,4 +122,9 @@ def lineage(store: Store, info: ChampionInfo) -> list[ChampionInfo]:
 
 
 def experiments(store: Store, line: str) -> list[ExperimentVerdict]:
-    return [ExperimentVerdict.model_validate(store.read_json(k)) for k in layout.experiment_verdicts(store, line)]
+    return [load_record(store, k, ExperimentVerdict) for k in layout.experiment_verdicts(store, line)]
+
+
+def rollbacks(store: Store, line: str) -> list[RollbackEvent]:
+    """The line's deliberate moves of `latest` back, oldest first."""
+    return [load_record(store, k, RollbackEvent) for k in layout.rollback_events(store, line)]

@@ -20,7 +20,7 @@ from slm.log import log
 from slm.orchestration import card
 from slm.orchestration.lineage import ChampionInfo, ChampionScores, champions, read_champion
 from slm.orchestration.sweeping import precursor_of, sweep_note
-from slm.records import ChampionPointer, RollbackEvent, now, parse_record, read_pointer
+from slm.records import ChampionPointer, RollbackEvent, load_record, now, read_pointer
 from slm.run_record import RunRecord
 from slm.store import Store, sha256_file
 
@@ -58,7 +58,7 @@ def _grown_from(store: Store, first: ChampionInfo) -> dict | None:
     the first sweep scored it: the chart then starts where the line started."""
     if not first.precursor or not first.precursor.spec or not store.exists(first.selection):
         return None
-    selection = Selection.model_validate(store.read_json(first.selection))
+    selection = load_record(store, first.selection, Selection)
     row = next((r for r in selection.candidates if r.kind == "precursor"), None)
     if row is None:
         return None
@@ -155,9 +155,9 @@ def rollback(store: Store, line: str, version: str, reason: str, write: bool = T
     key = layout.champion_dir(line, version)
     if not store.is_complete(key):
         raise UserError(f"--rollback: champion {line}@{version} not found (or incomplete) at {store.url(key)}")
-    if not store.exists(layout.latest_pointer(line)):
-        raise UserError(f"--rollback: line {line!r} has no latest champion to move back from")
     latest = read_pointer(store, line)
+    if latest is None:
+        raise UserError(f"--rollback: line {line!r} has no latest champion to move back from")
     if latest.version == version:
         raise UserError(f"--rollback: {line}@{version} is already the line's latest")
     info = read_champion(store, key)
@@ -222,14 +222,13 @@ def refuse_rewind(store: Store, line: str, run: str, candidate: Candidate, run_i
     """Promoting weights that are already an older champion would not move `latest` (it only moves
     forward): say so and name the rollback, instead of exiting 0 with nothing done."""
     version = find_promoted(store, line, run_id, candidate.weights_digest)
-    if version and store.exists(layout.latest_pointer(line)):
-        latest = read_pointer(store, line).version
-        if latest != version:
-            raise UserError(
-                f"{run}: {candidate.name} is already champion {line}@{version}; latest is {latest} and "
-                f"promotion only moves it forward (to move it back: python launch/promote.py "
-                f"--rollback {version} --reason '...')"
-            )
+    latest = read_pointer(store, line) if version else None
+    if latest and latest.version != version:
+        raise UserError(
+            f"{run}: {candidate.name} is already champion {line}@{version}; latest is {latest.version} and "
+            f"promotion only moves it forward (to move it back: python launch/promote.py "
+            f"--rollback {version} --reason '...')"
+        )
 
 
 def chosen_candidate(store: Store, run: str, name: str | None, reason: str | None) -> tuple[RunRecord, Candidate]:
@@ -240,9 +239,8 @@ def chosen_candidate(store: Store, run: str, name: str | None, reason: str | Non
         raise UserError(f"{run!r} is not a run key (runs/<stage>/<stage>-<digest>, as the stage's log prints it)")
     if not store.exists(layout.selection_report(run)):
         raise UserError(f"{store.url(run)}: no sweep/selection.json; run the stage's sweep first")
-    record = parse_record(RunRecord, store.read_json(layout.run_record(run)), store.url(layout.run_record(run)))
-    report = layout.selection_report(run)
-    selection = parse_record(Selection, store.read_json(report), store.url(report))
+    record = load_record(store, layout.run_record(run), RunRecord)
+    selection = load_record(store, layout.selection_report(run), Selection)
     name = selection.champion if name is None else name
     kinds = {c.name: c.kind for c in selection.candidates}
     if kinds.get(name) in (None, "precursor", "incumbent") or not store.exists(layout.sweep_candidate(run, name)):
@@ -255,7 +253,7 @@ def chosen_candidate(store: Store, run: str, name: str | None, reason: str | Non
         raise UserError(
             f"{run}: {selection.champion} was {selection.gate.reason}; give --reason to promote {name} anyway"
         )
-    candidate = Candidate.model_validate(store.read_json(layout.sweep_candidate(run, name)))
+    candidate = load_record(store, layout.sweep_candidate(run, name), Candidate)
     overruled = [
         what
         for what, yes in (

@@ -22,7 +22,7 @@ from slm.init_checks import init_loss_warning
 from slm.log import log
 from slm.modeling import load_tokenizer
 from slm.recipe import StageContext
-from slm.records import parse_record
+from slm.records import load_record
 from slm.refs import SCRATCH, ModelRef, ScratchRef
 from slm.run_record import (
     Attempt,
@@ -105,7 +105,7 @@ def refuse_other_world_size(store: Store, stage: str, resume_identity: str, work
         key = layout.run_record(layout.run_prefix(stage, run_id))
         if not store.exists(key):
             continue
-        other = parse_record(RunRecord, store.read_json(key), store.url(key))
+        other = load_record(store, key, RunRecord)
         if other.resume_identity != resume_identity or other.status == "finished" or other.cluster.workers == workers:
             continue
         checkpoint = layout.latest_checkpoint(store, other.run_prefix)
@@ -123,10 +123,7 @@ def refuse_other_world_size(store: Store, stage: str, resume_identity: str, work
 def worker_group_starts(store: Store, prefix: str) -> list[WorkerGroupStart]:
     """Every start of the Ray Train worker group (first launch, FailureConfig restarts, reruns), oldest first."""
     starts = layout.worker_starts(prefix)
-    return [
-        WorkerGroupStart.model_validate(store.read_json(layout.tree_file(starts, n)))
-        for n in sorted(store.children(starts))
-    ]
+    return [load_record(store, layout.tree_file(starts, n), WorkerGroupStart) for n in sorted(store.children(starts))]
 
 
 def new_record(
@@ -178,7 +175,7 @@ def new_record(
 
 def read_record(store: Store, prefix: str) -> RunRecord | None:
     key = layout.run_record(prefix)
-    return parse_record(RunRecord, store.read_json(key), store.url(key)) if store.exists(key) else None
+    return load_record(store, key, RunRecord) if store.exists(key) else None
 
 
 def write_record(store: Store, record: RunRecord) -> None:
@@ -284,7 +281,7 @@ def prune_after_finish(store: Store, prefix: str, stage: str, keep: int) -> Stor
 
 def finish_record(store: Store, record: RunRecord, job: TrainJob) -> RunRecord:
     prefix, stage = record.run_prefix, record.stage
-    facts = EngineFacts.model_validate(store.read_json(layout.engine_facts(prefix)))
+    facts = load_record(store, layout.engine_facts(prefix), EngineFacts)
     history = store.read_json(layout.log_history(prefix))
     ckpts = checkpoints(store, prefix)
     if not ckpts:

@@ -12,7 +12,7 @@ from pathlib import Path
 from slm import layout, refs
 from slm.config import resolve_path
 from slm.errors import UserError
-from slm.records import ChampionPointer, parse_record, read_pointer
+from slm.records import ChampionPointer, load_record, read_pointer
 from slm.refs import HubRef, LocalRef, ModelRef, StoreRef, check_model_dir
 from slm.run_record import NotPromoted
 from slm.store import Store, sha256_file
@@ -26,7 +26,7 @@ def champion_pointer(store: Store, line: str, version: str | None = None, stage:
             why = ""
             if store.exists(layout.not_promoted(line, stage)):
                 key = layout.not_promoted(line, stage)
-                gate = parse_record(NotPromoted, store.read_json(key), store.url(key))
+                gate = load_record(store, key, NotPromoted)
                 why = f"; its run {gate.run_id} was {gate.reason} (to promote it anyway: {gate.overrule})"
             raise UserError(
                 f"no champion promoted yet from stage {stage!r} of line {line!r} "

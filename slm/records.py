@@ -10,9 +10,10 @@ import subprocess
 from importlib import metadata
 from typing import TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from slm import IN_CHECKOUT, REPO_ROOT
+from slm import IN_CHECKOUT, REPO_ROOT, layout
+from slm.errors import UserError
 from slm.store import redact_url
 
 PACKAGES = (
@@ -106,10 +107,6 @@ class Record(BaseModel):
 def parse_record(model: type[R], data, where: str) -> R:
     """A stored record, typed: a file that is not one (a misspelt or unknown field, a wrong type) is one
     line naming the file and the field, never a traceback."""
-    from pydantic import ValidationError
-
-    from slm.errors import UserError
-
     try:
         return model.model_validate(data)
     except ValidationError as exc:
@@ -117,6 +114,11 @@ def parse_record(model: type[R], data, where: str) -> R:
         field = ".".join(str(x) for x in err["loc"]) or "<top level>"
         more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
         raise UserError(f"{where}: not a valid {model.__name__}: {field}: {err['msg']}{more}") from None
+
+
+def load_record(store, key: str, model: type[R]) -> R:
+    """A store file read as its record type (one line naming the file when it is not one)."""
+    return parse_record(model, store.read_json(key), store.url(key))
 
 
 class Stored(Record):
@@ -142,13 +144,10 @@ class RollbackEvent(Record):
 
 def read_pointer(store, line: str) -> ChampionPointer | None:
     """A line's `latest.json`, typed (None when the line has none yet)."""
-    from slm import layout
-    from slm.errors import UserError
-
     key = layout.latest_pointer(line)
     if not store.exists(key):
         return None
-    pointer = parse_record(ChampionPointer, store.read_json(key), store.url(key))
+    pointer = load_record(store, key, ChampionPointer)
     if pointer.line != line or pointer.key != layout.champion_dir(line, pointer.version):
         raise UserError(
             f"{store.url(key)}: line {pointer.line!r}, version {pointer.version!r} and key {pointer.key!r} "
