@@ -8,6 +8,7 @@ a reader following `latest.json` always finds a complete champion. Versions are 
 from __future__ import annotations
 
 import getpass
+import json
 import tempfile
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from slm.log import log
 from slm.orchestration import card
 from slm.orchestration.lineage import ChampionInfo, ChampionScores, champions, read_champion
 from slm.orchestration.sweeping import precursor_of, sweep_note
-from slm.records import ChampionPointer, RollbackEvent, load_record, now, read_pointer
+from slm.records import ChampionPointer, RollbackEvent, load_record, now, read_pointer, read_pointer_tagged
 from slm.run_record import RunRecord
 from slm.store import Store, sha256_file
 
@@ -110,10 +111,8 @@ def promote(
     if version:
         log(f"[promote] {line}@{version} already holds these weights; not promoting twice")
     else:
-        version = layout.next_version(store, line, stage)
+        version = claim_version(store, line, stage, run_id, candidate.name)
         key = layout.champion_dir(line, version)
-        if store.exists(key):
-            raise UserError(f"refusing to overwrite existing champion directory {store.url(key)}")
         info = champion_info.model_copy(
             update={
                 "line": line,
@@ -143,8 +142,40 @@ def promote(
         run_id=run_id,
         updated_at=now(),
     )
-    store.write_json(layout.latest_pointer(line), pointer.to_json())  # last: readers only ever see complete champions
-    return pointer
+    return move_latest_forward(store, line, pointer)  # last: readers only ever see complete champions
+
+
+CLAIM_TRIES = 100
+
+
+def claim_version(store: Store, line: str, stage: str, run_id: str, candidate: str) -> str:
+    """The next version, claimed by creating its claim file exclusively (a local hard link, an S3
+    If-None-Match put): of two promotions at once, one gets v6 and the other v7, never both v6."""
+    for _ in range(CLAIM_TRIES):
+        version = layout.next_version(store, line, stage)
+        claim = {"run_id": run_id, "candidate": candidate, "by": getpass.getuser(), "at": now()}
+        if store.create_exclusive(layout.version_claim(line, version), (json.dumps(claim) + "\n").encode()):
+            return version
+        log(f"[promote] {line}@{version} was just claimed by another promotion; taking the next version")
+    raise UserError(f"could not claim a version of {line} in {CLAIM_TRIES} tries ({store.url(layout.line_dir(line))})")
+
+
+def move_latest_forward(store: Store, line: str, pointer: ChampionPointer) -> ChampionPointer:
+    """Point `latest` at the new version unless a newer one got there first; compare-and-swap, so a
+    concurrent move is re-read, never overwritten unseen."""
+    key = layout.latest_pointer(line)
+    for _ in range(CLAIM_TRIES):
+        current, tag = read_pointer_tagged(store, line)
+        if current and layout.version_number(current.version) > layout.version_number(pointer.version):
+            log(f"[promote] latest stays {line}@{current.version}, promoted meanwhile and newer than {pointer.version}")
+            return pointer.model_copy(update={"updated_at": None})
+        if store.write_if(key, _json_bytes(pointer.to_json()), tag):
+            return pointer
+    raise UserError(f"{store.url(key)}: changed under this promotion {CLAIM_TRIES} times; not moved")
+
+
+def _json_bytes(obj) -> bytes:
+    return (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode()
 
 
 def rollback(store: Store, line: str, version: str, reason: str, write: bool = True) -> ChampionPointer:
@@ -155,7 +186,7 @@ def rollback(store: Store, line: str, version: str, reason: str, write: bool = T
     key = layout.champion_dir(line, version)
     if not store.is_complete(key):
         raise UserError(f"--rollback: champion {line}@{version} not found (or incomplete) at {store.url(key)}")
-    latest = read_pointer(store, line)
+    latest, tag = read_pointer_tagged(store, line)
     if latest is None:
         raise UserError(f"--rollback: line {line!r} has no latest champion to move back from")
     if latest.version == version:
@@ -175,8 +206,15 @@ def rollback(store: Store, line: str, version: str, reason: str, write: bool = T
     )
     if not write:
         return pointer
-    store.write_json(layout.rollback_event(line, event.at), event.to_json())
-    store.write_json(layout.latest_pointer(line), pointer.to_json())
+    event_key = layout.rollback_event(line, event.at)
+    store.write_json(event_key, event.to_json())
+    if not store.write_if(layout.latest_pointer(line), _json_bytes(pointer.to_json()), tag):
+        store.delete(event_key)
+        now_at = read_pointer(store, line)
+        raise UserError(
+            f"--rollback: latest of {line} moved while rolling back (now {now_at.version if now_at else 'none'}); "
+            f"nothing changed, run it again if {version} is still wanted"
+        )
     log(f"[promote] latest of {line} rolled back {latest.version} → {version}: {reason}")
     return pointer
 

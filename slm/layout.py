@@ -38,6 +38,11 @@ def champion_dir(line: str, version: str) -> str:
     return f"champions/{line}/{version}"
 
 
+def version_claim(line: str, version: str) -> str:
+    """Created exclusively before a version's files: the one promotion that made it owns the version."""
+    return f"{champion_dir(line, version)}/_CLAIM.json"
+
+
 def latest_pointer(line: str) -> str:
     return f"champions/{line}/latest.json"
 

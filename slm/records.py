@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import platform
 import re
@@ -144,16 +145,27 @@ class RollbackEvent(Record):
 
 def read_pointer(store, line: str) -> ChampionPointer | None:
     """A line's `latest.json`, typed (None when the line has none yet)."""
+    return read_pointer_tagged(store, line)[0]
+
+
+def read_pointer_tagged(store, line: str) -> tuple[ChampionPointer | None, str | None]:
+    """`latest.json` and the tag its next writer must still find (store.write_if): moves of `latest`
+    are compare-and-swap, so two at once never lose one unseen."""
     key = layout.latest_pointer(line)
-    if not store.exists(key):
-        return None
-    pointer = load_record(store, key, ChampionPointer)
+    data, tag = store.read_tagged(key)
+    if data is None:
+        return None, None
+    try:
+        raw = json.loads(data)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"{store.url(key)}: not valid JSON ({exc}); the store holds a damaged file") from None
+    pointer = parse_record(ChampionPointer, raw, store.url(key))
     if pointer.line != line or pointer.key != layout.champion_dir(line, pointer.version):
         raise UserError(
             f"{store.url(key)}: line {pointer.line!r}, version {pointer.version!r} and key {pointer.key!r} "
             f"disagree (expected key {layout.champion_dir(line, pointer.version)!r}); the pointer is damaged"
         )
-    return pointer
+    return pointer, tag
 
 
 class ChampionPointer(Record):

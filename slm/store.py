@@ -154,6 +154,22 @@ class Store:
     def delete_prefix(self, prefix: str) -> None:
         raise NotImplementedError
 
+    # Two writers of one key (two promotions at once, a promotion and a rollback) must not both succeed
+    # unseen: a version is claimed by creating its key only if absent, and a pointer moves only from the
+    # content its writer read (compare-and-swap). `tag` is opaque: None for an absent key.
+    def create_exclusive(self, key: str, data: bytes) -> bool:
+        """Write `key` only if it does not exist; False (nothing written) when it does."""
+        raise NotImplementedError
+
+    def read_tagged(self, key: str) -> tuple[bytes | None, str | None]:
+        """(content, tag) of `key`, (None, None) when absent; the tag goes to write_if."""
+        raise NotImplementedError
+
+    def write_if(self, key: str, data: bytes, tag: str | None) -> bool:
+        """Write `key` only if it is still what read_tagged saw (`tag`; None: still absent); False when
+        another writer got there first (nothing written)."""
+        raise NotImplementedError
+
     # --- built on the primitives ------------------------------------------------------------
     def read_json(self, key: str):
         try:
@@ -280,6 +296,43 @@ class LocalStore(Store):
             raise UserError(f"not found in store: {path}")
         return path.read_bytes()
 
+    def create_exclusive(self, key, data):
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
+        tmp.write_bytes(data)
+        try:
+            os.link(tmp, path)  # atomic and exclusive: the whole file appears, or EEXIST
+            return True
+        except FileExistsError:
+            return False
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def read_tagged(self, key):
+        path = self._path(key)
+        if not path.is_file():
+            return None, None
+        data = path.read_bytes()
+        return data, hashlib.sha256(data).hexdigest()
+
+    def write_if(self, key, data, tag):
+        import fcntl
+
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # flock on the key's directory serialises the compare and the replace among writers of this store
+        # (readers need no lock: os.replace is atomic), without a lock file left in the store.
+        fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            if self.read_tagged(key)[1] != tag:
+                return False
+            self.write_bytes(key, data)
+            return True
+        finally:
+            os.close(fd)  # releases the lock
+
     def write_bytes(self, key, data):
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -401,6 +454,35 @@ class S3Store(Store):
 
     def write_bytes(self, key, data):
         self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
+
+    def _conditional_put(self, key: str, data: bytes, **condition) -> bool:
+        """S3 conditional writes (If-None-Match / If-Match on PutObject): 412 means another writer won."""
+        from botocore.exceptions import ClientError
+
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, **condition)
+            return True
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
+                return False
+            raise
+
+    def create_exclusive(self, key, data):
+        return self._conditional_put(key, data, IfNoneMatch="*")
+
+    def read_tagged(self, key):
+        from botocore.exceptions import ClientError
+
+        try:
+            obj = self.client.get_object(Bucket=self.bucket, Key=self._key(key))
+        except ClientError as exc:
+            if self._missing(exc):
+                return None, None
+            raise
+        return obj["Body"].read(), obj["ETag"]
+
+    def write_if(self, key, data, tag):
+        return self._conditional_put(key, data, **({"IfMatch": tag} if tag else {"IfNoneMatch": "*"}))
 
     def upload_file(self, local, key, progress=None):
         self.client.upload_file(str(local), self.bucket, self._key(key), Callback=progress)
