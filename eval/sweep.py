@@ -19,6 +19,7 @@ from slm.errors import UserError, find_user_error
 from slm.eval import bench, mmlu
 from slm.eval.local_data import LOCAL_TASKS, check_tasks, served_from
 from slm.eval.scores import Candidate, Scores
+from slm.init_checks import check_weights
 from slm.log import log
 from slm.modeling import load_model, load_tokenizer
 from slm.records import load_record, now
@@ -68,8 +69,21 @@ def ref_weights_digest(ref: ModelRef) -> str:
 
 
 def candidate_digests(store: Store, candidates: list[Candidate]) -> dict[str, str]:
-    """name → weights digest of each candidate, its weights verified (see ref_weights_digest)."""
-    return {cand.name: ref_weights_digest(model_ref(store, cand)) for cand in candidates}
+    """name → weights digest of each candidate, its weights verified (see ref_weights_digest) and
+    checked for what they hold (missing or unexpected tensors, NaN: check_weights), before Ray."""
+    digests = {}
+    for cand in candidates:
+        ref = model_ref(store, cand)
+        digests[cand.name] = ref_weights_digest(ref)
+        check_weights(readable_dir(ref), f"candidate {cand.name}")
+    return digests
+
+
+def readable_dir(ref: ModelRef) -> Path:
+    """The reference's model files on this machine: in place in a local store, else fetched (cached)."""
+    if isinstance(ref, StoreRef) and (path := Store.open(ref.store).local_path(ref.key)) is not None:
+        return path
+    return model_dir(ref)
 
 
 def model_dir(ref: ModelRef) -> Path:

@@ -24,10 +24,10 @@ from slm.config import PipelineConfig, StageConfig
 from slm.datasets import Manifest, read_manifest
 from slm.engine import TrainJob, check_train_extra, load_ds_config
 from slm.errors import UserError
-from slm.init_checks import check_architecture, check_vocab
+from slm.init_checks import check_architecture, check_vocab, check_weights
 from slm.modeling import load_tokenizer, resolve_ref
 from slm.padding import plan_pad
-from slm.refs import ModelRef, StoreRef
+from slm.refs import WEIGHT_SUFFIX, ModelRef, StoreRef
 from slm.store import Store
 
 
@@ -53,6 +53,12 @@ class StageContext:
         config = self.init_config(ref)  # before the tokenizer: a broken config.json is named as such
         if cfg.model.architecture:
             check_architecture(cfg.model.architecture, config, f"{cfg.stage} model.init {cfg.model.init}")
+        local = None
+        if isinstance(ref, StoreRef):  # the init's files as its marker recorded them, then what they hold
+            store = Store.open(ref.store)
+            store.verify_in_place(ref.key, include=lambda rel: rel.endswith(WEIGHT_SUFFIX))
+            local = store.local_path(ref.key)
+        check_weights(local or ref.materialize(), f"{cfg.stage} model.init {cfg.model.init}")
         return ref
 
     def init_config(self, ref: ModelRef) -> dict:

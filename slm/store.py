@@ -200,6 +200,10 @@ class Store:
         changed after the tree was written is one line naming it). A remote store's files are checked
         when they are fetched (get_tree), so only a store with files of its own (local) reads them here."""
 
+    def local_path(self, key: str) -> Path | None:
+        """Where a key's files lie on this machine, for a store that has files of its own (local)."""
+        return None
+
     def tree_manifest(self, prefix: str) -> dict:
         if not self.is_complete(prefix):
             raise UserError(f"{self.url(prefix)} is missing or incomplete (no {COMPLETE})")
@@ -274,6 +278,9 @@ class LocalStore(Store):
 
     def _path(self, key: str) -> Path:
         return self.root / safe_key(key)
+
+    def local_path(self, key):
+        return self._path(key)
 
     def verify_in_place(self, prefix: str, include=None) -> None:
         # The marker records size and sha256 only: the size is checked first, then the content is hashed

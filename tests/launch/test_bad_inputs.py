@@ -116,6 +116,48 @@ def flip_bytes(path: Path, at: int = 4096) -> None:
     path.write_bytes(bytes(data))
 
 
+def break_weights(path: Path, how: str) -> Path:
+    """A model directory's model.safetensors made unloadable as a model, as a crash or a diverged run
+    leaves it: one tensor dropped, every value NaN, or a header that is not JSON."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    file = path / "model.safetensors"
+    if how == "header":
+        data = bytearray(file.read_bytes())
+        data[8:16] = b"\xff\xfe{{{{{{"
+        file.write_bytes(bytes(data))
+        return path
+    tensors = load_file(file)
+    if how == "drop-tensor":
+        tensors.pop(sorted(tensors)[-1])
+    elif how == "nan":
+        tensors = {k: torch.full_like(v, float("nan")) for k, v in tensors.items()}
+    save_file(tensors, file, metadata={"format": "pt"})
+    return path
+
+
+BROKEN_WEIGHTS = {
+    "drop-tensor": "weights do not match its config.json: tensors 1 missing",
+    "nan": "NaN or infinite value(s)",
+    "header": "not a readable safetensors file",
+}
+
+
+def nan_checkpoint_in_store(ctx) -> None:
+    """A run's checkpoint whose weights went NaN before it was saved: the marker matches its files."""
+    (checkpoint, *_) = sorted((ctx.store / ctx.sft_run / "checkpoints").glob("checkpoint-*"))
+    break_weights(checkpoint, "nan")
+    marker = checkpoint / "_COMPLETE.json"
+    manifest = json.loads(marker.read_text())
+    file = checkpoint / "model.safetensors"
+    manifest["files"]["model.safetensors"] = {
+        "sha256": hashlib.sha256(file.read_bytes()).hexdigest(),
+        "size": file.stat().st_size,
+    }
+    marker.write_text(json.dumps(manifest))
+
+
 def edit_latest(ctx, **changes) -> None:
     """Damage the line's latest.json in the store (a hand edit, a bad sync)."""
     path = ctx.store / "champions" / LINE / "latest.json"
@@ -890,6 +932,28 @@ CASES = [
         lambda c: ["evaluate.py", c.sft_run, *common(c)],
         "model.safetensors: does not match the checksum",
         setup=lambda c: flip_bytes(next((c.store / c.sft_run / "checkpoints").glob("*/model.safetensors"))),
+    ),
+    *[
+        Case(
+            f"model-init-{how}",
+            lambda c, how=how: stage_sft(c, "--set", f"sft.model.init={break_weights(model_dir(c, 'm'), how)}"),
+            expect,
+        )
+        for how, expect in BROKEN_WEIGHTS.items()
+    ],
+    *[
+        Case(
+            f"evaluate-local-model-{how}",
+            lambda c, how=how: ["evaluate.py", str(break_weights(model_dir(c, "m"), how)), *common(c)],
+            expect,
+        )
+        for how, expect in BROKEN_WEIGHTS.items()
+    ],
+    Case(
+        "evaluate-nan-checkpoint-of-a-run",
+        lambda c: ["evaluate.py", c.sft_run, *common(c)],
+        "NaN or infinite value(s)",
+        setup=nan_checkpoint_in_store,
     ),
     Case(
         "card-out-inside-the-store",
