@@ -1,7 +1,8 @@
 """The flow every row builder shares, in bounded memory:
 
 read each source (data_builders/sources.py) → shape its rows (a builder's own check) → dedup and
-decontaminate (data_builders/hygiene.py) → mix by weight → shuffle → write shards as they fill.
+decontaminate (data_builders/hygiene.py) → mix by weight → hold out validation from the distinct rows →
+shuffle → write shards as they fill.
 
 Rows are spooled to an Arrow file on local disk as they stream in; mixing and shuffling work on row
 indices (8 bytes a row) and each shard is read from the spool batch by batch, so memory holds one
@@ -222,11 +223,16 @@ def split_and_write(
     digest: str,
     extra: dict | None = None,
 ) -> dict:
-    """Shuffle the chosen row indices, hold out validation, write each split's shards from the spool."""
+    """Hold out validation, shuffle, write each split's shards from the spool.
+
+    Validation is drawn from the distinct rows before weighting takes effect: a row repeated by its
+    source's weight (2.0) is in one split with all its copies, never in both, and is validated once."""
     rng = np.random.default_rng(cfg.seed)
-    order = rng.permutation(order)
-    n_val = round(len(order) * cfg.validation_fraction)
-    splits = {"train": order[n_val:], **({"validation": order[:n_val]} if n_val else {})}
+    distinct = rng.permutation(np.unique(order))
+    n_val = round(len(distinct) * cfg.validation_fraction)
+    held_out = distinct[:n_val]
+    train = rng.permutation(order[~np.isin(order, held_out)])
+    splits = {"train": train, **({"validation": held_out} if n_val else {})}
 
     def shards(indices: np.ndarray):
         n = shard_count(len(indices), cfg.num_shards, cfg.max_shard_rows)

@@ -71,9 +71,14 @@ def build(cfg, store, digest, evals=None, config_path=""):
             drawn = np.nonzero(plan_source == s)[0]
             plan_offset[drawn] = (np.arange(len(drawn), dtype=np.int64) * block) % len(stream)
             sources[s].update(blocks=int(len(drawn)), epochs=round(len(drawn) * block / len(stream), 3))
-        order = rng.permutation(total_blocks)
-        n_val = round(total_blocks * cfg.validation_fraction)
-        splits = {"train": order[n_val:], **({"validation": order[:n_val]} if n_val else {})}
+        # A source drawn for more than one epoch repeats blocks: validation takes distinct (source,
+        # offset) blocks, and every copy of a held-out block stays out of train.
+        span_of = plan_source.astype(np.int64) * (1 << 40) + plan_offset
+        spans, first = np.unique(span_of, return_index=True)
+        pick = rng.permutation(len(spans))[: round(len(spans) * cfg.validation_fraction)]
+        held_out = first[pick]
+        order = rng.permutation(np.nonzero(~np.isin(span_of, spans[pick]))[0])
+        splits = {"train": order, **({"validation": held_out} if len(held_out) else {})}
         names = [info["name"] for info in sources]
 
         def blocks(picked: np.ndarray):

@@ -212,3 +212,33 @@ def test_a_shard_swapped_with_a_matching_completion_record_is_caught_and_rebuilt
         len(load_split(store, "datasets/sft"))
         == read_manifest(store, "datasets/sft").to_json()["splits"]["train"]["rows"]
     )
+
+
+@pytest.mark.parametrize("name", ["sft", "surgical", "repair", "dpo", "pretrain"])
+@pytest.mark.parametrize("weight", [None, 0.5, 2.0, 3.0])
+def test_no_validation_row_is_also_in_train(store, tmp_path, name, weight):
+    """Held out means held out: no validation row (by content) is in train, for every builder and weight
+    (weights repeat rows; the repair default weighs a source 2.0)."""
+    import yaml
+
+    config = yaml.safe_load((CONFIGS / f"{name}.yaml").read_text())
+    if weight is not None:
+        for item in config["inputs"]:
+            item["weight"] = weight
+    config["validation_fraction"] = 0.2
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    if name == "pretrain":
+        run_builder(str(CONFIGS / "tokenizer.yaml"), store)
+    run_builder(str(path), store)
+    column = "input_ids" if name == "pretrain" else "chosen" if name == "dpo" else "messages"
+    key = config["output"]
+
+    def contents(split: str) -> list[str]:
+        rows = load_split(store, key, split)
+        other = {"dpo": "prompt"}.get(name)
+        return [json.dumps([row[column], row.get(other)] if other else row[column], sort_keys=True) for row in rows]
+
+    train, validation = contents("train"), contents("validation")
+    assert validation and train
+    assert not set(validation) & set(train), f"{len(set(validation) & set(train))} validation rows also in train"
