@@ -21,7 +21,7 @@ from slm.errors import cli_main
 from slm.eval.report import markdown_table
 from slm.launch.options import DRY_RUN_DONE, add_pipeline_options
 from slm.orchestration import plan
-from slm.orchestration.evaluate import check_settings, evaluate
+from slm.orchestration.evaluate import candidates_of, check_settings, evaluate
 from slm.orchestration.stage import open_pipeline
 
 
@@ -50,6 +50,7 @@ def main(argv=None):
         return
     if args.dry_run:
         check_settings(pipeline)
+        candidates_of(args.models, store)  # every reference resolved (no weights fetched), as the real run does
         extra = (" and choose a champion" if args.select else "") + (" (with SLERP merges)" if args.merge else "")
         print(f"score {', '.join(args.models)} on {plan.sweep_plan(pipeline)}{extra}\n\n{DRY_RUN_DONE}")
         return

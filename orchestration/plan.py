@@ -4,14 +4,19 @@ a champion would be promoted). Neither starts Ray nor writes to the store."""
 
 from __future__ import annotations
 
+import os
+
 import yaml
 
-from slm import layout
+from slm import layout, refs
 from slm.config import BuilderConfig, PipelineConfig, StageConfig, load_yaml_config, resolve_path
 from slm.engine import load_ds_config
+from slm.errors import UserError
 from slm.eval import mmlu
 from slm.eval.bench import load_bench
+from slm.modeling import resolve_ref
 from slm.orchestration.stage import StageSettings
+from slm.refs import HubRef
 from slm.store import Store
 
 
@@ -73,10 +78,40 @@ def build_lines(configs: list[str], store: Store, force: bool = False) -> list[s
     return lines
 
 
+def check_model_refs(pipeline: PipelineConfig, names: list[str], store: Store, stages: StageSettings) -> None:
+    """Every model reference the stages will load, resolved as their run resolves it, without fetching
+    weights: a champion that is not there, a store key, a directory without safetensors, an s3:// URL
+    with credentials, a hub model that offline is not in the cache. A `champion:` of this line that an
+    earlier stage of this same run will promote is not there yet, and is not asked for."""
+    built: set[str] = set()  # store keys this run's builders will make (a tokenizer, say) before they are read
+    for i, name in enumerate(names):
+        cfg = stages.config(pipeline, name)
+        built |= {load_yaml_config(b, BuilderConfig).output.strip("/") for b in pipeline.stage(name).builders}
+        specs = [("model.init", cfg.model.init)] if cfg.model.init != refs.SCRATCH else []
+        specs += [("model.tokenizer", cfg.model.tokenizer)] if cfg.model.init == refs.SCRATCH else []
+        specs += [("logit_distill.teacher", cfg.logit_distill.teacher)] if cfg.logit_distill else []
+        for field, spec in specs:
+            if not spec:
+                continue
+            parsed = refs.parse(spec)
+            if parsed.kind == "champion" and parsed.line == pipeline.line and i > 0:
+                continue  # made by an earlier stage of this run
+            if parsed.kind == "store" and parsed.key.strip("/") in built:
+                continue
+            what = f"{name} {field}"
+            ref = resolve_ref(spec, store, what="tokenizer" if field == "model.tokenizer" else what)
+            if isinstance(ref, HubRef) and os.environ.get("HF_HUB_OFFLINE") == "1":
+                from huggingface_hub import try_to_load_from_cache
+
+                if not isinstance(try_to_load_from_cache(ref.hf, "config.json", revision=ref.revision), str):
+                    raise UserError(f"{what} {spec!r}: not in the local Hugging Face cache, and HF_HUB_OFFLINE is set")
+
+
 def dry_run(
     pipeline: PipelineConfig, names: list[str], store: Store, stages: StageSettings, build: bool = True
 ) -> list[str]:
     """One paragraph per stage: data, training, sweep, promotion. Reads the store, writes nothing."""
+    check_model_refs(pipeline, names, store, stages)
     lines = [
         f"pipeline {pipeline.line}: store {store.uri}, {pipeline.cluster.workers} workers "
         f"({'GPU' if pipeline.cluster.use_gpu else 'CPU'}), stages {', '.join(names)}"

@@ -3,7 +3,17 @@
 from __future__ import annotations
 
 import functools
+import re
 import sys
+import traceback
+
+
+def redact_url(text: str) -> str:
+    """Credentials written into a URL never reach a message, a log, a record or a card: user-info
+    (scheme://user:secret@host, or a bare token as user) and query strings (?token=...) are replaced.
+    The one redaction of text (slm.records.redact uses it for values)."""
+    text = re.sub(r"://[^/@\s]+@", "://<redacted>@", text)
+    return re.sub(r"(://[^\s?#'\"]*)\?[^\s#'\"]+", r"\1?<redacted>", text)
 
 
 class UserError(Exception):
@@ -28,15 +38,22 @@ def cli_main(fn):
         try:
             return fn(*args, **kwargs)
         except UserError as exc:
-            print(f"error: {exc}", file=sys.stderr)
+            print(f"error: {redact_url(str(exc))}", file=sys.stderr)
             sys.exit(2)
         except OSError as exc:  # permissions, a full disk, a path that is a file: the user's machine, not a bug
             if exc.errno is None or not exc.filename:
-                raise
-            print(f"error: {exc.filename}: {exc.strerror}", file=sys.stderr)
+                _redacted_traceback()
+            print(f"error: {redact_url(str(exc.filename))}: {exc.strerror}", file=sys.stderr)
             sys.exit(2)
+        except Exception:  # a bug: its traceback is kept, with any credential in it redacted
+            _redacted_traceback()
 
     return wrapper
+
+
+def _redacted_traceback() -> None:
+    sys.stderr.write(redact_url("".join(traceback.format_exc())))
+    sys.exit(1)
 
 
 def find_user_error(exc: BaseException) -> UserError | None:

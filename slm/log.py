@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import sys
 
+from slm.errors import redact_url
+
 
 def log(msg: str) -> None:
-    sys.stderr.write(msg + "\n")
+    sys.stderr.write(redact_url(msg) + "\n")
     sys.stderr.flush()

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from slm.errors import UserError
+from slm.errors import UserError, redact_url
 from slm.log import log
 
 COMPLETE = "_COMPLETE.json"
@@ -81,12 +81,6 @@ def safe_key(key: str) -> str:
     return key.strip("/")
 
 
-def redact_url(text: str) -> str:
-    """Credentials written into a URL (scheme://user:secret@host, or a bare token as user) never reach
-    a message, a record or a card: the one redaction of text (slm.records.redact uses it for values)."""
-    return re.sub(r"://[^/@\s]+@", "://<redacted>@", text)
-
-
 class Store:
     """Base class; use `Store.open(uri)`."""
 
@@ -95,6 +89,11 @@ class Store:
     @staticmethod
     def open(uri: str) -> Store:
         if uri.startswith("s3://"):
+            if "@" in uri[len("s3://") :].split("/", 1)[0]:
+                raise UserError(
+                    f"store {redact_url(uri)}: credentials in an s3:// URL are refused (they would end up in logs "
+                    f"and records); set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE"
+                )
             return S3Store(uri)
         if "://" in uri:
             raise UserError(f"store {uri!r}: only local directories and s3:// are supported")
@@ -393,6 +392,19 @@ class LocalStore(Store):
             path.unlink()
 
 
+def _shown_endpoint() -> str:
+    """The configured S3 endpoint as a message may show it: redacted, and not echoed at all when it
+    is not an http(s) URL (it may be a pasted secret)."""
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    if not endpoint:
+        return "(AWS's default)"
+    return (
+        redact_url(endpoint)
+        if re.match(r"https?://[\w.\-\[\]:]+(/|$)", redact_url(endpoint))
+        else "<not an http(s) URL>"
+    )
+
+
 _REACHABLE: set[tuple[str, str]] = set()  # (endpoint, bucket) pairs this process has reached
 
 
@@ -410,15 +422,27 @@ class S3Store(Store):
         # A session of its own: boto3's default session caches the first credentials it resolved.
         session = boto3.session.Session()
         addressing = {"addressing_style": os.environ.get("SLM_S3_ADDRESSING_STYLE", "path")}
-        self.client = session.client(
-            "s3", config=Config(retries={"max_attempts": 8, "mode": "standard"}, s3=addressing)
-        )
-        self._check_reachable(session.client("s3", config=Config(retries={"max_attempts": 2}, s3=addressing)))
+        try:
+            self.client = session.client(
+                "s3", config=Config(retries={"max_attempts": 8, "mode": "standard"}, s3=addressing)
+            )
+            probe = session.client("s3", config=Config(retries={"max_attempts": 2}, s3=addressing))
+        except Exception as exc:  # a malformed AWS_ENDPOINT_URL, an unknown region: boto3 raises several types
+            raise UserError(
+                f"store {self.uri}: cannot make an S3 client for endpoint {_shown_endpoint()} "
+                f"(AWS_ENDPOINT_URL): {type(exc).__name__}"
+            ) from None
+        self._check_reachable(probe)
 
     def _check_reachable(self, probe) -> None:
         """Once per process and bucket: no credentials, no server at the endpoint and no such bucket are
         one line naming the store, not a traceback from the first read deep inside a stage."""
-        from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
+        from botocore.exceptions import (
+            ClientError,
+            EndpointConnectionError,
+            EndpointResolutionError,
+            NoCredentialsError,
+        )
 
         endpoint = probe.meta.endpoint_url
         if (endpoint, self.bucket) in _REACHABLE:
@@ -433,6 +457,11 @@ class S3Store(Store):
             ) from None
         except EndpointConnectionError:
             raise UserError(f"store {self.uri}: cannot reach the S3 endpoint {shown} (AWS_ENDPOINT_URL)") from None
+        except (EndpointResolutionError, ValueError) as exc:
+            raise UserError(
+                f"store {self.uri}: the S3 endpoint {_shown_endpoint()} (AWS_ENDPOINT_URL) is not usable: "
+                f"{type(exc).__name__}"
+            ) from None
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchBucket"):
                 raise UserError(f"store {self.uri}: bucket {self.bucket!r} does not exist at {shown}") from None

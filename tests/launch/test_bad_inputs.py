@@ -949,6 +949,32 @@ CASES = [
         )
         for how, expect in BROKEN_WEIGHTS.items()
     ],
+    *[
+        Case(
+            f"model-dry-run-{name}",
+            lambda c, init=init: stage_sft(c, "--set", f"sft.model.init={init(c)}", "--dry-run"),
+            expect,
+        )
+        for name, init, expect in (
+            ("unknown-champion", lambda c: "champion:nope", "no champion promoted yet for line 'nope'"),
+            ("unknown-version", lambda c: f"champion:{LINE}@v99-sft", "v99-sft"),
+            ("store-key-outside", lambda c: "store:/etc", "not found"),
+            ("a-file", lambda c: str(write(c, "model.txt", "x")), "no such directory"),
+            (
+                "bin-only",
+                lambda c: str(model_dir(c, "m", drop=("model.safetensors",), files={"pytorch_model.bin": "x"})),
+                "no *.safetensors weights",
+            ),
+            ("hub-offline", lambda c: "hf:nobody/not-cached", "not in the local Hugging Face cache"),
+            ("s3-credentials", lambda c: "s3://KEY:hunter2@bucket/m", "credentials in an s3:// URL"),
+        )
+    ],
+    Case(
+        "evaluate-dry-run-truncated-latest",
+        lambda c: ["evaluate.py", f"champion:{LINE}", *common(c), "--dry-run"],
+        "not valid JSON",
+        setup=lambda c: (c.store / "champions" / LINE / "latest.json").write_text('{"line": "gate'),
+    ),
     Case(
         "evaluate-nan-checkpoint-of-a-run",
         lambda c: ["evaluate.py", c.sft_run, *common(c)],

@@ -96,6 +96,16 @@ def test_a_bad_knob_is_refused_by_the_dry_run_before_anything_starts():
 
 def test_the_documented_script_and_module_forms_still_work(tmp_path):
     script = subprocess.run(
+        [sys.executable, "launch/stage.py", "pretrain", "--dry-run", "--store", str(tmp_path / "s")],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=ENV,
+    )
+    assert script.returncode == 0 and "[pretrain]" in script.stdout, script.stderr
+    # repair alone on an empty store: its init (the surgical champion) is not there, and the dry run says so
+    script = subprocess.run(
         [sys.executable, "launch/stage.py", "repair", "--dry-run", "--store", str(tmp_path / "s")],
         cwd=REPO_ROOT,
         capture_output=True,
@@ -103,7 +113,7 @@ def test_the_documented_script_and_module_forms_still_work(tmp_path):
         timeout=300,
         env=ENV,
     )
-    assert script.returncode == 0 and "[repair]" in script.stdout, script.stderr
+    assert script.returncode == 2 and "no champion promoted yet from stage 'surgical'" in script.stderr, script.stderr
     module = subprocess.run(
         [sys.executable, "-m", "slm.launch.stage", "--help"],
         cwd=tmp_path,
@@ -115,14 +125,19 @@ def test_the_documented_script_and_module_forms_still_work(tmp_path):
     assert module.returncode == 0 and "--dry-run" in module.stdout, module.stderr
 
 
-def test_build_data_and_evaluate_dry_runs(tmp_path):
+def test_build_data_and_evaluate_dry_runs(tmp_path, tiny_model_dir):
     store = tmp_path / "store"
     built = slm("build-data", "sft", "repair", "--dry-run", "--store", str(store))
     assert built.returncode == 0, built.stderr
     assert (
         "build   datasets/sft (sft builder, new)" in built.stdout and "datasets/repair (repair builder" in built.stdout
     )
-    scored = slm("evaluate", "champion:tiny-ff", "hf:org/model", "--select", "--dry-run", "--store", str(store))
+    model = str(tiny_model_dir(seed=3))
+    scored = slm("evaluate", model, "--select", "--dry-run", "--store", str(store))
     assert scored.returncode == 0, scored.stderr
-    assert scored.stdout.startswith("score champion:tiny-ff, hf:org/model on MMLU (6 of 57 subjects")
+    assert scored.stdout.startswith(f"score {model} on MMLU (6 of 57 subjects")
     assert "and choose a champion" in scored.stdout and not store.exists()
+    # the dry run resolves what the real run would: no champion yet on a fresh store
+    refused = slm("evaluate", "champion:tiny-ff", "--dry-run", "--store", str(store))
+    assert refused.returncode == 2 and "no champion promoted yet for line 'tiny-ff'" in refused.stderr
+    assert not store.exists()
