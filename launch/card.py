@@ -30,6 +30,7 @@ def main(argv=None):
     args = p.parse_args(argv)
     pipeline, store, _ = open_pipeline(args.pipeline, args.store, args.overrides, existing_store=True)
     pointer = champion_pointer(store, args.line or pipeline.line, args.version)
+    store.verify_in_place(pointer.key)  # a card vouches for the files its champion's marker recorded
     text = card.render(store, read_champion(store, pointer.key), pipeline.card)
     if args.out:
         card.write_out(store, Path(args.out), text, force=args.force)

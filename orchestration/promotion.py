@@ -292,6 +292,8 @@ def chosen_candidate(store: Store, run: str, name: str | None, reason: str | Non
             f"{run}: {selection.champion} was {selection.gate.reason}; give --reason to promote {name} anyway"
         )
     candidate = load_record(store, layout.sweep_candidate(run, name), Candidate)
+    # the files to be copied are still the ones that were scored: checked before a version is claimed
+    store.verify_in_place(candidate.key, include=is_model_file)
     overruled = [
         what
         for what, yes in (

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, field_validator, model_validator
 
 from slm import PROJECT_ROOT, SHIPPED_ROOT, STAGE_ORDER, STAGES
 from slm.errors import UserError
@@ -22,7 +22,8 @@ StageName = Literal[STAGE_ORDER]  # the registry in slm/__init__.py
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # inf and NaN are no setting (lr=inf, weight_decay=.inf, max_grad_norm=nan): refused like unknown keys
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class ModelSpec(Strict):
@@ -62,11 +63,13 @@ class TrainSpec(Strict):
     schedule: Literal["cosine", "linear", "constant_with_warmup"] = "cosine"
     warmup_steps: int = Field(0, ge=0)
     epochs: float = Field(1.0, gt=0)
-    max_steps: int = Field(-1, ge=-1)  # > 0 overrides epochs; -1: train for `epochs`
+    # > 0 overrides epochs; -1: train for `epochs` (0 is refused: the HF Trainer would read it as "epochs").
+    # The bounds only refuse values no run can reach (a typo's extra zeros), not large runs.
+    max_steps: int = Field(-1, ge=-1, le=100_000_000)
     save_steps: int = Field(gt=0)
     seed: int = 42
     micro_batch: int = Field(gt=0)
-    grad_accum: int = Field(1, gt=0)
+    grad_accum: int = Field(1, gt=0, le=65_536)
     weight_decay: float = Field(0.0, ge=0)
     max_grad_norm: float = Field(1.0, gt=0)
     logging_steps: int = Field(1, gt=0)
@@ -86,6 +89,10 @@ class TrainSpec(Strict):
     def _one_warmup(self):
         if self.warmup_ratio and self.warmup_steps:
             raise ValueError("give warmup_steps or warmup_ratio, not both")
+        if self.max_steps == 0:
+            raise ValueError("max_steps: 0 trains nothing; give a step count, or -1 to train for `epochs`")
+        if self.max_steps > 0 and self.warmup_steps >= self.max_steps:
+            raise ValueError(f"warmup_steps {self.warmup_steps} is not below max_steps {self.max_steps}")
         return self
 
 
@@ -258,7 +265,7 @@ class ClusterSpec(Strict):
 class SweepSpec(Strict):
     mmlu_dir: str = "../shared/data/mmlu"  # the original CSV layout, or hf:cais/mmlu (online)
     subjects: list[str] | Literal["all"] = "all"
-    limit: int | None = None  # items per subject; None = every item
+    limit: StrictInt | None = Field(None, gt=0)  # items per subject; None = every item
     num_fewshot: int = Field(0, ge=0, le=5)
     bench: str | None = "eval/benches/truth106.jsonl"  # None: MMLU (and extra tasks) only
     bench_max_new_tokens: int = Field(32, gt=0)

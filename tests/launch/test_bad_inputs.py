@@ -969,6 +969,50 @@ CASES = [
             ("s3-credentials", lambda c: "s3://KEY:hunter2@bucket/m", "credentials in an s3:// URL"),
         )
     ],
+    *[
+        Case(
+            f"set-cannot-train-{key}-{value}",
+            lambda c, k=key, v=value: stage_sft(c, "--set", f"sft.train.{k}={v}"),
+            expect,
+        )
+        for key, value, expect in (
+            ("lr", "inf", "lr"),
+            ("weight_decay", ".inf", "weight_decay"),
+            ("max_grad_norm", ".nan", "max_grad_norm"),
+            ("grad_accum", "1000000000", "grad_accum"),
+            ("max_steps", "1000000000000", "max_steps"),
+            ("max_steps", "0", "max_steps: 0 trains nothing"),
+            ("warmup_steps", "100000", "is not below max_steps"),
+        )
+    ],
+    *[
+        Case(f"set-sweep-limit-{value}", lambda c, v=value: stage_sft(c, "--set", f"sweep.limit={v}"), "sweep.limit")
+        for value in ("-3", "0", "true")
+    ],
+    Case(
+        "card-tampered-champion-weights",
+        lambda c: ["card.py", *common(c)],
+        "model.safetensors: does not match the checksum",
+        setup=lambda c: flip_bytes(c.store / "champions" / LINE / "v1-sft" / "model.safetensors"),
+    ),
+    Case(
+        "card-edited-champion-readme",
+        lambda c: ["card.py", *common(c)],
+        "README.md: does not match the checksum",
+        setup=lambda c: (c.store / "champions" / LINE / "v1-sft" / "README.md").write_text("hand-written\n"),
+    ),
+    Case(
+        "promote-tampered-candidate-weights",
+        lambda c: ["promote.py", c.surgical_run, "--reason", "r", *common(c)],
+        "model.safetensors: does not match the checksum",
+        setup=lambda c: [flip_bytes(p) for p in (c.store / c.surgical_run / "checkpoints").glob("*/model.safetensors")],
+    ),
+    Case(
+        "stage-init-tampered-champion-weights",
+        lambda c: stage_sft(c, "--set", f"sft.model.init=champion:{LINE}"),
+        "model.safetensors: does not match the checksum",
+        setup=lambda c: flip_bytes(c.store / "champions" / LINE / "v1-sft" / "model.safetensors"),
+    ),
     Case(
         "evaluate-dry-run-truncated-latest",
         lambda c: ["evaluate.py", f"champion:{LINE}", *common(c), "--dry-run"],
