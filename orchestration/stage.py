@@ -138,22 +138,41 @@ def load_stage_config(pipeline: PipelineConfig, name: str, override: StageOverri
     return cfg
 
 
+def check_local_cluster(pipeline: PipelineConfig) -> None:
+    """A cluster this process will start on its own machine (no RAY_ADDRESS: not `ray job submit`, not a
+    running cluster) cannot place more CPU workers than the machine has cores: Ray would wait forever."""
+    import os
+
+    c = pipeline.cluster
+    if os.environ.get("RAY_ADDRESS") or c.use_gpu:
+        return
+    cores = os.cpu_count() or 1
+    if c.workers * c.cpus_per_worker > cores:
+        raise UserError(
+            f"cluster.workers {c.workers} × cluster.cpus_per_worker {c.cpus_per_worker:g} CPUs is more than this "
+            f"machine's {cores} cores, and the local Ray cluster could never place them (set RAY_ADDRESS to use "
+            f"a bigger cluster)"
+        )
+
+
 def check_before_launch(
     pipeline: PipelineConfig, names: list[str], store: Store, stages: StageSettings, probe_store: bool = True
 ) -> None:
     """What can be checked without training is checked before any Ray worker starts: every stage
     config that will run, its DeepSpeed config (against DeepSpeed's own model), its builder configs,
     and (probe_store) that the store takes a write."""
-    from slm.engine import check_train_extra, load_ds_config
+    from slm.engine import check_runnable, check_train_extra, load_ds_config
     from slm.orchestration.evaluate import check_settings
 
     check_settings(pipeline)
+    check_local_cluster(pipeline)
     if pipeline.merge.enabled:
         require_extra("mergekit", "merge", "merge.enabled (SLERP candidates in the sweep)")
     for name in names:
         cfg = stages.config(pipeline, name)
         load_ds_config(cfg.deepspeed, pipeline.cluster.use_gpu)
         check_train_extra(cfg.train, str(resolve_path(pipeline.stage(name).config)))
+        check_runnable(cfg.train, pipeline.cluster.use_gpu, str(resolve_path(pipeline.stage(name).config)))
         if cfg.stage == "dpo":
             require_extra("trl", "dpo", "the dpo stage")
         if cfg.lora:

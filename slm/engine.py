@@ -192,6 +192,29 @@ def training_arguments(job: TrainJob, output_dir: Path) -> dict:
     }
 
 
+# TrainingArguments fields the engine owns outright: a value in train.extra would fight it, not tune it.
+ENGINE_OWNED = {
+    "fsdp": "this pipeline trains with DeepSpeed (the stage's deepspeed: config); FSDP beside it is refused",
+    "fsdp_config": "this pipeline trains with DeepSpeed (the stage's deepspeed: config); FSDP beside it is refused",
+    "deepspeed": "set the stage's deepspeed: config instead",
+    "resume_from_checkpoint": "resuming is the engine's: a re-run of the same stage resumes its newest checkpoint",
+    "output_dir": "the engine writes checkpoints to the run's directory in the store",
+    "use_cpu": "follows cluster.use_gpu",
+}
+
+
+def check_runnable(t: TrainSpec, use_gpu: bool, where: str) -> None:
+    """What needs a GPU, refused on CPU workers (one line here instead of a kernel error in a worker)."""
+    if use_gpu:
+        return
+    if t.precision in ("fp16", "bf16"):
+        raise UserError(f"{where}: train.precision {t.precision} needs GPU workers (cluster.use_gpu); CPU trains fp32")
+    if t.attn_implementation and t.attn_implementation.startswith("flash_attention"):
+        raise UserError(
+            f"{where}: train.attn_implementation {t.attn_implementation} needs GPU workers (cluster.use_gpu)"
+        )
+
+
 def check_train_extra(t: TrainSpec, where: str) -> None:
     """train.optim and train.extra, by TrainingArguments itself, in the driver: a field the pipeline
     already sets is refused (one meaning per knob), an unknown field or a bad value is one line."""
@@ -208,6 +231,8 @@ def check_train_extra(t: TrainSpec, where: str) -> None:
         )
     fields = {f.name for f in dataclasses.fields(TrainingArguments) if f.init}
     for key in t.extra:
+        if key in ENGINE_OWNED:
+            raise UserError(f"{where}: train.extra.{key}: {ENGINE_OWNED[key]}")
         if key in MANAGED_ARGUMENTS:
             raise UserError(
                 f"{where}: train.extra.{key} is set by the pipeline ({MANAGED_ARGUMENTS[key]}); use that key"

@@ -986,6 +986,17 @@ CASES = [
         )
     ],
     *[
+        Case(f"set-cannot-run-here-{name}", lambda c, o=override: stage_sft(c, "--set", o), expect)
+        for name, override, expect in (
+            ("workers", "cluster.workers=1000", "could never place them"),
+            ("fp16-on-cpu", "sft.train.precision=fp16", "needs GPU workers"),
+            ("bf16-on-cpu", "sft.train.precision=bf16", "needs GPU workers"),
+            ("flash-attention-on-cpu", "sft.train.attn_implementation=flash_attention_2", "needs GPU workers"),
+            ("fsdp-beside-deepspeed", "sft.train.extra={fsdp: full_shard}", "FSDP beside it is refused"),
+            ("resume-from-checkpoint", "sft.train.extra={resume_from_checkpoint: x}", "resuming is the engine's"),
+        )
+    ],
+    *[
         Case(f"set-sweep-limit-{value}", lambda c, v=value: stage_sft(c, "--set", f"sweep.limit={v}"), "sweep.limit")
         for value in ("-3", "0", "true")
     ],
