@@ -91,8 +91,6 @@ class TrainSpec(Strict):
             raise ValueError("give warmup_steps or warmup_ratio, not both")
         if self.max_steps == 0:
             raise ValueError("max_steps: 0 trains nothing; give a step count, or -1 to train for `epochs`")
-        if self.max_steps > 0 and self.warmup_steps >= self.max_steps:
-            raise ValueError(f"warmup_steps {self.warmup_steps} is not below max_steps {self.max_steps}")
         return self
 
 

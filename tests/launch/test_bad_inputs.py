@@ -982,7 +982,6 @@ CASES = [
             ("grad_accum", "1000000000", "grad_accum"),
             ("max_steps", "1000000000000", "max_steps"),
             ("max_steps", "0", "max_steps: 0 trains nothing"),
-            ("warmup_steps", "100000", "is not below max_steps"),
         )
     ],
     *[
