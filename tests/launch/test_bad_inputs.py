@@ -1174,7 +1174,9 @@ def test_dry_runs_on_a_trained_store_say_what_would_happen_and_change_nothing(ct
     ctx.tmp.mkdir()
     before = tree_digest(ctx.store)
     capsys.readouterr()
-    assert run_entry(["stage.py", "surgical", *common(ctx), "--dry-run"]) == 0
+    # as the line's surgical run was made: from the line's champion, on its facts dataset
+    made_as = ["--set", f"model.init=champion:{LINE}", "--set", "data.dataset=datasets/facts"]
+    assert run_entry(["stage.py", "surgical", *common(ctx), *made_as, "--dry-run"]) == 0
     plan = capsys.readouterr().out
     assert "[surgical]" in plan and f"as {LINE}@v2-surgical" in plan
     assert run_entry(["promote.py", ctx.surgical_run, *common(ctx), "--reason", "r", "--dry-run"]) == 0
