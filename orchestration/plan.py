@@ -10,7 +10,7 @@ import yaml
 
 from slm import layout, refs
 from slm.config import BuilderConfig, PipelineConfig, StageConfig, load_yaml_config, resolve_path
-from slm.engine import load_ds_config
+from slm.ds_config import load_ds_config
 from slm.errors import UserError
 from slm.eval import mmlu
 from slm.eval.bench import load_bench
@@ -121,7 +121,7 @@ def dry_run(
     sweep = sweep_plan(pipeline)
     for name in names:
         ref, cfg = pipeline.stage(name), stages.config(pipeline, name)
-        ds = load_ds_config(cfg.deepspeed, pipeline.cluster.use_gpu)
+        ds = load_ds_config(cfg.deepspeed, pipeline.cluster.use_gpu, cfg.train, pipeline.cluster.workers)
         lines.append(f"\n[{name}] {cfg.description}".rstrip())
         lines += build_lines(ref.builders, store) if build else []
         t, world = cfg.train, pipeline.cluster.workers

@@ -161,7 +161,8 @@ def check_before_launch(
     """What can be checked without training is checked before any Ray worker starts: every stage
     config that will run, its DeepSpeed config (against DeepSpeed's own model), its builder configs,
     and (probe_store) that the store takes a write."""
-    from slm.engine import check_runnable, check_train_extra, load_ds_config
+    from slm.ds_config import load_ds_config
+    from slm.engine import check_runnable, check_train_extra
     from slm.orchestration.evaluate import check_settings
 
     check_settings(pipeline)
@@ -170,7 +171,7 @@ def check_before_launch(
         require_extra("mergekit", "merge", "merge.enabled (SLERP candidates in the sweep)")
     for name in names:
         cfg = stages.config(pipeline, name)
-        load_ds_config(cfg.deepspeed, pipeline.cluster.use_gpu)
+        load_ds_config(cfg.deepspeed, pipeline.cluster.use_gpu, cfg.train, pipeline.cluster.workers)
         check_train_extra(cfg.train, str(resolve_path(pipeline.stage(name).config)))
         check_runnable(cfg.train, pipeline.cluster.use_gpu, str(resolve_path(pipeline.stage(name).config)))
         if cfg.stage == "dpo":

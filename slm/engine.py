@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import json
 import os
 import shutil
 from pathlib import Path
@@ -19,7 +18,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict
 
 from slm import layout
-from slm.config import DPOSpec, KLAnchorSpec, LoRASpec, TrainSpec, resolve_path
+from slm.config import DPOSpec, KLAnchorSpec, LoRASpec, TrainSpec
 from slm.errors import UserError, find_user_error
 from slm.init_checks import check_tied
 from slm.log import log
@@ -76,43 +75,6 @@ class TrainJob(BaseModel):
     warnings: list[str] = []  # what the recipe's plan found worth telling (goes to the run record)
     pad: PadPlan | None = None  # chat stages: the pad token plan (slm/padding.py), applied in every worker
     keep_optimizer_states: int = 1  # PipelineConfig.keep_optimizer_states (slm/checkpoints.py)
-
-
-def load_ds_config(path: str, use_gpu: bool) -> dict:
-    file = resolve_path(path)
-    if not file.is_file():
-        raise UserError(f"deepspeed config not found: {file}")
-    try:
-        config = json.loads(file.read_text())
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{file}: not valid JSON ({exc})") from None
-    if not isinstance(config, dict):
-        raise UserError(f"{file}: expected a JSON object at the top level")
-    if not isinstance(config.get("zero_optimization"), dict):
-        raise UserError(f"{file}: no zero_optimization section")
-    stage = config["zero_optimization"].get("stage", 0)
-    if stage not in (0, 1, 2, 3):
-        raise UserError(f"{file}: zero_optimization.stage is {stage!r}; DeepSpeed's ZeRO stages are 0, 1, 2 and 3")
-    check_zero_section(file, config["zero_optimization"])
-    if not use_gpu and config.get("optimizer", {}).get("type", "").lower() in ("adam", "adamw"):
-        # On CPU, torch's AdamW avoids DeepSpeed's JIT build of FusedAdam/CPUAdam (minutes, once per machine).
-        config["optimizer"].setdefault("params", {})["torch_adam"] = True
-    return config
-
-
-def check_zero_section(file: Path, zero: dict) -> None:
-    """The zero_optimization section against DeepSpeed's own pydantic model (unknown keys, offload
-    devices, types), in the driver: inside the workers it would fail only after Ray has started them."""
-    from deepspeed.runtime.zero.config import DeepSpeedZeroConfig
-    from pydantic import ValidationError
-
-    try:
-        DeepSpeedZeroConfig(**zero)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"zero_optimization.{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in exc.errors()
-        )
-        raise UserError(f"{file}: {problems}") from None
 
 
 def optimizer_name(ds_config: dict, optim: str | None = None) -> str:

@@ -22,7 +22,8 @@ from slm import layout
 from slm.chat import check_tokenizer_for_chat
 from slm.config import PipelineConfig, StageConfig
 from slm.datasets import Manifest, read_manifest
-from slm.engine import TrainJob, check_train_extra, load_ds_config
+from slm.ds_config import load_ds_config
+from slm.engine import TrainJob, check_train_extra
 from slm.errors import UserError
 from slm.init_checks import check_architecture, check_vocab, check_weights
 from slm.modeling import load_tokenizer, resolve_ref
@@ -139,10 +140,8 @@ class StageContext:
     def job(self, cfg: StageConfig, recipe: str, init: ModelRef | None, tokenizer: ModelRef, **fields) -> TrainJob:
         """The TrainJob every recipe starts from; `fields` are the recipe's own (logit_distill, dpo, warnings)."""
         cluster = self.pipeline.cluster
-        ds_config = load_ds_config(cfg.deepspeed, cluster.use_gpu)
+        ds_config = load_ds_config(cfg.deepspeed, cluster.use_gpu, cfg.train, cluster.workers)
         check_train_extra(cfg.train, f"stage {cfg.stage}")
-        if cfg.train.optim:  # the HF Trainer builds train.optim and hands it to DeepSpeed as a client optimizer
-            ds_config.pop("optimizer", None)
         if (cfg.kl_anchor or fields.get("logit_distill")) and ds_config["zero_optimization"].get("stage") == 3:
             raise UserError(
                 f"{cfg.stage}: kl_anchor / logit_distill keep a frozen full copy of a model on every "

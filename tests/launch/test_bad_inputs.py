@@ -87,6 +87,14 @@ def stage_sft(ctx, *extra: str) -> list[str]:
     ]
 
 
+def ds_edited(ctx, edit: Callable[[dict], None] | None = None, raw: str | None = None) -> list[str]:
+    """--set deepspeed= a copy of ds_configs/zero2.json changed by `edit`, or the text `raw`."""
+    config = json.loads((REPO_ROOT / "ds_configs" / "zero2.json").read_text())
+    if edit:
+        edit(config)
+    return ["--set", f"deepspeed={write(ctx, 'ds.json', raw if raw is not None else json.dumps(config))}"]
+
+
 def set_key(path: str, value):
     def edit(config):
         node = config
@@ -599,6 +607,66 @@ CASES = [
         ),
         "zero_optimization.offload_optimizer.device",
     ),
+    *[
+        Case(f"ds-{name}", lambda c, e=edit, r=raw: stage_sft(c, *ds_edited(c, e, r)), expect)
+        for name, edit, raw, expect in (
+            (
+                "bf16-and-fp16",
+                lambda d: d.update(bf16={"enabled": True}, fp16={"enabled": True}),
+                None,
+                "fp16.enabled and bf16.enabled are both true",
+            ),
+            (
+                "fp16-on-an-fp32-stage",
+                lambda d: d.update(fp16={"enabled": True}),
+                None,
+                "fp16.enabled=True but the stage trains fp32 (train.precision)",
+            ),
+            (
+                "batch-disagrees",
+                lambda d: d.update(train_batch_size=99999),
+                None,
+                "train_batch_size=99999 but the stage's train.micro_batch x train.grad_accum x 1 worker(s)",
+            ),
+            (
+                "accum-disagrees",
+                lambda d: d.update(gradient_accumulation_steps=99),
+                None,
+                "gradient_accumulation_steps=99 but the stage's train.grad_accum",
+            ),
+            (
+                "lr-disagrees",
+                lambda d: d["optimizer"]["params"].update(lr=3.0),
+                None,
+                "optimizer.params.lr=3.0 but the stage's train.lr",
+            ),
+            ("unknown-optimizer", lambda d: d["optimizer"].update(type="AdamWW"), None, "optimizer.type 'AdamWW'"),
+            (
+                "clipping-nan",
+                None,
+                '{"zero_optimization": {"stage": 2}, "gradient_clipping": NaN}',
+                "NaN is not a JSON number",
+            ),
+            (
+                "unknown-top-key",
+                lambda d: d.update(zero_optimisation={"stage": 3}),
+                None,
+                "does not read the top-level key(s) 'zero_optimisation'",
+            ),
+            (
+                "removed-feature",
+                lambda d: d.update(sparse_attention={"mode": "fixed"}),
+                None,
+                "DeepSpeed Sparse Attention has been removed",
+            ),
+            (
+                "duplicate-key",
+                None,
+                '{"zero_optimization": {"stage": 2}, "zero_optimization": {"stage": 3}}',
+                "key 'zero_optimization' is given twice",
+            ),
+        )
+    ],
     Case("stage-precision", lambda c: stage_sft(c, "--set", "train.precision=fp8"), "--set train.precision=fp8 (over"),
     Case("stage-objective", lambda c: stage_sft(c, "--set", "objective=dpo"), "trains with objective 'chat_sft'"),
     Case(

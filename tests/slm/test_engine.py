@@ -1,6 +1,7 @@
 """The engine's account of what it runs: the optimizer named in records and cards."""
 
-from slm.engine import load_ds_config, optimizer_name
+from slm.ds_config import load_ds_config
+from slm.engine import optimizer_name
 
 
 def test_the_optimizer_named_is_the_one_configured():
@@ -18,7 +19,7 @@ def test_an_impossible_zero_stage_is_refused_in_the_driver(tmp_path):
 
     import pytest
 
-    from slm.engine import load_ds_config
+    from slm.ds_config import load_ds_config
     from slm.errors import UserError
 
     config = tmp_path / "zero7.json"
