@@ -12,6 +12,7 @@ import fnmatch
 import functools
 import glob
 import hashlib
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -120,9 +121,7 @@ class Source:
                 if file.is_dir():
                     counts.append(None)
                 elif suffix == ".parquet":
-                    import pyarrow.parquet as pq
-
-                    counts.append(pq.ParquetFile(file).metadata.num_rows)
+                    counts.append(parquet_file(file).metadata.num_rows)
                 elif suffix in TEXT_SUFFIXES or suffix in (".jsonl", ".ndjson"):
                     counts.append(file_lines(file) + 1)  # a last line without its newline
                 else:
@@ -142,7 +141,13 @@ class Source:
     def _local_files(self) -> list[Path]:
         pattern = str(resolve_path(self.item.path))
         if any(c in pattern for c in "*?["):
-            found = sorted(Path(p) for p in glob.glob(pattern, recursive=True) if Path(p).is_file())
+            # `**` follows symlinked directories, so a link back up the tree yields one file under
+            # dozens of names: each file is read once, under the first name that reaches it.
+            found, real = [], set()
+            for name in sorted(glob.glob(pattern, recursive=True)):
+                if Path(name).is_file() and os.path.realpath(name) not in real:
+                    real.add(os.path.realpath(name))
+                    found.append(Path(name))
             if not found:
                 raise UserError(f"{self.config_path}: inputs: {self.item.path!r} matches no file")
             return found
@@ -211,10 +216,8 @@ class Source:
             for number, row in iter_objects(file):
                 yield Row(f"{file}:{number}", row)
         elif suffix == ".parquet":
-            import pyarrow.parquet as pq
-
             i = 0
-            for batch in pq.ParquetFile(file).iter_batches(batch_size=BATCH_ROWS):
+            for batch in parquet_file(file).iter_batches(batch_size=BATCH_ROWS):
                 for row in batch.to_pylist():
                     yield Row(f"{file}[{i}]", row)
                     i += 1
@@ -248,6 +251,16 @@ class Source:
             ) from None
         for i, row in enumerate(data):
             yield Row(f"hf:{item.hf}[{i}]", row)
+
+
+def parquet_file(file: Path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.ParquetFile(file)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise UserError(f"{file}: not a Parquet file ({str(exc).splitlines()[0][:200]})") from None
 
 
 # --- formats: a row's columns → a conversation, a document, a question, a preference pair ----------
@@ -340,8 +353,14 @@ class RowReader:
         return self.format
 
     def __iter__(self):
+        inferred = self.format is None
         for row in self.source.rows():
             fmt = self.resolve_format(row)
+            if inferred and (own := infer_format(set(row.data))) not in (None, fmt):
+                raise UserError(
+                    f"{row.where}: this row is laid out as {own} ({', '.join(sorted(row.data))}), the rows "
+                    f"before it as {fmt}: one input holds one layout (give each layout its own `inputs:` entry)"
+                )
             if self.wants == "messages":
                 yield row.where, {"messages": to_messages(row.data, fmt, row.where)}
             elif self.wants == "text":

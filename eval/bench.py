@@ -74,8 +74,21 @@ def load_bench(path: str | Path) -> list[dict]:
                 raise UserError(f"{where}: a list format needs a positive integer `n`")
         if not truth and (fmt is None or fmt["type"] != "list"):
             raise UserError(f"{where}: `truth` may only be empty for list-format items")
+        if fmt is not None:
+            check_passable(where, fmt["type"], truth)
         items.append(item)
     return items
+
+
+def check_passable(where: str, fmt: str, truth: list[str]) -> None:
+    """A format item whose accepted answers are not of its own form could never pass (score_item
+    refuses any answer not in the form before it compares)."""
+    if fmt == "yes_no" and (len(truth) != 1 or normalize(truth[0]) not in ("yes", "no")):
+        raise UserError(f'{where}: a yes_no item\'s `truth` is ["yes"] or ["no"], not {truth}')
+    if fmt == "letter" and not all(re.fullmatch(r"[A-Za-z]", t.strip()) for t in truth):
+        raise UserError(f"{where}: a letter item's `truth` holds single letters, not {truth}")
+    if fmt == "number" and not all(re.fullmatch(r"-?\d[\d,]*(\.\d+)?", t.strip()) for t in truth):
+        raise UserError(f"{where}: a number item's `truth` holds numbers, not {truth}")
 
 
 def whole_words(phrase: str) -> re.Pattern:

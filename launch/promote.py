@@ -33,6 +33,9 @@ def main(argv=None):
     p.add_argument("--reason", help="why a candidate other than the selected one is promoted")
     add_pipeline_options(p)
     args = p.parse_args(argv)
+    for flag, value in (("--candidate", args.candidate), ("--reason", args.reason), ("--rollback", args.rollback)):
+        if value is not None and not value.strip():  # '' would read as "not given"
+            raise UserError(f"{flag} is empty; give it a value, or leave the flag out")
     pipeline, store, _ = open_pipeline(args.pipeline, args.store, args.overrides, existing_store=True)
     if args.print_config:
         return print(yaml.safe_dump(pipeline.model_dump(mode="json"), sort_keys=False), end="")

@@ -86,6 +86,7 @@ class ChampionInfo(Stored):
     weights_digest: str | None = None
     promoted_at: str | None = None
     plots: dict[str, str] | None = None
+    custom_code: dict[str, Any] | None = None  # config.json's auto_map: code the weights name, never run
 
     @property
     def name(self) -> str:

@@ -128,6 +128,14 @@ def promote(
             store.get_tree(candidate.key, local, include=is_model_file)
             sums = [f"{sha256_file(p)}  {p.name}" for p in sorted(local.iterdir()) if p.is_file()]
             (local / "SHA256SUMS").write_text("\n".join(sums) + "\n")
+            auto_map = json.loads((local / "config.json").read_text()).get("auto_map")
+            if auto_map:
+                info = info.model_copy(update={"custom_code": auto_map})
+                log(
+                    f"[promote] warning: {candidate.name}'s config.json names custom code (auto_map: "
+                    f"{', '.join(auto_map)}); it was trained with transformers' own classes, trust_remote_code "
+                    "off, and the card says so"
+                )
             if plots_writer:
                 info = info.model_copy(update={"plots": plots_writer(info, local)})
             (local / layout.CHAMPION_INFO).write_text(info.to_text())

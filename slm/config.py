@@ -130,7 +130,7 @@ class DPOSpec(Strict):
 class ExperimentSpec(Strict):
     """A run tried against the stage's current champion: promoted only if it wins, kept on record either way."""
 
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=100)
     hypothesis: str = ""
 
 
@@ -328,7 +328,7 @@ class StageRef(Strict):
 
 
 class PipelineConfig(Strict):
-    line: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    line: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=100)
     store: str
     cluster: ClusterSpec = ClusterSpec()
     stages: list[StageRef] = Field(min_length=1)
@@ -437,6 +437,19 @@ def deep_merge(base: dict, override: dict) -> dict:
     return merged
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """safe_load, but a key given twice in one mapping is an error (PyYAML keeps the last one silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if isinstance(key, str | int | float | bool) and key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"key {key!r} is given twice", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
 def read_yaml(file: Path, what: str = "config"):
     """A YAML file's contents; a syntax error is one line with its line and column."""
     try:
@@ -444,7 +457,9 @@ def read_yaml(file: Path, what: str = "config"):
     except UnicodeDecodeError as exc:
         raise UserError(f"{file}: not UTF-8 text (byte {exc.start}: {exc.reason})") from None
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_UniqueKeyLoader)
+    except RecursionError:
+        raise UserError(f"{file}: not valid YAML: nested too deeply to read") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -462,6 +477,8 @@ def load_yaml_config(
     came from (`--set train.lr=x`, a pipeline's `set:`), so a bad value is blamed on what the user
     typed rather than on the file it was merged into."""
     file = resolve_path(path)
+    if file.is_dir():
+        raise UserError(f"{file}: is a directory, not a config file")
     if not file.is_file():
         raise UserError(f"config file not found: {file}")
     raw = read_yaml(file)

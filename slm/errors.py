@@ -16,6 +16,17 @@ def redact_url(text: str) -> str:
     return re.sub(r"(://[^\s?#'\"]*)\?[^\s#'\"]+", r"\1?<redacted>", text)
 
 
+MAX_MESSAGE_CHARS = 2000
+
+
+def shorten(message: str) -> str:
+    """A message that quotes a huge value (a 50 MB `line:`) stays one readable line."""
+    if len(message) <= MAX_MESSAGE_CHARS:
+        return message
+    cut = len(message) - MAX_MESSAGE_CHARS
+    return f"{message[:1500]} […{cut:,} characters…] {message[-500:]}"
+
+
 class UserError(Exception):
     """A problem in the user's input (config, paths, data, models): shown as one line, exit code 2."""
 
@@ -38,8 +49,13 @@ def cli_main(fn):
         try:
             return fn(*args, **kwargs)
         except UserError as exc:
-            print(f"error: {redact_url(str(exc))}", file=sys.stderr)
+            print(f"error: {shorten(redact_url(str(exc)))}", file=sys.stderr)
             sys.exit(2)
+        except KeyboardInterrupt:
+            # Every store write is a whole object put in place at once, and a dataset, checkpoint or
+            # champion counts only once its completion marker is written: nothing half-done is read.
+            print("error: interrupted; what had not finished has no completion marker and is not used", file=sys.stderr)
+            sys.exit(130)
         except OSError as exc:  # permissions, a full disk, a path that is a file: the user's machine, not a bug
             if exc.errno is None or not exc.filename:
                 _redacted_traceback()

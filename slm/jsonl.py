@@ -26,12 +26,16 @@ def iter_objects(file: Path, what: str = "input") -> Iterator[tuple[int, dict]]:
                     f"{offset + exc.start}); re-encode the file as UTF-8"
                 ) from None
             offset += len(raw)
+            if number == 1:
+                line = line.removeprefix("\ufeff")  # a byte-order mark, as the YAML reader takes it
             if not line.strip():
                 continue
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise UserError(f"{file}:{number}: not valid JSON ({exc.msg})") from None
+            except RecursionError:
+                raise UserError(f"{file}:{number}: nested too deeply to read") from None
             if not isinstance(row, dict):
                 raise UserError(f"{file}:{number}: expected a JSON object")
             seen = True

@@ -3,7 +3,7 @@
 A reference (`model.init`, a teacher, a tokenizer, a model to evaluate) is written as
 
     scratch                       build from `architecture` (model.init only)
-    champion:<line>[:<stage>][@<version>]   a champion of a line in the pipeline's store
+    champion:<line>[:<stage>|@<version>]   a champion of a line in the pipeline's store
     store:<key>                   a model tree of the pipeline's store
     s3://bucket/key               a model tree of another store
     hf:<repo>[@<revision>]        the Hugging Face hub
@@ -55,8 +55,16 @@ def parse(text: str) -> Spec:
     if text == SCRATCH:
         return Spec(text, "scratch")
     if text.startswith("champion:"):
-        rest, _, version = text[len("champion:") :].partition("@")
-        line, _, stage = rest.partition(":")
+        rest, at, version = text[len("champion:") :].partition("@")
+        line, colon, stage = rest.partition(":")
+        if not line or (colon and not stage) or (at and not version):
+            raise UserError(
+                f"{text!r}: a part of the reference is empty; champion:<line>[:<stage>] or champion:<line>@<version>"
+            )
+        if stage and version:
+            raise UserError(
+                f"{text!r}: give a stage or a version, not both (a version names its stage: champion:{line}@{version})"
+            )
         return Spec(text, "champion", line=line, stage=stage or None, version=version or None)
     if text.startswith("store:"):
         return Spec(text, "store", key=text[len("store:") :].strip("/"))

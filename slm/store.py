@@ -94,6 +94,11 @@ class Store:
                     f"store {redact_url(uri)}: credentials in an s3:// URL are refused (they would end up in logs "
                     f"and records); set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE"
                 )
+            bucket, _, prefix = uri[len("s3://") :].partition("/")
+            if ".." in prefix.split("/") or "." in prefix.split("/"):
+                raise UserError(
+                    f"store {redact_url(uri)}: an S3 key prefix has no '.' or '..' segments (keys are not paths)"
+                )
             return S3Store(uri)
         if "://" in uri:
             raise UserError(f"store {uri!r}: only local directories and s3:// are supported")

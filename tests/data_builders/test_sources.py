@@ -206,3 +206,25 @@ def test_a_builder_knows_how_many_rows_are_coming_and_says_when_it_will_be_done(
     lines = capsys.readouterr().err.splitlines()
     # 250 rows in 60 s: 4 rows/s, 750 to go: 3 minutes
     assert lines[-1] == "[data] datasets/sft: 250 rows (4 rows/s), about 25% of 1,000, eta 0:03:00"
+
+
+def test_a_symlink_loop_under_a_glob_reads_each_file_once(tmp_path, store):
+    data = tmp_path / "data"
+    data.mkdir()
+    write_jsonl(data / "rows.jsonl", [LAYOUTS["messages"](q, a) for q, a in ROWS])
+    (data / "loop").symlink_to(data, target_is_directory=True)  # data/loop/loop/... down to ELOOP
+    manifest = build(tmp_path, store, [{"path": str(data / "**" / "*.jsonl")}])
+    assert manifest["sources"][0]["rows_in"] == len(ROWS)
+    assert conversations(store) == sorted(ROWS)
+
+
+def test_a_byte_order_mark_is_read_past_in_jsonl_as_in_yaml(tmp_path, store):
+    path = tmp_path / "bom.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + "".join(json.dumps(LAYOUTS["messages"](q, a)) + "\n" for q, a in ROWS).encode())
+    config = tmp_path / "bom-build.yaml"
+    config.write_bytes(
+        b"\xef\xbb\xbf"
+        + yaml.safe_dump({"builder": "sft", "inputs": [{"path": str(path)}], "output": "datasets/sft"}).encode()
+    )
+    run_builder(str(config), store)
+    assert conversations(store) == sorted(ROWS)

@@ -1131,6 +1131,86 @@ CASES = [
         "disagree",
         setup=lambda c: edit_latest(c, version="v9-sft"),
     ),
+    # --- smaller ones: what a clumsy hand or a strange file does (24.10) ---------------------------------
+    Case(
+        "pipeline-duplicate-key",
+        lambda c: ["pipeline.py", "--pipeline", str(write(c, "p.yaml", "line: a\nline: b\n")), "--store", str(c.store)],
+        "at line 2, column 1: key 'line' is given twice",
+    ),
+    Case(
+        "pipeline-nested-too-deep",
+        lambda c: ["pipeline.py", "--pipeline", str(write(c, "p.yaml", "[" * 100_000)), "--store", str(c.store)],
+        "nested too deeply",
+    ),
+    Case(
+        "pipeline-is-a-directory",
+        lambda c: ["pipeline.py", "--pipeline", str(c.tmp), "--store", str(c.store)],
+        "is a directory, not a config file",
+    ),
+    Case(
+        "set-line-of-5-mb",
+        lambda c: ["card.py", *common(c), "--set", "line=" + "a" * 5_000_000],
+        "at most 100 characters",
+    ),
+    *[
+        Case(
+            f"bench-{name}-never-passes",
+            lambda c, f=fmt, t=truth: [
+                "pipeline.py",
+                *common(c),
+                *bench_file(c, json.dumps({"id": "a", "category": "c", "prompt": "p?", "truth": t, "format": f})),
+            ],
+            expect,
+        )
+        for name, fmt, truth, expect in (
+            ("yes-no", {"type": "yes_no"}, ["maybe"], "a yes_no item's `truth` is"),
+            ("letter", {"type": "letter"}, ["BB"], "a letter item's `truth` holds single letters"),
+            ("number", {"type": "number"}, ["abc"], "a number item's `truth` holds numbers"),
+        )
+    ],
+    Case(
+        "builder-text-named-parquet",
+        lambda c: builder_cfg(c, {"inputs": [{"path": str(write(c, "rows.parquet", "not parquet\n"))}]}),
+        "rows.parquet: not a Parquet file",
+    ),
+    Case(
+        "builder-infinite-weight",
+        lambda c: builder_cfg(c, {"inputs": [{"path": rows_file(c, "r.jsonl", [GOOD_ROW]), "weight": float("inf")}]}),
+        "weight",
+    ),
+    Case(
+        "builder-mixed-layouts",
+        lambda c: builder_cfg(
+            c, {"inputs": [{"path": rows_file(c, "r.jsonl", [GOOD_ROW, {"instruction": "Hi?", "output": "Hello."}])}]}
+        ),
+        "r.jsonl:2: this row is laid out as alpaca (instruction, output), the rows before it as messages",
+    ),
+    Case(
+        "builder-config-is-a-directory",
+        lambda c: ["build_data.py", str(c.tmp), *common(c)],
+        "is a directory, not a config file",
+    ),
+    Case("store-s3-dot-dot", lambda c: ["card.py", "--store", "s3://bucket/../x"], "no '.' or '..' segments"),
+    Case(
+        "promote-empty-candidate",
+        lambda c: ["promote.py", c.surgical_run, "--candidate", "", "--reason", "r", *common(c)],
+        "--candidate is empty",
+    ),
+    Case(
+        "rollback-empty-reason",
+        lambda c: ["promote.py", "--rollback", "v1-sft", "--reason", " ", *common(c)],
+        "--reason is empty",
+    ),
+    Case(
+        "model-champion-stage-and-version",
+        lambda c: stage_sft(c, "--set", f"sft.model.init=champion:{LINE}:sft@v1-sft"),
+        "give a stage or a version, not both",
+    ),
+    Case(
+        "model-champion-empty-version",
+        lambda c: stage_sft(c, "--set", f"sft.model.init=champion:{LINE}@"),
+        "a part of the reference is empty",
+    ),
     # --- evaluate -------------------------------------------------------------------------------------
     Case(
         "evaluate-missing-model", lambda c: ["evaluate.py", str(c.tmp / "gone"), *common(c)], lambda c: f"{c.tmp}/gone"
@@ -1209,6 +1289,7 @@ def test_bad_input_is_one_line_exit_2_and_the_store_is_untouched(case, ctx, caps
     assert code == 2, (code, err[-3000:])
     assert "Traceback" not in err, err[-3000:]
     assert len(errors) == 1, err[-3000:]
+    assert len(errors[0]) <= 2100, f"an error line of {len(errors[0]):,} characters"
     expect = case.expect(ctx) if callable(case.expect) else case.expect
     assert expect in errors[0], errors[0]
     assert tree_digest(ctx.store) == before, "the store changed"

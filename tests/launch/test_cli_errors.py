@@ -98,3 +98,34 @@ def test_pretrained_init_with_a_mismatched_architecture(store, tiny_model_dir):
         "model.architecture={model_type: gpt2, n_layer: 12}",
     )
     one_line(code, lines, "architecture mismatch (n_layer: config says 12, checkpoint has 2)")
+
+
+def test_ctrl_c_during_a_build_is_one_line_and_leaves_no_dataset_behind(store, tmp_path):
+    import signal
+    import time
+
+    rows = tmp_path / "many.jsonl"
+    with rows.open("w") as f:
+        for i in range(150_000):
+            f.write(json.dumps({"prompt": f"What is {i} plus one?", "response": f"{i + 1}."}) + "\n")
+    cfg = tmp_path / "b.yaml"
+    cfg.write_text(f"builder: sft\ninputs: [{{path: {rows}}}]\noutput: datasets/sft\n")
+    proc = subprocess.Popen(
+        [sys.executable, "launch/build_data.py", str(cfg), "--store", str(store)],
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    for line in proc.stderr:  # the builder's progress: it is reading rows
+        if "[data]" in line and "rows" in line:
+            break
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    lines = [line for line in err.strip().splitlines() if not line.startswith("[data]")]
+    assert proc.returncode == 130, err[-2000:]
+    assert "Traceback" not in err and len(lines) == 1, err[-2000:]
+    assert lines[0].startswith("error: interrupted")
+    assert not Store.open(str(store)).is_complete("datasets/sft")

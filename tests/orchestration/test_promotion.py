@@ -169,3 +169,29 @@ def test_store_claims_and_compare_and_swap_on_s3(s3_env):
     assert store.write_if("a/claim", b"third", tag) and not store.write_if("a/claim", b"fourth", tag)
     assert not store.write_if("a/claim", b"fifth", None) and store.write_if("a/new", b"x", None)
     assert store.read_bytes("a/claim") == b"third"
+
+
+def test_a_model_that_names_custom_code_is_promoted_with_a_word_in_the_log_and_the_card(
+    tmp_path, tiny_model_dir, capsys
+):
+    import json
+
+    from slm.orchestration.card import section
+
+    model = tiny_model_dir(23)
+    config = json.loads((model / "config.json").read_text())
+    config["auto_map"] = {"AutoModelForCausalLM": "modeling_evil.EvilForCausalLM"}
+    (model / "config.json").write_text(json.dumps(config))
+    store = Store.open(str(tmp_path / "store"))
+    key = "runs/sft/a/checkpoints/checkpoint-10"
+    store.put_tree(model, key)
+    candidate = Candidate(name="checkpoint-10", key=key, kind="checkpoint", weights_digest=weights_digest(store, key))
+    cards = []
+    pointer = promote(store, "l", candidate, info("a"), lambda final: cards.append(final) or "card\n")
+    said = capsys.readouterr()
+    assert "names custom code (auto_map: AutoModelForCausalLM)" in said.out + said.err
+    promoted = ChampionInfo.model_validate_json(store.read_text(f"{pointer.key}/champion.json"))
+    assert promoted.custom_code == {"AutoModelForCausalLM": "modeling_evil.EvilForCausalLM"}
+    note = section("custom_code", info=cards[0])
+    assert "`AutoModelForCausalLM` → `modeling_evil.EvilForCausalLM`" in note and "trust_remote_code` off" in note
+    assert section("custom_code", info=info("b")).strip() == ""  # a plain model: no note
