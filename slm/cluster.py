@@ -57,6 +57,9 @@ def connect() -> None:
         log("[ray] starting a local cluster on 127.0.0.1 (dashboard on 127.0.0.1 only)")
         for key, value in LOCAL_CLUSTER_ENV.items():
             os.environ.setdefault(key, value)
+        from slm import reaper
+
+        reaper.start_for_this_driver()  # the cluster must not outlive a driver killed without a shutdown
         ray.init(
             num_cpus=os.cpu_count(),
             include_dashboard=True,
