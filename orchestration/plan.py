@@ -16,6 +16,7 @@ from slm.eval import mmlu
 from slm.eval.bench import load_bench
 from slm.modeling import resolve_ref
 from slm.orchestration.stage import StageSettings
+from slm.recipe import schedule_warnings
 from slm.refs import HubRef
 from slm.store import Store
 
@@ -145,6 +146,7 @@ def dry_run(
         extras += [f"{k}={v}" for k, v in t.extra.items()]
         if extras:
             lines.append(f"          with {', '.join(extras)}")
+        lines += [f"  warning {w}" for w in schedule_warnings(t)]
         lines.append(
             f"  save    {_checkpoints(cfg)}; optimizer states kept for the newest "
             f"{max(pipeline.keep_optimizer_states, 1)} while training, {pipeline.keep_optimizer_states} after"

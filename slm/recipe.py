@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 from slm import layout
 from slm.chat import check_tokenizer_for_chat
-from slm.config import PipelineConfig, StageConfig
+from slm.config import PipelineConfig, StageConfig, TrainSpec
 from slm.datasets import Manifest, read_manifest
 from slm.ds_config import load_ds_config
 from slm.engine import TrainJob, check_train_extra
@@ -177,5 +177,16 @@ class StageContext:
             peak_tflops_per_worker=cluster.peak_tflops_per_worker,
             wandb_project=wandb_project,
             keep_optimizer_states=self.pipeline.keep_optimizer_states,
-            **fields,
+            **{**fields, "warnings": [*fields.get("warnings", []), *schedule_warnings(cfg.train)]},
         )
+
+
+def schedule_warnings(t: TrainSpec) -> list[str]:
+    """What a schedule means when it is not what it looks like (a short smoke run over a file's warmup
+    is legitimate, so it is said, not refused)."""
+    if t.max_steps > 0 and t.warmup_steps >= t.max_steps:
+        return [
+            f"warmup_steps {t.warmup_steps} is not below max_steps {t.max_steps}: the learning rate rises "
+            f"for the whole run and never reaches train.lr {t.lr:g}"
+        ]
+    return []

@@ -36,3 +36,16 @@ def test_wandb_follows_the_api_key(ctx, monkeypatch):
             ctx.job(cfg, "stages.finetune", None, {})
     else:
         assert ctx.job(cfg, "stages.finetune", None, {}).wandb_project == "tiny-ff"
+
+
+def test_a_warmup_as_long_as_the_run_is_said_not_refused():
+    from slm.config import TrainSpec
+    from slm.recipe import schedule_warnings
+
+    smoke = TrainSpec(lr=3e-4, save_steps=2, micro_batch=1, warmup_steps=5, max_steps=4)
+    assert schedule_warnings(smoke) == [
+        "warmup_steps 5 is not below max_steps 4: the learning rate rises for the whole run and never reaches "
+        "train.lr 0.0003"
+    ]
+    assert schedule_warnings(smoke.model_copy(update={"max_steps": 6})) == []
+    assert schedule_warnings(smoke.model_copy(update={"max_steps": -1})) == []  # epochs: the length is the data's
