@@ -8,7 +8,9 @@ Layout under the dataset key:
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import errno
 import hashlib
 import json
 import tempfile
@@ -80,7 +82,7 @@ def write_sharded(
         "splits": {},
         **(extra or {}),
     }
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, _scratch_space(key, tmp):
         root = Path(tmp)
         for split, tables in splits.items():
             shards, columns = [], None
@@ -102,6 +104,21 @@ def write_sharded(
         store.delete_prefix(key)  # a rebuild replaces the old dataset as a whole
         store.put_tree(root, key)
     return manifest
+
+
+@contextlib.contextmanager
+def _scratch_space(key: str, tmp: str):
+    """Shards are written to a scratch directory before they go to the store: a full scratch disk is
+    named as such (with the way to move it), not as a bare temporary path."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno != errno.ENOSPC:
+            raise
+        raise UserError(
+            f"no space left on the device of the builder's scratch directory ({tmp}) writing {key}: set "
+            "TMPDIR to a larger disk; the store is unchanged"
+        ) from None
 
 
 def read_manifest(store: Store, key: str) -> Manifest:

@@ -10,6 +10,8 @@ S3 goes through boto3, which takes the endpoint and credentials from the standar
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -307,6 +309,21 @@ class LocalStore(Store):
             raise UserError(f"not found in store: {path}")
         return path.read_bytes()
 
+    @contextlib.contextmanager
+    def _no_partial_file(self, key: str, tmp: Path):
+        """A write that fails (a full disk, Ctrl-C) leaves no half-written temporary file in the store,
+        and a full disk is named as the store's, not as a temporary path."""
+        try:
+            yield
+        except BaseException as exc:
+            tmp.unlink(missing_ok=True)
+            if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+                raise UserError(
+                    f"store {self.uri}: no space left on its device writing {key}; nothing half-written was "
+                    "kept, and what was being written has no completion marker"
+                ) from None
+            raise
+
     def create_exclusive(self, key, data):
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -348,15 +365,17 @@ class LocalStore(Store):
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        tmp.write_bytes(data)
-        os.replace(tmp, path)  # atomic: readers see the old or the new file, never half of one
+        with self._no_partial_file(key, tmp):
+            tmp.write_bytes(data)
+            os.replace(tmp, path)  # atomic: readers see the old or the new file, never half of one
 
     def upload_file(self, local, key, progress=None):
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        shutil.copyfile(local, tmp)
-        os.replace(tmp, path)
+        with self._no_partial_file(key, tmp):
+            shutil.copyfile(local, tmp)
+            os.replace(tmp, path)
         if progress:
             progress(path.stat().st_size)
 

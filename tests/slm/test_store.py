@@ -210,3 +210,46 @@ def test_tree_transfers_report_bytes_and_rate(tmp_path, capsys, monkeypatch):
     progress(25 << 20)  # what boto3's transfer threads call with each chunk
     line = capsys.readouterr().err
     assert "26 / 105 MB (25%)" in line and "MB/s" in line
+
+
+def test_a_full_disk_names_the_store_and_leaves_no_partial_file(tmp_path, monkeypatch):
+    import errno
+    import shutil as shutil_module
+
+    from slm import store as store_module
+
+    store = Store.open(str(tmp_path / "store"))
+    store.write_text("datasets/x/manifest.json", '{"old": true}\n')
+    source = tmp_path / "manifest.json"
+    source.write_text('{"new": true}\n' * 1000)
+
+    def copy_half_then_fill_the_disk(src, dst):
+        with open(dst, "wb") as f:
+            f.write(open(src, "rb").read()[:100])
+        raise OSError(errno.ENOSPC, "No space left on device", str(dst))
+
+    monkeypatch.setattr(store_module.shutil, "copyfile", copy_half_then_fill_the_disk)
+    with pytest.raises(UserError, match=r"store .*store: no space left on its device writing datasets/x/manifest.json"):
+        store.upload_file(source, "datasets/x/manifest.json")
+    monkeypatch.setattr(store_module.shutil, "copyfile", shutil_module.copyfile)
+    assert store.read_text("datasets/x/manifest.json") == '{"old": true}\n'  # the old file, whole
+    assert [p.name for p in (tmp_path / "store/datasets/x").iterdir()] == ["manifest.json"]  # no .tmp- left
+
+
+def test_a_full_scratch_disk_in_a_build_names_the_scratch_directory_and_tmpdir(tmp_path, monkeypatch):
+    import errno
+
+    import pyarrow as pa
+
+    from slm import datasets
+
+    def full(table, where, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(where))
+
+    monkeypatch.setattr(datasets.pq, "write_table", full)
+    store = Store.open(str(tmp_path / "store"))
+    with pytest.raises(UserError, match=r"builder's scratch directory \(.*\) writing datasets/x: set TMPDIR"):
+        datasets.write_sharded(
+            store, "datasets/x", {"train": iter([pa.table({"a": [1]})])}, builder="sft", version="1", sources=[]
+        )
+    assert store.list("") == []
