@@ -87,7 +87,7 @@ def check_passable(where: str, fmt: str, truth: list[str]) -> None:
         raise UserError(f'{where}: a yes_no item\'s `truth` is ["yes"] or ["no"], not {truth}')
     if fmt == "letter" and not all(re.fullmatch(r"[A-Za-z]", t.strip()) for t in truth):
         raise UserError(f"{where}: a letter item's `truth` holds single letters, not {truth}")
-    if fmt == "number" and not all(re.fullmatch(r"-?\d[\d,]*(\.\d+)?", t.strip()) for t in truth):
+    if fmt == "number" and not all(parse_number(t) is not None for t in truth):
         raise UserError(f"{where}: a number item's `truth` holds numbers, not {truth}")
 
 
@@ -97,6 +97,9 @@ def whole_words(phrase: str) -> re.Pattern:
 
 
 def mentions(answer: str, phrase: str) -> bool:
+    target = parse_number(phrase)
+    if target is not None:
+        return any(v == target for v, _ in stated_numbers(answer))
     return whole_words(phrase).search(normalize(answer)) is not None
 
 
@@ -105,16 +108,55 @@ def mentions(answer: str, phrase: str) -> bool:
 # a mention counts only when nothing before it in its clause negates it ("isn't" normalises to "isn t").
 CLAUSE_END = re.compile(r"[;!?\n]|\.(?!\d)|(?<!\d),|,(?!\d{3})|\bbut\b|\bhowever\b", re.IGNORECASE)
 NEGATION = re.compile(r"\b(not|never|no|nor|neither|t|without|rather than|instead of)\b")
-NUMBER = r"-?\d+(?:\.\d+)?"
-STATED = re.compile(rf"\b(?:is|equals|equal to|makes|gives)\s+({NUMBER})")
 
 
 def clauses(answer: str) -> list[str]:
     return [c for c in (normalize(part) for part in CLAUSE_END.split(answer)) if c]
 
 
+# A stated number is one number: its sign, thousands separators, decimals, a fraction or a percent
+# belong to it ("-18.0" is not "0" and not "18"; "1,000" is one thousand; "1/2" is a half). Read from
+# the reply as written: normalize() drops signs and would split "-18.0" into words that match "0".
+WHOLE_NUMBER = re.compile(
+    r"(?<![\w.,/])(?P<sign>[-\u2212+]?)(?P<int>\d{1,3}(?:,\d{3})+|\d+)(?:\.(?P<frac>\d+))?"
+    r"(?:/(?P<den>\d+))?(?P<pct>\s*%|\s+percent\b)?(?![\w]|[.,/]\d)"
+)
+
+
+def _value(m: re.Match) -> float | None:
+    value = float(m["int"].replace(",", "") + (f".{m['frac']}" if m["frac"] else ""))
+    if m["den"] is not None:
+        if int(m["den"]) == 0:
+            return None
+        value /= int(m["den"])
+    return -value if m["sign"] in ("-", "\u2212") else value
+
+
+def parse_number(text: str) -> float | None:
+    """`text` as one whole number (see WHOLE_NUMBER), or None when it is not exactly one."""
+    m = WHOLE_NUMBER.fullmatch(text.strip().rstrip("."))
+    return _value(m) if m else None
+
+
+def stated_numbers(clause: str) -> list[tuple[float, int]]:
+    """(value, offset) of every whole number in a clause as written."""
+    return [(v, m.start()) for m in WHOLE_NUMBER.finditer(clause) if (v := _value(m)) is not None]
+
+
+def _negated(clause: str, at: int) -> bool:
+    return NEGATION.search(normalize(clause[:at])) is not None
+
+
 def asserts(answer: str, phrase: str) -> bool:
-    """The answer states `phrase`: a whole-word mention in a clause with no negation before it."""
+    """The answer states `phrase`: a whole-word mention in a clause with no negation before it (for a
+    number, the same whole number: value, sign and all)."""
+    target = parse_number(phrase)
+    if target is not None:
+        return any(
+            v == target and not _negated(clause, at)
+            for clause in CLAUSE_END.split(answer)
+            for v, at in stated_numbers(clause)
+        )
     pattern = whole_words(phrase)
     for clause in clauses(answer):
         for m in pattern.finditer(clause):
@@ -124,20 +166,23 @@ def asserts(answer: str, phrase: str) -> bool:
 
 
 def is_number(text: str) -> bool:
-    return re.fullmatch(NUMBER, normalize(text)) is not None
+    return parse_number(text) is not None
+
+
+STATED_AFTER = re.compile(r"\b(?:is|equals|equal to|makes|gives)\s+$", re.IGNORECASE)
 
 
 def stated_result(answer: str) -> float | None:
     """The number an answer gives as its result: the first one after is/=/equals in a clause without
     negation, else the last number not negated in its clause."""
     last = None
-    for clause in clauses(answer.replace("=", " equals ")):
-        stated = next((m for m in STATED.finditer(clause) if not NEGATION.search(clause[: m.start()])), None)
-        if stated:
-            return float(stated.group(1))
-        for m in re.finditer(rf"(?<![\w.]){NUMBER}(?![\w.])", clause):
-            if not NEGATION.search(clause[: m.start()]):
-                last = float(m.group())
+    for clause in CLAUSE_END.split(answer.replace("=", " equals ")):
+        found = [(v, at) for v, at in stated_numbers(clause) if not _negated(clause, at)]
+        stated = next((v for v, at in found if STATED_AFTER.search(clause[:at])), None)
+        if stated is not None:
+            return stated
+        if found:
+            last = found[-1][0]
     return last
 
 
@@ -165,10 +210,10 @@ def score_item(item: dict, answer: str) -> tuple[bool, str]:
             return False, "not a single letter"
         return m.group(1).upper() in {t.upper() for t in item["truth"]}, "letter"
     if fmt == "number":
-        if not re.fullmatch(r"-?\d[\d,]*(\.\d+)?\.?", stripped):
+        value = parse_number(stripped)
+        if value is None:
             return False, "not a number only"
-        value = float(stripped.rstrip(".").replace(",", ""))
-        return any(value == float(t.replace(",", "")) for t in item["truth"]), "number"
+        return any(value == parse_number(t) for t in item["truth"]), "number"
     if fmt == "list":
         entries = list_items(stripped)
         if len(entries) != item["format"]["n"]:
@@ -181,7 +226,7 @@ def score_item(item: dict, answer: str) -> tuple[bool, str]:
         result = stated_result(stripped)
         if result is None:
             return False, "no stated result"
-        hit = any(result == float(normalize(t)) for t in item["truth"])
+        hit = any(result == parse_number(t) for t in item["truth"])
         return hit, f"stated result {result:g}"
     for anchor in item.get("false", []):
         if asserts(stripped, anchor):

@@ -128,3 +128,40 @@ def test_jsonl_lines_may_hold_unicode_line_separators(tmp_path):
         json.dumps({"id": "a", "category": "c", "prompt": "one\u2028two", "truth": ["x"]}, ensure_ascii=False) + "\n"
     )
     assert load_bench(path)[0]["prompt"] == "one\u2028two"
+
+
+def _item(truth, fmt=None, prompt="What is the freezing point of water at sea level in degrees Celsius?"):
+    item = {"id": "n", "category": "science", "prompt": prompt, "truth": truth}
+    return {**item, "format": fmt} if fmt else item
+
+
+@pytest.mark.parametrize(
+    "item, answer, passes",
+    [
+        # a number inside a number is not the number (it passed as "matched '0'" before)
+        (_item(["0"]), "The freezing point of water at sea level is -18.0°C.", False),
+        (_item(["0"]), "It freezes at 0 °C.", True),
+        (_item(["0"]), "Water freezes at 0.0 degrees Celsius.", True),
+        (_item(["0"]), "It is 10 degrees.", False),
+        (_item(["-40"], prompt="At what temperature are Celsius and Fahrenheit equal?"), "At -40 degrees.", True),
+        (_item(["-40"], prompt="At what temperature are Celsius and Fahrenheit equal?"), "At 40 degrees.", False),
+        (_item(["1,000"], prompt="How many grams are in a kilogram?"), "There are 1000 grams.", True),
+        (_item(["1,000"], prompt="How many grams are in a kilogram?"), "There are 1,000,000 grams.", False),
+        (_item(["1,000"], prompt="How many grams are in a kilogram?"), "There are 1.000 grams.", False),
+        (_item(["0.5"], prompt="What is a half as a decimal?"), "It is 1/2.", True),
+        (_item(["0.5"], prompt="What is a half as a decimal?"), "It is 1/20.", False),
+        (_item(["10%"], prompt="What share is one tenth?"), "It is 10 percent.", True),
+        (_item(["10%"], prompt="What share is one tenth?"), "It is 100%.", False),
+        (_item(["0"]), "It is not 0, it is 4.", False),
+        # number-only items: the reply is one whole number
+        (_item(["-7"], {"type": "number"}), "-7", True),
+        (_item(["-7"], {"type": "number"}), "7", False),
+        (_item(["123"], {"type": "number"}), "1,2,3", False),
+        (_item(["3.5"], {"type": "number"}), "3.5.", True),
+        (_item(["1000"], {"type": "number"}), "1,000", True),
+    ],
+)
+def test_a_stated_number_is_one_whole_number(item, answer, passes):
+    from slm.eval.bench import score_item
+
+    assert score_item(item, answer)[0] is passes, score_item(item, answer)
