@@ -241,21 +241,109 @@ def score_item(item: dict, answer: str) -> tuple[bool, str]:
     return False, "no accepted answer"
 
 
+def reply_form(item: dict, answer: str) -> bool:
+    """The reply has the asked form, right or wrong: one letter, a bare yes/no, one number only, exactly
+    N items; for a plain item, an answer was asserted (a reply that is not empty and not an echo of
+    the prompt; for a calculation, a stated result)."""
+    fmt = (item.get("format") or {}).get("type")
+    stripped = answer.strip()
+    if fmt == "yes_no":
+        return normalize(stripped) in ("yes", "no")
+    if fmt == "letter":
+        return re.fullmatch(r"\(?[A-Za-z][.)]?", stripped) is not None
+    if fmt == "number":
+        return parse_number(stripped) is not None
+    if fmt == "list":
+        return len(list_items(stripped)) == item["format"]["n"]
+    if item["truth"] and all(is_number(t) for t in item["truth"]) and re.search(r"\d", item["prompt"]):
+        return stated_result(stripped) is not None
+    said = normalize(stripped)
+    return bool(said) and said not in normalize(item["prompt"])
+
+
+def form_answer(item: dict, answer: str) -> str | None:
+    """A format item's reply reduced to what is compared (the letter, yes/no, the number), for the answer
+    bias; None for a reply not in the form, or a list or plain item."""
+    fmt = (item.get("format") or {}).get("type")
+    if not reply_form(item, answer):
+        return None
+    if fmt == "yes_no":
+        return normalize(answer)
+    if fmt == "letter":
+        return re.fullmatch(r"\(?([A-Za-z])[.)]?", answer.strip()).group(1).upper()
+    if fmt == "number":
+        return f"{parse_number(answer):g}"
+    return None
+
+
+def constant_answers(fmt: str, items: list[dict]) -> list[str]:
+    """The replies a constant answerer of a format type could give: yes and no; every letter the items
+    accept (A-D at least); every number they accept."""
+    if fmt == "yes_no":
+        return ["yes", "no"]
+    if fmt == "letter":
+        return sorted({"A", "B", "C", "D"} | {t.strip().upper() for i in items for t in i["truth"]})
+    if fmt == "number":
+        return sorted({f"{parse_number(t):g}" for i in items for t in i["truth"]})
+    return []
+
+
+def format_report(items: list[dict], answers: list[str], correct: list[bool]) -> dict:
+    """Per format type: how many items, how many in the form and correct, the best constant answerer
+    (what always answering "yes", or always "A", would score on the same items) and the reply's answer
+    bias (the share of its most frequent reply). A score a constant answerer matches shows no skill."""
+    by_fmt: dict[str, list[int]] = defaultdict(list)
+    for k, item in enumerate(items):
+        fmt = (item.get("format") or {}).get("type")
+        if fmt in ("yes_no", "letter", "number"):
+            by_fmt[fmt].append(k)
+    out = {}
+    for fmt, ks in sorted(by_fmt.items()):
+        group = [items[k] for k in ks]
+        best = max(
+            ((c, sum(score_item(i, c)[0] for i in group)) for c in constant_answers(fmt, group)),
+            key=lambda pair: pair[1],
+        )
+        given = [a for k in ks if (a := form_answer(items[k], answers[k])) is not None]
+        top = max(set(given), key=given.count) if given else None
+        passed = sum(correct[k] for k in ks)
+        out[fmt] = {
+            "total": len(ks),
+            "passed": passed,
+            "form": sum(reply_form(items[k], answers[k]) for k in ks),
+            "constant": {"answer": best[0], "passed": best[1]},
+            "bias": {"answer": top, "share": given.count(top) / len(ks) if top is not None else 0.0},
+            "beats_constant": passed > best[1],
+        }
+    return out
+
+
 def summarize(items: list[dict], answers: list[str]) -> dict:
-    per_item, by_cat = [], defaultdict(lambda: [0, 0])
+    per_item, by_cat = [], defaultdict(lambda: [0, 0, 0])
     for item, answer in zip(items, answers):
         passed, reason = score_item(item, answer)
+        form = reply_form(item, answer)
         per_item.append(
-            {"id": item["id"], "category": item["category"], "answer": answer, "passed": passed, "reason": reason}
+            {
+                "id": item["id"],
+                "category": item["category"],
+                "answer": answer,
+                "passed": passed,
+                "form": form,
+                "reason": reason,
+            }
         )
         by_cat[item["category"]][0] += passed
         by_cat[item["category"]][1] += 1
-    total = sum(p for p, _ in by_cat.values())
+        by_cat[item["category"]][2] += form
+    total = sum(p for p, _, _ in by_cat.values())
     return {
         "passed": total,
         "total": len(items),
         "score": total / len(items),
-        "categories": {c: {"passed": p, "total": n, "score": p / n} for c, (p, n) in by_cat.items()},
+        "form": sum(f for _, _, f in by_cat.values()),
+        "categories": {c: {"passed": p, "total": n, "score": p / n, "form": f} for c, (p, n, f) in by_cat.items()},
+        "formats": format_report(items, answers, [i["passed"] for i in per_item]),
         "items": per_item,
     }
 

@@ -13,7 +13,16 @@ def pct(x: float | None) -> str:
 
 def markdown_table(report: Selection) -> str:
     domains = sorted({d for row in report.candidates for d in row.domains})
-    head = ["Candidate", "Kind", "MMLU", *[d.replace("_", " ") for d in domains], "Bench", "Status", "Reason"]
+    head = [
+        "Candidate",
+        "Kind",
+        "MMLU",
+        *[d.replace("_", " ") for d in domains],
+        "Bench (correct)",
+        "In form",
+        "Status",
+        "Reason",
+    ]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in report.candidates:
         name = f"**{row.name}**" if row.status == "champion" else row.name
@@ -23,6 +32,7 @@ def markdown_table(report: Selection) -> str:
             f"{pct(row.mmlu)} ± {pct(row.mmlu_se)}",
             *[pct(row.domains.get(d)) for d in domains],
             "—" if row.bench is None else f"{row.bench_passed}/{row.bench_total}",
+            "—" if row.bench_form is None else f"{row.bench_form}/{row.bench_total}",
             row.status,
             row.reason,
         ]

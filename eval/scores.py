@@ -38,9 +38,10 @@ class MMLUScores(Record):
 
 
 class CategoryScore(Record):
-    passed: int
+    passed: int  # correct: the headline
     total: int
     score: float
+    form: int | None = None  # replies in the asked form, right or wrong (None: scored before it was kept)
 
 
 class BenchItem(Record):
@@ -49,6 +50,29 @@ class BenchItem(Record):
     answer: str
     passed: bool
     reason: str
+    form: bool | None = None
+
+
+class ConstantAnswer(Record):
+    answer: str
+    passed: int
+
+
+class AnswerBias(Record):
+    answer: str | None
+    share: float
+
+
+class FormatScore(Record):
+    """One format type (yes_no, letter, number) of a bench: correct and in form, beside the best
+    constant answerer on the same items and the reply's answer bias."""
+
+    total: int
+    passed: int
+    form: int
+    constant: ConstantAnswer
+    bias: AnswerBias
+    beats_constant: bool
 
 
 class BenchScores(Record):
@@ -57,6 +81,8 @@ class BenchScores(Record):
     score: float
     categories: dict[str, CategoryScore]
     items: list[BenchItem] = []
+    form: int | None = None
+    formats: dict[str, FormatScore] | None = None  # None: scored before format reports were kept
 
 
 class Scores(Record):
@@ -114,6 +140,7 @@ class SelectionRow(Record):
     bench: float | None = None
     bench_passed: int | None = None
     bench_total: int | None = None
+    bench_form: int | None = None  # replies in the asked form (right or wrong)
     status: str  # champion | not selected | rejected | reference | scored
     reason: str
     regressions: list[dict[str, Any]] | None = None

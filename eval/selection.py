@@ -253,6 +253,7 @@ def report_row(cand: Candidate, status: str, reason: str, regressions: list[dict
         bench=s.bench.score if s.bench else None,
         bench_passed=s.bench.passed if s.bench else None,
         bench_total=s.bench.total if s.bench else None,
+        bench_form=s.bench.form if s.bench else None,
         status=status,
         reason=reason,
         regressions=regressions,

@@ -83,7 +83,30 @@ def test_exact_n_list_format():
 def test_summary_per_category():
     items = [item(["a"], category="x"), item(["b"], category="x"), item(["c"], category="y")]
     s = summarize(items, ["a", "no", "c"])
-    assert s["passed"] == 2 and s["categories"]["x"] == {"passed": 1, "total": 2, "score": 0.5}
+    assert s["passed"] == 2 and s["categories"]["x"] == {"passed": 1, "total": 2, "score": 0.5, "form": 2}
+    assert s["form"] == 3 and s["formats"] == {}  # "no" asserts an answer (a wrong one): in form, not correct
+
+
+def test_form_is_kept_apart_from_correctness_beside_a_constant_answerer():
+    yes_no = [
+        {**item([t], category="yn"), "id": f"yn{k}", "format": {"type": "yes_no"}}
+        for k, t in enumerate(["yes", "no", "no", "no"])
+    ]
+    letters = [
+        {**item([t], category="abc"), "id": f"l{k}", "format": {"type": "letter"}}
+        for k, t in enumerate(["A", "B", "C", "A"])
+    ]
+    items = yes_no + letters
+    always_yes_and_a = ["Yes"] * 4 + ["A"] * 4
+    s = summarize(items, always_yes_and_a)
+    assert s["categories"]["yn"] == {"passed": 1, "total": 4, "score": 0.25, "form": 4}
+    yn, abc = s["formats"]["yes_no"], s["formats"]["letter"]
+    assert yn["constant"] == {"answer": "no", "passed": 3} and yn["bias"] == {"answer": "yes", "share": 1.0}
+    assert abc["passed"] == 2 and abc["constant"] == {"answer": "A", "passed": 2} and not abc["beats_constant"]
+    right = summarize(items, ["yes", "no", "no", "no", "A", "B", "C", "A"])
+    assert right["formats"]["yes_no"]["beats_constant"] and right["formats"]["letter"]["beats_constant"]
+    rambling = summarize(items, ["I think so, yes."] * 4 + ["The answer is A."] * 4)
+    assert rambling["form"] == 0 and rambling["formats"]["letter"]["bias"] == {"answer": None, "share": 0.0}
 
 
 @pytest.mark.parametrize(
