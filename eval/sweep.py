@@ -96,9 +96,14 @@ def model_dir(ref: ModelRef) -> Path:
 def settings_digest(sweep: SweepSpec) -> str:
     bench_file = resolve_path(sweep.bench) if sweep.bench else None
     bench_sha = hashlib.sha256(bench_file.read_bytes()).hexdigest() if bench_file and bench_file.is_file() else None
+    # The scoring rules are part of what a cached score means: scores made under an earlier rule (one
+    # that passed "-18.0" for "0") are not served as this rule's.
+    from slm.eval import bench
+
+    rules_sha = hashlib.sha256(Path(bench.__file__).read_bytes()).hexdigest()
     return config_digest(
         sweep.model_dump(mode="json", exclude={"mmlu_dir", "batch_size", "score_precursor"}),
-        {"bench_sha256": bench_sha},
+        {"bench_sha256": bench_sha, "bench_rules_sha256": rules_sha},
     )
 
 
