@@ -57,16 +57,30 @@ def gate_table(gate: GateVerdict) -> str:
         f"Gate ({verdict}): {gate.candidate} vs {gate.input_model}, paired exact McNemar tests, "
         f"worse = fewer correct with p < {gate.alpha}. {gate.reason[0].upper()}{gate.reason[1:]}.",
         "",
-        "| Test | n | Input model | Champion | Δ | p | Worse |",
-        "|---|---|---|---|---|---|---|",
+        "| Test | n | Input model | Champion | Δ | p | Worse | Smallest drop it sees |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for t in gate.tests:
         lines.append(
             f"| {t.what} | {t.n} | {t.input} ({t.input / t.n:.1%}) | "
             f"{t.candidate} ({t.candidate / t.n:.1%}) | {t.delta:+.1%} | {t.p:.3g} | "
-            f"{'yes' if t.worse else 'no'} |"
+            f"{'yes' if t.worse else 'no'} | {seeable(t)} |"
         )
+    lines += [
+        "",
+        "Smallest drop it sees: the drop in accuracy the test detects with power 0.8 at α "
+        f"= {gate.alpha}, at the disagreement measured between the two models (with none, the best case: "
+        "every changed item a loss); a drop below it can pass unseen (eval/power.py).",
+    ]
     return "\n".join(lines)
+
+
+def seeable(t) -> str:
+    if t.discordant is None:
+        return "—"  # a verdict stored before this was measured
+    if t.detectable is None:
+        return "none at this disagreement"
+    return f"{t.detectable:.1%}"
 
 
 def plot(report: Selection, reference: list[SelectionRow], out: Path, title: str) -> None:

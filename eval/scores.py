@@ -156,6 +156,8 @@ class PairedTest(Record):
     delta: float  # (candidate - input) / n
     p: float
     worse: bool | None = None  # set by the gate: delta < 0 and p < alpha
+    discordant: int | None = None  # items on which the two models disagree
+    detectable: float | None = None  # the smallest drop seen at alpha, power 0.8, at this discordance (eval/power.py)
 
 
 class GateVerdict(Record):

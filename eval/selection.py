@@ -99,6 +99,7 @@ def paired_tests(a: Scores, b: Scores, categories: bool) -> list[PairedTest]:
                     input=sum(ys),
                     delta=(sum(xs) - sum(ys)) / n,
                     p=mcnemar_p(xs, ys),
+                    discordant=sum(x != y for x, y in zip(xs, ys)),
                 )
             )
 
@@ -122,9 +123,13 @@ def bench_regressions(leader: Scores, runner: Scores, alpha: float) -> list[dict
 
 def gate(candidate: Candidate, input_model: Candidate, spec: GateSpec) -> GateVerdict:
     """Is the candidate significantly worse than the stage's input model anywhere it is tested?"""
+    from slm.eval.power import detectable_drop
+
     tests = paired_tests(candidate.scored, input_model.scored, spec.bench_categories)
     for t in tests:
         t.worse = t.delta < 0 and t.p < spec.alpha
+        # what this test could have seen: at the disagreement measured here (none: the best case)
+        t.detectable = detectable_drop(t.n, spec.alpha, t.discordant / t.n if t.discordant else None)
     worse = [t for t in tests if t.worse]
     if worse:
         reason = "not promoted: regresses vs its input model — " + "; ".join(

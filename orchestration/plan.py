@@ -165,5 +165,31 @@ def dry_run(
             f"{f', paired gate α={gate.alpha:g}' if gate.enabled else ''}) as "
             f"{pipeline.line}@{layout.version_name(next_number, name)}, with its card"
         )
+        if gate.enabled:
+            lines.append(f"  power   {gate_power(pipeline)}")
         next_number += 1
     return lines
+
+
+def gate_power(pipeline: PipelineConfig) -> str:
+    """What the gate's tests can see for the item counts configured, before anything is scored: the
+    best case (every changed item a loss). The selection report states it again at the measured
+    disagreement."""
+    from collections import Counter
+
+    from slm.eval.power import describe
+
+    s, alpha = pipeline.sweep, pipeline.selection.gate.alpha
+    parts = []
+    if not mmlu.is_hub(s.mmlu_dir):
+        counts = mmlu.count_items(resolve_path(s.mmlu_dir), mmlu.select_subjects(s.subjects))
+        parts.append(f"MMLU {describe(sum(min(c, s.limit) if s.limit else c for c in counts.values()), alpha)}")
+    if s.bench:
+        items = load_bench(resolve_path(s.bench))
+        parts.append(f"bench {describe(len(items), alpha)}")
+        if pipeline.selection.gate.bench_categories:
+            for category, n in sorted(Counter(i["category"] for i in items).items()):
+                parts.append(f"bench:{category} {describe(n, alpha)}")
+    return f"the gate sees a drop (α = {alpha:g}, power 0.8, best case: every changed item a loss) of " + "; ".join(
+        parts
+    )
