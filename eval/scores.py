@@ -59,7 +59,7 @@ class ConstantAnswer(Record):
 
 
 class AnswerBias(Record):
-    answer: str | None
+    answer: str | None = None  # None: no reply was in the form
     share: float
 
 

@@ -147,6 +147,26 @@ def gate(candidate: Candidate, input_model: Candidate, spec: GateSpec) -> GateVe
     )
 
 
+def gate_record(v: GateVerdict) -> dict:
+    """A verdict as `gate.json` holds it (the evaluator's --baseline and the stage gate alike)."""
+    return {
+        "model": v.candidate,
+        "passed": v.passed,
+        "tests": [
+            {
+                "name": t.what,
+                "kind": "binary",  # exact McNemar on per-item correctness
+                "n": t.n,
+                "effect": t.delta,
+                "p": t.p,
+                "passed": not t.worse,
+                "detectable": t.detectable,
+            }
+            for t in v.tests
+        ],
+    }
+
+
 def guard_regressions(leader: Scores, runner: Scores, policy: SelectionPolicy) -> list[dict]:
     scored = list(leader.mmlu.subjects)
     out = []

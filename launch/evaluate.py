@@ -33,6 +33,12 @@ def main(argv=None):
     p.add_argument("--name", help="report name under evaluations/ (default: a digest of the models and settings)")
     p.add_argument("--select", action="store_true", help="choose a champion under the pipeline's selection policy")
     p.add_argument("--merge", action="store_true", help="SLERP the champion with the runner-up and score the merges")
+    p.add_argument(
+        "--baseline",
+        metavar="MODEL",
+        help="judge every other model against this one with the stage gate's tests (verdicts to gate.json; "
+        "exit 0 either way)",
+    )
     args = p.parse_args(argv)
     pipeline, store, _ = open_pipeline(args.pipeline, args.store, args.overrides)
     if args.print_config:
@@ -52,10 +58,24 @@ def main(argv=None):
         check_settings(pipeline)
         candidates_of(args.models, store)  # every reference resolved (no weights fetched), as the real run does
         extra = (" and choose a champion" if args.select else "") + (" (with SLERP merges)" if args.merge else "")
+        if args.baseline:
+            candidates_of([args.baseline], store)
+            extra += f", then judge each against {args.baseline} ({plan.gate_power(pipeline)})"
         print(f"score {', '.join(args.models)} on {plan.sweep_plan(pipeline)}{extra}\n\n{DRY_RUN_DONE}")
         return
-    out, report = evaluate(pipeline, store, args.models, args.name, args.select, args.merge)
+    out, report = evaluate(pipeline, store, args.models, args.name, args.select, args.merge, args.baseline)
     print(markdown_table(report))
+    if args.baseline:
+        verdicts = store.read_json(f"{out}/gate.json")
+        for judged in verdicts["judged"]:
+            print(f"\n{judged['model']} vs {args.baseline}: {'passed' if judged['passed'] else 'FAILED'}")
+            for t in judged["tests"]:
+                seen = "—" if t["detectable"] is None else f"{t['detectable']:.1%}"
+                print(
+                    f"  {'pass' if t['passed'] else 'FAIL'}  {t['name']:<20} n={t['n']:<6} "
+                    f"effect {t['effect']:+.1%}  p = {t['p']:.3g}  (sees drops >= {seen})"
+                )
+        print(store.url(f"{out}/gate.json"))
     print(store.url(layout.selection_file(layout.sweep_dir(out), "md")))
 
 

@@ -15,8 +15,8 @@ from slm.config import PipelineConfig, config_digest, resolve_path
 from slm.errors import UserError
 from slm.eval import bench, mmlu
 from slm.eval.local_data import LOCAL_TASKS
-from slm.eval.scores import Candidate, Selection
-from slm.eval.selection import report_row, select
+from slm.eval.scores import Candidate, GateVerdict, Selection
+from slm.eval.selection import gate, gate_record, report_row, select
 from slm.eval.sweep import candidate_digests, settings_digest, sweep
 from slm.log import log
 from slm.modeling import resolve_ref
@@ -100,6 +100,7 @@ def evaluate(
     name: str | None = None,
     choose: bool = False,
     merge: bool = False,
+    baseline: str | None = None,
 ) -> tuple[str, Selection]:
     """Score `specs`; returns (the evaluation's store prefix, the report). Laid out like a run:
     `<prefix>/sweep/` holds each model's scores and selection.json/.md/.png, `<prefix>/merges/` the merges."""
@@ -111,7 +112,15 @@ def evaluate(
             f"evaluations/<name>/ in the store)"
         )
     check_settings(pipeline)
+    if baseline is not None and baseline not in specs:
+        specs = [baseline, *specs]
     candidates = candidates_of(specs, store)
+    base_name = None
+    if baseline is not None:
+        named = candidates_of([baseline], store)
+        if len(named) != 1:
+            raise UserError(f"--baseline {baseline}: names {len(named)} models (a run's checkpoints); name one")
+        base_name = named[0].name
     if merge and (len(candidates) < 2 or any(c.key is None for c in candidates)):
         raise UserError(
             "--merge needs at least two models that are trees of this store (run checkpoints, "
@@ -142,4 +151,27 @@ def evaluate(
     write_report(
         store, layout.sweep_dir(out), selection, [], f"{pipeline.line} · evaluation of {len(candidates)} model(s)"
     )
+    if baseline is not None:
+        base = scored[base_name]
+        judged = [scored[c.name] for c in candidates if c.name != base_name]
+        verdicts = judge(store, out, base, judged, pipeline, baseline)
+        for v in verdicts:
+            log(f"[evaluate] {v.candidate} vs {baseline}: {'passed' if v.passed else 'failed'} — {v.reason}")
     return out, selection
+
+
+def judge(
+    store: Store, out: str, base: Candidate, judged: list[Candidate], pipeline: PipelineConfig, baseline: str
+) -> list[GateVerdict]:
+    """Every judged model against the baseline with the stage gate's own tests and settings; the
+    verdicts to `<out>/gate.json`, in the shape the stage gate writes."""
+    verdicts = [gate(c, base, pipeline.selection.gate) for c in judged]
+    store.write_json(
+        f"{out}/gate.json",
+        {
+            "baseline": baseline,
+            "alpha": pipeline.selection.gate.alpha,
+            "judged": [gate_record(v) for v in verdicts],
+        },
+    )
+    return verdicts

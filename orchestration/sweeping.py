@@ -13,7 +13,7 @@ from slm.errors import UserError
 from slm.eval import merge, report
 from slm.eval.mmlu import SUBJECT_DOMAINS, select_subjects
 from slm.eval.scores import Candidate, Selection
-from slm.eval.selection import gate, report_row, select
+from slm.eval.selection import gate, gate_record, report_row, select
 from slm.eval.sweep import candidate_digests, sweep
 from slm.log import log
 from slm.modeling import champion_pointer
@@ -160,6 +160,15 @@ def sweep_and_select(
     champion = next(c for c in pool if c.name == selection.champion)
     if gated:
         selection.gate = gate(champion, scored[precursor.name], pipeline.selection.gate)
+        store.write_json(
+            layout.gate_file(pipeline.line, record.stage),
+            {
+                "run": prefix,
+                "baseline": precursor.spec or precursor.name,
+                "alpha": pipeline.selection.gate.alpha,
+                "judged": [gate_record(selection.gate)],
+            },
+        )
     if precursor and precursor.name in scored:
         reference = [report_row(scored[precursor.name], "baseline", f"this stage's input model ({precursor.spec})")]
     if incumbent and incumbent.name in scored:

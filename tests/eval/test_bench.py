@@ -107,6 +107,10 @@ def test_form_is_kept_apart_from_correctness_beside_a_constant_answerer():
     assert right["formats"]["yes_no"]["beats_constant"] and right["formats"]["letter"]["beats_constant"]
     rambling = summarize(items, ["I think so, yes."] * 4 + ["The answer is A."] * 4)
     assert rambling["form"] == 0 and rambling["formats"]["letter"]["bias"] == {"answer": None, "share": 0.0}
+    from slm.eval.scores import BenchScores
+
+    typed = BenchScores.model_validate(rambling)  # and the stored form (None left out) loads back
+    assert BenchScores.model_validate(typed.to_json()) == typed
 
 
 @pytest.mark.parametrize(

@@ -65,6 +65,24 @@ def test_two_models_are_scored_selected_and_cached(models):
     assert "| **" + report["champion"] + "** |" in store.read_text("evaluations/pair/sweep/selection.md")
     assert proc.stdout.strip().endswith("evaluations/pair/sweep/selection.md")
 
+    # judged against a baseline with the stage gate's tests: the same model re-saved passes every test
+    import shutil
+
+    resaved = root / "a-resaved"
+    shutil.copytree(a, resaved, dirs_exist_ok=True)
+    judged = evaluate(root, a, resaved, b, "--baseline", a, "--name", "judged")
+    assert judged.returncode == 0, judged.stderr[-3000:]
+    verdicts = store.read_json("evaluations/judged/gate.json")
+    assert verdicts["baseline"] == str(a) and verdicts["alpha"] == 0.05
+    by_model = {v["model"]: v for v in verdicts["judged"]}
+    assert set(by_model) == {resaved.name, b.name}  # the baseline is not judged against itself
+    same = by_model[resaved.name]
+    assert same["passed"] and all(t["passed"] and t["effect"] == 0 and t["p"] == 1 for t in same["tests"])
+    names = [t["name"] for t in same["tests"]]
+    assert names[:2] == ["MMLU", "bench"] and all(t["kind"] == "binary" for t in same["tests"])
+    assert f"{resaved.name} vs {a}: passed" in judged.stdout and "  pass  MMLU" in judged.stdout
+    assert judged.stdout.strip().splitlines()[-2].endswith("evaluations/judged/gate.json")
+
     again = evaluate(root, a, "--name", "again")  # same weights, same settings: the cache answers
     assert again.returncode == 0, again.stderr[-3000:]
     assert f"[sweep] {a.name}: cached scores" in again.stderr
