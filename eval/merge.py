@@ -70,6 +70,46 @@ def slerp(champion: Path, precursor: Path, t: float, out_dir: Path) -> dict:
     return config
 
 
+def average_config(models: list[Path]) -> dict:
+    return {
+        "merge_method": "linear",
+        "models": [{"model": str(m), "parameters": {"weight": 1.0}} for m in models],
+        "parameters": {"normalize": True},
+        "dtype": "float32",
+    }
+
+
+def average(models: list[Path], out_dir: Path) -> dict:
+    """The uniform average of `models` (weights of one architecture), by mergekit's linear merge."""
+    require_extra("mergekit", "merge", "checkpoint averaging (merge.average_last)")
+    from mergekit.config import MergeConfiguration
+    from mergekit.merge import MergeOptions, run_merge
+
+    for other in models[1:]:
+        check_compatible(models[0], other)
+    config = average_config(models)
+    run_merge(
+        MergeConfiguration.model_validate(config),
+        str(out_dir),
+        options=MergeOptions(copy_tokenizer=True, write_model_card=False, quiet=True, random_seed=0),
+    )
+    (out_dir / "mergekit_config.yml").write_text(yaml.safe_dump(config))
+    return config
+
+
+def average_candidate(store: Store, checkpoints: list[Candidate], k: int, out_prefix: str) -> Candidate:
+    """The average of the last k checkpoints (by step) as a complete store tree and a candidate."""
+    last = sorted(checkpoints, key=lambda c: c.step or 0)[-k:]
+    name = f"avg-last{len(last)}"
+    key = layout.merge_dir(out_prefix, name)
+    keys = [c.key for c in last]
+    if not store.is_complete(key):
+        with tempfile.TemporaryDirectory() as tmp:
+            config = average([model_dir(model_ref(store, c)) for c in last], Path(tmp) / "avg")
+            store.put_tree(Path(tmp) / "avg", key, meta={"merge": {"method": "linear", "of": keys, "mergekit": config}})
+    return Candidate(name=name, key=key, kind="merge", merge={"method": "average", "of": keys})
+
+
 def resolve_pairs(
     pairs: list[tuple[str, str]], ranked: list[str], candidates: dict[str, Candidate]
 ) -> list[tuple[Candidate, Candidate]]:

@@ -209,6 +209,19 @@ def select(candidates: list[Candidate | dict], policy: SelectionPolicy) -> Selec
             verdicts[leader.name] = {"status": "champion", "reason": "the only candidate left"}
             break
         runner = remaining[1]
+        plain = next((c for c in remaining if c.kind == "checkpoint"), None)
+        if leader.kind == "merge" and plain is not None:
+            # A merge or average is a cheap candidate beside the checkpoints it was made of: it wins only
+            # by more than noise over the best of them, else it stays on record as a backup.
+            lead = leader.scored.mmlu.acc - plain.scored.mmlu.acc
+            lead_p = mcnemar_p(*paired_items(leader.scored.mmlu, plain.scored.mmlu, list(leader.scored.mmlu.subjects)))
+            if lead <= 0 or lead_p >= policy.alpha:
+                verdicts[remaining.pop(0).name] = {
+                    "status": "backup",
+                    "reason": f"a merge, {lead:+.2%} MMLU over the best plain checkpoint {plain.name}: not beyond "
+                    f"noise (McNemar p = {lead_p:.2f}), so the checkpoint goes first; kept as a backup",
+                }
+                continue
         gain = leader.scored.mmlu.acc - runner.scored.mmlu.acc
         regressions = guard_regressions(leader.scored, runner.scored, policy)
         bench_lost = bench_regressions(leader.scored, runner.scored, policy.alpha) if policy.bench_guard else []

@@ -20,6 +20,7 @@ from slm.config import (
 from slm.data_builders import run_builder
 from slm.errors import UserError, require_extra
 from slm.eval.bench import load_bench
+from slm.eval.selection import gate_record
 from slm.log import log
 from slm.orchestration.promotion import promote_champion
 from slm.orchestration.sweeping import experiment_incumbent, sweep_and_select
@@ -224,6 +225,7 @@ def record_not_promoted(pipeline: PipelineConfig, store: Store, record: RunRecor
         candidate=selection.champion,
         reason=selection.gate.reason,
         gate=selection.gate.to_json(),
+        judged=gate_record(selection.gate),
         run_record=layout.run_record(record.run_prefix),
         decided_at=records.now(),
         overrule=f"python launch/promote.py {record.run_prefix} --reason '...'",

@@ -13,7 +13,7 @@ from slm.errors import UserError
 from slm.eval import merge, report
 from slm.eval.mmlu import SUBJECT_DOMAINS, select_subjects
 from slm.eval.scores import Candidate, Selection
-from slm.eval.selection import gate, gate_record, report_row, select
+from slm.eval.selection import gate, report_row, select
 from slm.eval.sweep import candidate_digests, sweep
 from slm.log import log
 from slm.modeling import champion_pointer
@@ -120,6 +120,9 @@ def add_merges(
                 raise
             # e.g. a pad token added to the vocabulary (slm/padding.py): the shapes no longer match
             log(f"[{tag}] no SLERP of the champion with its input model: {exc}")
+    plain = [c for c in candidates if c.kind == "checkpoint"]
+    if pipeline.merge.average_last and len(plain) >= 2:
+        merges.append(merge.average_candidate(store, plain, pipeline.merge.average_last, layout.merges_dir(prefix)))
     merged = sweep(store, merges, pipeline.sweep, layout.sweep_dir(prefix), pipeline.cluster.use_gpu, tag)
     return [merged[m.name] for m in merges]
 
@@ -160,15 +163,6 @@ def sweep_and_select(
     champion = next(c for c in pool if c.name == selection.champion)
     if gated:
         selection.gate = gate(champion, scored[precursor.name], pipeline.selection.gate)
-        store.write_json(
-            layout.gate_file(pipeline.line, record.stage),
-            {
-                "run": prefix,
-                "baseline": precursor.spec or precursor.name,
-                "alpha": pipeline.selection.gate.alpha,
-                "judged": [gate_record(selection.gate)],
-            },
-        )
     if precursor and precursor.name in scored:
         reference = [report_row(scored[precursor.name], "baseline", f"this stage's input model ({precursor.spec})")]
     if incumbent and incumbent.name in scored:

@@ -303,6 +303,16 @@ class MergeSpec(Strict):
     # More SLERP pairs beside champion × precursor, the first of each the base: "champion", "runner_up",
     # "precursor", or a candidate's name (e.g. checkpoint-60).
     pairs: list[tuple[str, str]] = []
+    # A uniform average of the last k complete checkpoints (mergekit's linear merge), scored as one more
+    # candidate: 0 is off, 1 would be the last checkpoint itself.
+    average_last: int = Field(0, ge=0, le=32)
+
+    @field_validator("average_last")
+    @classmethod
+    def _an_average_of_several(cls, k):
+        if k == 1:
+            raise ValueError("average_last: 1 is the last checkpoint itself; give 0 (off) or k >= 2")
+        return k
 
     @field_validator("t")
     @classmethod

@@ -263,11 +263,6 @@ def model_config(model_key: str) -> str:
     return f"{model_key}/config.json".lstrip("/")
 
 
-def gate_file(line: str, stage: str) -> str:
-    """`gates/<line>/<stage>.json`: the newest gate verdict of that stage of the line."""
-    return f"gates/{line}/{stage}.json"
-
-
 def evaluation_dir(name: str) -> str:
     """Reports of the standalone evaluator (launch/evaluate.py)."""
     return f"evaluations/{name}"

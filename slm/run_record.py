@@ -137,6 +137,8 @@ class NotPromoted(Stored):
     candidate: str | None
     reason: str
     gate: dict[str, Any]  # the selection report's gate verdict, as it was
+    # the verdict as evaluate --baseline writes gate.json: {model, passed, tests: [{name, kind, n, effect, p, ...}]}
+    judged: dict[str, Any] | None = None
     run_record: str
     decided_at: str
     overrule: str

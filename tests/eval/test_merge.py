@@ -83,3 +83,22 @@ def test_merge_pairs_resolve_aliases_and_name_unknown_candidates():
         resolve_pairs([("champion", "checkpoint-90")], ranked, candidates)
     with pytest.raises(UserError, match="same model"):
         resolve_pairs([("champion", "checkpoint-60")], ranked, candidates)
+
+
+def test_the_average_of_the_last_k_checkpoints_is_their_mean_and_a_complete_tree(tiny_model_dir, tmp_path):
+    from slm.eval.merge import average_candidate
+
+    store = Store.open(str(tmp_path / "store"))
+    for step, seed in ((5, 20), (10, 21), (15, 22)):
+        store.put_tree(tiny_model_dir(seed), f"runs/x/checkpoints/checkpoint-{step}")
+    plain = [
+        Candidate(name=f"checkpoint-{s}", key=f"runs/x/checkpoints/checkpoint-{s}", kind="checkpoint", step=s)
+        for s in (15, 5, 10)
+    ]
+    avg = average_candidate(store, plain, 2, "runs/x/merges")
+    assert avg.name == "avg-last2" and avg.kind == "merge" and store.is_complete(avg.key)
+    assert avg.merge["of"] == ["runs/x/checkpoints/checkpoint-10", "runs/x/checkpoints/checkpoint-15"]
+    merged = load_file(tmp_path / "store" / avg.key / "model.safetensors")
+    a, b = (load_file(tiny_model_dir(seed) / "model.safetensors") for seed in (21, 22))
+    name = "transformer.h.0.attn.c_attn.weight"
+    assert torch.allclose(merged[name], (a[name] + b[name]) / 2, atol=1e-6)

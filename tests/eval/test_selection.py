@@ -284,3 +284,15 @@ def test_bench_runs_on_different_prompts_are_not_compared():
     b = BenchScores.model_validate(bench_scores({**BENCH, "format": [0] * 20}))
     with pytest.raises(ValueError, match="different prompts"):
         paired_bench(a, b)
+
+
+def test_a_merge_within_noise_of_the_best_checkpoint_is_kept_as_a_backup():
+    ckpt = candidate("checkpoint-150", base_items(0.5), step=150)
+    items = base_items(0.5)
+    s = next(iter(items))
+    items[s][items[s].index(0)] = 1  # one item better: higher MMLU, nowhere near significant
+    average = candidate("avg-last2", items, kind="merge")
+    report = select([ckpt, average], SelectionPolicy(margin=0.0))
+    assert report.champion == "checkpoint-150"
+    backup = verdict(report, "avg-last2")
+    assert backup.status == "backup" and "not beyond noise" in backup.reason and "checkpoint-150" in backup.reason
