@@ -374,4 +374,69 @@ def run_bench(
             answers += [
                 tokenizer.decode(o[batch["input_ids"].shape[1] :], skip_special_tokens=True).strip() for o in out
             ]
-    return summarize(items, answers)
+        margins = answer_margins(model, tokenizer, items, batch_size, template)
+    summary = summarize(items, answers)
+    for row, (logprob, margin) in zip(summary["items"], margins):
+        row["logprob"], row["margin"] = logprob, margin
+    return summary
+
+
+def answer_frames(item: dict) -> tuple[str | None, list[str]]:
+    """The fixed replies an item is teacher-forced on: its first accepted answer and its FALSE anchors,
+    each as the whole reply. None for a list item with no accepted answer."""
+    truth = item["truth"][0] if item["truth"] else None
+    return truth, list(item.get("false", []))
+
+
+def answer_margins(
+    model, tokenizer, items: list[dict], batch_size: int = 16, template: str | None = None
+) -> list[tuple[float | None, float | None]]:
+    """(logprob, margin) per item, teacher-forced in the same pass as the greedy answers: the mean
+    per-token log-probability of the first accepted answer as the whole reply, and that minus the best
+    of the FALSE anchors' (an item without anchors: the logprob itself).
+
+    Why it is not fooled by a change of reply style: the replies scored are the item's own fixed
+    strings, not the model's; a model that learns to answer in one word, or in a sentence, is scored
+    on the same tokens before and after. The margin against the anchors cancels what moves every
+    reply's likelihood together (a shift in how likely any short reply is), leaving which answer the
+    model prefers."""
+    import torch
+
+    pairs = []  # (item index, 0 for the truth or 1 for an anchor, prompt, reply)
+    for k, item in enumerate(items):
+        truth, anchors = answer_frames(item)
+        if truth is None:
+            continue
+        prompt = prompt_text(tokenizer, item["prompt"], template=template)
+        pairs.append((k, 0, prompt, truth))
+        pairs += [(k, 1, prompt, a) for a in anchors]
+    scores: dict[tuple[int, int], list[float]] = defaultdict(list)
+    tokenizer.padding_side = "right"
+    try:
+        for i in range(0, len(pairs), batch_size):
+            chunk = pairs[i : i + batch_size]
+            prompt_ids = [tokenizer(p, add_special_tokens=False)["input_ids"] for _, _, p, _ in chunk]
+            reply_ids = [tokenizer(r, add_special_tokens=False)["input_ids"] for _, _, _, r in chunk]
+            width = max(len(a) + len(b) for a, b in zip(prompt_ids, reply_ids))
+            ids = torch.full((len(chunk), width), tokenizer.pad_token_id, dtype=torch.long)
+            mask = torch.zeros((len(chunk), width), dtype=torch.long)
+            for row, (a, b) in enumerate(zip(prompt_ids, reply_ids)):
+                ids[row, : len(a) + len(b)] = torch.tensor(a + b)
+                mask[row, : len(a) + len(b)] = 1
+            logits = model(input_ids=ids.to(model.device), attention_mask=mask.to(model.device)).logits.float()
+            logp = torch.log_softmax(logits[:, :-1], dim=-1)
+            for row, ((k, which, _, _), a, b) in enumerate(zip(chunk, prompt_ids, reply_ids)):
+                targets = torch.tensor(b, device=logp.device)
+                picked = logp[row, len(a) - 1 : len(a) - 1 + len(b)].gather(1, targets[:, None])
+                scores[(k, which)].append(float(picked.mean()))
+    finally:
+        tokenizer.padding_side = "left"
+    out = []
+    for k in range(len(items)):
+        if (k, 0) not in scores:
+            out.append((None, None))
+            continue
+        logprob = scores[(k, 0)][0]
+        anchors = scores.get((k, 1))
+        out.append((logprob, logprob - max(anchors) if anchors else logprob))
+    return out

@@ -66,6 +66,17 @@ def gate_table(gate: GateVerdict) -> str:
             f"{t.candidate} ({t.candidate / t.n:.1%}) | {t.delta:+.1%} | {t.p:.3g} | "
             f"{'yes' if t.worse else 'no'} | {seeable(t)} |"
         )
+    if gate.continuous:
+        lines += [
+            "",
+            "| Continuous test | n | Δ mean (nats/token) | 95% interval | Wilcoxon p | Floor | Worse |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for t in gate.continuous:
+            lines.append(
+                f"| {t.what} | {t.n} | {t.effect:+.4f} | [{t.low:+.4f}, {t.high:+.4f}] | {t.p:.3g} | "
+                f"−{t.floor:g} | {'yes' if t.worse else 'no'} |"
+            )
     lines += [
         "",
         "Smallest drop it sees: the drop in accuracy the test detects with power 0.8 at α "

@@ -51,6 +51,10 @@ class BenchItem(Record):
     passed: bool
     reason: str
     form: bool | None = None
+    # teacher-forced, per token: the first accepted answer's log-probability, and it minus the best FALSE
+    # anchor's (eval.bench.answer_margins); None for items scored before these were kept
+    logprob: float | None = None
+    margin: float | None = None
 
 
 class ConstantAnswer(Record):
@@ -160,6 +164,21 @@ class PairedTest(Record):
     detectable: float | None = None  # the smallest drop seen at alpha, power 0.8, at this discordance (eval/power.py)
 
 
+class ContinuousTest(Record):
+    """A paired test of a continuous per-item signal (Wilcoxon signed-rank on candidate − input): worse
+    only when the mean shift is below −floor and p < alpha, so a trivial but significant shift (a bf16
+    round trip) does not refuse a model."""
+
+    what: str  # e.g. bench-margin, bench-margin:<category>
+    n: int
+    effect: float  # mean of candidate − input (nats per token)
+    low: float  # a 95% interval of that mean (t interval)
+    high: float
+    p: float
+    floor: float
+    worse: bool
+
+
 class GateVerdict(Record):
     """The champion against the stage's input model (eval.selection.gate): promoted only if passed."""
 
@@ -169,11 +188,13 @@ class GateVerdict(Record):
     alpha: float
     reason: str
     tests: list[PairedTest]
+    continuous: list[ContinuousTest] = []
 
     @property
     def summary(self) -> str:
         """One line: passed or not, and each paired test (what, candidate vs input, p)."""
         tests = ", ".join(f"{t.what} {t.candidate}/{t.n} vs {t.input}/{t.n} (p = {t.p:.2g})" for t in self.tests)
+        tests += "".join(f", {t.what} {t.effect:+.3f} nats/token (p = {t.p:.2g})" for t in self.continuous)
         return f"{self.reason if not self.passed else 'passed'} [{tests}]"
 
 

@@ -27,6 +27,7 @@ from slm.eval.mmlu import DOMAINS, SUBJECT_DOMAINS
 from slm.eval.scores import (
     BenchScores,
     Candidate,
+    ContinuousTest,
     GateVerdict,
     MMLUScores,
     NoiseTest,
@@ -130,21 +131,74 @@ def gate(candidate: Candidate, input_model: Candidate, spec: GateSpec) -> GateVe
         t.worse = t.delta < 0 and t.p < spec.alpha
         # what this test could have seen: at the disagreement measured here (none: the best case)
         t.detectable = detectable_drop(t.n, spec.alpha, t.discordant / t.n if t.discordant else None)
+    # always measured and reported; they refuse a model only when selection.gate.continuous is on
+    continuous = continuous_tests(
+        candidate.scored, input_model.scored, spec.alpha, spec.continuous_floor, spec.bench_categories
+    )
     worse = [t for t in tests if t.worse]
-    if worse:
+    worse_c = [t for t in continuous if t.worse] if spec.continuous else []
+    if worse or worse_c:
         reason = "not promoted: regresses vs its input model — " + "; ".join(
-            f"{t.what} {t.candidate}/{t.n} vs {t.input}/{t.n} (p = {t.p:.3g})" for t in worse
+            [f"{t.what} {t.candidate}/{t.n} vs {t.input}/{t.n} (p = {t.p:.3g})" for t in worse]
+            + [f"{t.what} {t.effect:+.3f} nats/token beyond the floor {t.floor:g} (p = {t.p:.3g})" for t in worse_c]
         )
     else:
-        reason = f"not significantly worse than its input model on any of {len(tests)} paired tests (α = {spec.alpha})"
+        counted = len(tests) + (len(continuous) if spec.continuous else 0)
+        reason = f"not significantly worse than its input model on any of {counted} paired tests (α = {spec.alpha})"
+        if continuous and not spec.continuous:
+            reason += "; the continuous tests are reported, not gating (selection.gate.continuous: false)"
     return GateVerdict(
-        passed=not worse,
+        passed=not (worse or worse_c),
         candidate=candidate.name,
         input_model=input_model.name,
         alpha=spec.alpha,
         reason=reason,
         tests=tests,
+        continuous=continuous,
     )
+
+
+def paired_margins(a: BenchScores, b: BenchScores, category: str | None = None) -> tuple[list[float], list[float]]:
+    """Per-prompt answer margins of two bench runs, on the prompts both have one for."""
+    mine = {it.id: it.margin for it in a.items if it.margin is not None and category in (None, it.category)}
+    theirs = {it.id: it.margin for it in b.items if it.margin is not None and category in (None, it.category)}
+    ids = sorted(set(mine) & set(theirs))
+    return [mine[i] for i in ids], [theirs[i] for i in ids]
+
+
+def continuous_tests(a: Scores, b: Scores, alpha: float, floor: float, categories: bool) -> list[ContinuousTest]:
+    """a against b on the bench's answer margins: overall and (categories) per category."""
+    import numpy as np
+    from scipy.stats import t as student_t
+    from scipy.stats import wilcoxon
+
+    out = []
+    if not (a.bench and b.bench):
+        return out
+    groups = [("bench-margin", None)]
+    if categories:
+        groups += [(f"bench-margin:{c}", c) for c in sorted(a.bench.categories)]
+    for what, category in groups:
+        xs, ys = paired_margins(a.bench, b.bench, category)
+        if len(xs) < 2:
+            continue
+        d = np.asarray(xs) - np.asarray(ys)
+        mean = float(d.mean())
+        half = float(student_t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d))) if d.std() > 0 else 0.0
+        p = 1.0 if not np.any(d) else float(wilcoxon(d).pvalue)
+        out.append(
+            ContinuousTest(
+                what=what,
+                n=len(d),
+                effect=mean,
+                low=mean - half,
+                high=mean + half,
+                p=p,
+                floor=floor,
+                worse=mean < -floor and p < alpha,
+            )
+        )
+    return out
 
 
 def gate_record(v: GateVerdict) -> dict:
@@ -163,6 +217,19 @@ def gate_record(v: GateVerdict) -> dict:
                 "detectable": t.detectable,
             }
             for t in v.tests
+        ]
+        + [
+            {
+                "name": t.what,
+                "kind": "continuous",
+                "n": t.n,
+                "effect": t.effect,
+                "interval": [t.low, t.high],
+                "p": t.p,
+                "floor": t.floor,
+                "passed": not t.worse,
+            }
+            for t in v.continuous
         ],
     }
 

@@ -70,11 +70,16 @@ def main(argv=None):
         for judged in verdicts["judged"]:
             print(f"\n{judged['model']} vs {args.baseline}: {'passed' if judged['passed'] else 'FAILED'}")
             for t in judged["tests"]:
-                seen = "—" if t["detectable"] is None else f"{t['detectable']:.1%}"
-                print(
-                    f"  {'pass' if t['passed'] else 'FAIL'}  {t['name']:<20} n={t['n']:<6} "
-                    f"effect {t['effect']:+.1%}  p = {t['p']:.3g}  (sees drops >= {seen})"
-                )
+                verdict = f"  {'pass' if t['passed'] else 'FAIL'}  {t['name']:<26} n={t['n']:<6}"
+                if t["kind"] == "continuous":
+                    low, high = t["interval"]
+                    print(
+                        f"{verdict} effect {t['effect']:+.3f} nats/token [{low:+.3f}, {high:+.3f}]  "
+                        f"p = {t['p']:.3g}  (floor -{t['floor']:g})"
+                    )
+                else:
+                    seen = "—" if t["detectable"] is None else f"{t['detectable']:.1%}"
+                    print(f"{verdict} effect {t['effect']:+.1%}  p = {t['p']:.3g}  (sees drops >= {seen})")
         print(store.url(f"{out}/gate.json"))
     print(store.url(layout.selection_file(layout.sweep_dir(out), "md")))
 

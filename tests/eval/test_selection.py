@@ -296,3 +296,46 @@ def test_a_merge_within_noise_of_the_best_checkpoint_is_kept_as_a_backup():
     assert report.champion == "checkpoint-150"
     backup = verdict(report, "avg-last2")
     assert backup.status == "backup" and "not beyond noise" in backup.reason and "checkpoint-150" in backup.reason
+
+
+def bench_with_margins(margins: list[float]) -> dict:
+    items = [
+        {"id": f"i{k}", "category": "c", "answer": "x", "passed": True, "reason": "", "margin": m}
+        for k, m in enumerate(margins)
+    ]
+    n = len(items)
+    return {
+        "passed": n,
+        "total": n,
+        "score": 1.0,
+        "categories": {"c": {"passed": n, "total": n, "score": 1.0}},
+        "items": items,
+    }
+
+
+def test_the_continuous_gate_refuses_a_real_drop_and_not_a_trivial_significant_one():
+    from slm.config import GateSpec
+    from slm.eval.scores import Candidate
+    from slm.eval.selection import gate
+
+    rng = random.Random(3)
+    base = [rng.uniform(-3, -0.5) for _ in range(100)]
+
+    def model(name, margins):
+        c = candidate(name, base_items(0.5))
+        c["scores"]["bench"] = bench_with_margins(margins)
+        return Candidate.model_validate(c)
+
+    start = model("input", base)
+    damaged = model("damaged", [m - 0.3 + rng.gauss(0, 0.05) for m in base])
+    rounded = model("bf16", [m - 0.006 + rng.gauss(0, 0.002) for m in base])  # like a bf16 round trip
+    same = model("resaved", base)
+    refused = gate(damaged, start, GateSpec())
+    (overall, *_) = refused.continuous
+    assert not refused.passed and overall.worse and overall.effect < -0.25 and overall.p < 1e-10
+    assert "bench-margin" in refused.reason and "beyond the floor 0.05" in refused.reason
+    trivial = gate(rounded, start, GateSpec())
+    assert trivial.continuous[0].p < 1e-10 and not trivial.continuous[0].worse and trivial.passed  # under the floor
+    assert gate(same, start, GateSpec()).passed and gate(same, start, GateSpec()).continuous[0].p == 1.0
+    reported = gate(damaged, start, GateSpec(continuous=False))  # measured and shown, not gating
+    assert reported.passed and reported.continuous[0].worse and "reported, not gating" in reported.reason

@@ -104,3 +104,62 @@ def test_promote_with_a_reason_overrules_the_gate_and_the_card_says_so(line, hur
     card = line["store"].read_text(f"{latest['key']}/README.md")
     assert "Promoted by hand, overruling the gate against the input model: testing the overrule" in card
     assert "Gate (**failed**)" in card
+
+
+def test_a_damaged_copy_within_noise_on_counts_is_refused_on_the_answer_margins(line, tmp_path):
+    """The evaluator's --baseline, for real: the taught champion re-saved passes every test; a copy
+    with its weights perturbed (Gaussian noise, 0.5 of each tensor's spread) keeps its 0/1 counts
+    within noise but loses answer likelihood on nearly every prompt: the continuous test refuses it."""
+    import os
+    import shutil
+    import subprocess
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from tests.support.gated_line import pipeline_overrides
+
+    store = line["store"]
+    champion = tmp_path / "champion"
+    store.get_tree(line["taught"]["champion"].key, champion)
+    resaved, damaged = tmp_path / "resaved", tmp_path / "damaged"
+    for copy in (resaved, damaged):
+        shutil.copytree(champion, copy, ignore=shutil.ignore_patterns("_COMPLETE.json", "SHA256SUMS"))
+    weights = load_file(damaged / "model.safetensors")
+    g = torch.Generator().manual_seed(0)
+    noisy = {k: v + torch.randn(v.shape, generator=g) * 0.5 * v.float().std() for k, v in weights.items()}
+    save_file(noisy, damaged / "model.safetensors", metadata={"format": "pt"})
+    settings = [x for pair in pipeline_overrides(line["root"]) for x in ("--set", pair)]
+    proc = subprocess.run(
+        [sys.executable, "launch/evaluate.py", str(champion), str(resaved), str(damaged), "--baseline", str(champion)]
+        + [
+            "--name",
+            "damage",
+            "--store",
+            str(tmp_path / "store"),
+            *settings,
+            "--set",
+            "selection.gate.continuous=true",
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env={**os.environ, "SLM_CACHE": str(tmp_path / "cache")},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    from slm.store import Store
+
+    judged = {
+        v["model"]: v for v in Store.open(str(tmp_path / "store")).read_json("evaluations/damage/gate.json")["judged"]
+    }
+    assert judged["resaved"]["passed"] and all(t["passed"] for t in judged["resaved"]["tests"])
+    bad = judged["damaged"]
+    binary = {t["name"]: t for t in bad["tests"] if t["kind"] == "binary"}
+    margin = next(t for t in bad["tests"] if t["name"] == "bench-margin")
+    assert binary["bench"]["passed"] and binary["MMLU"]["passed"], binary  # the counts see nothing
+    assert not bad["passed"] and not margin["passed"] and margin["effect"] < -0.05 and margin["p"] < 0.05, margin
+    print(
+        f"damaged copy: bench {binary['bench']['effect']:+.1%} (p = {binary['bench']['p']:.2g}); "
+        f"answer margin {margin['effect']:+.3f} nats/token (p = {margin['p']:.2g})"
+    )
