@@ -200,12 +200,13 @@ def summarize(results: dict, subjects: list[str]) -> dict:
         se = r.get("acc_stderr,none")
         return {"acc": float(r["acc,none"]), "se": float(se) if isinstance(se, (int, float)) else None}
 
-    per_subject, items = {}, {}
+    per_subject, items, probs = {}, {}, {}
     for subject in subjects:
         name = task_name(subject)
         samples = sorted(results["samples"][name], key=lambda s: s["doc_id"])
         per_subject[subject] = {**entry(name), "n": len(samples), "domain": SUBJECT_DOMAINS[subject]}
         items[subject] = [int(s["acc"]) for s in samples]
+        probs[subject] = [correct_choice_probability(s) for s in samples]
     domains = {}
     for d in DOMAINS:
         if f"{GROUP}_{d}" in res:
@@ -222,7 +223,17 @@ def summarize(results: dict, subjects: list[str]) -> dict:
         "domains": domains,
         "subjects": per_subject,
         "items": items,
+        "probs": probs,
     }
+
+
+def correct_choice_probability(sample: dict) -> float:
+    """The probability of the correct choice normalised over the four, from the log-likelihoods
+    lm-eval computed for its acc (acc is whether this choice has the largest of them)."""
+    lls = [float(r[0] if isinstance(r, (list, tuple)) else r) for r in sample["filtered_resps"]]
+    top = max(lls)
+    weights = [math.exp(x - top) for x in lls]
+    return weights[int(sample["target"])] / sum(weights)
 
 
 # Loaded task objects (datasets read, prompts configured) per process, reused for every checkpoint a

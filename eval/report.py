@@ -69,12 +69,12 @@ def gate_table(gate: GateVerdict) -> str:
     if gate.continuous:
         lines += [
             "",
-            "| Continuous test | n | Δ mean (nats/token) | 95% interval | Wilcoxon p | Floor | Worse |",
+            "| Continuous test | n | Δ mean | 95% interval | Wilcoxon p | Floor | Worse |",
             "|---|---|---|---|---|---|---|",
         ]
         for t in gate.continuous:
             lines.append(
-                f"| {t.what} | {t.n} | {t.effect:+.4f} | [{t.low:+.4f}, {t.high:+.4f}] | {t.p:.3g} | "
+                f"| {t.what} | {t.n} | {t.effect:+.4f} {t.unit} | [{t.low:+.4f}, {t.high:+.4f}] | {t.p:.3g} | "
                 f"−{t.floor:g} | {'yes' if t.worse else 'no'} |"
             )
     lines += [

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import Field
+
 from slm.records import ChampionPointer, Record
 from slm.refs import ModelRef
 
@@ -35,6 +37,8 @@ class MMLUScores(Record):
     domains: dict[str, DomainScore]
     subjects: dict[str, SubjectScore]
     items: dict[str, list[int]] = {}  # dropped where only the summary is kept (champion.json)
+    # per item, the probability of the correct choice normalised over the four (None: scored before)
+    probs: dict[str, list[float]] | None = None
 
 
 class CategoryScore(Record):
@@ -101,7 +105,7 @@ class Scores(Record):
         """The scores without per-item answers (what a champion's provenance keeps)."""
         return self.model_copy(
             update={
-                "mmlu": self.mmlu.model_copy(update={"items": {}}),
+                "mmlu": self.mmlu.model_copy(update={"items": {}, "probs": None}),
                 "bench": self.bench.model_copy(update={"items": []}) if self.bench else None,
             }
         )
@@ -144,7 +148,7 @@ class SelectionRow(Record):
     bench: float | None = None
     bench_passed: int | None = None
     bench_total: int | None = None
-    bench_form: int | None = None  # replies in the asked form (right or wrong)
+    bench_form: int | None = Field(None, exclude_if=lambda v: v is None)  # replies in the asked form
     status: str  # champion | not selected | rejected | reference | scored
     reason: str
     regressions: list[dict[str, Any]] | None = None
@@ -160,8 +164,10 @@ class PairedTest(Record):
     delta: float  # (candidate - input) / n
     p: float
     worse: bool | None = None  # set by the gate: delta < 0 and p < alpha
-    discordant: int | None = None  # items on which the two models disagree
-    detectable: float | None = None  # the smallest drop seen at alpha, power 0.8, at this discordance (eval/power.py)
+    # (fields added later are left out of the file while unset, so older files write back as they were)
+    discordant: int | None = Field(None, exclude_if=lambda v: v is None)  # items on which the two models disagree
+    # the smallest drop seen at alpha, power 0.8, at this discordance (eval/power.py)
+    detectable: float | None = Field(None, exclude_if=lambda v: v is None)
 
 
 class ContinuousTest(Record):
@@ -178,6 +184,10 @@ class ContinuousTest(Record):
     floor: float
     worse: bool
 
+    @property
+    def unit(self) -> str:
+        return "probability" if self.what.startswith("MMLU") else "nats/token"
+
 
 class GateVerdict(Record):
     """The champion against the stage's input model (eval.selection.gate): promoted only if passed."""
@@ -188,13 +198,13 @@ class GateVerdict(Record):
     alpha: float
     reason: str
     tests: list[PairedTest]
-    continuous: list[ContinuousTest] = []
+    continuous: list[ContinuousTest] = Field([], exclude_if=lambda v: not v)
 
     @property
     def summary(self) -> str:
         """One line: passed or not, and each paired test (what, candidate vs input, p)."""
         tests = ", ".join(f"{t.what} {t.candidate}/{t.n} vs {t.input}/{t.n} (p = {t.p:.2g})" for t in self.tests)
-        tests += "".join(f", {t.what} {t.effect:+.3f} nats/token (p = {t.p:.2g})" for t in self.continuous)
+        tests += "".join(f", {t.what} {t.effect:+.3f} {t.unit} (p = {t.p:.2g})" for t in self.continuous)
         return f"{self.reason if not self.passed else 'passed'} [{tests}]"
 
 

@@ -132,7 +132,8 @@ def gate(candidate: Candidate, input_model: Candidate, spec: GateSpec) -> GateVe
         # what this test could have seen: at the disagreement measured here (none: the best case)
         t.detectable = detectable_drop(t.n, spec.alpha, t.discordant / t.n if t.discordant else None)
     # always measured and reported; they refuse a model only when selection.gate.continuous is on
-    continuous = continuous_tests(
+    continuous = mmlu_continuous(candidate.scored, input_model.scored, spec.alpha, spec.continuous_floor_mmlu)
+    continuous += continuous_tests(
         candidate.scored, input_model.scored, spec.alpha, spec.continuous_floor, spec.bench_categories
     )
     worse = [t for t in tests if t.worse]
@@ -140,7 +141,7 @@ def gate(candidate: Candidate, input_model: Candidate, spec: GateSpec) -> GateVe
     if worse or worse_c:
         reason = "not promoted: regresses vs its input model — " + "; ".join(
             [f"{t.what} {t.candidate}/{t.n} vs {t.input}/{t.n} (p = {t.p:.3g})" for t in worse]
-            + [f"{t.what} {t.effect:+.3f} nats/token beyond the floor {t.floor:g} (p = {t.p:.3g})" for t in worse_c]
+            + [f"{t.what} {t.effect:+.3f} {t.unit} beyond the floor {t.floor:g} (p = {t.p:.3g})" for t in worse_c]
         )
     else:
         counted = len(tests) + (len(continuous) if spec.continuous else 0)
@@ -166,12 +167,37 @@ def paired_margins(a: BenchScores, b: BenchScores, category: str | None = None) 
     return [mine[i] for i in ids], [theirs[i] for i in ids]
 
 
-def continuous_tests(a: Scores, b: Scores, alpha: float, floor: float, categories: bool) -> list[ContinuousTest]:
-    """a against b on the bench's answer margins: overall and (categories) per category."""
+def paired_shift(what: str, xs: list[float], ys: list[float], alpha: float, floor: float) -> ContinuousTest:
+    """Wilcoxon signed-rank on the per-item differences, the mean shift with a 95% t interval."""
     import numpy as np
     from scipy.stats import t as student_t
     from scipy.stats import wilcoxon
 
+    d = np.asarray(xs) - np.asarray(ys)
+    mean = float(d.mean())
+    half = float(student_t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d))) if d.std() > 0 else 0.0
+    p = 1.0 if not np.any(d) else float(wilcoxon(d).pvalue)
+    return ContinuousTest(
+        what=what, n=len(d), effect=mean, low=mean - half, high=mean + half, p=p, floor=floor,
+        worse=mean < -floor and p < alpha,
+    )  # fmt: skip
+
+
+def mmlu_continuous(a: Scores, b: Scores, alpha: float, floor: float) -> list[ContinuousTest]:
+    """a against b on MMLU's probability of the correct choice, item by item."""
+    if not (a.mmlu.probs and b.mmlu.probs):
+        return []
+    xs, ys = [], []
+    for subject in sorted(set(a.mmlu.probs) & set(b.mmlu.probs)):
+        if len(a.mmlu.probs[subject]) != len(b.mmlu.probs[subject]):
+            raise ValueError(f"MMLU {subject}: the two models were scored on different items")
+        xs += a.mmlu.probs[subject]
+        ys += b.mmlu.probs[subject]
+    return [paired_shift("MMLU-p(correct)", xs, ys, alpha, floor)] if len(xs) >= 2 else []
+
+
+def continuous_tests(a: Scores, b: Scores, alpha: float, floor: float, categories: bool) -> list[ContinuousTest]:
+    """a against b on the bench's answer margins: overall and (categories) per category."""
     out = []
     if not (a.bench and b.bench):
         return out
@@ -180,24 +206,8 @@ def continuous_tests(a: Scores, b: Scores, alpha: float, floor: float, categorie
         groups += [(f"bench-margin:{c}", c) for c in sorted(a.bench.categories)]
     for what, category in groups:
         xs, ys = paired_margins(a.bench, b.bench, category)
-        if len(xs) < 2:
-            continue
-        d = np.asarray(xs) - np.asarray(ys)
-        mean = float(d.mean())
-        half = float(student_t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d))) if d.std() > 0 else 0.0
-        p = 1.0 if not np.any(d) else float(wilcoxon(d).pvalue)
-        out.append(
-            ContinuousTest(
-                what=what,
-                n=len(d),
-                effect=mean,
-                low=mean - half,
-                high=mean + half,
-                p=p,
-                floor=floor,
-                worse=mean < -floor and p < alpha,
-            )
-        )
+        if len(xs) >= 2:
+            out.append(paired_shift(what, xs, ys, alpha, floor))
     return out
 
 
@@ -227,6 +237,7 @@ def gate_record(v: GateVerdict) -> dict:
                 "interval": [t.low, t.high],
                 "p": t.p,
                 "floor": t.floor,
+                "unit": t.unit,
                 "passed": not t.worse,
             }
             for t in v.continuous

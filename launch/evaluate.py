@@ -74,7 +74,7 @@ def main(argv=None):
                 if t["kind"] == "continuous":
                     low, high = t["interval"]
                     print(
-                        f"{verdict} effect {t['effect']:+.3f} nats/token [{low:+.3f}, {high:+.3f}]  "
+                        f"{verdict} effect {t['effect']:+.3f} {t['unit']} [{low:+.3f}, {high:+.3f}]  "
                         f"p = {t['p']:.3g}  (floor -{t['floor']:g})"
                     )
                 else:

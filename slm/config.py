@@ -288,6 +288,10 @@ class GateSpec(Strict):
     # small weight noise costs it (-0.58); `continuous: false` reports them without gating on them.
     continuous: bool = True
     continuous_floor: float = Field(0.05, ge=0)
+    # MMLU's probability of the correct choice (normalised over the four), paired per item: worse only
+    # beyond a mean drop of this much probability (0.01: one point, a tenth of the gap between chance
+    # and a small model's typical confidence).
+    continuous_floor_mmlu: float = Field(0.01, ge=0)
 
 
 class SelectionPolicy(Strict):

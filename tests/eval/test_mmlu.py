@@ -79,3 +79,9 @@ def test_lm_eval_scores_subjects_domains_and_items(tiny_model_dir, tmp_path):
     assert 0 < result["se"] < 0.2
     for subject in subjects:
         assert result["items"][subject] == direct_answers(model, tok, subject, 6)
+        # the continuous signal keeps parity with acc: the correct choice is the likeliest exactly when acc is 1
+        probs = result["probs"][subject]
+        assert len(probs) == 6 and all(0 < p < 1 for p in probs)
+        for p, correct in zip(probs, result["items"][subject]):
+            # the largest of four shares is at least 1/4; one that another share exceeds is below 1/2
+            assert p >= 0.25 if correct else p < 0.5

@@ -36,7 +36,7 @@ def test_a_stored_selection_loads_renders_and_writes_back():
         **raw,
         "experiment": None,
         "gate": None,
-        "candidates": [{"regressions": None, "bench_form": None, **row} for row in raw["candidates"]],
+        "candidates": [{"regressions": None, **row} for row in raw["candidates"]],
     }
     assert "| **slerp-t0.1** | merge |" in markdown_table(selection)
 
