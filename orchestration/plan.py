@@ -40,7 +40,10 @@ def print_config(pipeline: PipelineConfig, names: list[str], stages: StageSettin
 
 def _steps(cfg: StageConfig) -> str:
     t = cfg.train
-    return f"{t.max_steps} optimizer steps" if t.max_steps > 0 else f"{t.epochs:g} epoch(s)"
+    if t.max_steps > 0:
+        wins = f" (max_steps wins over epochs: {t.epochs:g})" if "epochs" in t.model_fields_set else ""
+        return f"{t.max_steps} optimizer steps{wins}"
+    return f"{t.epochs:g} epoch(s)"
 
 
 def _checkpoints(cfg: StageConfig) -> str:

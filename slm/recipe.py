@@ -184,9 +184,12 @@ class StageContext:
 def schedule_warnings(t: TrainSpec) -> list[str]:
     """What a schedule means when it is not what it looks like (a short smoke run over a file's warmup
     is legitimate, so it is said, not refused)."""
+    out = []
     if t.max_steps > 0 and t.warmup_steps >= t.max_steps:
-        return [
+        out.append(
             f"warmup_steps {t.warmup_steps} is not below max_steps {t.max_steps}: the learning rate rises "
             f"for the whole run and never reaches train.lr {t.lr:g}"
-        ]
-    return []
+        )
+    if t.max_steps > 0 and "epochs" in t.model_fields_set:
+        out.append(f"epochs {t.epochs:g} is set but max_steps {t.max_steps} decides the run's length (it wins)")
+    return out

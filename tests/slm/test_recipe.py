@@ -49,3 +49,13 @@ def test_a_warmup_as_long_as_the_run_is_said_not_refused():
     ]
     assert schedule_warnings(smoke.model_copy(update={"max_steps": 6})) == []
     assert schedule_warnings(smoke.model_copy(update={"max_steps": -1})) == []  # epochs: the length is the data's
+
+
+def test_epochs_beside_max_steps_is_said_with_which_one_wins():
+    from slm.config import TrainSpec
+    from slm.recipe import schedule_warnings
+
+    both = TrainSpec(lr=1e-3, save_steps=10, micro_batch=1, epochs=3, max_steps=90)
+    assert schedule_warnings(both) == ["epochs 3 is set but max_steps 90 decides the run's length (it wins)"]
+    assert schedule_warnings(TrainSpec(lr=1e-3, save_steps=10, micro_batch=1, max_steps=90)) == []
+    assert schedule_warnings(TrainSpec(lr=1e-3, save_steps=10, micro_batch=1, epochs=3)) == []
