@@ -7,6 +7,7 @@ that workers materialize into their node-local cache.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from slm import layout, refs
@@ -69,12 +70,36 @@ def resolve_ref(spec: str, store: Store, what: str = "model") -> ModelRef:
             raise UserError(f"{what} {spec!r} not found (or incomplete: no _COMPLETE.json)")
         return StoreRef(spec=spec, store=spec, key="")
     if ref.kind == "hf":
-        return HubRef(spec=spec, hf=ref.repo, revision=ref.revision)
+        commit = hub_commit(ref.repo, ref.revision)
+        pinned = {"commit": commit} if commit else {}
+        return HubRef(spec=spec, hf=ref.repo, revision=ref.revision, **pinned)
     path = resolve_path(spec)
     if not path.is_dir():
         raise UserError(f"{what} {spec!r}: no such directory {path}")
     check_model_dir(path, what, need_weights=what != "tokenizer")
     return LocalRef(spec=spec, local=str(path))
+
+
+def hub_commit(repo: str, revision: str | None) -> str | None:
+    """The commit a hub revision (None: the default branch) resolves to, so a run records what it
+    loaded rather than a moving branch name. Offline, from the local cache's refs (None when the model
+    is not cached: fetching it then fails with its own message); online, from the hub."""
+    import re
+
+    if revision and re.fullmatch(r"[0-9a-f]{40}", revision):
+        return revision
+    if os.environ.get("HF_HUB_OFFLINE") == "1":
+        from huggingface_hub import try_to_load_from_cache
+
+        found = try_to_load_from_cache(repo, "config.json", revision=revision or "main")
+        return Path(found).parent.name if isinstance(found, str) else None
+    from huggingface_hub import HfApi
+
+    try:
+        return HfApi().model_info(repo, revision=revision).sha
+    except Exception as exc:  # no such repo or revision, gated, no network: one line naming the reference
+        first = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        raise UserError(f"hf:{repo}@{revision or 'main'}: cannot resolve it on the hub ({first})") from None
 
 
 def load_tokenizer(path: Path, trust_remote_code: bool = False, chat_template: str | None = None):

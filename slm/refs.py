@@ -163,6 +163,7 @@ class HubRef(Stored):
     spec: str
     hf: str
     revision: str | None
+    commit: str | None = None  # the commit the revision resolved to when the reference was resolved
 
     @property
     def kind(self) -> str:
@@ -175,11 +176,12 @@ class HubRef(Stored):
         return False
 
     def files_identity(self):
-        return {"hf": self.hf, "revision": self.revision}
+        pinned = {"commit": self.commit} if self.commit else {}
+        return {"hf": self.hf, "revision": self.revision, **pinned}
 
     @property
     def label(self) -> str:
-        return f"`{self.spec}`"
+        return f"`{self.spec}` (commit `{self.commit}`)" if self.commit else f"`{self.spec}`"
 
     @property
     def location(self) -> str:
@@ -235,7 +237,7 @@ def fetch_hub(ref: HubRef) -> Path:
         path = Path(
             snapshot_download(
                 ref.hf,
-                revision=ref.revision,
+                revision=ref.commit or ref.revision,  # the commit pinned when the reference was resolved
                 allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "README.md"],
             )
         )

@@ -70,3 +70,27 @@ def test_what_a_reference_says_of_itself():
     assert ScratchRef().to_json() == {"spec": "scratch"}  # what a run from scratch records
     with pytest.raises(ValueError):
         ADAPTER.validate_python({"spec": "models/m", "local": "/m", "typo": 1})  # unknown fields refused
+
+
+def test_a_hub_reference_is_pinned_to_the_commit_its_revision_resolves_to(tmp_path, monkeypatch):
+    """Offline, from the local cache's refs (the layout huggingface_hub writes); a full SHA stands."""
+    from huggingface_hub import constants
+
+    from slm.modeling import resolve_ref
+    from slm.store import Store
+
+    sha = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "hub" / "models--org--tiny"
+    (repo / "snapshots" / sha).mkdir(parents=True)
+    (repo / "snapshots" / sha / "config.json").write_text("{}")
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(sha)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    store = Store.open(str(tmp_path / "store"))
+    ref = resolve_ref("hf:org/tiny", store)
+    assert ref.revision is None and ref.commit == sha
+    assert ref.files_identity() == {"hf": "org/tiny", "revision": None, "commit": sha}
+    assert ref.to_json()["commit"] == sha  # what the run record holds
+    assert resolve_ref("hf:org/elsewhere", store).commit is None  # not cached: the fetch will say so
+    assert resolve_ref(f"hf:org/elsewhere@{sha}", store).commit == sha
