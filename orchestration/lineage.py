@@ -49,7 +49,9 @@ class ChampionScores(Stored):
     @classmethod
     def of(cls, scores: Scores) -> ChampionScores:
         """A candidate's scores as champion.json keeps them: per-item answers stay in the sweep."""
-        summary = scores.model_dump(mode="json", exclude_none=True, exclude={"mmlu": {"items"}, "bench": {"items"}})
+        summary = scores.model_dump(
+            mode="json", exclude_none=True, exclude={"mmlu": {"items", "probs"}, "bench": {"items"}}
+        )
         return cls.model_validate({"bench": None, **summary})
 
     def as_scores(self) -> Scores:

@@ -78,8 +78,9 @@ def test_two_models_are_scored_selected_and_cached(models):
     assert set(by_model) == {resaved.name, b.name}  # the baseline is not judged against itself
     same = by_model[resaved.name]
     assert same["passed"] and all(t["passed"] and t["effect"] == 0 and t["p"] == 1 for t in same["tests"])
-    names = [t["name"] for t in same["tests"]]
-    assert names[:2] == ["MMLU", "bench"] and all(t["kind"] == "binary" for t in same["tests"])
+    kinds = {t["name"]: t["kind"] for t in same["tests"]}
+    assert list(kinds)[:2] == ["MMLU", "bench"] and kinds["MMLU"] == kinds["bench"] == "binary"
+    assert kinds["MMLU-p(correct)"] == kinds["bench-margin"] == "continuous"
     assert f"{resaved.name} vs {a}: passed" in judged.stdout and "  pass  MMLU" in judged.stdout
     assert judged.stdout.strip().splitlines()[-2].endswith("evaluations/judged/gate.json")
 
