@@ -54,13 +54,11 @@ def slerp_config(champion: Path, precursor: Path, t: float) -> dict:
     }
 
 
-def slerp(champion: Path, precursor: Path, t: float, out_dir: Path) -> dict:
-    require_extra("mergekit", "merge", "SLERP merging")
+def run_mergekit(config: dict, out_dir: Path) -> dict:
+    """One mergekit merge into out_dir, its configuration kept beside the weights."""
     from mergekit.config import MergeConfiguration
     from mergekit.merge import MergeOptions, run_merge
 
-    check_compatible(champion, precursor)
-    config = slerp_config(champion, precursor, t)
     run_merge(
         MergeConfiguration.model_validate(config),
         str(out_dir),
@@ -68,6 +66,12 @@ def slerp(champion: Path, precursor: Path, t: float, out_dir: Path) -> dict:
     )
     (out_dir / "mergekit_config.yml").write_text(yaml.safe_dump(config))
     return config
+
+
+def slerp(champion: Path, precursor: Path, t: float, out_dir: Path) -> dict:
+    require_extra("mergekit", "merge", "SLERP merging")
+    check_compatible(champion, precursor)
+    return run_mergekit(slerp_config(champion, precursor, t), out_dir)
 
 
 def average_config(models: list[Path]) -> dict:
@@ -82,19 +86,9 @@ def average_config(models: list[Path]) -> dict:
 def average(models: list[Path], out_dir: Path) -> dict:
     """The uniform average of `models` (weights of one architecture), by mergekit's linear merge."""
     require_extra("mergekit", "merge", "checkpoint averaging (merge.average_last)")
-    from mergekit.config import MergeConfiguration
-    from mergekit.merge import MergeOptions, run_merge
-
     for other in models[1:]:
         check_compatible(models[0], other)
-    config = average_config(models)
-    run_merge(
-        MergeConfiguration.model_validate(config),
-        str(out_dir),
-        options=MergeOptions(copy_tokenizer=True, write_model_card=False, quiet=True, random_seed=0),
-    )
-    (out_dir / "mergekit_config.yml").write_text(yaml.safe_dump(config))
-    return config
+    return run_mergekit(average_config(models), out_dir)
 
 
 def average_candidate(store: Store, checkpoints: list[Candidate], k: int, out_prefix: str) -> Candidate:
