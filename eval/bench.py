@@ -195,6 +195,14 @@ def list_items(answer: str) -> list[str]:
     return [re.sub(r"^\d+[.)]\s*", "", l) for l in lines]
 
 
+LETTER_REPLY = re.compile(r"\(?([A-Za-z])[.)]?")  # B, B. or (B)
+
+
+def is_calculation(item: dict) -> bool:
+    """A calculation: its accepted answers are numbers and its prompt has numbers in it."""
+    return bool(item["truth"] and all(is_number(t) for t in item["truth"]) and re.search(r"\d", item["prompt"]))
+
+
 def score_item(item: dict, answer: str) -> tuple[bool, str]:
     """(passed, reason)."""
     fmt = (item.get("format") or {}).get("type")
@@ -205,7 +213,7 @@ def score_item(item: dict, answer: str) -> tuple[bool, str]:
             return False, "not a bare yes/no"
         return (word == normalize(item["truth"][0])), "yes/no"
     if fmt == "letter":
-        m = re.fullmatch(r"\(?([A-Za-z])[.)]?", stripped)
+        m = LETTER_REPLY.fullmatch(stripped)
         if not m:
             return False, "not a single letter"
         return m.group(1).upper() in {t.upper() for t in item["truth"]}, "letter"
@@ -221,7 +229,7 @@ def score_item(item: dict, answer: str) -> tuple[bool, str]:
         if item["truth"] and not all(any(normalize(e) == normalize(t) for t in item["truth"]) for e in entries):
             return False, "an item outside the accepted list"
         return True, "list"
-    if item["truth"] and all(is_number(t) for t in item["truth"]) and re.search(r"\d", item["prompt"]):
+    if is_calculation(item):
         # A calculation: the numbers of the question are in the answer anyway; its result is what counts.
         result = stated_result(stripped)
         if result is None:
@@ -250,27 +258,25 @@ def reply_form(item: dict, answer: str) -> bool:
     if fmt == "yes_no":
         return normalize(stripped) in ("yes", "no")
     if fmt == "letter":
-        return re.fullmatch(r"\(?[A-Za-z][.)]?", stripped) is not None
+        return LETTER_REPLY.fullmatch(stripped) is not None
     if fmt == "number":
         return parse_number(stripped) is not None
     if fmt == "list":
         return len(list_items(stripped)) == item["format"]["n"]
-    if item["truth"] and all(is_number(t) for t in item["truth"]) and re.search(r"\d", item["prompt"]):
+    if is_calculation(item):
         return stated_result(stripped) is not None
     said = normalize(stripped)
     return bool(said) and said not in normalize(item["prompt"])
 
 
 def form_answer(item: dict, answer: str) -> str | None:
-    """A format item's reply reduced to what is compared (the letter, yes/no, the number), for the answer
-    bias; None for a reply not in the form, or a list or plain item."""
+    """A format item's in-form reply reduced to what is compared (the letter, yes/no, the number), for
+    the answer bias; None for a list or plain item."""
     fmt = (item.get("format") or {}).get("type")
-    if not reply_form(item, answer):
-        return None
     if fmt == "yes_no":
         return normalize(answer)
     if fmt == "letter":
-        return re.fullmatch(r"\(?([A-Za-z])[.)]?", answer.strip()).group(1).upper()
+        return LETTER_REPLY.fullmatch(answer.strip()).group(1).upper()
     if fmt == "number":
         return f"{parse_number(answer):g}"
     return None
@@ -288,7 +294,7 @@ def constant_answers(fmt: str, items: list[dict]) -> list[str]:
     return []
 
 
-def format_report(items: list[dict], answers: list[str], correct: list[bool]) -> dict:
+def format_report(items: list[dict], answers: list[str], correct: list[bool], forms: list[bool]) -> dict:
     """Per format type: how many items, how many in the form and correct, the best constant answerer
     (what always answering "yes", or always "A", would score on the same items) and the reply's answer
     bias (the share of its most frequent reply). A score a constant answerer matches shows no skill."""
@@ -304,13 +310,13 @@ def format_report(items: list[dict], answers: list[str], correct: list[bool]) ->
             ((c, sum(score_item(i, c)[0] for i in group)) for c in constant_answers(fmt, group)),
             key=lambda pair: pair[1],
         )
-        given = [a for k in ks if (a := form_answer(items[k], answers[k])) is not None]
+        given = [form_answer(items[k], answers[k]) for k in ks if forms[k]]
         top = max(set(given), key=given.count) if given else None
         passed = sum(correct[k] for k in ks)
         out[fmt] = {
             "total": len(ks),
             "passed": passed,
-            "form": sum(reply_form(items[k], answers[k]) for k in ks),
+            "form": sum(forms[k] for k in ks),
             "constant": {"answer": best[0], "passed": best[1]},
             "bias": {"answer": top, "share": given.count(top) / len(ks) if top is not None else 0.0},
             "beats_constant": passed > best[1],
@@ -343,7 +349,7 @@ def summarize(items: list[dict], answers: list[str]) -> dict:
         "score": total / len(items),
         "form": sum(f for _, _, f in by_cat.values()),
         "categories": {c: {"passed": p, "total": n, "score": p / n, "form": f} for c, (p, n, f) in by_cat.items()},
-        "formats": format_report(items, answers, [i["passed"] for i in per_item]),
+        "formats": format_report(items, answers, [i["passed"] for i in per_item], [i["form"] for i in per_item]),
         "items": per_item,
     }
 
