@@ -123,6 +123,7 @@ def dry_run(
     # promotion's own numbering (incomplete version directories count: versions are never reused)
     next_number = layout.version_number(layout.next_version(store, pipeline.line, names[0]))
     sweep = sweep_plan(pipeline)
+    power = gate_power(pipeline) if pipeline.selection.gate.enabled else None  # the same for every stage
     for name in names:
         ref, cfg = pipeline.stage(name), stages.config(pipeline, name)
         ds = load_ds_config(cfg.deepspeed, pipeline.cluster.use_gpu, cfg.train, pipeline.cluster.workers)
@@ -170,8 +171,8 @@ def dry_run(
             f"{f', paired gate α={gate.alpha:g}' if gate.enabled else ''}) as "
             f"{pipeline.line}@{layout.version_name(next_number, name)}, with its card"
         )
-        if gate.enabled:
-            lines.append(f"  power   {gate_power(pipeline)}")
+        if power:
+            lines.append(f"  power   {power}")
         next_number += 1
     return lines
 
