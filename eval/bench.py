@@ -354,10 +354,10 @@ def summarize(items: list[dict], answers: list[str]) -> dict:
     }
 
 
-def run_bench(
-    model, tokenizer, items: list[dict], max_new_tokens: int, batch_size: int = 16, template: str | None = None
-) -> dict:
-    """Greedy answers for every item, scored. The prompt is the model's chat template unless `template`."""
+def greedy_answers(
+    model, tokenizer, prompts: list[str], max_new_tokens: int, batch_size: int = 16, template: str | None = None
+) -> list[str]:
+    """The model's greedy reply to each user prompt, batched (left padding), in the chat template."""
     import torch
 
     tokenizer.padding_side = "left"
@@ -366,9 +366,9 @@ def run_bench(
     answers = []
     model.eval()
     with torch.no_grad():
-        for i in range(0, len(items), batch_size):
-            prompts = [prompt_text(tokenizer, it["prompt"], template=template) for it in items[i : i + batch_size]]
-            batch = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+        for i in range(0, len(prompts), batch_size):
+            texts = [prompt_text(tokenizer, p, template=template) for p in prompts[i : i + batch_size]]
+            batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
             batch = {k: v.to(model.device) for k, v in batch.items()}
             out = model.generate(
                 **batch,
@@ -380,11 +380,55 @@ def run_bench(
             answers += [
                 tokenizer.decode(o[batch["input_ids"].shape[1] :], skip_special_tokens=True).strip() for o in out
             ]
+    return answers
+
+
+def run_bench(
+    model, tokenizer, items: list[dict], max_new_tokens: int, batch_size: int = 16, template: str | None = None
+) -> dict:
+    """Greedy answers for every item, scored. The prompt is the model's chat template unless `template`."""
+    import torch
+
+    answers = greedy_answers(model, tokenizer, [it["prompt"] for it in items], max_new_tokens, batch_size, template)
+    with torch.no_grad():
         margins = answer_margins(model, tokenizer, items, batch_size, template)
     summary = summarize(items, answers)
     for row, (logprob, margin) in zip(summary["items"], margins):
         row["logprob"], row["margin"] = logprob, margin
     return summary
+
+
+def reply_logprobs(model, tokenizer, pairs: list[tuple[str, str]], batch_size: int = 16) -> list[float | None]:
+    """For each (prompt text, reply), the mean per-token log-probability of the reply's tokens after the
+    prompt, teacher-forced (right padding); None for an empty reply."""
+    import torch
+
+    out: list[float | None] = []
+    tokenizer.padding_side = "right"
+    try:
+        with torch.no_grad():
+            for i in range(0, len(pairs), batch_size):
+                chunk = pairs[i : i + batch_size]
+                prompt_ids = [tokenizer(p, add_special_tokens=False)["input_ids"] for p, _ in chunk]
+                reply_ids = [tokenizer(r, add_special_tokens=False)["input_ids"] for _, r in chunk]
+                width = max(len(a) + len(b) for a, b in zip(prompt_ids, reply_ids))
+                ids = torch.full((len(chunk), width), tokenizer.pad_token_id, dtype=torch.long)
+                mask = torch.zeros((len(chunk), width), dtype=torch.long)
+                for row, (a, b) in enumerate(zip(prompt_ids, reply_ids)):
+                    ids[row, : len(a) + len(b)] = torch.tensor(a + b)
+                    mask[row, : len(a) + len(b)] = 1
+                logits = model(input_ids=ids.to(model.device), attention_mask=mask.to(model.device)).logits.float()
+                logp = torch.log_softmax(logits[:, :-1], dim=-1)
+                for row, (a, b) in enumerate(zip(prompt_ids, reply_ids)):
+                    if not b:
+                        out.append(None)
+                        continue
+                    targets = torch.tensor(b, device=logp.device)
+                    picked = logp[row, len(a) - 1 : len(a) - 1 + len(b)].gather(1, targets[:, None])
+                    out.append(float(picked.mean()))
+    finally:
+        tokenizer.padding_side = "left"
+    return out
 
 
 def answer_frames(item: dict) -> tuple[str | None, list[str]]:
@@ -406,8 +450,6 @@ def answer_margins(
     on the same tokens before and after. The margin against the anchors cancels what moves every
     reply's likelihood together (a shift in how likely any short reply is), leaving which answer the
     model prefers."""
-    import torch
-
     pairs = []  # (item index, 0 for the truth or 1 for an anchor, prompt, reply)
     for k, item in enumerate(items):
         truth, anchors = answer_frames(item)
@@ -417,26 +459,9 @@ def answer_margins(
         pairs.append((k, 0, prompt, truth))
         pairs += [(k, 1, prompt, a) for a in anchors]
     scores: dict[tuple[int, int], list[float]] = defaultdict(list)
-    tokenizer.padding_side = "right"
-    try:
-        for i in range(0, len(pairs), batch_size):
-            chunk = pairs[i : i + batch_size]
-            prompt_ids = [tokenizer(p, add_special_tokens=False)["input_ids"] for _, _, p, _ in chunk]
-            reply_ids = [tokenizer(r, add_special_tokens=False)["input_ids"] for _, _, _, r in chunk]
-            width = max(len(a) + len(b) for a, b in zip(prompt_ids, reply_ids))
-            ids = torch.full((len(chunk), width), tokenizer.pad_token_id, dtype=torch.long)
-            mask = torch.zeros((len(chunk), width), dtype=torch.long)
-            for row, (a, b) in enumerate(zip(prompt_ids, reply_ids)):
-                ids[row, : len(a) + len(b)] = torch.tensor(a + b)
-                mask[row, : len(a) + len(b)] = 1
-            logits = model(input_ids=ids.to(model.device), attention_mask=mask.to(model.device)).logits.float()
-            logp = torch.log_softmax(logits[:, :-1], dim=-1)
-            for row, ((k, which, _, _), a, b) in enumerate(zip(chunk, prompt_ids, reply_ids)):
-                targets = torch.tensor(b, device=logp.device)
-                picked = logp[row, len(a) - 1 : len(a) - 1 + len(b)].gather(1, targets[:, None])
-                scores[(k, which)].append(float(picked.mean()))
-    finally:
-        tokenizer.padding_side = "left"
+    logprobs = reply_logprobs(model, tokenizer, [(p, r) for _, _, p, r in pairs], batch_size)
+    for (k, which, _, _), logprob in zip(pairs, logprobs):
+        scores[(k, which)].append(logprob)
     out = []
     for k in range(len(items)):
         if (k, 0) not in scores:

@@ -93,9 +93,22 @@ class BenchScores(Record):
     formats: dict[str, FormatScore] | None = None  # None: scored before format reports were kept
 
 
+class DriftScores(Record):
+    """The drift set (eval.drift): the model's own greedy replies, and its per-token log-probability of
+    the references (`own`: its own replies, as the reference model is scored; else the reference's)."""
+
+    answers: dict[str, str]
+    references: str  # digest of the reference replies
+    own: bool
+    logprob: dict[str, float]
+
+
 class Scores(Record):
     mmlu: MMLUScores
     bench: BenchScores | None = None
+    # the held-out bench (sweep.heldout) and the drift set (sweep.drift); None: not configured
+    heldout: BenchScores | None = Field(None, exclude_if=lambda v: v is None)
+    drift: DriftScores | None = Field(None, exclude_if=lambda v: v is None)
     extra: dict[str, dict[str, float]] = {}  # other lm-eval tasks: task → metric → value
     scored_at: str | None = None
     device: str | None = None
@@ -107,6 +120,8 @@ class Scores(Record):
             update={
                 "mmlu": self.mmlu.model_copy(update={"items": {}, "probs": None}),
                 "bench": self.bench.model_copy(update={"items": []}) if self.bench else None,
+                "heldout": self.heldout.model_copy(update={"items": []}) if self.heldout else None,
+                "drift": None,
             }
         )
 

@@ -85,8 +85,9 @@ def paired_bench(a: BenchScores, b: BenchScores, category: str | None = None) ->
     return [int(mine[i].passed) for i in ids], [int(theirs[i].passed) for i in ids]
 
 
-def paired_tests(a: Scores, b: Scores, categories: bool) -> list[PairedTest]:
-    """a against b: MMLU per item, the bench per prompt (and per category)."""
+def paired_tests(a: Scores, b: Scores, categories: bool, heldout: bool = False) -> list[PairedTest]:
+    """a against b: MMLU per item, the bench per prompt (and per category); with `heldout`, the held-out
+    bench too (the gate tests it; selection never looks at it, so it stays unseen by any choice)."""
     tests = []
 
     def add(what: str, xs: list[int], ys: list[int]) -> None:
@@ -105,12 +106,18 @@ def paired_tests(a: Scores, b: Scores, categories: bool) -> list[PairedTest]:
             )
 
     add("MMLU", *paired_items(a.mmlu, b.mmlu, list(a.mmlu.subjects)))
-    if a.bench and b.bench and a.bench.items and b.bench.items:
-        add("bench", *paired_bench(a.bench, b.bench))
+    for label, mine, theirs in benches(a, b, heldout):
+        add(label, *paired_bench(mine, theirs))
         if categories:
-            for category in sorted(a.bench.categories):
-                add(f"bench:{category}", *paired_bench(a.bench, b.bench, category))
+            for category in sorted(mine.categories):
+                add(f"{label}:{category}", *paired_bench(mine, theirs, category))
     return tests
+
+
+def benches(a: Scores, b: Scores, heldout: bool) -> list[tuple[str, BenchScores, BenchScores]]:
+    """The benches both were scored on item by item: the bench, and (heldout) the held-out bench."""
+    pairs = [("bench", a.bench, b.bench)] + ([("heldout", a.heldout, b.heldout)] if heldout else [])
+    return [(label, x, y) for label, x, y in pairs if x and y and x.items and y.items]
 
 
 def bench_regressions(leader: Scores, runner: Scores, alpha: float) -> list[dict]:
@@ -126,7 +133,7 @@ def gate(candidate: Candidate, input_model: Candidate, spec: GateSpec) -> GateVe
     """Is the candidate significantly worse than the stage's input model anywhere it is tested?"""
     from slm.eval.power import detectable_drop
 
-    tests = paired_tests(candidate.scored, input_model.scored, spec.bench_categories)
+    tests = paired_tests(candidate.scored, input_model.scored, spec.bench_categories, heldout=True)
     for t in tests:
         t.worse = t.delta < 0 and t.p < spec.alpha
         # what this test could have seen: at the disagreement measured here (none: the best case)
@@ -136,6 +143,7 @@ def gate(candidate: Candidate, input_model: Candidate, spec: GateSpec) -> GateVe
     continuous += continuous_tests(
         candidate.scored, input_model.scored, spec.alpha, spec.continuous_floor, spec.bench_categories
     )
+    continuous += drift_test(candidate.scored, input_model.scored, spec.alpha, spec.drift_floor)
     worse = [t for t in tests if t.worse]
     worse_c = [t for t in continuous if t.worse] if spec.continuous else []
     if worse or worse_c:
@@ -197,18 +205,28 @@ def mmlu_continuous(a: Scores, b: Scores, alpha: float, floor: float) -> list[Co
 
 
 def continuous_tests(a: Scores, b: Scores, alpha: float, floor: float, categories: bool) -> list[ContinuousTest]:
-    """a against b on the bench's answer margins: overall and (categories) per category."""
+    """a against b on the answer margins of the bench and the held-out bench: overall and (categories)
+    per category."""
     out = []
-    if not (a.bench and b.bench):
-        return out
-    groups = [("bench-margin", None)]
-    if categories:
-        groups += [(f"bench-margin:{c}", c) for c in sorted(a.bench.categories)]
-    for what, category in groups:
-        xs, ys = paired_margins(a.bench, b.bench, category)
-        if len(xs) >= 2:
-            out.append(paired_shift(what, xs, ys, alpha, floor))
+    for label, mine, theirs in benches(a, b, heldout=True):
+        groups = [(f"{label}-margin", None)]
+        if categories:
+            groups += [(f"{label}-margin:{c}", c) for c in sorted(mine.categories)]
+        for what, category in groups:
+            xs, ys = paired_margins(mine, theirs, category)
+            if len(xs) >= 2:
+                out.append(paired_shift(what, xs, ys, alpha, floor))
     return out
+
+
+def drift_test(a: Scores, b: Scores, alpha: float, floor: float) -> list[ContinuousTest]:
+    """a's per-token log-likelihood of b's own drift replies against b's, prompt by prompt (none when the
+    two were not scored on the same replies of b's: no drift set, or another reference)."""
+    if not (a.drift and b.drift and b.drift.own and a.drift.references == b.drift.references):
+        return []
+    ids = sorted(set(a.drift.logprob) & set(b.drift.logprob))
+    xs, ys = [a.drift.logprob[i] for i in ids], [b.drift.logprob[i] for i in ids]
+    return [paired_shift("drift-loglik", xs, ys, alpha, floor)] if len(ids) >= 2 else []
 
 
 def gate_record(v: GateVerdict) -> dict:

@@ -93,18 +93,43 @@ def model_dir(ref: ModelRef) -> Path:
     return ref.materialize()
 
 
+def _file_sha(path: str | None) -> str | None:
+    file = resolve_path(path) if path else None
+    return hashlib.sha256(file.read_bytes()).hexdigest() if file and file.is_file() else None
+
+
 def settings_digest(sweep: SweepSpec) -> str:
-    bench_file = resolve_path(sweep.bench) if sweep.bench else None
-    bench_sha = hashlib.sha256(bench_file.read_bytes()).hexdigest() if bench_file and bench_file.is_file() else None
     # The scoring rules are part of what a cached score means: scores made under an earlier rule (one
     # that passed "-18.0" for "0") are not served as this rule's.
-    from slm.eval import bench
+    from slm.eval import bench, drift
 
-    rules_sha = hashlib.sha256(Path(bench.__file__).read_bytes()).hexdigest()
+    files = {"bench_sha256": _file_sha(sweep.bench)}
+    files |= {f"{k}_sha256": _file_sha(getattr(sweep, k)) for k in ("heldout", "drift") if getattr(sweep, k)}
+    rules = {"bench_rules_sha256": hashlib.sha256(Path(bench.__file__).read_bytes()).hexdigest()}
+    if sweep.drift:
+        rules["drift_rules_sha256"] = hashlib.sha256(Path(drift.__file__).read_bytes()).hexdigest()
     return config_digest(
-        sweep.model_dump(mode="json", exclude={"mmlu_dir", "batch_size", "score_precursor"}),
-        {"bench_sha256": bench_sha, "bench_rules_sha256": rules_sha},
+        sweep.model_dump(mode="json", exclude={"mmlu_dir", "batch_size", "score_precursor", "heldout", "drift"}),
+        files | rules,
     )
+
+
+def check_inputs(sweep: SweepSpec) -> None:
+    """The bench, the held-out bench and the drift set read and checked now, before any training or
+    scoring (a scoring task would fail on them only after MMLU)."""
+    from slm.eval import bench, drift
+
+    for key in ("bench", "heldout"):
+        if getattr(sweep, key):
+            file = resolve_path(getattr(sweep, key))
+            if not file.is_file():
+                raise UserError(f"sweep.{key}: bench file not found: {file}")
+            bench.load_bench(file)
+    if sweep.drift:
+        file = resolve_path(sweep.drift)
+        if not file.is_file():
+            raise UserError(f"sweep.drift: drift prompts not found: {file}")
+        drift.load_drift(file)
 
 
 def quiet_libraries() -> None:
@@ -142,8 +167,9 @@ def run_extra_tasks(lm, spec: SweepSpec) -> dict:
     }
 
 
-def score_model(ref: ModelRef, sweep: dict, use_gpu: bool = False) -> dict:
-    """Load a model (a store tree or any resolved reference) and score it. Runs inside a Ray task."""
+def score_model(ref: ModelRef, sweep: dict, use_gpu: bool = False, drift_refs: dict[str, str] | None = None) -> dict:
+    """Load a model (a store tree or any resolved reference) and score it. Runs inside a Ray task.
+    `drift_refs`: the reference model's drift replies (None: this model is the reference)."""
     import torch
 
     from slm.eval.lm import ReusableHFLM
@@ -180,20 +206,29 @@ def score_model(ref: ModelRef, sweep: dict, use_gpu: bool = False) -> dict:
             cache_requests=spec.limit is None,
         )
     lm.save_encodings()
-    bench_scores = None
-    if spec.bench:
-        bench_scores = bench.run_bench(
-            model,
-            tokenizer,
-            bench.load_bench(resolve_path(spec.bench)),
-            spec.bench_max_new_tokens,
-            spec.batch_size,
-            spec.prompt_template,
+    benches = {}
+    for key in ("bench", "heldout"):
+        if getattr(spec, key):
+            benches[key] = bench.run_bench(
+                model,
+                tokenizer,
+                bench.load_bench(resolve_path(getattr(spec, key))),
+                spec.bench_max_new_tokens,
+                spec.batch_size,
+                spec.prompt_template,
+            )
+    if spec.drift:
+        from slm.eval import drift
+
+        prompts = drift.load_drift(resolve_path(spec.drift))
+        benches["drift"] = drift.run_drift(
+            model, tokenizer, prompts, spec.bench_max_new_tokens, spec.batch_size, spec.prompt_template, drift_refs
         )
     extra = run_extra_tasks(lm, spec) if spec.extra_tasks else {}
     return {
         "mmlu": mmlu_scores,
-        "bench": bench_scores,
+        "bench": benches.get("bench"),
+        **{k: benches[k] for k in ("heldout", "drift") if k in benches},
         "extra": extra,
         "scored_at": now(),
         "device": device,
@@ -209,14 +244,87 @@ def sweep(
     use_gpu: bool = False,
     tag: str = "sweep",
     digests: dict[str, str] | None = None,
+    reference: str | None = None,
 ) -> dict[str, Candidate]:
     """Score candidates; returns name → candidate with `scores` attached (each also in `out_prefix`).
-    `digests`: name → weights digest already computed (candidate_digests, before Ray started)."""
+    `digests`: name → weights digest already computed (candidate_digests, before Ray started).
+    `reference`: the candidate the others are judged against (None: the stage's input model, if one
+    is among them); with `sweep.drift` it is scored first, and its drift replies are the references."""
+
+    if reference is None:
+        reference = next((c.name for c in candidates if c.kind == "precursor"), None)
+    digests = digests if digests is not None else candidate_digests(store, candidates)
+    settings = settings_digest(spec)
+    drift_refs = None
+    if spec.drift and reference is not None:  # every candidate, the reference too, on the reference's replies
+        ref_cand = next(c for c in candidates if c.name == reference)
+        drift_refs = drift_references(store, ref_cand, spec, settings, digests[reference], use_gpu, tag)
+    results = _score(store, candidates, spec, settings, digests, use_gpu, tag, drift_refs)
+    for name, cand in results.items():
+        store.write_json(layout.candidate_file(out_prefix, name), cand.to_json())
+    return {c.name: results[c.name] for c in candidates}
+
+
+def drift_replies(ref: ModelRef, sweep: dict, use_gpu: bool = False) -> dict[str, str]:
+    """The greedy replies of a model to the drift set (a Ray task: a few seconds of generation)."""
+    import torch
+
+    from slm.eval import drift
+    from slm.eval.bench import greedy_answers
+
+    spec = SweepSpec.model_validate(sweep)
+    if not use_gpu:
+        torch.set_num_threads(1)
+    path = model_dir(ref)
+    device = "cuda" if use_gpu and torch.cuda.is_available() else "cpu"
+    model = load_model(path, dtype=torch.bfloat16 if device == "cuda" else torch.float32).to(device)
+    items = drift.load_drift(resolve_path(spec.drift))
+    answers = greedy_answers(
+        model, load_tokenizer(path), [it["prompt"] for it in items], spec.bench_max_new_tokens, spec.batch_size,
+        spec.prompt_template,
+    )  # fmt: skip
+    return {it["id"]: a for it, a in zip(items, answers)}
+
+
+def drift_references(
+    store: Store, cand: Candidate, spec: SweepSpec, settings: str, digest: str, use_gpu: bool, tag: str
+) -> dict[str, str]:
+    """The reference's drift replies, made once (cached by its weights) before the candidates are scored
+    in parallel against them; the same greedy call as its own scoring, so they are its replies there too."""
     import ray
 
+    key = layout.drift_references(digest, settings)
+    if store.exists(key):
+        return store.read_json(key)
+    log(f"[{tag}] drift references: {cand.name}'s greedy replies to {spec.drift}")
+    task = ray.remote(drift_replies).options(num_cpus=1, num_gpus=1 if use_gpu else 0, max_retries=1)
+    try:
+        replies = ray.get(task.remote(model_ref(store, cand), spec.model_dump(mode="json"), use_gpu))
+    except Exception as exc:
+        user_error = find_user_error(exc)
+        if user_error is not None:
+            raise user_error from None
+        raise
+    store.write_json(key, replies)
+    return replies
+
+
+def _score(
+    store: Store,
+    candidates: list[Candidate],
+    spec: SweepSpec,
+    settings: str,
+    digests: dict[str, str],
+    use_gpu: bool,
+    tag: str,
+    drift_refs: dict[str, str] | None,
+) -> dict[str, Candidate]:
+    """Score (or read from the cache) each candidate in its own Ray task, reporting each as it ends."""
+    import ray
+
+    from slm.eval.drift import references_digest
     from slm.eval.lm import request_cache_dir
 
-    settings = settings_digest(spec)
     results, pending = {}, {}
     # Requests depend on the data too: a cache directory per settings and data source.
     requests = request_cache_dir(
@@ -231,10 +339,11 @@ def sweep(
     remote = ray.remote(score_model).options(
         num_cpus=1, num_gpus=1 if use_gpu else 0, max_retries=1, runtime_env={"env_vars": env}
     )
-    digests = digests if digests is not None else candidate_digests(store, candidates)
+    # scores against another model's drift replies are cached under those replies too
+    cache_settings = settings if drift_refs is None else f"{settings}-{references_digest(drift_refs)}"
     for cand in candidates:
         digest = digests[cand.name]
-        cache_key = layout.score_cache(digest, settings)
+        cache_key = layout.score_cache(digest, cache_settings)
         cand = cand.model_copy(update={"weights_digest": digest, "settings_digest": settings})
         if store.exists(cache_key):
             log(f"[{tag}] {cand.name}: cached scores ({digest})")
@@ -244,13 +353,14 @@ def sweep(
     if pending:
         mmlu_scope = "all subjects" if spec.subjects == "all" else f"{len(spec.subjects)} subjects"
         limit = f", {spec.limit} items each" if spec.limit else ""
+        also = [k for k in ("bench", "heldout", "drift") if getattr(spec, k)] + spec.extra_tasks
         log(
             f"[{tag}] scoring {len(pending)} candidate(s): MMLU {mmlu_scope}{limit}, {spec.num_fewshot}-shot"
-            f"{', bench' if spec.bench else ''}{', ' + ', '.join(spec.extra_tasks) if spec.extra_tasks else ''}"
+            f"{''.join(', ' + a for a in also)}"
         )
     refs = {}
     for i, (name, (cand, _)) in enumerate(pending.items()):
-        refs[name] = remote.remote(model_ref(store, cand), spec.model_dump(mode="json"), use_gpu)
+        refs[name] = remote.remote(model_ref(store, cand), spec.model_dump(mode="json"), use_gpu, drift_refs)
         if i == 0 and len(pending) > 1 and spec.limit is None and not requests.exists():
             ray.wait([refs[name]])  # the first checkpoint fills the request cache; the rest reuse it in parallel
     started, names_of = time.perf_counter(), {ref: name for name, ref in refs.items()}
@@ -267,15 +377,20 @@ def sweep(
                 raise user_error from None
             raise
         store.write_json(cache_key, scores.to_json())
-        m, b = scores.mmlu, scores.bench
-        bench_note = f", bench {b.passed}/{b.total}" if b else ""
         done, elapsed = len(refs) - len(waiting), time.perf_counter() - started
         eta = f", about {elapsed / done * len(waiting):.0f} s left" if waiting else ""
-        log(
-            f"[{tag}] {done}/{len(refs)} {name}: MMLU {m.acc:.2%} ± {m.se:.2%} (n={m.n}){bench_note}, "
-            f"scored in {scores.seconds:.0f} s{eta}"
-        )
+        log(f"[{tag}] {done}/{len(refs)} {name}: {score_line(scores)}, scored in {scores.seconds:.0f} s{eta}")
         results[name] = cand.model_copy(update={"scores": scores})
-    for name, cand in results.items():
-        store.write_json(layout.candidate_file(out_prefix, name), cand.to_json())
     return results
+
+
+def score_line(scores: Scores) -> str:
+    m = scores.mmlu
+    line = f"MMLU {m.acc:.2%} ± {m.se:.2%} (n={m.n})"
+    for label, b in (("bench", scores.bench), ("held-out", scores.heldout)):
+        if b:
+            line += f", {label} {b.passed}/{b.total}"
+    if scores.drift:
+        mean = sum(scores.drift.logprob.values()) / max(len(scores.drift.logprob), 1)
+        line += f", drift log-lik {mean:.3f}/token ({'own replies' if scores.drift.own else 'reference replies'})"
+    return line

@@ -1,5 +1,6 @@
 """What a pipeline's sweeps evaluate, as one index for decontaminating training data: all of MMLU
-that `sweep.mmlu_dir` holds (test and dev, every subject), the bench's prompts, and the extra
+that `sweep.mmlu_dir` holds (test and dev, every subject), the bench's, the held-out bench's and the
+drift set's prompts, and the extra
 lm-eval tasks' evaluation documents (slm/contamination.py matches rows against it)."""
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from slm.config import HygieneSpec, PipelineConfig, SweepSpec, resolve_path
 from slm.contamination import EvalIndex, EvalItem
 from slm.errors import UserError
 from slm.eval.bench import load_bench
+from slm.eval.drift import load_drift
 
 
 def eval_index(pipeline: PipelineConfig, hygiene: HygieneSpec | None = None) -> EvalIndex:
@@ -26,6 +28,12 @@ def eval_index_for(sweep: SweepSpec, spec: HygieneSpec) -> EvalIndex:
         bench = resolve_path(sweep.bench)
         items += [EvalItem("bench", b["id"], b["prompt"]) for b in load_bench(bench)]
         sources["bench"] = str(sweep.bench)
+    if sweep.heldout:  # held out from every builder: a row that shares a run of words with it is dropped
+        items += [EvalItem("heldout", b["id"], b["prompt"]) for b in load_bench(resolve_path(sweep.heldout))]
+        sources["heldout"] = str(sweep.heldout)
+    if sweep.drift:
+        items += [EvalItem("drift", d["id"], d["prompt"]) for d in load_drift(resolve_path(sweep.drift))]
+        sources["drift"] = str(sweep.drift)
     for task in sweep.extra_tasks:
         task_items = extra_task_items(task, sweep)
         items += task_items

@@ -13,11 +13,11 @@ import re
 from slm import cluster, layout, refs
 from slm.config import PipelineConfig, config_digest, resolve_path
 from slm.errors import UserError
-from slm.eval import bench, mmlu
+from slm.eval import mmlu
 from slm.eval.local_data import LOCAL_TASKS
 from slm.eval.scores import Candidate, GateVerdict, Selection
 from slm.eval.selection import gate, gate_record, report_row, select
-from slm.eval.sweep import candidate_digests, settings_digest, sweep
+from slm.eval.sweep import candidate_digests, check_inputs, settings_digest, sweep
 from slm.log import log
 from slm.modeling import resolve_ref
 from slm.orchestration.sweeping import add_merges, write_report
@@ -59,11 +59,7 @@ def candidates_of(specs: list[str], store: Store) -> list[Candidate]:
 def check_settings(pipeline: PipelineConfig) -> None:
     """What the scoring tasks would fail on, checked before Ray starts."""
     spec = pipeline.sweep
-    if spec.bench:
-        file = resolve_path(spec.bench)
-        if not file.is_file():
-            raise UserError(f"sweep.bench: bench file not found: {file}")
-        bench.load_bench(file)
+    check_inputs(spec)
     if not spec.mmlu_dir.startswith("hf:"):
         data_dir = resolve_path(spec.mmlu_dir)
         if not data_dir.is_dir():
@@ -130,7 +126,15 @@ def evaluate(
     digests = candidate_digests(store, candidates)  # weights checked against their markers, before Ray
     cluster.connect()
     log(f"[evaluate] {len(candidates)} model(s) → {store.url(out)}")
-    scored = sweep(store, candidates, pipeline.sweep, layout.sweep_dir(out), pipeline.cluster.use_gpu, digests=digests)
+    scored = sweep(
+        store,
+        candidates,
+        pipeline.sweep,
+        layout.sweep_dir(out),
+        pipeline.cluster.use_gpu,
+        digests=digests,
+        reference=base_name,
+    )
     pool = [scored[c.name] for c in candidates]
     if choose:
         selection = select(pool, pipeline.selection)

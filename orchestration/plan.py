@@ -14,6 +14,7 @@ from slm.ds_config import load_ds_config
 from slm.errors import UserError
 from slm.eval import mmlu
 from slm.eval.bench import load_bench
+from slm.eval.drift import load_drift
 from slm.modeling import resolve_ref
 from slm.orchestration.stage import StageSettings
 from slm.recipe import schedule_warnings
@@ -61,6 +62,10 @@ def sweep_plan(pipeline: PipelineConfig) -> str:
     parts = [f"MMLU ({len(subjects)} of 57 subjects, {per}, {s.num_fewshot}-shot, from {s.mmlu_dir})"]
     if s.bench:
         parts.append(f"the bench {s.bench} ({len(load_bench(resolve_path(s.bench)))} prompts)")
+    if s.heldout:
+        parts.append(f"the held-out bench {s.heldout} ({len(load_bench(resolve_path(s.heldout)))} prompts)")
+    if s.drift:
+        parts.append(f"the drift set {s.drift} ({len(load_drift(resolve_path(s.drift)))} prompts)")
     if s.extra_tasks:
         parts.append("lm-eval tasks " + ", ".join(s.extra_tasks))
     return " + ".join(parts)
@@ -190,12 +195,14 @@ def gate_power(pipeline: PipelineConfig) -> str:
     if not mmlu.is_hub(s.mmlu_dir):
         counts = mmlu.count_items(resolve_path(s.mmlu_dir), mmlu.select_subjects(s.subjects))
         parts.append(f"MMLU {describe(sum(min(c, s.limit) if s.limit else c for c in counts.values()), alpha)}")
-    if s.bench:
-        items = load_bench(resolve_path(s.bench))
-        parts.append(f"bench {describe(len(items), alpha)}")
+    for label, path in (("bench", s.bench), ("heldout", s.heldout)):
+        if not path:
+            continue
+        items = load_bench(resolve_path(path))
+        parts.append(f"{label} {describe(len(items), alpha)}")
         if pipeline.selection.gate.bench_categories:
             for category, n in sorted(Counter(i["category"] for i in items).items()):
-                parts.append(f"bench:{category} {describe(n, alpha)}")
+                parts.append(f"{label}:{category} {describe(n, alpha)}")
     return f"the gate sees a drop (α = {alpha:g}, power 0.8, best case: every changed item a loss) of " + "; ".join(
         parts
     )

@@ -19,8 +19,8 @@ from slm.config import (
 )
 from slm.data_builders import run_builder
 from slm.errors import UserError, require_extra
-from slm.eval.bench import load_bench
 from slm.eval.selection import gate_record
+from slm.eval.sweep import check_inputs
 from slm.log import log
 from slm.orchestration.promotion import promote_champion
 from slm.orchestration.sweeping import experiment_incumbent, sweep_and_select
@@ -109,8 +109,7 @@ def open_pipeline(
     pipeline = load_yaml_config(path, PipelineConfig, pipeline_override.values, pipeline_override.origins)
     for name in set(stage_overrides) - {"*"}:
         pipeline.stage(name)  # the one-line unknown-stage error
-    if pipeline.sweep.bench:  # checked now, not after training and MMLU scoring
-        load_bench(resolve_path(pipeline.sweep.bench))
+    check_inputs(pipeline.sweep)  # the bench files, checked now, not after training and MMLU scoring
     store_uri = store_override or pipeline.store
     if "://" not in store_uri:
         if cluster.in_job_working_dir_copy() and not Path(store_uri).expanduser().is_absolute():

@@ -267,6 +267,12 @@ class SweepSpec(Strict):
     num_fewshot: int = Field(0, ge=0, le=5)
     bench: str | None = "eval/benches/truth106.jsonl"  # None: MMLU (and extra tasks) only
     bench_max_new_tokens: int = Field(32, gt=0)
+    # A second bench that no builder reads (eval/benches/README.md): scored and gated like the bench,
+    # never used to choose between checkpoints, and part of the decontamination index.
+    heldout: str | None = None
+    # Prompts whose greedy replies from the gate's reference model are teacher-forced on every other
+    # candidate (eval/drift.py): the per-token log-likelihood of them, paired per prompt, tracks drift.
+    drift: str | None = None
     batch_size: int = Field(16, gt=0)
     prompt_template: str | None = None  # None: the model's chat template
     extra_tasks: list[str] = []  # any lm-eval task names, e.g. [gsm8k, truthfulqa_mc1, truthfulqa_mc2]
@@ -292,6 +298,11 @@ class GateSpec(Strict):
     # beyond a mean drop of this much probability (0.01: one point, a tenth of the gap between chance
     # and a small model's typical confidence).
     continuous_floor_mmlu: float = Field(0.01, ge=0)
+    # The drift set's per-token log-likelihood of the input model's own replies (sweep.drift), paired per
+    # prompt: worse only beyond this mean drop in nats per token. Measured on SmolLM2-135M-Instruct over
+    # the 40 shipped prompts: a bf16 round trip moves it +0.0007 (p = 0.0009: significant, harmless),
+    # Gaussian noise of 0.05 of each tensor's spread -0.225; 0.1 sits between, far from both.
+    drift_floor: float = Field(0.1, ge=0)
 
 
 class SelectionPolicy(Strict):

@@ -184,6 +184,11 @@ def score_cache(weights_digest: str, settings_digest: str) -> str:
     return f"scores/{weights_digest}-{settings_digest}.json"
 
 
+def drift_references(weights_digest: str, settings_digest: str) -> str:
+    """A reference model's greedy replies to the drift set (eval/drift.py), cached like its scores."""
+    return f"scores/drift-{weights_digest}-{settings_digest}.json"
+
+
 def experiments_dir(line: str) -> str:
     return f"experiments/{line}"
 

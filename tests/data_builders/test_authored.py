@@ -53,3 +53,39 @@ def test_overlap_finds_long_ngrams_and_whole_short_items():
     assert [(c["id"], c["row"]) for c in report["contaminated"]] == [("long", 0), ("short", 1)]
     assert overlap_report(rows[2:], items, n=13)["contaminated"] == []
     assert longest_common_run("a b c d".split(), "x b c d y".split()) == 3
+
+
+def test_the_held_out_set_shares_no_prompt_and_no_named_answer_with_any_authored_input():
+    """eval/benches/heldout_facts.jsonl is read by no builder: no authored training input (the format rows,
+    the self-replay questions) shares a 13-word run or a whole prompt with it, or names a place or person
+    it asks for."""
+    import re
+
+    from slm.config import resolve_path
+    from slm.eval.bench import load_bench
+
+    heldout = load_bench(resolve_path("eval/benches/heldout_facts.jsonl"))
+    assert len(heldout) >= 60 and {it["category"] for it in heldout} == {"geography", "person", "science"}
+    questions = [json.loads(line)["question"] for line in (authored.HERE / "open_questions.jsonl").open()]
+    texts = [" ".join(m["content"] for m in row["messages"]) for row in committed_rows()] + questions
+    items = [{"id": it["id"], "text": it["prompt"]} for it in heldout]
+    assert overlap_report(texts, items, n=13)["contaminated"] == []
+    corpus = " ".join(texts).lower()
+    named = [t for it in heldout if it["category"] in ("geography", "person") for t in it["truth"]]
+    leaked = [t for t in named if re.search(rf"\b{re.escape(t.lower())}\b", corpus)]
+    # "What is the largest desert in Asia?" (self-replay) names the continent, not that it is the largest
+    assert leaked == ["Asia"], leaked
+
+
+def test_no_builder_config_reads_an_evaluation_file():
+    from pathlib import Path
+
+    import yaml
+
+    root = Path(authored.HERE).parents[1]
+    configs = [*root.glob("data_builders/configs/*.yaml"), *root.glob("stages/examples/**/*-data.yaml")]
+    assert configs
+    for config in configs:
+        text = yaml.safe_load(config.read_text())
+        for source in text.get("inputs", []):
+            assert "eval/benches" not in str(source.get("path", "")), (config, source)

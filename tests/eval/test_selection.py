@@ -339,3 +339,61 @@ def test_the_continuous_gate_refuses_a_real_drop_and_not_a_trivial_significant_o
     assert gate(same, start, GateSpec()).passed and gate(same, start, GateSpec()).continuous[0].p == 1.0
     reported = gate(damaged, start, GateSpec(continuous=False))  # measured and shown, not gating
     assert reported.passed and reported.continuous[0].worse and "reported, not gating" in reported.reason
+
+
+def test_the_held_out_bench_is_gated_on_but_never_chosen_by():
+    from slm.config import GateSpec
+    from slm.eval.scores import Candidate
+    from slm.eval.selection import bench_regressions, gate
+
+    items = base_items(0.5)
+    heldout = {"person": [1] * 15 + [0] * 7, "science": [1] * 10 + [0] * 12}
+    start = Candidate.model_validate(scored("input", items, BENCH, kind="precursor"))
+    start.scores.heldout = start.scores.bench.model_validate(bench_scores(heldout))
+    forgot = Candidate.model_validate(scored("forgot", items, BENCH))
+    forgot.scores.heldout = start.scores.bench.model_validate(bench_scores(with_flips(heldout, "person", lost=9)))
+    verdict = gate(forgot, start, GateSpec())
+    worse = [t.what for t in verdict.tests if t.worse]
+    assert (
+        not verdict.passed
+        and worse == ["heldout", "heldout:person"]
+        and "heldout:person 6/22 vs 15/22" in verdict.reason
+    )
+    assert {"heldout", "heldout:science"} <= {t.what for t in verdict.tests}
+    # the bench guard between two checkpoints does not look at it: it stays out of every choice
+    assert bench_regressions(forgot.scored, start.scored, 0.05) == []
+
+
+def drift_scores(logprobs: list[float], own: bool, references: str = "r1") -> dict:
+    return {
+        "answers": {f"d{k}": "reply" for k in range(len(logprobs))},
+        "references": references,
+        "own": own,
+        "logprob": {f"d{k}": lp for k, lp in enumerate(logprobs)},
+    }
+
+
+def test_the_drift_test_pairs_a_candidate_with_the_replies_it_was_scored_on():
+    from slm.config import GateSpec
+    from slm.eval.scores import Candidate, DriftScores
+    from slm.eval.selection import gate
+
+    rng = random.Random(5)
+    base = [rng.uniform(-1.2, -0.3) for _ in range(40)]
+
+    def model(name, drift):
+        c = Candidate.model_validate(candidate(name, base_items(0.5)))
+        c.scores.drift = DriftScores.model_validate(drift)
+        return c
+
+    start = model("input", drift_scores(base, own=True))
+    moved = model("moved", drift_scores([x - 0.3 + rng.gauss(0, 0.05) for x in base], own=False))
+    (test,) = [t for t in gate(moved, start, GateSpec()).continuous if t.what == "drift-loglik"]
+    assert test.worse and test.effect < -0.25 and test.floor == 0.1
+    assert not gate(moved, start, GateSpec()).passed
+    close = model("close", drift_scores([x - 0.02 + rng.gauss(0, 0.01) for x in base], own=False))
+    (test,) = [t for t in gate(close, start, GateSpec()).continuous if t.what == "drift-loglik"]
+    assert test.p < 0.001 and not test.worse  # significant, under the floor
+    # scored on another model's replies: nothing to pair, so no test (never a wrong one)
+    other = model("other", drift_scores(base, own=False, references="r2"))
+    assert all(t.what != "drift-loglik" for t in gate(other, start, GateSpec()).continuous)

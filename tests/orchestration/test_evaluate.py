@@ -46,6 +46,10 @@ def evaluate(tmp_path, *args):
 def models(tmp_path_factory, tiny_model_dir):
     root = tmp_path_factory.mktemp("evaluate")
     (root / "bench.jsonl").write_text("".join(json.dumps(item) + "\n" for item in BENCH))
+    heldout = [{**item, "id": f"ho-{item['id']}", "prompt": "Tell me: " + item["prompt"]} for item in BENCH]
+    (root / "heldout.jsonl").write_text("".join(json.dumps(item) + "\n" for item in heldout))
+    drift = [{"id": f"d{k}", "prompt": p} for k, p in enumerate(["Describe a river.", "What is a chair?", "Hello!"])]
+    (root / "drift.jsonl").write_text("".join(json.dumps(item) + "\n" for item in drift))
     return root, tiny_model_dir(seed=11), tiny_model_dir(seed=12)
 
 
@@ -70,7 +74,17 @@ def test_two_models_are_scored_selected_and_cached(models):
 
     resaved = root / "a-resaved"
     shutil.copytree(a, resaved, dirs_exist_ok=True)
-    judged = evaluate(root, a, resaved, b, "--baseline", a, "--name", "judged")
+    judged = evaluate(
+        root,
+        a,
+        resaved,
+        b,
+        "--baseline",
+        a,
+        "--name",
+        "judged",
+        *("--set", f"sweep.heldout={root / 'heldout.jsonl'}", "--set", f"sweep.drift={root / 'drift.jsonl'}"),
+    )
     assert judged.returncode == 0, judged.stderr[-3000:]
     verdicts = store.read_json("evaluations/judged/gate.json")
     assert verdicts["baseline"] == str(a) and verdicts["alpha"] == 0.05
@@ -81,6 +95,15 @@ def test_two_models_are_scored_selected_and_cached(models):
     kinds = {t["name"]: t["kind"] for t in same["tests"]}
     assert list(kinds)[:2] == ["MMLU", "bench"] and kinds["MMLU"] == kinds["bench"] == "binary"
     assert kinds["MMLU-p(correct)"] == kinds["bench-margin"] == "continuous"
+    # the held-out bench and the drift set: the re-saved copy teacher-forced on the baseline's own replies
+    assert kinds["heldout"] == "binary" and kinds["heldout-margin"] == kinds["drift-loglik"] == "continuous"
+    drift = next(t for t in same["tests"] if t["name"] == "drift-loglik")
+    assert drift["n"] == 3 and drift["effect"] == 0 and drift["floor"] == 0.1
+    base_scores = store.read_json(f"evaluations/judged/sweep/{a.name}.json")["scores"]
+    other = store.read_json(f"evaluations/judged/sweep/{b.name}.json")["scores"]
+    assert base_scores["drift"]["own"] and not other["drift"]["own"]
+    assert other["drift"]["references"] == base_scores["drift"]["references"]
+    assert len(base_scores["heldout"]["items"]) == 2
     assert f"{resaved.name} vs {a}: passed" in judged.stdout and "  pass  MMLU" in judged.stdout
     assert judged.stdout.strip().splitlines()[-2].endswith("evaluations/judged/gate.json")
 
