@@ -26,8 +26,6 @@ def load_drift(path: str | Path) -> list[dict]:
     """`{"id", "prompt"}` per line: unique ids, non-empty prompts, nothing else."""
     file = Path(path)
     rows = read_objects(file, what="drift set")
-    if not rows:
-        raise UserError(f"{file}: the drift set is empty (sweep.drift)")
     if len(rows) > MAX_PROMPTS:
         raise UserError(f"{file}: {len(rows):,} prompts; a drift set is at most {MAX_PROMPTS:,}")
     seen, items = set(), []

@@ -17,7 +17,7 @@ from slm import layout
 from slm.errors import UserError, require_extra
 from slm.eval.scores import Candidate
 from slm.eval.sweep import model_dir, model_ref
-from slm.store import Store
+from slm.store import Store, fetch_tree_cached
 
 # Fields that must agree for two checkpoints to be merged tensor by tensor.
 SHAPE_FIELDS = (
@@ -102,6 +102,24 @@ def average_candidate(store: Store, checkpoints: list[Candidate], k: int, out_pr
             config = average([model_dir(model_ref(store, c)) for c in last], Path(tmp) / "avg")
             store.put_tree(Path(tmp) / "avg", key, meta={"merge": {"method": "linear", "of": keys, "mergekit": config}})
     return Candidate(name=name, key=key, kind="merge", merge={"method": "average", "of": keys})
+
+
+def ema_candidate(store: Store, checkpoints: list[Candidate], out_prefix: str) -> Candidate | None:
+    """The weight average kept during training (train.ema) at the last checkpoint that has one, as a
+    complete store tree and a candidate (None: the run kept none)."""
+    with_ema = [c for c in checkpoints if "ema/model.safetensors" in store.tree_manifest(c.key)["files"]]
+    if not with_ema:
+        return None
+    last = max(with_ema, key=lambda c: c.step or 0)
+    name = f"ema-{last.step}"
+    key = layout.merge_dir(out_prefix, name)
+    local = fetch_tree_cached(store, last.key, include=lambda rel: rel.startswith("ema/")) / "ema"
+    facts = json.loads((local / "ema.json").read_text())
+    if not store.is_complete(key):
+        store.put_tree(local, key, meta={"merge": {"method": "ema", "of": [last.key], **facts}})
+    return Candidate(
+        name=name, key=key, kind="merge", merge={"method": "ema", "decay": facts["decay"], "of": [last.key]}
+    )
 
 
 def resolve_pairs(

@@ -244,21 +244,23 @@ def sweep(
     use_gpu: bool = False,
     tag: str = "sweep",
     digests: dict[str, str] | None = None,
-    reference: str | None = None,
+    reference: Candidate | str | None = None,
 ) -> dict[str, Candidate]:
     """Score candidates; returns name → candidate with `scores` attached (each also in `out_prefix`).
     `digests`: name → weights digest already computed (candidate_digests, before Ray started).
-    `reference`: the candidate the others are judged against (None: the stage's input model, if one
-    is among them); with `sweep.drift` it is scored first, and its drift replies are the references."""
-
-    if reference is None:
-        reference = next((c.name for c in candidates if c.kind == "precursor"), None)
+    `reference`: the model the candidates are judged against, by name among them or as a candidate of
+    its own (None: the stage's input model, if one is among them); with `sweep.drift`, its greedy
+    drift replies are made first: the references every candidate is teacher-forced on."""
+    if isinstance(reference, str):
+        reference = next(c for c in candidates if c.name == reference)
+    elif reference is None:
+        reference = next((c for c in candidates if c.kind == "precursor"), None)
     digests = digests if digests is not None else candidate_digests(store, candidates)
     settings = settings_digest(spec)
     drift_refs = None
     if spec.drift and reference is not None:  # every candidate, the reference too, on the reference's replies
-        ref_cand = next(c for c in candidates if c.name == reference)
-        drift_refs = drift_references(store, ref_cand, spec, settings, digests[reference], use_gpu, tag)
+        digest = digests.get(reference.name) or ref_weights_digest(model_ref(store, reference))
+        drift_refs = drift_references(store, reference, spec, settings, digest, use_gpu, tag)
     results = _score(store, candidates, spec, settings, digests, use_gpu, tag, drift_refs)
     for name, cand in results.items():
         store.write_json(layout.candidate_file(out_prefix, name), cand.to_json())

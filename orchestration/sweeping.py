@@ -123,7 +123,13 @@ def add_merges(
     plain = [c for c in candidates if c.kind == "checkpoint"]
     if pipeline.merge.average_last and len(plain) >= 2:
         merges.append(merge.average_candidate(store, plain, pipeline.merge.average_last, layout.merges_dir(prefix)))
-    merged = sweep(store, merges, pipeline.sweep, layout.sweep_dir(prefix), pipeline.cluster.use_gpu, tag)
+    ema = merge.ema_candidate(store, plain, layout.merges_dir(prefix)) if plain else None
+    if ema is not None:
+        merges.append(ema)
+    # scored against the input model's drift replies, as the checkpoints were: a merge may be the champion
+    merged = sweep(
+        store, merges, pipeline.sweep, layout.sweep_dir(prefix), pipeline.cluster.use_gpu, tag, reference=precursor
+    )
     return [merged[m.name] for m in merges]
 
 

@@ -7,6 +7,7 @@ import datetime as dt
 import time
 from pathlib import Path
 
+import torch
 import torch.distributed as dist
 from transformers import TrainerCallback
 
@@ -160,6 +161,74 @@ class MergedLoRACallback(TrainerCallback):
                 if (checkpoint / name).exists():
                     (checkpoint / name).rename(adapter / name)
             merged.save_pretrained(checkpoint, safe_serialization=True)
+
+
+class EMACallback(TrainerCallback):
+    """An exponential moving average of the weights (`train.ema`), written into every checkpoint as
+    `ema/`, a complete HF model the sweep can score.
+
+    Kept in fp32 on the CPU of global rank 0 only: ZeRO-2 partitions gradients and optimizer state but
+    every rank holds the full parameters after each step, so rank 0 reads them without a gather (ZeRO-3
+    would need one; the recipe refuses ema there). Updated after every optimizer step. A resumed run
+    reads it back from the checkpoint it resumes, so an interrupted run ends on the same average.
+    The HF Trainer has no EMA of its own (timm's ModelEmaV3 and torch's AveragedModel wrap the module,
+    which DeepSpeed's engine owns), hence this small one."""
+
+    def __init__(self, decay: float, tokenizer, resume_dir: Path | None):
+        self.decay = decay
+        self.tokenizer = tokenizer
+        self.resume_dir = resume_dir
+        self.shadow: dict[int, torch.Tensor] = {}  # id(parameter) → its average: tied weights share one
+        self.names: list[tuple[str, torch.nn.Parameter]] = []
+
+    @staticmethod
+    def _rank_zero() -> bool:
+        return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        if not self._rank_zero():
+            return
+        self.names = list(model.named_parameters(remove_duplicate=False))
+        stored = self.resume_dir / "ema" / "model.safetensors" if self.resume_dir else None
+        saved = {}
+        if stored is not None:
+            if not stored.is_file():
+                raise RuntimeError(f"{stored}: train.ema is on but the checkpoint it resumes has no ema/ weights")
+            from safetensors.torch import load_file
+
+            saved = load_file(stored)
+        for name, p in self.names:  # a tied alias may be missing from the file: its twin carries it
+            if name in saved or (id(p) not in self.shadow and not saved):
+                self.shadow[id(p)] = (saved[name] if saved else p.detach()).to("cpu", torch.float32).clone()
+        absent = sorted({n for n, p in self.names if id(p) not in self.shadow})
+        if absent:
+            raise RuntimeError(f"{stored}: the averaged weights lack {', '.join(absent[:3])}")
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if not self.shadow:
+            return
+        with torch.no_grad():
+            done = set()
+            for _, p in self.names:
+                if id(p) in done:
+                    continue
+                done.add(id(p))
+                self.shadow[id(p)].mul_(self.decay).add_(p.detach().to("cpu", torch.float32), alpha=1 - self.decay)
+
+    def on_save(self, args, state, control, model=None, **kwargs):
+        if not self.shadow:
+            return
+        out = Path(args.output_dir) / layout.checkpoint_name(state.global_step) / "ema"
+        dtype = next(model.parameters()).dtype
+        weights = {name: self.shadow[id(p)].to(dtype) for name, p in self.names}
+        # tied parameters (one tensor under two names) stay one tensor, which save_pretrained de-duplicates
+        tensors = {}
+        for name, p in self.names:
+            weights[name] = tensors.setdefault(id(p), weights[name])
+        state_dict = {**{k: v for k, v in model.state_dict().items() if k not in weights}, **weights}
+        model.save_pretrained(out, state_dict=state_dict, safe_serialization=True)
+        self.tokenizer.save_pretrained(out)
+        (out / "ema.json").write_text(f'{{"decay": {self.decay}, "step": {state.global_step}}}\n')
 
 
 class StoreCheckpointCallback(TrainerCallback):

@@ -58,6 +58,13 @@ class DataSpec(Strict):
     eval_split: str | None = None  # e.g. "validation": evaluated every save_steps
 
 
+class EMASpec(Strict):
+    """An exponential moving average of the weights, updated after every optimizer step (slm/callbacks.py)
+    and saved in each checkpoint; the sweep scores the last one as a candidate beside the checkpoints."""
+
+    decay: float = Field(gt=0, lt=1)  # 0.99: an average over about the last 100 steps
+
+
 class TrainSpec(Strict):
     lr: float = Field(gt=0)
     schedule: Literal["cosine", "linear", "constant_with_warmup"] = "cosine"
@@ -84,6 +91,7 @@ class TrainSpec(Strict):
     # Any other TrainingArguments field, passed through as given; TrainingArguments itself validates it
     # (before launch) and a field the keys above already set is refused.
     extra: dict[str, Any] = {}
+    ema: EMASpec | None = None
 
     @model_validator(mode="after")
     def _one_warmup(self):
@@ -161,6 +169,8 @@ class StageConfig(Strict):
             raise ValueError("dpo is already anchored to its starting model (beta); kl_anchor does not apply")
         if self.dpo and self.stage != "dpo":
             raise ValueError(f"`dpo` settings belong to the dpo stage, not to {self.stage}")
+        if self.lora and self.train.ema:
+            raise ValueError("train.ema averages all weights; with lora only the adapter trains (use one or the other)")
         return self
 
 

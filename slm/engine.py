@@ -264,7 +264,13 @@ def _worker_loop(job_dict: dict, recipe) -> None:
     from transformers.trainer_callback import PrinterCallback
     from transformers.utils import logging as hf_logging
 
-    from slm.callbacks import MergedLoRACallback, SaveLastStepCallback, StoreCheckpointCallback, upload_logs
+    from slm.callbacks import (
+        EMACallback,
+        MergedLoRACallback,
+        SaveLastStepCallback,
+        StoreCheckpointCallback,
+        upload_logs,
+    )
 
     hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_error()
@@ -315,6 +321,8 @@ def _worker_loop(job_dict: dict, recipe) -> None:
     ]
     if job.lora:  # before the upload, so the merged full weights go to the store with the adapter
         callbacks.append(MergedLoRACallback(job.init, job.trust_remote_code))
+    if job.train.ema:  # before the upload too: each checkpoint carries its ema/ model
+        callbacks.append(EMACallback(job.train.ema.decay, tokenizer, resume_dir))
     callbacks.append(
         StoreCheckpointCallback(
             store, job.run_prefix, local_rank, work, keep_resume_states=max(job.keep_optimizer_states, 1)

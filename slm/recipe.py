@@ -147,6 +147,11 @@ class StageContext:
                 f"{cfg.stage}: kl_anchor / logit_distill keep a frozen full copy of a model on every "
                 f"worker, which ZeRO-3 ({cfg.deepspeed}) would partition; use a ZeRO-2 config"
             )
+        if cfg.train.ema and ds_config["zero_optimization"].get("stage") == 3:
+            raise UserError(
+                f"{cfg.stage}: train.ema reads the full weights on rank 0 after each step, which ZeRO-3 "
+                f"({cfg.deepspeed}) partitions across ranks; use a ZeRO-2 config"
+            )
         wandb_project = None
         if os.environ.get("WANDB_API_KEY"):
             if importlib.util.find_spec("wandb") is None:

@@ -68,9 +68,16 @@ def test_dry_run_says_what_would_happen_and_touches_nothing(tmp_path):
         "sweep.limit=5",
         "--set",
         "surgical.train.gradient_checkpointing=true",
+        "--set",
+        "sweep.heldout=eval/benches/heldout_facts.jsonl",
+        "--set",
+        "sweep.drift=eval/benches/drift_prompts.jsonl",
     )
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
+    assert "the held-out bench eval/benches/heldout_facts.jsonl (66 prompts)" in out
+    assert "the drift set eval/benches/drift_prompts.jsonl (40 prompts)" in out
+    assert "heldout ≥ 11.7 points (n=66)" in out and "heldout:person ≥ 33.6 points (n=22)" in out
     for stage, version in zip(("pretrain", "sft", "distill", "surgical", "repair"), range(1, 6)):
         assert f"\n[{stage}]" in out and f"as tiny-ff@v{version}-{stage}" in out
     assert "build   datasets/sft (sft builder, new)" in out and "ZeRO-2 (ds_configs/zero2.json)" in out
