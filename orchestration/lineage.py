@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from pydantic import ConfigDict
+from pydantic import ConfigDict, Field
 
 from slm import layout
 from slm.eval.scores import BenchScores, MMLUScores, Scores
@@ -41,6 +41,7 @@ class ChampionScores(Stored):
 
     bench: BenchScores | None
     mmlu: MMLUScores
+    heldout: BenchScores | None = Field(None, exclude_if=lambda v: v is None)  # sweep.heldout, when set
     extra: dict[str, dict[str, float]] = {}
     scored_at: str | None = None
     device: str | None = None
@@ -50,7 +51,9 @@ class ChampionScores(Stored):
     def of(cls, scores: Scores) -> ChampionScores:
         """A candidate's scores as champion.json keeps them: per-item answers stay in the sweep."""
         summary = scores.model_dump(
-            mode="json", exclude_none=True, exclude={"mmlu": {"items", "probs"}, "bench": {"items"}}
+            mode="json",
+            exclude_none=True,
+            exclude={"mmlu": {"items", "probs"}, "bench": {"items"}, "heldout": {"items"}, "drift": True},
         )
         return cls.model_validate({"bench": None, **summary})
 

@@ -167,6 +167,8 @@ def dry_run(
         )
         if pipeline.merge.enabled and pipeline.merge.average_last:
             merges += f" + the average of the last {pipeline.merge.average_last} checkpoints"
+        if pipeline.merge.enabled and t.ema:
+            merges += f" + the EMA of the weights (decay {t.ema.decay:g}) at the last checkpoint"
         precursor = " and the precursor" if pipeline.sweep.score_precursor else ""
         lines.append(f"  sweep   every checkpoint{precursor}{merges} on {sweep}")
         gate = pipeline.selection.gate

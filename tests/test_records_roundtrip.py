@@ -87,3 +87,22 @@ def test_a_champion_keeps_the_score_summary_as_before():
                 {"id": "x", "category": "format", "answer": "a", "passed": True, "reason": "matched"}
             ]
         assert ChampionScores.of(Scores.model_validate(with_items)).to_json() == stored, path
+
+
+def test_a_champion_with_a_held_out_set_keeps_its_summary_and_not_the_drift_replies():
+    from slm.eval.scores import Scores
+    from slm.orchestration.lineage import ChampionInfo, ChampionScores
+
+    path = files("champions/*/v*/champion.json")[0]
+    raw = json.loads(path.read_text())
+    scores = json.loads(json.dumps(raw["scores"]))
+    item = {"id": "ho-1", "category": "person", "answer": "Dickens", "passed": True, "reason": "matched"}
+    scores["heldout"] = {
+        "passed": 1, "total": 1, "score": 1.0, "items": [item],
+        "categories": {"person": {"passed": 1, "total": 1, "score": 1.0}},
+    }  # fmt: skip
+    scores["drift"] = {"answers": {"d1": "A reply."}, "references": "abc", "own": True, "logprob": {"d1": -0.5}}
+    kept = ChampionScores.of(Scores.model_validate(scores)).to_json()
+    assert kept["heldout"]["passed"] == 1 and "items" not in kept["heldout"] and "drift" not in kept
+    info = ChampionInfo.model_validate({**raw, "scores": kept})
+    assert ChampionInfo.model_validate_json(info.to_text()).scores.heldout.total == 1

@@ -191,53 +191,64 @@ def operand(rng: random.Random, low: int, high: int) -> int:
 
 
 def yes_no_rows(rng: random.Random) -> list[dict]:
+    """Every fact asked both ways, true and false, so the answer is never a default: "yes" and "no" are
+    exactly as frequent, and the same subject appears under both (the first version drew one at
+    random per fact, 73 no to 50 yes, and the model it trained answered "no" to every bench item)."""
     rows, countries = [], list(CAPITALS)
     for country in countries:
-        right = rng.random() < 0.5
-        city = CAPITALS[country] if right else CAPITALS[rng.choice([c for c in countries if c != country])]
-        rows.append((f"Is {city} the capital of {country}?", right))
+        other = CAPITALS[rng.choice([c for c in countries if c != country])]
+        rows += [
+            (f"Is {CAPITALS[country]} the capital of {country}?", True),
+            (f"Is {other} the capital of {country}?", False),
+        ]
     for name, symbol in ELEMENTS.items():
-        right = rng.random() < 0.5
-        shown = symbol if right else rng.choice([s for s in ELEMENTS.values() if s != symbol])
-        rows.append((f"Is {shown} the chemical symbol of {name}?", right))
+        other = rng.choice([s for s in ELEMENTS.values() if s != symbol])
+        rows += [
+            (f"Is {symbol} the chemical symbol of {name}?", True),
+            (f"Is {other} the chemical symbol of {name}?", False),
+        ]
     for kind, animals in KINDS.items():
         for animal in rng.sample(animals, 5):
-            asked = kind if rng.random() < 0.5 else rng.choice([k for k in KINDS if k != kind])
-            rows.append((f"Is a {animal} a {asked}?", asked == kind))
-    for _ in range(30):
+            other = rng.choice([k for k in KINDS if k != kind])
+            rows += [(f"Is a {animal} a {kind}?", True), (f"Is a {animal} a {other}?", False)]
+    for _ in range(20):
         a, b = operand(rng, 2, 99), operand(rng, 2, 99)
         if a != b:
-            rows.append((f"Is {a} greater than {b}?", a > b))
-    for _ in range(20):
+            rows += [(f"Is {a} greater than {b}?", a > b), (f"Is {b} greater than {a}?", b > a)]
+    for _ in range(12):
         a = operand(rng, 18, 98)
-        parity = rng.choice(["odd", "even"])
-        rows.append((f"Is {a} an {parity} number?", (a % 2 == 1) == (parity == "odd")))
+        rows += [(f"Is {a} an odd number?", a % 2 == 1), (f"Is {a} an even number?", a % 2 == 0)]
     return [chat(f"{rng.choice(YES_NO)} {q}", "yes" if truth else "no") for q, truth in rows]
 
 
-def mcq(rng: random.Random, question: str, right: str, wrong: list[str]) -> dict:
-    options = [right] + rng.sample(wrong, 3)
-    rng.shuffle(options)
+def mcq(rng: random.Random, question: str, right: str, wrong: list[str], position: int) -> dict:
+    options = rng.sample(wrong, 3)
+    options.insert(position, right)
     body = "\n".join(f"{letter}. {option}" for letter, option in zip("ABCD", options))
-    return chat(f"{rng.choice(LETTER)} {question}\n{body}", "ABCD"[options.index(right)])
+    return chat(f"{rng.choice(LETTER)} {question}\n{body}", "ABCD"[position])
 
 
 def letter_rows(rng: random.Random) -> list[dict]:
-    rows = []
+    """Each question twice, its answer at two different letters, the letters cycled so that A, B, C and D
+    are right equally often: the reply has to come from the options, not from a favourite letter."""
+    questions = []
     cities = list(CAPITALS.values())
     for country, city in CAPITALS.items():
-        rows.append(mcq(rng, f"What is the capital of {country}?", city, [c for c in cities if c != city]))
+        questions.append((f"What is the capital of {country}?", city, [c for c in cities if c != city]))
     symbols = list(ELEMENTS.values())
     for name, symbol in ELEMENTS.items():
-        rows.append(mcq(rng, f"Which is the chemical symbol of {name}?", symbol, [s for s in symbols if s != symbol]))
+        questions.append((f"Which is the chemical symbol of {name}?", symbol, [s for s in symbols if s != symbol]))
     for kind, animals in KINDS.items():
         others = [a for k, members in KINDS.items() if k != kind for a in members]
         for animal in rng.sample(animals, 5):
-            rows.append(mcq(rng, f"Which of these is a {kind}?", animal, others))
-    for _ in range(30):
+            questions.append((f"Which of these is a {kind}?", animal, others))
+    for _ in range(20):
         a, b = operand(rng, 11, 60), operand(rng, 11, 60)
         wrong = sorted({a + b + d for d in (-10, -2, -1, 1, 2, 10)} - {a + b})
-        rows.append(mcq(rng, f"What is {a} plus {b}?", str(a + b), [str(w) for w in wrong]))
+        questions.append((f"What is {a} plus {b}?", str(a + b), [str(w) for w in wrong]))
+    rows = []
+    for k, (question, right, wrong) in enumerate(questions):
+        rows += [mcq(rng, question, right, wrong, k % 4), mcq(rng, question, right, wrong, (k + 2) % 4)]
     return rows
 
 
