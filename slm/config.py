@@ -573,7 +573,9 @@ def override_origins(pairs: list[str], label: str | None = None) -> dict[tuple[s
 
 # Keys added to a config after runs were named by it: left out of the digest while at their default,
 # so a config that does not use them keeps its run id (an unfinished run of it still resumes).
-DIGEST_OMITS_DEFAULT = {TrainSpec: ("warmup_ratio", "gradient_checkpointing", "attn_implementation", "optim", "extra")}
+DIGEST_OMITS_DEFAULT = {
+    TrainSpec: ("warmup_ratio", "gradient_checkpointing", "attn_implementation", "optim", "extra", "ema")
+}
 
 
 def _digest_view(model: BaseModel) -> dict:

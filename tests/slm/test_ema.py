@@ -84,3 +84,13 @@ def test_ema_is_refused_with_lora_and_its_decay_checked():
     assert StageConfig.model_validate(base).train.ema.decay == 0.9
     with pytest.raises(ValidationError, match="train.ema averages all weights"):
         StageConfig.model_validate({**base, "lora": {"r": 4}})
+
+
+def test_a_config_without_ema_keeps_the_run_id_it_had_before_ema_existed():
+    from slm.config import EMASpec, TrainSpec, config_digest
+
+    spec = TrainSpec(lr=1e-4, save_steps=5, micro_batch=2)
+    before = {k: v for k, v in spec.model_dump(mode="json").items() if k not in ("warmup_ratio",
+              "gradient_checkpointing", "attn_implementation", "optim", "extra", "ema")}  # fmt: skip
+    assert config_digest(spec) == config_digest(before)
+    assert config_digest(spec.model_copy(update={"ema": EMASpec(decay=0.9)})) != config_digest(spec)
