@@ -389,7 +389,7 @@ def test_the_drift_test_pairs_a_candidate_with_the_replies_it_was_scored_on():
     start = model("input", drift_scores(base, own=True))
     moved = model("moved", drift_scores([x - 0.3 + rng.gauss(0, 0.05) for x in base], own=False))
     (test,) = [t for t in gate(moved, start, GateSpec()).continuous if t.what == "drift-loglik"]
-    assert test.worse and test.effect < -0.25 and test.floor == 0.1
+    assert test.worse and test.effect < -0.25 and test.floor == 0.05
     assert not gate(moved, start, GateSpec()).passed
     close = model("close", drift_scores([x - 0.02 + rng.gauss(0, 0.01) for x in base], own=False))
     (test,) = [t for t in gate(close, start, GateSpec()).continuous if t.what == "drift-loglik"]

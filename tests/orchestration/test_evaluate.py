@@ -98,7 +98,7 @@ def test_two_models_are_scored_selected_and_cached(models):
     # the held-out bench and the drift set: the re-saved copy teacher-forced on the baseline's own replies
     assert kinds["heldout"] == "binary" and kinds["heldout-margin"] == kinds["drift-loglik"] == "continuous"
     drift = next(t for t in same["tests"] if t["name"] == "drift-loglik")
-    assert drift["n"] == 3 and drift["effect"] == 0 and drift["floor"] == 0.1
+    assert drift["n"] == 3 and drift["effect"] == 0 and drift["floor"] == 0.05
     base_scores = store.read_json(f"evaluations/judged/sweep/{a.name}.json")["scores"]
     other = store.read_json(f"evaluations/judged/sweep/{b.name}.json")["scores"]
     assert base_scores["drift"]["own"] and not other["drift"]["own"]
