@@ -167,23 +167,42 @@ def run_extra_tasks(lm, spec: SweepSpec) -> dict:
     }
 
 
+def load_for_scoring(ref: ModelRef, use_gpu: bool):
+    """(directory, model in eval mode, tokenizer, device) of a reference, as every scoring task loads it."""
+    import torch
+
+    if not use_gpu:
+        torch.set_num_threads(1)  # each sweep task holds one CPU
+    path = model_dir(ref)
+    device = "cuda" if use_gpu and torch.cuda.is_available() else "cpu"
+    model = load_model(path, dtype=torch.bfloat16 if device == "cuda" else torch.float32).to(device)
+    model.eval()
+    return path, model, load_tokenizer(path), device
+
+
+def get_task(ref):
+    """ray.get, with a UserError raised inside the task re-raised as itself (one line, no traceback)."""
+    import ray
+
+    try:
+        return ray.get(ref)
+    except Exception as exc:
+        user_error = find_user_error(exc)
+        if user_error is not None:
+            raise user_error from None
+        raise
+
+
 def score_model(ref: ModelRef, sweep: dict, use_gpu: bool = False, drift_refs: dict[str, str] | None = None) -> dict:
     """Load a model (a store tree or any resolved reference) and score it. Runs inside a Ray task.
     `drift_refs`: the reference model's drift replies (None: this model is the reference)."""
-    import torch
 
     from slm.eval.lm import ReusableHFLM
 
     started = time.perf_counter()
     quiet_libraries()
     spec = SweepSpec.model_validate(sweep)
-    if not use_gpu:
-        torch.set_num_threads(1)  # each sweep task holds one CPU
-    path = model_dir(ref)
-    tokenizer = load_tokenizer(path)
-    device = "cuda" if use_gpu and torch.cuda.is_available() else "cpu"
-    model = load_model(path, dtype=torch.bfloat16 if device == "cuda" else torch.float32).to(device)
-    model.eval()
+    path, model, tokenizer, device = load_for_scoring(ref, use_gpu)
     lm = ReusableHFLM(
         pretrained=model,
         tokenizer=tokenizer,
@@ -269,22 +288,16 @@ def sweep(
 
 def drift_replies(ref: ModelRef, sweep: dict, use_gpu: bool = False) -> dict[str, str]:
     """The greedy replies of a model to the drift set (a Ray task: a few seconds of generation)."""
-    import torch
-
     from slm.eval import drift
     from slm.eval.bench import greedy_answers
 
     spec = SweepSpec.model_validate(sweep)
-    if not use_gpu:
-        torch.set_num_threads(1)
-    path = model_dir(ref)
-    device = "cuda" if use_gpu and torch.cuda.is_available() else "cpu"
-    model = load_model(path, dtype=torch.bfloat16 if device == "cuda" else torch.float32).to(device)
+    _, model, tokenizer, _ = load_for_scoring(ref, use_gpu)
     items = drift.load_drift(resolve_path(spec.drift))
+    prompts = [it["prompt"] for it in items]
     answers = greedy_answers(
-        model, load_tokenizer(path), [it["prompt"] for it in items], spec.bench_max_new_tokens, spec.batch_size,
-        spec.prompt_template,
-    )  # fmt: skip
+        model, tokenizer, prompts, spec.bench_max_new_tokens, spec.batch_size, spec.prompt_template
+    )
     return {it["id"]: a for it, a in zip(items, answers)}
 
 
@@ -300,13 +313,7 @@ def drift_references(
         return store.read_json(key)
     log(f"[{tag}] drift references: {cand.name}'s greedy replies to {spec.drift}")
     task = ray.remote(drift_replies).options(num_cpus=1, num_gpus=1 if use_gpu else 0, max_retries=1)
-    try:
-        replies = ray.get(task.remote(model_ref(store, cand), spec.model_dump(mode="json"), use_gpu))
-    except Exception as exc:
-        user_error = find_user_error(exc)
-        if user_error is not None:
-            raise user_error from None
-        raise
+    replies = get_task(task.remote(model_ref(store, cand), spec.model_dump(mode="json"), use_gpu))
     store.write_json(key, replies)
     return replies
 
@@ -371,13 +378,7 @@ def _score(
         (ref,), waiting = ray.wait(waiting, num_returns=1)
         name = names_of[ref]
         cand, cache_key = pending[name]
-        try:
-            scores = Scores.model_validate(ray.get(ref))
-        except Exception as exc:
-            user_error = find_user_error(exc)
-            if user_error is not None:
-                raise user_error from None
-            raise
+        scores = Scores.model_validate(get_task(ref))
         store.write_json(cache_key, scores.to_json())
         done, elapsed = len(refs) - len(waiting), time.perf_counter() - started
         eta = f", about {elapsed / done * len(waiting):.0f} s left" if waiting else ""

@@ -181,12 +181,8 @@ class EMACallback(TrainerCallback):
         self.shadow: dict[int, torch.Tensor] = {}  # id(parameter) → its average: tied weights share one
         self.names: list[tuple[str, torch.nn.Parameter]] = []
 
-    @staticmethod
-    def _rank_zero() -> bool:
-        return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
-
     def on_train_begin(self, args, state, control, model=None, **kwargs):
-        if not self._rank_zero():
+        if not state.is_world_process_zero:
             return
         self.names = list(model.named_parameters(remove_duplicate=False))
         stored = self.resume_dir / "ema" / "model.safetensors" if self.resume_dir else None
