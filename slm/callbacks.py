@@ -216,11 +216,9 @@ class EMACallback(TrainerCallback):
             return
         out = Path(args.output_dir) / layout.checkpoint_name(state.global_step) / "ema"
         dtype = next(model.parameters()).dtype
-        weights = {name: self.shadow[id(p)].to(dtype) for name, p in self.names}
         # tied parameters (one tensor under two names) stay one tensor, which save_pretrained de-duplicates
-        tensors = {}
-        for name, p in self.names:
-            weights[name] = tensors.setdefault(id(p), weights[name])
+        tensors = {key: average.to(dtype) for key, average in self.shadow.items()}
+        weights = {name: tensors[id(p)] for name, p in self.names}
         state_dict = {**{k: v for k, v in model.state_dict().items() if k not in weights}, **weights}
         model.save_pretrained(out, state_dict=state_dict, safe_serialization=True)
         self.tokenizer.save_pretrained(out)
