@@ -12,6 +12,7 @@ twice; 0.5: a seeded half), never by copying them.
 
 from __future__ import annotations
 
+import os
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -96,9 +97,12 @@ class SpoolReader:
 
 class Progress:
     """A log line every few seconds while a builder reads: rows so far, rows/s, and, where the sources'
-    sizes are known (Source.expected_rows), the fraction done and an ETA."""
+    sizes are known (Source.expected_rows), the fraction done and an ETA. SLM_PROGRESS_EVERY_S sets the
+    interval (10 s by default)."""
 
-    def __init__(self, what: str, every_s: float = 10.0, total: int | None = None, unit: str = "rows"):
+    def __init__(self, what: str, every_s: float | None = None, total: int | None = None, unit: str = "rows"):
+        if every_s is None:
+            every_s = float(os.environ.get("SLM_PROGRESS_EVERY_S", "10"))
         self.what, self.every_s, self.start, self.last, self.rows = what, every_s, time.time(), time.time(), 0
         self.total, self.unit = total, unit
 

@@ -101,8 +101,8 @@ def test_pretrained_init_with_a_mismatched_architecture(store, tiny_model_dir):
 
 
 def test_ctrl_c_during_a_build_is_one_line_and_leaves_no_dataset_behind(store, tmp_path):
+    import re
     import signal
-    import time
 
     rows = tmp_path / "many.jsonl"
     with rows.open("w") as f:
@@ -116,12 +116,18 @@ def test_ctrl_c_during_a_build_is_one_line_and_leaves_no_dataset_behind(store, t
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        env={**os.environ, "PYTHONUNBUFFERED": "1", "SLM_PROGRESS_EVERY_S": "0.2"},
     )
-    for line in proc.stderr:  # the builder's progress: it is reading rows
-        if "[data]" in line and "rows" in line:
+    # Interrupt on the first progress line that shows reading well short of done (an earlier version slept
+    # 0.5 s after a 10 s tick, and on a faster machine the build had finished by then).
+    seen = []
+    for line in proc.stderr:
+        seen.append(line)
+        done = re.search(r"about (\d+)% of", line)
+        if line.startswith("[data]") and done and int(done.group(1)) < 50:
             break
-    time.sleep(0.5)
+    else:
+        raise AssertionError("no progress line under 50% before the build ended:\n" + "".join(seen[-20:]))
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     lines = [line for line in err.strip().splitlines() if not line.startswith("[data]")]
