@@ -176,8 +176,14 @@ def collect(
                 **source.describe(),
                 "weight": item.weight,
                 "format": getattr(rows, "format", None) or item.format,
+                **({"answers_over_limit": rows.too_long} if item.max_answer_chars else {}),
             }
         )
+        if item.max_answer_chars:
+            log(
+                f"[data] {cfg.output}: input {source.label}: {rows.too_long:,} rows dropped, their answer longer "
+                f"than max_answer_chars {item.max_answer_chars}"
+            )
     keep = hygiene.finish()
     table = spool.reader()
     hygiene.add_duplicate_samples(

@@ -143,18 +143,26 @@ def answer_shards(cfg, store, ref: ModelRef, shards: list[list[str]], work: str)
 
 
 def questions(source):
-    """A question per row: `question`, `prompt` or `instruction`, or a conversation's first user turn."""
+    """A question per row: `question`, `prompt` or `instruction`, or a conversation's first user turn
+    (`messages`, or ShareGPT `conversations`); the input's `columns` rename the source's own first."""
+    renames = source.item.columns
     for row in source.rows():
-        q = next((row.data[k] for k in ("question", "prompt", "instruction") if isinstance(row.data.get(k), str)), None)
-        if q is None and isinstance(row.data.get("messages"), list):
+        data = {renames.get(k, k): v for k, v in row.data.items()} if renames else row.data
+        q = next((data[k] for k in ("question", "prompt", "instruction") if isinstance(data.get(k), str)), None)
+        if q is None and isinstance(data.get("messages"), list):
             q = next(
-                (m.get("content") for m in row.data["messages"] if isinstance(m, dict) and m.get("role") == "user"),
+                (m.get("content") for m in data["messages"] if isinstance(m, dict) and m.get("role") == "user"),
+                None,
+            )
+        if q is None and isinstance(data.get("conversations"), list):
+            q = next(
+                (t.get("value") for t in data["conversations"] if isinstance(t, dict) and t.get("from") == "human"),
                 None,
             )
         if not isinstance(q, str) or not q.strip():
             raise UserError(
-                f"{row.where}: needs a non-empty `question` (or `prompt` / `instruction`, or `messages` "
-                f"with a user turn)"
+                f"{row.where}: needs a non-empty `question` (or `prompt` / `instruction`, or `messages` / "
+                f"`conversations` with a user turn; `columns:` renames a source's own)"
             )
         yield row.where, {"question": q.strip()}
 

@@ -8,6 +8,7 @@ size passes through in bounded memory. Errors name the source and, where there i
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import functools
 import glob
@@ -275,6 +276,8 @@ def infer_format(columns: set[str]) -> str | None:
         return "alpaca"
     if {"prompt", "response"} <= columns:
         return "prompt_response"
+    if {"question", "choices", "answer"} <= columns:
+        return "mcq"
     if {"question", "answer"} <= columns:
         return "question_answer"
     if "text" in columns:
@@ -297,6 +300,22 @@ def _checked_messages(messages, where: str) -> list[dict]:
     if not any(m["role"] == "assistant" and m["content"].strip() for m in messages):
         raise UserError(f"{where}: no non-empty assistant message")
     return [{"role": m["role"], "content": m["content"]} for m in messages]
+
+
+def mcq_messages(row: dict, where: str) -> list[dict]:
+    """A multiple-choice row (MMLU's layout: `question`, `choices`, `answer` as an index or a letter) as
+    the question with lettered options, answered by the letter alone: the bench's single-letter form."""
+    question, choices, answer = _text(row.get("question"), where, "question"), row.get("choices"), row.get("answer")
+    if not isinstance(choices, list) or not 2 <= len(choices) <= 26 or not all(isinstance(c, str) for c in choices):
+        raise UserError(f"{where}: `choices` must be a list of 2 to 26 strings")
+    letters = [chr(ord("A") + i) for i in range(len(choices))]
+    if isinstance(answer, str) and answer.strip().upper() in letters:
+        answer = letters.index(answer.strip().upper())
+    if isinstance(answer, bool) or not isinstance(answer, int) or not 0 <= answer < len(choices):
+        raise UserError(f"{where}: `answer` must be the index or the letter of one of the {len(choices)} choices")
+    options = "\n".join(f"{letter}. {choice}" for letter, choice in zip(letters, choices))
+    prompt = f"{question}\n{options}\nAnswer with the letter only."
+    return [{"role": "user", "content": prompt}, {"role": "assistant", "content": letters[answer]}]
 
 
 def to_messages(row: dict, fmt: str, where: str) -> list[dict]:
@@ -328,10 +347,15 @@ def to_messages(row: dict, fmt: str, where: str) -> list[dict]:
         return messages
     if fmt in ("prompt_response", "question_answer"):
         q, a = ("prompt", "response") if fmt == "prompt_response" else ("question", "answer")
+        answer = row.get(a)
+        if isinstance(answer, list) and answer:  # several accepted answers (NQ-open, WebQuestions): the first
+            answer = answer[0]
         return [
             {"role": "user", "content": _text(row.get(q), where, q)},
-            {"role": "assistant", "content": _text(row.get(a), where, a)},
+            {"role": "assistant", "content": _text(answer, where, a)},
         ]
+    if fmt == "mcq":
+        return mcq_messages(row, where)
     raise UserError(f"{where}: format {fmt!r} is not a conversation (use it with the pretrain builder)")
 
 
@@ -340,6 +364,7 @@ class RowReader:
 
     def __init__(self, source: Source, wants: str):
         self.source, self.wants, self.format = source, wants, source.item.format
+        self.too_long = 0  # rows dropped by the input's max_answer_chars
 
     def resolve_format(self, row: Row) -> str:
         if self.format is None:
@@ -348,13 +373,16 @@ class RowReader:
                 raise UserError(
                     f"{self.source.config_path}: input {self.source.label} ({row.where}): cannot tell the "
                     f"layout from its columns ({', '.join(sorted(row.data)) or 'none'}); set `format:` to one of "
-                    f"messages, sharegpt, alpaca, prompt_response, question_answer, text"
+                    f"messages, sharegpt, alpaca, prompt_response, question_answer, mcq, text"
                 )
         return self.format
 
     def __iter__(self):
         inferred = self.format is None
+        renames, longest = self.source.item.columns, self.source.item.max_answer_chars
         for row in self.source.rows():
+            if renames:
+                row = dataclasses.replace(row, data={renames.get(k, k): v for k, v in row.data.items()})
             fmt = self.resolve_format(row)
             if inferred and (own := infer_format(set(row.data))) not in (None, fmt):
                 raise UserError(
@@ -362,7 +390,14 @@ class RowReader:
                     f"before it as {fmt}: one input holds one layout (give each layout its own `inputs:` entry)"
                 )
             if self.wants == "messages":
-                yield row.where, {"messages": to_messages(row.data, fmt, row.where)}
+                messages = to_messages(row.data, fmt, row.where)
+                if (
+                    longest
+                    and len(next(m for m in reversed(messages) if m["role"] == "assistant")["content"]) > longest
+                ):
+                    self.too_long += 1
+                    continue
+                yield row.where, {"messages": messages}
             elif self.wants == "text":
                 if fmt != "text":
                     raise UserError(f"{row.where}: the pretrain builder reads documents (`text`), not {fmt} rows")

@@ -22,7 +22,7 @@ from slm.config import CardSpec, SelectionPolicy, resolve_path
 from slm.engine import optimizer_name
 from slm.eval.report import markdown_table, pct
 from slm.eval.scores import Scores, Selection
-from slm.orchestration.lineage import ChampionInfo, experiments, lineage, rollbacks
+from slm.orchestration.lineage import ChampionInfo, experiments, lineage, refused, rollbacks
 from slm.records import RollbackEvent, load_record, redact
 from slm.run_record import RunRecord
 from slm.store import Store
@@ -80,6 +80,42 @@ class CardData:
     metadata: ModelCardData
     rollbacks: list[RollbackEvent] = field(default_factory=list)
     experiments: list = field(default_factory=list)
+    refused: list = field(default_factory=list)  # NotPromoted: runs the gate kept out of the line
+    spec: CardSpec = field(default_factory=CardSpec)
+
+    @property
+    def domain_subjects(self) -> dict[str, int]:
+        """How many MMLU subjects each macro domain's score covers."""
+        from collections import Counter
+
+        from slm.eval.mmlu import SUBJECT_DOMAINS
+
+        return dict(Counter(SUBJECT_DOMAINS.get(s, "other") for s in self.scores.mmlu.subjects))
+
+    @property
+    def weakest_domains(self) -> list[tuple[str, object]]:
+        """The two MMLU macro domains the champion scores lowest on (the Limitations section)."""
+        return sorted(self.scores.mmlu.domains.items(), key=lambda kv: kv[1].acc)[:2]
+
+    @property
+    def weakest_categories(self) -> list[tuple[str, object]]:
+        bench = self.scores.bench
+        return sorted(bench.categories.items(), key=lambda kv: kv[1].score)[:2] if bench else []
+
+    @property
+    def blind_spots(self) -> list:
+        """What the gate could not have seen: the detectable drop of its MMLU, bench and held-out tests
+        (None: at the disagreement measured, not even a loss of every changed item)."""
+        gate = self.selection.gate
+        return [t for t in (gate.tests if gate else []) if t.what in ("MMLU", "bench", "heldout")]
+
+    @property
+    def citation_key(self) -> str:
+        return "".join(c if c.isalnum() else "_" for c in self.name.lower())
+
+    @property
+    def year(self) -> str:
+        return (self.info.promoted_at or self.record.finished_at or "")[:4] or "n.d."
 
     @property
     def record(self) -> RunRecord:
@@ -236,6 +272,8 @@ def gather(store: Store, info: ChampionInfo, card: CardSpec) -> CardData:
         metadata=metadata,
         rollbacks=rollbacks(store, info.line),
         experiments=experiments(store, info.line),
+        refused=refused(store, info.line),
+        spec=card,
     )
 
 
@@ -253,6 +291,7 @@ def _environment() -> jinja2.Environment:
         pct1=lambda x: f"{x:.1%}",
         commas=lambda x: f"{x:,}",
         commas0=lambda x: f"{x:,.0f}",
+        commas1=lambda x: "n/a" if x is None else f"{x:,.1f}",
         g=lambda x: f"{x:g}",
         f4=lambda x: f"{x if x is not None else float('nan'):.4f}",
         domain_title=lambda d: DOMAIN_TITLES.get(d, d),

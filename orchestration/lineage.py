@@ -131,6 +131,14 @@ def experiments(store: Store, line: str) -> list[ExperimentVerdict]:
     return [load_record(store, k, ExperimentVerdict) for k in layout.experiment_verdicts(store, line)]
 
 
+def refused(store: Store, line: str) -> list:
+    """The newest run of each stage that the gate kept out of the line (`gates/<line>/<stage>.json`)."""
+    from slm.run_record import NotPromoted
+
+    keys = [f"{layout.gates_dir(line)}/{name}" for name in store.children(layout.gates_dir(line))]
+    return [load_record(store, k, NotPromoted) for k in sorted(keys) if k.endswith(".json")]
+
+
 def rollbacks(store: Store, line: str) -> list[RollbackEvent]:
     """The line's deliberate moves of `latest` back, oldest first."""
     return [load_record(store, k, RollbackEvent) for k in layout.rollback_events(store, line)]

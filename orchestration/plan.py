@@ -4,6 +4,7 @@ a champion would be promoted). Neither starts Ray nor writes to the store."""
 
 from __future__ import annotations
 
+import json
 import os
 
 import yaml
@@ -87,6 +88,84 @@ def build_lines(configs: list[str], store: Store, force: bool = False) -> list[s
     return lines
 
 
+def model_shape(cfg: StageConfig, store: Store, made_here: bool):
+    """The stage's model as a config, built without weights: from `architecture` (scratch; the vocabulary
+    from the architecture or the tokenizer, if it exists yet) or the init's config.json (a local
+    directory, a store tree, the local hub cache). (config, None), or (None, why it is not known yet)."""
+    from transformers import AutoConfig
+
+    from slm.modeling import load_tokenizer, scratch_config
+
+    if cfg.model.init == refs.SCRATCH:
+        arch = dict(cfg.model.architecture)
+        vocab = arch.pop("vocab_size", None)
+        if vocab is None:
+            tokenizer_spec = cfg.model.tokenizer
+            parsed = refs.parse(tokenizer_spec)
+            if parsed.kind == "store" and not store.is_complete(parsed.key):
+                return None, f"the tokenizer {tokenizer_spec} is built by this run"
+            tokenizer = load_tokenizer(resolve_ref(tokenizer_spec, store, what="tokenizer").materialize())
+        else:
+            tokenizer = type("Sized", (), {"__len__": lambda self: vocab, "bos_token_id": None})()
+            tokenizer.eos_token_id = tokenizer.pad_token_id = None
+        return scratch_config(arch, tokenizer, cfg.data.max_length), None
+    try:
+        ref = resolve_ref(cfg.model.init, store)
+    except UserError:
+        if made_here:  # not there yet (a later run reads the one promoted before it)
+            return None, f"{cfg.model.init} is promoted by an earlier stage of this run"
+        raise
+    if ref.kind == "store":
+        raw = json.loads(Store.open(ref.store).read_bytes(layout.model_config(ref.key)))
+        return AutoConfig.for_model(raw.pop("model_type"), **raw), None
+    if isinstance(ref, HubRef):
+        from huggingface_hub import try_to_load_from_cache
+
+        found = try_to_load_from_cache(ref.hf, "config.json", revision=ref.commit or ref.revision)
+        if not isinstance(found, str):
+            return None, f"{cfg.model.init} is not in the local hub cache"
+        return AutoConfig.from_pretrained(os.path.dirname(found)), None
+    return AutoConfig.from_pretrained(ref.location), None
+
+
+def memory_line(pipeline: PipelineConfig, cfg: StageConfig, ds: dict, store: Store, made_here: bool) -> str:
+    """The parameter count and the per-worker memory estimate (slm/memory.py); refuses a stage that
+    cannot fit `cluster.gpu_memory_gb`."""
+    from slm import memory
+    from slm.init_checks import count_parameters
+
+    config, why = model_shape(cfg, store, made_here)
+    if config is None:
+        return f"  memory  estimated when the model is known ({why})"
+    parameters = count_parameters(config)
+    t, c = cfg.train, pipeline.cluster
+    zero = ds.get("zero_optimization", {})
+    offload = (zero.get("offload_optimizer") or {}).get("device") not in (None, "none")
+    estimate = memory.estimate(
+        memory.Shape.of(config, parameters),
+        t.micro_batch,
+        cfg.data.max_length,
+        c.workers,
+        zero.get("stage", 0),
+        t.precision,
+        offload_optimizer=offload,
+        gradient_checkpointing=t.gradient_checkpointing,
+        scores_materialised=t.attn_implementation == "eager",
+    )
+    where = f"{c.workers} {'GPU' if c.use_gpu else 'CPU'} workers, ZeRO-{zero.get('stage', 0)}, {t.precision}"
+    line = f"  memory  {memory.count(parameters)} parameters; {estimate.describe()} on {where}"
+    if c.gpu_memory_gb and c.use_gpu:
+        if estimate.total > c.gpu_memory_gb * memory.GB:
+            raise UserError(
+                f"{cfg.stage}: the estimate {estimate.total / memory.GB:.1f} GB per GPU does not fit "
+                f"cluster.gpu_memory_gb {c.gpu_memory_gb:g} ({estimate.describe()}); lower train.micro_batch "
+                f"(raise grad_accum to keep the batch), turn on train.gradient_checkpointing, or offload the "
+                f"optimizer (ds_configs/zero2_offload.json)"
+            )
+        line += f", fits {c.gpu_memory_gb:g} GB"
+    return line
+
+
 def check_model_refs(pipeline: PipelineConfig, names: list[str], store: Store, stages: StageSettings) -> None:
     """Every model reference the stages will load, resolved as their run resolves it, without fetching
     weights: a champion that is not there, a store key, a directory without safetensors, an s3:// URL
@@ -156,6 +235,9 @@ def dry_run(
         if extras:
             lines.append(f"          with {', '.join(extras)}")
         lines += [f"  warning {w}" for w in schedule_warnings(t)]
+        made_here = refs.parse(cfg.model.init).kind == "champion" and names.index(name) > 0
+        made_here = made_here and refs.parse(cfg.model.init).line == pipeline.line
+        lines.append(memory_line(pipeline, cfg, ds, store, made_here))
         lines.append(
             f"  save    {_checkpoints(cfg)}; optimizer states kept for the newest "
             f"{max(pipeline.keep_optimizer_states, 1)} while training, {pipeline.keep_optimizer_states} after"

@@ -9,6 +9,7 @@ finished run is not trained again, an unfinished one resumes from its newest com
 from __future__ import annotations
 
 import json
+import math
 
 from slm import cluster, engine, layout, plots, records
 from slm.chat import prompt_text
@@ -27,6 +28,7 @@ from slm.refs import SCRATCH, ModelRef, ScratchRef
 from slm.run_record import (
     Attempt,
     EngineFacts,
+    InitGateResult,
     ModelFacts,
     RunRecord,
     StorageSummary,
@@ -52,9 +54,21 @@ def model_facts(store: Store, checkpoint_key: str, parameters: int) -> ModelFact
     )
 
 
+def _perplexity(loss: float) -> float:
+    return math.exp(loss) if loss < 700 else math.inf
+
+
+def read_init_gate(store: Store, prefix: str) -> InitGateResult | None:
+    key = layout.init_gate(prefix)
+    return load_record(store, key, InitGateResult) if store.exists(key) else None
+
+
 def training_summary(log_history: list[dict]) -> TrainingSummary:
     losses = [h["loss"] for h in log_history if "loss" in h]
-    evals = [{"step": h["step"], "eval_loss": h["eval_loss"]} for h in log_history if "eval_loss" in h]
+    # one point per step (a resume's eval_on_start repeats the evaluation of the step it resumes at),
+    # with the perplexity exp(loss) beside the loss
+    by_step = {h["step"]: h["eval_loss"] for h in log_history if "eval_loss" in h}
+    evals = [{"step": step, "eval_loss": loss, "perplexity": _perplexity(loss)} for step, loss in by_step.items()]
     final = next((h for h in reversed(log_history) if "train_runtime" in h), {})
     tokens, runtime = final.get("num_input_tokens_seen"), final.get("train_runtime")
     return TrainingSummary(
@@ -248,6 +262,7 @@ def train(pipeline: PipelineConfig, cfg: StageConfig, store: Store) -> RunRecord
         last = record.attempts[-1]
         last.status, last.ended_at = "failed", records.now()
         last.error = str(exc).splitlines()[0][:500] if str(exc) else type(exc).__name__
+        record.init_gate = read_init_gate(store, prefix)
         write_record(store, record)
         raise
     return finish_record(store, record, job)
@@ -290,6 +305,13 @@ def finish_record(store: Store, record: RunRecord, job: TrainJob) -> RunRecord:
     record.finished_at = records.now()
     record.engine = facts
     record.training = training_summary(history)
+    record.init_gate = read_init_gate(store, prefix)
+    if facts.stopped_early:
+        stop = facts.stopped_early
+        log(
+            f"[{stage}] early stopping at step {stop['step']} of {stop['planned_steps']}: {stop['metric']} did not "
+            f"improve by more than {stop['min_delta']:g} for {stop['patience']} evaluations (best {stop['best']:.4f})"
+        )
     record.checkpoints = [c.key for c in ckpts]
     record.model = model_facts(store, ckpts[-1].key, facts.parameters)
     loss_png = layout.loss_plot(prefix)
@@ -304,7 +326,12 @@ def finish_record(store: Store, record: RunRecord, job: TrainJob) -> RunRecord:
             f"[{stage}] resumed {len(restarts)} time(s): "
             + "; ".join(f"attempt {s.attempt} from {s.resume_from.rsplit('/', 1)[-1]}" for s in restarts)
         )
-    warning = init_loss_warning(record.training.first_loss, record.model.vocab_size, record.init.spec)
+    # the init gate judged the step-0 loss before training; with the gate off, the old look afterwards
+    warning = (
+        None
+        if record.init_gate
+        else init_loss_warning(record.training.first_loss, record.model.vocab_size, record.init.spec)
+    )
     if warning:
         record.warnings.append(warning)
         log(f"[{stage}] warning: {warning}")

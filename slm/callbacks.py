@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import math
 import time
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from transformers import TrainerCallback
 
 from slm import layout
 from slm.checkpoints import prune_resume_state
+from slm.errors import UserError
 from slm.log import log
 from slm.mfu import mfu
 from slm.modeling import load_model
@@ -109,7 +111,8 @@ class ProgressCallback(TrainerCallback):
             if "loss" in logs:
                 parts.append(f"loss {logs['loss']:.4f}")
             if "eval_loss" in logs:
-                parts.append(f"eval_loss {logs['eval_loss']:.4f}")
+                ppl = math.exp(logs["eval_loss"]) if logs["eval_loss"] < 700 else math.inf
+                parts.append(f"eval_loss {logs['eval_loss']:.4f} (perplexity {ppl:,.1f})")
             if logs.get("learning_rate") is not None:
                 parts.append(f"lr {logs['learning_rate']:.2e}")
             if logs.get("grad_norm") is not None:
@@ -121,7 +124,8 @@ class ProgressCallback(TrainerCallback):
                 parts.append(f"tok/s {rate:,.0f}")
             if row["mfu"] is not None:
                 parts.append(f"MFU {row['mfu']:.1%}")
-            parts.append(f"eta {dt.timedelta(seconds=int(eta))}")
+            if state.global_step:  # the step-0 evaluation comes before any step to time
+                parts.append(f"eta {dt.timedelta(seconds=int(eta))}")
             log(" ".join(parts))
 
 
@@ -131,6 +135,99 @@ class SaveLastStepCallback(TrainerCallback):
     def on_step_end(self, args, state, control, **kwargs):
         if state.global_step >= state.max_steps:
             control.should_save = True
+
+
+class InitGateCallback(TrainerCallback):
+    """Plan 004's fail-fast (`train.init_gate`): before the first optimizer step, a pretrained init's loss
+    must be at most `max_loss` and below ln(vocab), what a fresh random init scores; otherwise the weights
+    most likely did not load (a random or truncated init, the wrong tokenizer) and every rank stops with
+    one line before the run spends its budget. The old check read the first logged loss after training.
+
+    With a validation split the loss is HF's eval_on_start evaluation (the step-0 point of the validation
+    curve, in the precision training uses). Without one, each worker scores its own `batches` micro-batches
+    of the first training rows in dataset order, not through the Trainer's sampler, so the shuffle's random
+    state and a resume's data position are untouched; the token-weighted mean is all-reduced, so every rank
+    reaches the same verdict. Only a run's first start is gated (a resume starts from its own checkpoint).
+    Rank 0 writes the measurement to the store; a Ray Train restart of a refused attempt refuses again
+    from that record instead of loading the model again."""
+
+    def __init__(self, spec, job, store: Store, train_data, has_eval: bool, vocab_size: int):
+        self.spec, self.job, self.store = spec, job, store
+        self.train_data, self.has_eval, self.vocab_size = train_data, has_eval, vocab_size
+        self.collator = None  # the Trainer's, set once it is built
+        self.judged = False
+
+    def refuse_again(self) -> None:
+        key = layout.init_gate(self.job.run_prefix)
+        if self.store.exists(key):
+            earlier = self.store.read_json(key)
+            if not earlier["passed"] and earlier["attempt"] == self.job.attempt:
+                raise UserError(earlier["message"])
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        if not self.has_eval:
+            loss, rows = self.measure(model, args)
+            self.judge(loss, f"the first {rows:,} training rows", state)
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        if self.has_eval and not self.judged and state.global_step == 0:
+            self.judge(float(metrics["eval_loss"]), "the validation split", state)
+
+    def measure(self, model, args) -> tuple[float, int]:
+        rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+        per_rank = self.spec.batches * args.per_device_train_batch_size
+        lo, hi = min(rank * per_rank, len(self.train_data)), min((rank + 1) * per_rank, len(self.train_data))
+        total = torch.zeros(2, dtype=torch.float64, device=args.device)  # Σ loss·tokens, Σ tokens
+        was_training = model.training
+        model.eval()
+        with torch.no_grad():
+            for start in range(lo, hi, args.per_device_train_batch_size):
+                rows = [self.train_data[i] for i in range(start, min(start + args.per_device_train_batch_size, hi))]
+                batch = self.collator(rows)
+                inputs = {k: batch[k].to(args.device) for k in ("input_ids", "attention_mask", "labels") if k in batch}
+                tokens = int((inputs["labels"][:, 1:] != -100).sum())  # the targets HF's shifted loss averages
+                if tokens:
+                    total[0] += float(model(**inputs).loss) * tokens
+                    total[1] += tokens
+        model.train(was_training)
+        if dist.is_initialized():
+            dist.all_reduce(total)
+        if not total[1]:
+            raise UserError(f"{self.job.stage}: train.init_gate found no supervised tokens in the first training rows")
+        return float(total[0] / total[1]), min(world * per_rank, len(self.train_data))
+
+    def judge(self, loss: float, where: str, state) -> None:
+        self.judged = True
+        random_loss = math.log(self.vocab_size)
+        passed = math.isfinite(loss) and loss <= self.spec.max_loss and loss < random_loss
+        init = self.job.init.spec if self.job.init else "scratch"
+        verdict = (
+            f"step-0 loss {loss:.3f} of the init {init} on {where}: at most train.init_gate.max_loss "
+            f"{self.spec.max_loss:g} and below a random init's ln({self.vocab_size}) = {random_loss:.3f}"
+        )
+        message = (
+            f"{self.job.stage}: init gate refused the run: step-0 loss {loss:.3f} of the init {init} on {where} "
+            f"is not at most train.init_gate.max_loss {self.spec.max_loss:g} and below a random init's "
+            f"ln({self.vocab_size}) = {random_loss:.3f}: the weights most likely did not load (or fit another "
+            f"tokenizer); raise max_loss only if this model is known to start there"
+        )
+        if state.is_world_process_zero:
+            self.store.write_json(
+                layout.init_gate(self.job.run_prefix),
+                {
+                    "loss": loss,
+                    "measured_on": where,
+                    "max_loss": self.spec.max_loss,
+                    "random_init_loss": random_loss,
+                    "passed": passed,
+                    "attempt": self.job.attempt,
+                    "message": None if passed else message,
+                },
+            )
+            log(f"[{self.job.stage}] init gate: {verdict}: {'passed' if passed else 'refused'}")
+        if not passed:
+            _barrier()  # the record is written before any rank fails the group (a restart refuses from it)
+            raise UserError(message)
 
 
 class MergedLoRACallback(TrainerCallback):

@@ -65,6 +65,24 @@ class EMASpec(Strict):
     decay: float = Field(gt=0, lt=1)  # 0.99: an average over about the last 100 steps
 
 
+class InitGateSpec(Strict):
+    """Plan 004's fail-fast on a pretrained init (slm/callbacks.py InitGateCallback): before the first
+    optimizer step its loss must be at most `max_loss` and below ln(vocab), the loss of a fresh random
+    init; otherwise the weights most likely did not load and the run stops before spending its budget."""
+
+    max_loss: float = Field(6.0, gt=0)  # plan 004: init_loss(step=0) <= 6.0 < from_scratch_loss(step=0)
+    batches: int = Field(4, gt=0)  # micro-batches per worker, from the first training rows (no eval split)
+
+
+class EarlyStoppingSpec(Strict):
+    """HF's EarlyStoppingCallback on the validation loss: stop once it has not improved by more than
+    `min_delta` for `patience` evaluations in a row (evaluations come every save_steps)."""
+
+    metric: Literal["eval_loss"] = "eval_loss"
+    patience: int = Field(gt=0)
+    min_delta: float = Field(0.0, ge=0)
+
+
 class TrainSpec(Strict):
     lr: float = Field(gt=0)
     schedule: Literal["cosine", "linear", "constant_with_warmup"] = "cosine"
@@ -92,6 +110,10 @@ class TrainSpec(Strict):
     # (before launch) and a field the keys above already set is refused.
     extra: dict[str, Any] = {}
     ema: EMASpec | None = None
+    init_gate: InitGateSpec | None = Field(
+        default_factory=InitGateSpec
+    )  # null: off (it never applies to init: scratch)
+    early_stopping: EarlyStoppingSpec | None = None  # needs data.eval_split
 
     @model_validator(mode="after")
     def _one_warmup(self):
@@ -169,12 +191,14 @@ class StageConfig(Strict):
             raise ValueError("dpo is already anchored to its starting model (beta); kl_anchor does not apply")
         if self.dpo and self.stage != "dpo":
             raise ValueError(f"`dpo` settings belong to the dpo stage, not to {self.stage}")
+        if self.train.early_stopping and not self.data.eval_split:
+            raise ValueError("train.early_stopping watches the validation loss: set data.eval_split")
         if self.lora and self.train.ema:
             raise ValueError("train.ema averages all weights; with lora only the adapter trains (use one or the other)")
         return self
 
 
-ROW_FORMATS = ("messages", "sharegpt", "alpaca", "prompt_response", "question_answer", "text")
+ROW_FORMATS = ("messages", "sharegpt", "alpaca", "prompt_response", "question_answer", "mcq", "text")
 
 
 class BuilderInput(Strict):
@@ -198,6 +222,12 @@ class BuilderInput(Strict):
     streaming: bool = True
     format: Literal[ROW_FORMATS] | None = None
     limit: int | None = Field(None, gt=0)  # at most this many rows from the source
+    # the source's own column names → the names its format reads, e.g. {conversation: messages} (as
+    # LLaMA-Factory's dataset_info `columns`): hub datasets do not all use the common layouts' names
+    columns: dict[str, str] = {}
+    # chat builders: rows whose last assistant answer is longer are dropped and counted in the manifest
+    # (knowledge repair's concise-fact block: answers under 100 characters)
+    max_answer_chars: int | None = Field(None, gt=0)
     name: str | None = None
     weight: float = Field(1.0, gt=0)
 
@@ -268,6 +298,9 @@ class ClusterSpec(Strict):
     # Peak dense TFLOP/s of one worker's device for the MFU column; None: looked up from the GPU's
     # name (see slm/mfu.py), and left empty on CPU, whose peak we cannot know.
     peak_tflops_per_worker: float | None = Field(None, gt=0)
+    # The device memory of one worker's GPU: the dry run refuses a stage whose estimate (slm/memory.py)
+    # does not fit it. None: the estimate is printed, not checked.
+    gpu_memory_gb: float | None = Field(None, gt=0)
 
 
 class SweepSpec(Strict):
@@ -360,6 +393,9 @@ class CardSpec(Strict):
     # local HF cache) for a line grown from one, apache-2.0 for a line trained from scratch.
     license: str | None = None
     language: list[str] = ["en"]
+    author: str | None = None  # the card's Author row and its citation
+    url: str | None = None  # where the model is published, for the citation (e.g. the hub page)
+    provider: str | None = None  # the compute provider named in "Compute infrastructure" (e.g. Vast.ai)
 
 
 class StageRef(Strict):
@@ -575,7 +611,17 @@ def override_origins(pairs: list[str], label: str | None = None) -> dict[tuple[s
 # Keys added to a config after runs were named by it: left out of the digest while at their default,
 # so a config that does not use them keeps its run id (an unfinished run of it still resumes).
 DIGEST_OMITS_DEFAULT = {
-    TrainSpec: ("warmup_ratio", "gradient_checkpointing", "attn_implementation", "optim", "extra", "ema")
+    TrainSpec: (
+        "warmup_ratio",
+        "gradient_checkpointing",
+        "attn_implementation",
+        "optim",
+        "extra",
+        "ema",
+        "init_gate",
+        "early_stopping",
+    ),
+    BuilderInput: ("columns", "max_answer_chars"),
 }
 
 
@@ -583,10 +629,12 @@ def _digest_view(model: BaseModel) -> dict:
     data = model.model_dump(mode="json")
     for name, info in type(model).model_fields.items():
         value = getattr(model, name)
-        if isinstance(value, BaseModel):
-            data[name] = _digest_view(value)
-        elif name in DIGEST_OMITS_DEFAULT.get(type(model), ()) and value == info.get_default(call_default_factory=True):
+        if name in DIGEST_OMITS_DEFAULT.get(type(model), ()) and value == info.get_default(call_default_factory=True):
             del data[name]
+        elif isinstance(value, BaseModel):
+            data[name] = _digest_view(value)
+        elif isinstance(value, list) and value and all(isinstance(v, BaseModel) for v in value):
+            data[name] = [_digest_view(v) for v in value]
     return data
 
 

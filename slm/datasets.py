@@ -20,6 +20,7 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from pydantic import Field
 
 from slm import layout
 from slm.config import HygieneSpec
@@ -258,6 +259,7 @@ class SourceStats(Stored):
     blocks: int | None = None
     epochs: float | None = None
     rows_out: int | None = None
+    answers_over_limit: int | None = Field(None, exclude_if=lambda v: v is None)  # dropped by max_answer_chars
 
     @property
     def size(self) -> int | None:

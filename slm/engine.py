@@ -119,6 +119,18 @@ TRAINING_ARGUMENTS = {
     "save_total_limit": ("the engine", lambda job, out: 2),
     "eval_strategy": ("data.eval_split", lambda job, out: "steps" if job.eval_split else "no"),
     "eval_steps": ("train.save_steps", lambda job, out: job.train.save_steps if job.eval_split else None),
+    # the validation loss at step 0 too: the curve's first point, and what the init gate reads
+    "eval_on_start": ("data.eval_split", lambda job, out: bool(job.eval_split)),
+    "metric_for_best_model": (
+        "train.early_stopping",
+        lambda job, out: job.train.early_stopping.metric if job.train.early_stopping else None,
+    ),
+    "greater_is_better": ("train.early_stopping", lambda job, out: False if job.train.early_stopping else None),
+    # the patience counter is saved in each checkpoint's trainer_state.json; a resume must read it back
+    "restore_callback_states_from_checkpoint": (
+        "train.early_stopping",
+        lambda job, out: bool(job.train.early_stopping),
+    ),
     "deepspeed": ("the stage's deepspeed", lambda job, out: job.ds_config),
     "use_cpu": ("cluster.use_gpu", lambda job, out: not job.use_gpu),
     "ddp_backend": ("cluster.use_gpu", lambda job, out: None if job.use_gpu else "gloo"),
@@ -266,6 +278,7 @@ def _worker_loop(job_dict: dict, recipe) -> None:
 
     from slm.callbacks import (
         EMACallback,
+        InitGateCallback,
         MergedLoRACallback,
         SaveLastStepCallback,
         StoreCheckpointCallback,
@@ -323,6 +336,18 @@ def _worker_loop(job_dict: dict, recipe) -> None:
         callbacks.append(MergedLoRACallback(job.init, job.trust_remote_code))
     if job.train.ema:  # before the upload too: each checkpoint carries its ema/ model
         callbacks.append(EMACallback(job.train.ema.decay, tokenizer, resume_dir))
+    gate = None
+    if job.train.init_gate and job.init is not None and job.dpo is None and resume_dir is None:
+        # dpo's loss is a preference loss (ln 2 at step 0 by construction): nothing to compare with ln(vocab)
+        gate = InitGateCallback(
+            job.train.init_gate, job, store, train_data, eval_data is not None, model.config.vocab_size
+        )
+        gate.refuse_again()
+        callbacks.append(gate)
+    if job.train.early_stopping:
+        from transformers import EarlyStoppingCallback
+
+        callbacks.append(EarlyStoppingCallback(job.train.early_stopping.patience, job.train.early_stopping.min_delta))
     callbacks.append(
         StoreCheckpointCallback(
             store, job.run_prefix, local_rank, work, keep_resume_states=max(job.keep_optimizer_states, 1)
@@ -335,6 +360,8 @@ def _worker_loop(job_dict: dict, recipe) -> None:
             quiet.enter_context(contextlib.redirect_stdout(quiet.enter_context(open(os.devnull, "w"))))
         trainer = recipe.trainer(job, model, tokenizer, arguments, train_data, eval_data, callbacks)
         trainer.remove_callback(PrinterCallback)  # its raw log dicts repeat what ProgressCallback prints
+        if gate is not None:
+            gate.collator = trainer.data_collator
         trainer.train(resume_from_checkpoint=str(resume_dir) if resume_dir else None)
 
     engine = trainer.model_wrapped
@@ -354,6 +381,9 @@ def _worker_loop(job_dict: dict, recipe) -> None:
         "resumed_from": resume_key,
         "torch_threads": torch.get_num_threads(),
         "tied_embeddings": tied and check_tied(model, f"{job.stage} trained model"),
+        "planned_steps": trainer.state.max_steps,
+        "device_name": torch.cuda.get_device_name(local_rank) if job.use_gpu else _cpu_name(),
+        "stopped_early": _early_stop(job, trainer),
     }
     if rank == 0:
         store.write_json(layout.engine_facts(job.run_prefix), facts)
@@ -362,6 +392,38 @@ def _worker_loop(job_dict: dict, recipe) -> None:
     dist.barrier()
     if local_rank == 0:
         shutil.rmtree(work / "trainer", ignore_errors=True)
+
+
+def _cpu_name() -> str:
+    import platform
+
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return f"CPU ({line.split(':', 1)[1].strip()})"
+    except OSError:
+        pass
+    return f"CPU ({platform.processor() or platform.machine()})"
+
+
+def _early_stop(job: TrainJob, trainer) -> dict | None:
+    """Where HF's EarlyStoppingCallback stopped the run, for the record and the card (None: it ran out)."""
+    from transformers import EarlyStoppingCallback
+
+    spec = job.train.early_stopping
+    stopper = next((c for c in trainer.callback_handler.callbacks if isinstance(c, EarlyStoppingCallback)), None)
+    if spec is None or stopper is None or stopper.early_stopping_patience_counter < spec.patience:
+        return None
+    state = trainer.state
+    return {
+        "step": state.global_step,
+        "planned_steps": state.max_steps,
+        "metric": spec.metric,
+        "best": state.best_metric,
+        "best_step": getattr(state, "best_global_step", None),
+        "patience": spec.patience,
+        "min_delta": spec.min_delta,
+    }
 
 
 def run(job: TrainJob, recipe) -> None:

@@ -129,6 +129,11 @@ def engine_facts(run: str) -> str:
     return f"{train_dir(run)}/engine.json"
 
 
+def init_gate(run: str) -> str:
+    """The step-0 loss of a pretrained init and the gate's verdict on it (slm/callbacks.py InitGateCallback)."""
+    return f"{train_dir(run)}/init_gate.json"
+
+
 def log_history(run: str) -> str:
     return f"{train_dir(run)}/log_history.json"
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import ConfigDict
+from pydantic import ConfigDict, Field
 
 from slm.config import ClusterSpec, StageConfig
 from slm.datasets import Manifest
@@ -66,6 +66,21 @@ class EngineFacts(Stored):
     resumed_from: str | None = None
     torch_threads: int | None = None
     tied_embeddings: bool | None = None
+    planned_steps: int | None = Field(None, exclude_if=lambda v: v is None)
+    device_name: str | None = Field(None, exclude_if=lambda v: v is None)  # the GPU model, or the CPU
+    stopped_early: dict[str, Any] | None = Field(None, exclude_if=lambda v: v is None)
+
+
+class InitGateResult(Stored):
+    """The step-0 loss of a pretrained init and the gate's verdict (`train/init_gate.json`)."""
+
+    loss: float
+    measured_on: str
+    max_loss: float
+    random_init_loss: float
+    passed: bool
+    attempt: int
+    message: str | None = None
 
 
 class TrainingSummary(Stored):
@@ -180,3 +195,4 @@ class RunRecord(Stored):
     storage: StorageSummary | None = None
     chat_template_example: str | None = None
     promotion: NotPromoted | None = None
+    init_gate: InitGateResult | None = Field(None, exclude_if=lambda v: v is None)

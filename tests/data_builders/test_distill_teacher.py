@@ -86,3 +86,19 @@ def test_ray_actors_answer_the_shards_in_parallel(setup, capsys):
     assert manifest["teacher"]["workers"] == 2
     rows = load_split(store, "datasets/distill")["messages"]
     assert all(m[0]["role"] == "user" and m[1]["role"] == "assistant" and m[1]["content"] for m in rows)
+
+
+def test_questions_come_from_a_renamed_column_or_a_sharegpt_conversation():
+    from types import SimpleNamespace
+
+    from slm.data_builders.distill import questions
+    from slm.data_builders.sources import Row
+
+    def source(rows, columns=None):
+        item = SimpleNamespace(columns=columns or {})
+        return SimpleNamespace(item=item, rows=lambda: iter(Row(f"in.jsonl:{i}", r) for i, r in enumerate(rows, 1)))
+
+    renamed = source([{"ctx": "A man lifts a box and", "label": "2"}], {"ctx": "question"})
+    assert [q for _, q in questions(renamed)] == [{"question": "A man lifts a box and"}]
+    shared = source([{"conversations": [{"from": "system", "value": "Be brief."}, {"from": "human", "value": "Why?"}]}])
+    assert [q for _, q in questions(shared)] == [{"question": "Why?"}]

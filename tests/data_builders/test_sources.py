@@ -228,3 +228,28 @@ def test_a_byte_order_mark_is_read_past_in_jsonl_as_in_yaml(tmp_path, store):
     )
     run_builder(str(config), store)
     assert conversations(store) == sorted(ROWS)
+
+
+def test_mcq_rows_become_a_lettered_question_answered_by_the_letter(tmp_path, store):
+    rows = [
+        {"question": "Which of these is a mammal?", "choices": ["Shark", "Whale", "Trout", "Eel"], "answer": 1},
+        {"question": "Which gas do plants take in?", "choices": ["Oxygen", "Carbon dioxide"], "answer": "b"},
+    ]
+    manifest = build(tmp_path, store, [{"path": str(write_jsonl(tmp_path / "mcq.jsonl", rows))}], builder="repair")
+    assert manifest["sources"][0]["format"] == "mcq"  # question + choices + answer
+    got = dict(conversations(store, "datasets/repair"))
+    assert got["Which of these is a mammal?\nA. Shark\nB. Whale\nC. Trout\nD. Eel\nAnswer with the letter only."] == "B"
+    assert got["Which gas do plants take in?\nA. Oxygen\nB. Carbon dioxide\nAnswer with the letter only."] == "B"
+    bad = write_jsonl(tmp_path / "bad.jsonl", [{**rows[0], "answer": 4}])
+    with pytest.raises(UserError, match=r"bad.jsonl:1: `answer` must be the index or the letter of one of the 4"):
+        build(tmp_path, store, [{"path": str(bad)}], builder="repair")
+
+
+def test_columns_rename_a_sources_own_names_and_long_answers_are_dropped_and_counted(tmp_path, store):
+    rows = [{"query": q, "reply": a} for q, a in ROWS] + [{"query": "Tell me about rivers.", "reply": "x" * 150}]
+    path = write_jsonl(tmp_path / "own.jsonl", rows)
+    item = {"path": str(path), "columns": {"query": "question", "reply": "answer"}, "max_answer_chars": 99}
+    manifest = build(tmp_path, store, [item], builder="repair")
+    assert conversations(store, "datasets/repair") == sorted(ROWS)  # the 150-character answer is gone
+    source = manifest["sources"][0]
+    assert source["format"] == "question_answer" and source["answers_over_limit"] == 1 and source["rows_in"] == 4

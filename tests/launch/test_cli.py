@@ -148,3 +148,27 @@ def test_build_data_and_evaluate_dry_runs(tmp_path, tiny_model_dir):
     refused = slm("evaluate", "champion:tiny-ff", "--dry-run", "--store", str(store))
     assert refused.returncode == 2 and "no champion promoted yet for line 'tiny-ff'" in refused.stderr
     assert not store.exists()
+
+
+def test_the_dry_run_counts_parameters_and_refuses_a_stage_that_cannot_fit_the_gpus(tmp_path):
+    """The FF_3.13 shape (GPT-2, hidden 2048, 38 layers, 16 heads, context 1024, 50,257 tokens) on 8 GPUs
+    of 24 GB under ZeRO-2 bf16: micro-batch 8 does not fit, micro-batch 2 does; counted on the meta device."""
+    shape = "{model_type: gpt2, n_embd: 2048, n_layer: 38, n_head: 16, n_positions: 1024, vocab_size: 50257}"
+    common = ["pipeline", "--dry-run", "--only", "pretrain", "--store", str(tmp_path / "store")]
+    common += [
+        "--set",
+        "cluster={workers: 8, use_gpu: true, gpu_memory_gb: 24}",
+        "--set",
+        f"pretrain.model.architecture={shape}",
+    ]
+    common += ["--set", "pretrain.data.max_length=1024", "--set", "pretrain.train.precision=bf16"]
+    too_big = slm(*common, "--set", "pretrain.train.micro_batch=8")
+    assert too_big.returncode == 2 and "Traceback" not in too_big.stderr, too_big.stderr[-2000:]
+    assert "pretrain: the estimate 34.4 GB per GPU does not fit cluster.gpu_memory_gb 24" in too_big.stderr
+    assert "lower train.micro_batch" in too_big.stderr
+    fits = slm(*common, "--set", "pretrain.train.micro_batch=2")
+    assert fits.returncode == 0, fits.stderr[-2000:]
+    (line,) = [line for line in fits.stdout.splitlines() if line.startswith("  memory")]
+    assert (
+        line.startswith("  memory  2.02B parameters; ~15.0 GB per worker (model states 8.6 GB") and "fits 24 GB" in line
+    )

@@ -10,7 +10,12 @@ from slm.errors import UserError
 
 STAGE_CONFIGS = sorted((REPO_ROOT / "stages" / "configs").glob("*.yaml"))
 BUILDER_CONFIGS = sorted((REPO_ROOT / "data_builders" / "configs").glob("*.yaml"))
-PIPELINES = [REPO_ROOT / "stages" / "pipeline.yaml", *sorted((REPO_ROOT / "stages" / "examples").glob("*.yaml"))]
+EXAMPLES = REPO_ROOT / "stages" / "examples"
+PIPELINES = [
+    REPO_ROOT / "stages" / "pipeline.yaml",
+    *sorted(EXAMPLES.glob("*.yaml")),
+    *sorted(EXAMPLES.glob("*/pipeline.yaml")),
+]
 
 
 def test_repo_has_every_stage_config():
@@ -161,9 +166,35 @@ def test_new_train_knobs_at_their_defaults_leave_run_ids_as_they_were():
 
     cfg = load_yaml_config("stages/configs/sft.yaml", StageConfig)
     before = cfg.model_dump(mode="json")
-    for key in ("warmup_ratio", "gradient_checkpointing", "attn_implementation", "optim", "extra"):
+    for key in (
+        "warmup_ratio",
+        "gradient_checkpointing",
+        "attn_implementation",
+        "optim",
+        "extra",
+        "init_gate",
+        "early_stopping",
+    ):
         del before["train"][key]
     old = hashlib.sha256(json.dumps(before, sort_keys=True, default=str).encode()).hexdigest()[:10]
     assert config_digest(cfg) == old
     used = load_yaml_config("stages/configs/sft.yaml", StageConfig, {"train": {"gradient_checkpointing": True}})
+    assert config_digest(used) != old
+
+
+def test_new_builder_input_keys_at_their_defaults_leave_build_digests_as_they_were():
+    import hashlib
+    import json
+
+    from slm.config import BuilderConfig, config_digest, load_yaml_config
+
+    cfg = load_yaml_config("data_builders/configs/repair.yaml", BuilderConfig)
+    before = cfg.model_dump(mode="json")
+    for item in before["inputs"]:
+        del item["columns"], item["max_answer_chars"]
+    old = hashlib.sha256(json.dumps(before, sort_keys=True, default=str).encode()).hexdigest()[:10]
+    assert config_digest(cfg) == old
+    used = load_yaml_config(
+        "data_builders/configs/repair.yaml", BuilderConfig, {"inputs": [{"path": "x", "max_answer_chars": 9}]}
+    )
     assert config_digest(used) != old

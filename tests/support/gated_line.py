@@ -100,7 +100,15 @@ def build(root: Path, start_model: Path) -> dict:
     teach = {
         "model": {"init": str(start_model)},
         "data": {"dataset": "datasets/facts"},
-        "train": {"lr": 1e-2, "warmup_steps": 0, "max_steps": 120, "save_steps": 120, "micro_batch": 12},
+        # a random init teaches the facts from nothing: the step-0 init gate would refuse it, rightly
+        "train": {
+            "lr": 1e-2,
+            "warmup_steps": 0,
+            "max_steps": 120,
+            "save_steps": 120,
+            "micro_batch": 12,
+            "init_gate": None,
+        },
     }
     taught = run_stage(pipeline, "sft", store, teach)
     wreck = {
