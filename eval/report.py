@@ -113,6 +113,9 @@ def plot(report: Selection, reference: list[SelectionRow], out: Path, title: str
     baseline = next((r for r in reference if r.kind == "precursor"), None)
     if baseline:  # the input model's MMLU: the baseline every candidate is gated against
         ax.axhline(baseline.mmlu, color="tab:gray", linestyle=":", linewidth=1, label="input model")
+    ceiling = next((r for r in reference if r.status == "ceiling"), None)
+    if ceiling:  # sweep.reference: what a stronger model scores on the same items
+        ax.axhline(ceiling.mmlu, color="tab:purple", linestyle="--", linewidth=1, label="reference ceiling")
     ax.set_ylabel("MMLU accuracy (± SE)")
     ax.set_xticks(list(x), names, rotation=30, ha="right")
     if all(r.bench is not None for r in rows):

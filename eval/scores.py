@@ -132,8 +132,10 @@ class Candidate(Record):
     model reference (slm.modeling.resolve_ref)."""
 
     name: str
-    kind: str  # checkpoint | merge | precursor (the stage's input model) | incumbent | model
+    kind: str  # checkpoint | merge | precursor (the stage's input model) | incumbent | reference | model
     key: str | None = None
+    # the run a checkpoint belongs to, when it is another run of the stage swept with this one (sweep.runs)
+    run: str | None = Field(None, exclude_if=lambda v: v is None)
     ref: ModelRef | None = None
     step: int | None = None
     spec: str | None = None  # the reference the user gave (evaluator)
@@ -164,7 +166,8 @@ class SelectionRow(Record):
     bench_passed: int | None = None
     bench_total: int | None = None
     bench_form: int | None = Field(None, exclude_if=lambda v: v is None)  # replies in the asked form
-    status: str  # champion | not selected | rejected | reference | scored
+    status: str  # champion | not selected | rejected | baseline | reference | ceiling | scored
+    run: str | None = Field(None, exclude_if=lambda v: v is None)  # another run swept with this one (sweep.runs)
     reason: str
     regressions: list[dict[str, Any]] | None = None
 

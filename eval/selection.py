@@ -391,4 +391,5 @@ def report_row(cand: Candidate, status: str, reason: str, regressions: list[dict
         status=status,
         reason=reason,
         regressions=regressions,
+        run=cand.run,
     )

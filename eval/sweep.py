@@ -109,7 +109,9 @@ def settings_digest(sweep: SweepSpec) -> str:
     if sweep.drift:
         rules["drift_rules_sha256"] = hashlib.sha256(Path(drift.__file__).read_bytes()).hexdigest()
     return config_digest(
-        sweep.model_dump(mode="json", exclude={"mmlu_dir", "batch_size", "score_precursor", "heldout", "drift"}),
+        sweep.model_dump(
+            mode="json", exclude={"mmlu_dir", "batch_size", "score_precursor", "heldout", "drift", "runs", "reference"}
+        ),
         files | rules,
     )
 

@@ -230,7 +230,10 @@ def rollback(store: Store, line: str, version: str, reason: str, write: bool = T
 def promote_champion(
     pipeline: PipelineConfig, record: RunRecord, champion: Candidate, precursor: Candidate | None, store: Store
 ) -> ChampionPointer:
-    """Promote a swept candidate of a run, with its provenance and a card generated from the records."""
+    """Promote a swept candidate of a run, with its provenance and a card generated from the records.
+    A checkpoint of another run swept with this one (sweep.runs) is promoted as that run's: its record
+    says how it was trained; the selection that chose it stays this run's."""
+    trained = load_record(store, layout.run_record(champion.run), RunRecord) if champion.run else record
     if precursor is None:
         came_from = None
     elif precursor.champion:  # the champion pointer it resolved to
@@ -238,11 +241,11 @@ def promote_champion(
     else:  # or where it lives
         came_from = {"key": precursor.key, "spec": precursor.spec}
     info = ChampionInfo(
-        stage=record.stage,
-        run_id=record.run_id,
+        stage=trained.stage,
+        run_id=trained.run_id,
         candidate=champion.name,
         candidate_kind=champion.kind,
-        run_record=layout.run_record(record.run_prefix),
+        run_record=layout.run_record(trained.run_prefix),
         selection=layout.selection_report(record.run_prefix),
         precursor=came_from,
         scores=ChampionScores.of(champion.scored),

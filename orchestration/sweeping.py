@@ -16,8 +16,9 @@ from slm.eval.scores import Candidate, Selection
 from slm.eval.selection import gate, report_row, select
 from slm.eval.sweep import candidate_digests, sweep
 from slm.log import log
-from slm.modeling import champion_pointer
-from slm.orchestration.training import checkpoints
+from slm.modeling import champion_pointer, resolve_ref
+from slm.orchestration.training import checkpoints, files_identity
+from slm.records import load_record
 from slm.refs import ModelRef, ScratchRef
 from slm.run_record import RunRecord
 from slm.store import Store
@@ -47,6 +48,48 @@ def precursor_of(init: ModelRef, store_uri: str) -> Candidate | None:
         name = "input model" + (f" ({champion.line}@{champion.version})" if champion else "")
         return Candidate(name=name, key=init.key, kind="precursor", champion=champion, spec=init.spec)
     return Candidate(name="input model", ref=init, kind="precursor", spec=init.spec, champion=champion)
+
+
+def other_runs(pipeline: PipelineConfig, record: RunRecord, store: Store) -> list[Candidate]:
+    """The complete checkpoints of the stage's other runs named in `sweep.runs`, as candidates named
+    `<run id>/checkpoint-<step>`. Each run must be a finished run of this stage from the same input
+    model and tokenizer: the gate compares the champion with this stage's input model, whichever run
+    it came from."""
+    where = f"sweep.runs.{record.stage}"
+    found = []
+    for run_id in pipeline.sweep.runs.get(record.stage, []):
+        if run_id == record.run_id:
+            continue  # this run is swept anyway
+        prefix = layout.run_prefix(record.stage, run_id)
+        if not store.exists(layout.run_record(prefix)):
+            raise UserError(f"{where}: run {run_id} not found ({store.url(layout.run_record(prefix))} does not exist)")
+        other = load_record(store, layout.run_record(prefix), RunRecord)
+        if other.status != "finished":
+            raise UserError(
+                f"{where}: run {run_id} has not finished (status {other.status}); finish or resume it first"
+            )
+        for what in ("init", "tokenizer"):
+            if files_identity(getattr(other, what)) != files_identity(getattr(record, what)):
+                raise UserError(
+                    f"{where}: run {run_id} started from another {what} ({getattr(other, what).spec}) than this "
+                    f"run ({getattr(record, what).spec}); only runs from the same input model are swept together"
+                )
+        steps = checkpoints(store, prefix)
+        if not steps:
+            raise UserError(f"{where}: run {run_id} has no complete checkpoint under {store.url(prefix)}")
+        found += [c.model_copy(update={"name": f"{run_id}/{c.name}", "run": prefix}) for c in steps]
+    return found
+
+
+def reference_candidate(pipeline: PipelineConfig, store: Store) -> Candidate | None:
+    """`sweep.reference`: a model scored beside the candidates as a ceiling row, never one of them."""
+    spec = pipeline.sweep.reference
+    if spec is None:
+        return None
+    ref = resolve_ref(spec, store, "sweep.reference")
+    if ref.in_store(store.uri):
+        return Candidate(name=f"reference ({spec})", key=ref.key, kind="reference", spec=spec)
+    return Candidate(name=f"reference ({spec})", ref=ref, kind="reference", spec=spec)
 
 
 def experiment_incumbent(pipeline: PipelineConfig, stage: str, store: Store) -> Candidate | None:
@@ -120,7 +163,7 @@ def add_merges(
                 raise
             # e.g. a pad token added to the vocabulary (slm/padding.py): the shapes no longer match
             log(f"[{tag}] no SLERP of the champion with its input model: {exc}")
-    plain = [c for c in candidates if c.kind == "checkpoint"]
+    plain = [c for c in candidates if c.kind == "checkpoint" and c.run is None]  # averages: this run's own
     if pipeline.merge.average_last and len(plain) >= 2:
         merges.append(merge.average_candidate(store, plain, pipeline.merge.average_last, layout.merges_dir(prefix)))
     ema = merge.ema_candidate(store, plain, layout.merges_dir(prefix)) if plain else None
@@ -148,14 +191,17 @@ def sweep_and_select(
 ) -> tuple[Candidate, Selection, Candidate | None]:
     prefix, use_gpu = record.run_prefix, pipeline.cluster.use_gpu
     out = layout.sweep_dir(prefix)
-    candidates = checkpoints(store, prefix)
+    candidates = checkpoints(store, prefix) + other_runs(pipeline, record, store)
     precursor = precursor_of(record.init, store.uri)
+    ceiling = reference_candidate(pipeline, store)
     gated = pipeline.selection.gate.enabled and precursor is not None
     to_score = candidates + (
         [precursor] if precursor and (gated or pipeline.sweep.score_precursor or record.experiment) else []
     )
     if incumbent and (not precursor or incumbent.key != precursor.key):
         to_score.append(incumbent)
+    if ceiling:
+        to_score.append(ceiling)
     digests = candidate_digests(store, to_score)  # weights checked against their markers, before Ray
     cluster.connect()
     tag = f"{record.stage} sweep"
@@ -173,6 +219,10 @@ def sweep_and_select(
         reference = [report_row(scored[precursor.name], "baseline", f"this stage's input model ({precursor.spec})")]
     if incumbent and incumbent.name in scored:
         reference.append(report_row(scored[incumbent.name], "reference", "the stage's current champion"))
+    if ceiling:
+        reference.append(
+            report_row(scored[ceiling.name], "ceiling", "sweep.reference: scored for comparison, not a candidate")
+        )
     selection.candidates += reference
     write_report(store, out, selection, reference, f"{pipeline.line} · {record.stage} sweep")
     log(f"[{record.stage}] champion: {champion.name} — {selection.row(champion.name).reason}")

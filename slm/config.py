@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -322,6 +323,22 @@ class SweepSpec(Strict):
     extra_num_fewshot: int | None = None  # None: each task's own default
     local_datasets: dict[str, str] = {}  # hub dataset id -> local directory (offline), see eval/local_data.py
     score_precursor: bool = True
+    # Other runs of a stage swept with the one being run, by run id (`repair-0123456789`, as the stage's
+    # log prints it): e.g. a 1-epoch and a 3-epoch run of repair compared in one selection. Each must be
+    # a finished run of the same stage from the same input model; the champion may come from any of them.
+    runs: dict[StageName, list[str]] = {}
+    # A model scored once beside the candidates as a ceiling row (e.g. hf:Qwen/Qwen2.5-0.5B-Instruct for a
+    # line trained from the base): in the report and on the card, never a candidate, never gated against.
+    reference: str | None = None
+
+    @field_validator("runs")
+    @classmethod
+    def _run_ids(cls, runs):
+        for stage, ids in runs.items():
+            for run_id in ids:
+                if not re.fullmatch(rf"{stage}-[0-9a-f]{{10}}", run_id):
+                    raise ValueError(f"runs.{stage}: {run_id!r} is not a run id of {stage} ({stage}-<10 hex digits>)")
+        return runs
 
 
 class GateSpec(Strict):
