@@ -81,7 +81,11 @@ SUBJECT_DOMAINS = {
 }
 DOMAINS = ("stem", "humanities", "social_sciences", "other")
 FULL_TEST_ITEMS = 14042
+FULL_DEV_ITEMS = 285
 GROUP = "mmlu_csv"
+# The dev split (5 items a subject, the few-shot pool) scored as a row of its own, always 0-shot, in the
+# same lm-eval call as the test split: the reference card's "MMLU dev (285 items)".
+DEV_GROUP = "mmlu_csv_dev"
 
 TEMPLATE = {
     "dataset_path": "csv",
@@ -129,8 +133,14 @@ def count_items(data_dir: Path, subjects: list[str], split: str = "test") -> dic
     return counts
 
 
-def task_name(subject: str) -> str:
-    return f"{GROUP}_{subject}"
+def task_name(subject: str, dev: bool = False) -> str:
+    return f"{DEV_GROUP if dev else GROUP}_{subject}"
+
+
+def dev_task(spec: dict) -> dict:
+    """A subject's test task, scoring its dev split instead (0-shot: the split is its own few-shot pool)."""
+    subject = spec["task_alias"]
+    return {**spec, "task": task_name(subject, dev=True), "task_alias": f"{subject} (dev)", "test_split": "dev"}
 
 
 def subject_task(subject: str, source) -> dict:
@@ -159,8 +169,9 @@ def subject_task(subject: str, source) -> dict:
     }
 
 
-def write_tasks(source, subjects: list[str], out_dir: Path) -> list[str]:
-    """Write the subject, domain and top-level group YAMLs; returns the top-level group name."""
+def write_tasks(source, subjects: list[str], out_dir: Path, dev: bool = False) -> list[str]:
+    """Write the subject, domain and top-level group YAMLs (and with `dev`, the dev split's tasks and
+    their group); returns the top-level group names."""
     out_dir.mkdir(parents=True, exist_ok=True)
     for subject in subjects:
         spec = subject_task(subject, source)
@@ -171,6 +182,17 @@ def write_tasks(source, subjects: list[str], out_dir: Path) -> list[str]:
                     f"ships 6 subjects in eval/data/mmlu: point mmlu_dir at a full MMLU copy or hf:cais/mmlu"
                 )
         (out_dir / f"{task_name(subject)}.yaml").write_text(yaml.safe_dump(spec, sort_keys=False, width=1000))
+        if dev:
+            text = yaml.safe_dump(dev_task(spec), sort_keys=False, width=1000)
+            (out_dir / f"{task_name(subject, dev=True)}.yaml").write_text(text)
+    if dev:
+        group = {
+            "group": DEV_GROUP,
+            "task": [task_name(s, dev=True) for s in subjects],
+            "aggregate_metric_list": [{"metric": "acc", "weight_by_size": True}],
+            "metadata": {"version": 1},
+        }
+        (out_dir / f"_{DEV_GROUP}.yaml").write_text(yaml.safe_dump(group, sort_keys=False))
     domains = [d for d in DOMAINS if any(SUBJECT_DOMAINS[s] == d for s in subjects)]
     for domain in domains:
         group = {
@@ -188,7 +210,7 @@ def write_tasks(source, subjects: list[str], out_dir: Path) -> list[str]:
         "metadata": {"version": 2},
     }
     (out_dir / f"_{GROUP}.yaml").write_text(yaml.safe_dump(top, sort_keys=False))
-    return [GROUP]
+    return [GROUP, DEV_GROUP] if dev else [GROUP]
 
 
 def summarize(results: dict, subjects: list[str]) -> dict:
@@ -213,10 +235,8 @@ def summarize(results: dict, subjects: list[str]) -> dict:
             n = sum(v["n"] for v in per_subject.values() if v["domain"] == d)
             domains[d] = {**entry(f"{GROUP}_{d}"), "n": n}
     n_total = sum(v["n"] for v in per_subject.values())
-    overall = entry(GROUP)
-    if overall["se"] is None:  # binomial SE when lm-eval reports none for the group
-        overall["se"] = math.sqrt(overall["acc"] * (1 - overall["acc"]) / max(n_total, 1))
-    return {
+    overall = with_se(entry(GROUP), n_total)
+    summary = {
         "acc": overall["acc"],
         "se": overall["se"],
         "n": n_total,
@@ -225,6 +245,17 @@ def summarize(results: dict, subjects: list[str]) -> dict:
         "items": items,
         "probs": probs,
     }
+    if DEV_GROUP in res:
+        n_dev = sum(len(results["samples"][task_name(s, dev=True)]) for s in subjects)
+        summary["dev"] = {**with_se(entry(DEV_GROUP), n_dev), "n": n_dev}
+    return summary
+
+
+def with_se(score: dict, n: int) -> dict:
+    """The binomial SE where lm-eval reports none for a group."""
+    if score["se"] is None:
+        return {**score, "se": math.sqrt(score["acc"] * (1 - score["acc"]) / max(n, 1))}
+    return score
 
 
 def correct_choice_probability(sample: dict) -> float:
@@ -241,16 +272,16 @@ def correct_choice_probability(sample: dict) -> float:
 _LOADED: dict[str, dict] = {}
 
 
-def load_tasks(source, subjects: list[str], task_dir: Path, num_fewshot: int) -> dict:
+def load_tasks(source, subjects: list[str], task_dir: Path, num_fewshot: int, dev: bool = False) -> dict:
     """lm-eval's task dict for our group, set up as `simple_evaluate` does (few-shot count and seed)."""
     from lm_eval.tasks import TaskManager
 
-    key = json.dumps([str(source), subjects, num_fewshot, TEMPLATE, HUB_TEMPLATE], sort_keys=True)
+    key = json.dumps([str(source), subjects, num_fewshot, dev, TEMPLATE, HUB_TEMPLATE], sort_keys=True)
     if key not in _LOADED:
-        write_tasks(source, subjects, task_dir)
-        loaded = TaskManager(include_path=str(task_dir), include_defaults=False).load([GROUP])
-        for task in loaded["tasks"].values():
-            task.set_config(key="num_fewshot", value=num_fewshot)
+        groups = write_tasks(source, subjects, task_dir, dev)
+        loaded = TaskManager(include_path=str(task_dir), include_defaults=False).load(groups)
+        for name, task in loaded["tasks"].items():
+            task.set_config(key="num_fewshot", value=0 if name.startswith(DEV_GROUP) else num_fewshot)
         _LOADED[key] = loaded
     for task in _LOADED[key]["tasks"].values():
         task.set_fewshot_seed(seed=1234)
@@ -265,9 +296,11 @@ def evaluate(
     limit: int | None = None,
     num_fewshot: int = 0,
     cache_requests: bool = False,
+    dev: bool = False,
 ) -> dict:
     """source: a directory in the CSV layout, or `hf:<dataset>`. With cache_requests, lm-eval keeps the
-    built requests (under LM_HARNESS_CACHE_PATH) for the next model with the same tokenizer name."""
+    built requests (under LM_HARNESS_CACHE_PATH) for the next model with the same tokenizer name.
+    dev: the dev split scored too, 0-shot, as the summary's `dev` row."""
     import random
 
     import numpy as np
@@ -276,7 +309,7 @@ def evaluate(
 
     if not is_hub(source):
         count_items(Path(source), subjects)  # fail fast on a wrong directory
-    task_dict = load_tasks(source, subjects, task_dir, num_fewshot)
+    task_dict = load_tasks(source, subjects, task_dir, num_fewshot, dev)
     random.seed(0), np.random.seed(0), torch.manual_seed(0)  # simple_evaluate's seeds
     results = lm_eval_evaluate(lm=lm, task_dict=task_dict, limit=limit, cache_requests=cache_requests, log_samples=True)
     return summarize(results, subjects)

@@ -13,10 +13,12 @@ def pct(x: float | None) -> str:
 
 def markdown_table(report: Selection) -> str:
     domains = sorted({d for row in report.candidates for d in row.domains})
+    dev = any(row.mmlu_dev is not None for row in report.candidates)
     head = [
         "Candidate",
         "Kind",
         "MMLU",
+        *(["MMLU dev"] if dev else []),
         *[d.replace("_", " ") for d in domains],
         "Bench (correct)",
         "In form",
@@ -30,6 +32,7 @@ def markdown_table(report: Selection) -> str:
             name,
             row.kind or "",
             f"{pct(row.mmlu)} ± {pct(row.mmlu_se)}",
+            *([pct(row.mmlu_dev)] if dev else []),
             *[pct(row.domains.get(d)) for d in domains],
             "—" if row.bench is None else f"{row.bench_passed}/{row.bench_total}",
             "—" if row.bench_form is None else f"{row.bench_form}/{row.bench_total}",

@@ -39,6 +39,7 @@ class MMLUScores(Record):
     items: dict[str, list[int]] = {}  # dropped where only the summary is kept (champion.json)
     # per item, the probability of the correct choice normalised over the four (None: scored before)
     probs: dict[str, list[float]] | None = None
+    dev: DomainScore | None = Field(None, exclude_if=lambda v: v is None)  # the dev split, 0-shot (sweep.mmlu_dev)
 
 
 class CategoryScore(Record):
@@ -161,6 +162,7 @@ class SelectionRow(Record):
     step: int | None = None
     mmlu: float
     mmlu_se: float
+    mmlu_dev: float | None = Field(None, exclude_if=lambda v: v is None)  # the dev split, 0-shot (sweep.mmlu_dev)
     domains: dict[str, float]
     bench: float | None = None
     bench_passed: int | None = None

@@ -383,6 +383,7 @@ def report_row(cand: Candidate, status: str, reason: str, regressions: list[dict
         step=cand.step,
         mmlu=s.mmlu.acc,
         mmlu_se=s.mmlu.se,
+        mmlu_dev=s.mmlu.dev.acc if s.mmlu.dev else None,
         domains={d: v.acc for d, v in s.mmlu.domains.items()},
         bench=s.bench.score if s.bench else None,
         bench_passed=s.bench.passed if s.bench else None,

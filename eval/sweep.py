@@ -225,6 +225,7 @@ def score_model(ref: ModelRef, sweep: dict, use_gpu: bool = False, drift_refs: d
             limit=spec.limit,
             num_fewshot=spec.num_fewshot,
             cache_requests=spec.limit is None,
+            dev=spec.mmlu_dev,
         )
     lm.save_encodings()
     benches = {}
@@ -392,6 +393,8 @@ def _score(
 def score_line(scores: Scores) -> str:
     m = scores.mmlu
     line = f"MMLU {m.acc:.2%} ± {m.se:.2%} (n={m.n})"
+    if m.dev:
+        line += f", dev {m.dev.acc:.2%} (n={m.dev.n})"
     for label, b in (("bench", scores.bench), ("held-out", scores.heldout)):
         if b:
             line += f", {label} {b.passed}/{b.total}"

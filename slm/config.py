@@ -309,6 +309,7 @@ class SweepSpec(Strict):
     subjects: list[str] | Literal["all"] = "all"
     limit: StrictInt | None = Field(None, gt=0)  # items per subject; None = every item
     num_fewshot: int = Field(0, ge=0, le=5)
+    mmlu_dev: bool = True  # also score MMLU's dev split (285 items at full size), 0-shot, as a row of its own
     bench: str | None = "eval/benches/truth106.jsonl"  # None: MMLU (and extra tasks) only
     bench_max_new_tokens: int = Field(32, gt=0)
     # A second bench that no builder reads (eval/benches/README.md): scored and gated like the bench,

@@ -7,7 +7,8 @@ taught: the countries, elements, people and numbers its items are about are left
 tables, and `python data_builders/authored/format_discipline.py --check` reports the n-gram overlap
 between every row and every bench prompt (tests/data_builders/test_authored.py keeps it at zero).
 
-    python data_builders/authored/format_discipline.py          # rewrite format_discipline.jsonl
+    python data_builders/authored/format_discipline.py              # rewrite format_discipline.jsonl
+    python data_builders/authored/format_discipline.py --rows 3000  # rewrite format_discipline_3000.jsonl
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[1]))  # run as a script from a checkout
 OUT = HERE / "format_discipline.jsonl"
+SCALED = HERE / "format_discipline_3000.jsonl"  # the FF_3.13 surgical set's size (stages/examples/ff313)
 SEED = 2026
 
 # Entities the bench names (its capitals, elements, animals) are removed from these tables at
@@ -307,10 +309,131 @@ def leave_out_bench_entities() -> None:
         members[:] = [m for m in members if not mentioned(m)]
 
 
-def generate() -> list[dict]:
+FORMS = ("yes_no", "letter", "number", "list")
+
+
+def near(rng: random.Random, x: int) -> int:
+    """A wrong value close to x, never x."""
+    return x + rng.choice([-10, -2, -1, 1, 2, 10])
+
+
+def more_yes_no(rng: random.Random):
+    """Arithmetic and divisibility facts, each asked true and false (yes and no equally often)."""
+    while True:
+        a, b = operand(rng, 11, 99), operand(rng, 3, 29)
+        k, m = rng.choice([2, 3, 4, 5, 6]), operand(rng, 5, 40)
+        pairs = {
+            "plus": (f"Is {a} plus {b} equal to {a + b}?", f"Is {a} plus {b} equal to {near(rng, a + b)}?"),
+            "times": (f"Is {b} times {k} equal to {b * k}?", f"Is {b} times {k} equal to {near(rng, b * k)}?"),
+            "divisible": (f"Is {k * m} divisible by {k}?", f"Is {k * m + 1} divisible by {k}?"),
+        }
+        yes, no = pairs[rng.choice(list(pairs))]
+        yield [(yes, "yes"), (no, "no")]
+
+
+def more_letters(rng: random.Random):
+    """Arithmetic questions with four options (the right one placed by extra_rows)."""
+    while True:
+        a, b = operand(rng, 11, 89), operand(rng, 3, 29)
+        question, right = rng.choice(
+            [(f"What is {a} plus {b}?", a + b), (f"What is {a} minus {b}?", a - b), (f"What is {a} times {b}?", a * b)]
+        )
+        wrong = sorted({right + d for d in (-10, -2, -1, 1, 2, 10)} - {right})
+        yield [(question, (right, [str(w) for w in wrong]))]
+
+
+def more_numbers(rng: random.Random):
+    while True:
+        a, b, h = operand(rng, 11, 99), operand(rng, 3, 29), operand(rng, 2, 60)
+        yield [
+            rng.choice(
+                [
+                    (f"What is {a} plus {b}?", a + b),
+                    (f"What is {a} minus {b}?", a - b),
+                    (f"What is {a} times {b}?", a * b),
+                    (f"What is {a * b} divided by {b}?", a),
+                    # hours in days, as the authored rows ask (the bench asks minutes in an hour, days in a week)
+                    (f"How many hours are in {h} days?", 24 * h),
+                ]
+            )
+        ]
+
+
+def more_lists(rng: random.Random):
+    while True:
+        n, a, k = rng.randint(2, 6), operand(rng, 10, 500), rng.choice([3, 4, 5, 6, 11])
+        start = a + (k - a % k) % k  # the first multiple of k at or above a
+        what, members = rng.choice(
+            [
+                (f"whole numbers greater than {a}", [a + i for i in range(1, n + 1)]),
+                (f"even numbers greater than {a}", [a - a % 2 + 2 * i for i in range(1, n + 1)]),
+                (f"multiples of {k} from {a} upwards", [start + k * i for i in range(n)]),
+            ]
+        )
+        yield [(f"{n} {what}", (what, members))]
+
+
+def extra_rows(rng: random.Random, form: str, count: int, seen: set[str], letters: dict[str, int]) -> list[dict]:
+    """`count` more rows of one form, none asking a question already asked; a letter row's answer goes to
+    the letter right least often so far (`letters`, counted on), so that A-D end up equally frequent."""
+    source = {"yes_no": more_yes_no, "letter": more_letters, "number": more_numbers, "list": more_lists}[form](rng)
+    rows = []
+    while len(rows) < count:
+        group = next(source)  # a yes/no pair is kept or dropped whole: "yes" and "no" stay equally frequent
+        if any(question in seen for question, _ in group):
+            continue
+        for question, answer in group[: count - len(rows)]:
+            seen.add(question)
+            if form == "yes_no":
+                rows.append(chat(f"{rng.choice(YES_NO)} {question}", answer))
+            elif form == "letter":
+                right, wrong = answer
+                letter = min("ABCD", key=lambda x: letters[x])
+                letters[letter] += 1
+                rows.append(mcq(rng, question, str(right), wrong, "ABCD".index(letter)))
+            elif form == "number":
+                rows.append(chat(f"{rng.choice(NUMBER)} {question}", str(answer)))
+            else:
+                what, members = answer
+                rows.append(chat(rng.choice(LIST).format(n=len(members), what=what), "\n".join(map(str, members))))
+    return rows
+
+
+def question_of(row: dict) -> str:
+    """The question a row asks, without its form instruction (the first sentence of its first line)."""
+    return row["messages"][0]["content"].split("\n")[0].split(". ", 1)[-1]
+
+
+def generate(total: int | None = None) -> list[dict]:
+    """The authored rows (564); with `total`, scaled to that many by arithmetic, divisibility and
+    counting questions of the same four forms, the forms topped up towards a quarter of the total each."""
+    from slm.data_builders.surgical import asked_form
+
     leave_out_bench_entities()
     rng = random.Random(SEED)
     rows = yes_no_rows(rng) + letter_rows(rng) + number_rows(rng) + list_rows(rng)
+    if total is not None:
+        if total < len(rows):
+            raise ValueError(f"--rows {total}: the authored set alone has {len(rows)} rows")
+        rng = random.Random(SEED + total)
+        # a question the authored rows ask twice (an odd/even operand drawn again) is kept once: the
+        # builder's near-dedup would drop the second anyway
+        unique = {question_of(r): r for r in reversed(rows)}
+        rows = [r for r in rows if unique.get(question_of(r)) is r]
+        have = {form: sum(asked_form(r["messages"][0]["content"])[0] == form for r in rows) for form in FORMS}
+        need = {form: max(0, -(-total // 4) - have[form]) for form in FORMS}
+        while len(rows) + sum(need.values()) > total:  # ceil quotas overshoot: trim the largest top-ups
+            need[max(need, key=need.get)] -= 1
+        seen = {question_of(r) for r in rows}
+        letters = {
+            x: sum(
+                asked_form(r["messages"][0]["content"])[0] == "letter" and r["messages"][1]["content"] == x
+                for r in rows
+            )
+            for x in "ABCD"
+        }
+        for form in FORMS:
+            rows += extra_rows(rng, form, need[form], seen, letters)
     rng.shuffle(rows)
     return rows
 
@@ -327,16 +450,18 @@ def bench_overlap(rows: list[dict], n: int = 13) -> dict:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--check", action="store_true", help="report the overlap with the bench, write nothing")
+    p.add_argument("--rows", type=int, default=None, help=f"scale to this many rows (written to {SCALED.name})")
     args = p.parse_args()
-    rows = generate()
+    rows = generate(args.rows)
+    out = OUT if args.rows is None else SCALED.with_name(f"format_discipline_{args.rows}.jsonl")
     if args.check:
         report = bench_overlap(rows)
         print(json.dumps({k: report[k] for k in ("n", "rows", "items", "contaminated", "longest_shared")}, indent=1))
         return
-    with OUT.open("w") as f:
+    with out.open("w") as f:
         for row in rows:
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
-    print(f"{len(rows)} rows → {OUT}")
+    print(f"{len(rows)} rows → {out}")
 
 
 if __name__ == "__main__":

@@ -89,3 +89,79 @@ def test_no_builder_config_reads_an_evaluation_file():
         text = yaml.safe_load(config.read_text())
         for source in text.get("inputs", []):
             assert "eval/benches" not in str(source.get("path", "")), (config, source)
+
+
+def scaled_rows() -> list[dict]:
+    return [json.loads(line) for line in authored.SCALED.read_text().splitlines()]
+
+
+def right_answer(user: str) -> str | None:
+    """The answer to an arithmetic, divisibility or counting row, computed here from its prompt."""
+    import re
+
+    ops = {"plus": lambda a, b: a + b, "minus": lambda a, b: a - b, "times": lambda a, b: a * b}
+    ops["divided by"] = lambda a, b: a // b if a % b == 0 else None
+    question = user.split("\n")[0]
+    if m := re.search(r"Is (\d+) (plus|times) (\d+) equal to (\d+)\?", question):
+        return "yes" if ops[m[2]](int(m[1]), int(m[3])) == int(m[4]) else "no"
+    if m := re.search(r"Is (\d+) divisible by (\d+)\?", question):
+        return "yes" if int(m[1]) % int(m[2]) == 0 else "no"
+    if m := re.search(r"What is (\d+) (plus|minus|times|divided by) (\d+)\?", question):
+        value = str(ops[m[2]](int(m[1]), int(m[3])))
+        if "single letter" not in user:
+            return value
+        options = dict(re.findall(r"^([A-D])\. (.+)$", user, re.M))
+        return next(letter for letter, text in options.items() if text == value)
+    if m := re.search(r"How many hours are in (\d+) days\?", question):
+        return str(24 * int(m[1]))
+    if m := re.search(r"exactly (\d+) (whole|even) numbers greater than (\d+)", question):
+        n, a = int(m[1]), int(m[3])
+        step, first = (1, a + 1) if m[2] == "whole" else (2, a - a % 2 + 2)
+        return "\n".join(str(first + step * i) for i in range(n))
+    if m := re.search(r"exactly (\d+) multiples of (\d+) from (\d+) upwards", question):
+        n, k, a = (int(x) for x in m.groups())
+        first = -(-a // k) * k
+        return "\n".join(str(first + k * i) for i in range(n))
+    return None
+
+
+def test_the_scaled_set_is_the_generators_output_3000_rows_every_one_in_form_and_right():
+    """stages/examples/ff313's surgical set: the authored rows topped up to 3,000 with arithmetic,
+    divisibility and counting rows, a quarter per form, no default answer, each answer recomputed here."""
+    from collections import Counter
+
+    rows = scaled_rows()
+    assert rows == authored.generate(3000)
+    assert len(rows) == 3000 and len({json.dumps(r) for r in rows}) == 3000
+    forms, answers, checked = Counter(), Counter(), 0
+    for row in rows:
+        user, answer = (m["content"] for m in row["messages"])
+        form, n = asked_form(user)
+        assert answer_fits(form, n, answer), (user, answer)
+        forms[form] += 1
+        if form in ("yes_no", "letter"):
+            answers[answer] += 1
+        if (expected := right_answer(user)) is not None:
+            assert answer == expected, (user, answer, expected)
+            checked += 1
+    assert forms == {"yes_no": 750, "letter": 750, "number": 750, "list": 750}
+    assert answers["yes"] == answers["no"] == 375
+    assert max(answers[x] for x in "ABCD") - min(answers[x] for x in "ABCD") <= 1, answers
+    assert checked >= 2000  # the added rows and the authored arithmetic, recomputed
+
+
+def test_the_scaled_set_survives_the_builders_dedup_and_shares_nothing_with_the_bench():
+    from slm.config import HygieneSpec
+    from slm.data_builders.common import hygiene_text
+    from slm.data_builders.hygiene import Hygiene
+
+    rows = scaled_rows()
+    hygiene = Hygiene(HygieneSpec(decontaminate=False), None)
+    source = hygiene.source("format_discipline_3000")
+    for i, row in enumerate(rows):
+        hygiene.add(source, hygiene_text(row), f"row {i}")
+    keep = hygiene.finish()
+    tally = hygiene.tallies[source]
+    assert keep.all(), (tally.exact_duplicates, tally.near_duplicates)
+    report = authored.bench_overlap(rows)
+    assert report["contaminated"] == [] and report["longest_shared"]["words"] <= 8

@@ -39,9 +39,9 @@ def test_unknown_subject_and_wrong_directory(tmp_path):
         mmlu.count_items(tmp_path, ["astronomy"])
 
 
-def direct_answers(model, tok, subject, limit):
+def direct_answers(model, tok, subject, limit, split="test"):
     """The letter with the highest log-likelihood after lm-eval's 0-shot prompt, computed by hand."""
-    rows = list(csv.reader(open(DATA / "test" / f"{subject}_test.csv", newline="", encoding="utf-8")))[:limit]
+    rows = list(csv.reader(open(DATA / split / f"{subject}_{split}.csv", newline="", encoding="utf-8")))[:limit]
     out = []
     for q, a, b, c, d, answer in rows:
         prompt = (
@@ -85,3 +85,24 @@ def test_lm_eval_scores_subjects_domains_and_items(tiny_model_dir, tmp_path):
         for p, correct in zip(probs, result["items"][subject]):
             # the largest of four shares is at least 1/4; one that another share exceeds is below 1/2
             assert p >= 0.25 if correct else p < 0.5
+
+
+@needs_data
+def test_the_dev_split_is_scored_0_shot_in_the_same_pass_and_leaves_the_test_scores_alone(tiny_model_dir, tmp_path):
+    from lm_eval.models.huggingface import HFLM
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = tiny_model_dir(2)
+    model, tok = AutoModelForCausalLM.from_pretrained(path), AutoTokenizer.from_pretrained(path)
+    model.eval()
+    subjects = ["astronomy", "philosophy", "marketing"]
+    lm = HFLM(pretrained=model, tokenizer=tok, batch_size=8)
+    runs = {
+        dev: mmlu.evaluate(lm, DATA, subjects, tmp_path / f"tasks-{dev}", limit=4, num_fewshot=2, dev=dev)
+        for dev in (False, True)
+    }
+    assert "dev" not in runs[False]
+    assert {k: v for k, v in runs[True].items() if k != "dev"} == runs[False]  # the test split is untouched
+    dev = runs[True]["dev"]
+    by_hand = [x for s in subjects for x in direct_answers(model, tok, s, 4, split="dev")]  # 0-shot prompts
+    assert dev["n"] == 12 and dev["acc"] == pytest.approx(sum(by_hand) / len(by_hand)) and dev["se"] > 0
