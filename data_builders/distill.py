@@ -144,10 +144,9 @@ def answer_shards(cfg, store, ref: ModelRef, shards: list[list[str]], work: str)
 
 def questions(source):
     """A question per row: `question`, `prompt` or `instruction`, or a conversation's first user turn
-    (`messages`, or ShareGPT `conversations`); the input's `columns` rename the source's own first."""
-    renames = source.item.columns
-    for row in source.rows():
-        data = {renames.get(k, k): v for k, v in row.data.items()} if renames else row.data
+    (`messages`, or ShareGPT `conversations`); the input's `field` and `columns` apply first."""
+    for row in source.shaped_rows():
+        data = row.data
         q = next((data[k] for k in ("question", "prompt", "instruction") if isinstance(data.get(k), str)), None)
         if q is None and isinstance(data.get("messages"), list):
             q = next(

@@ -187,6 +187,22 @@ class Source:
                 return
             yield row
 
+    def shaped_rows(self) -> Iterator[Row]:
+        """The rows with the input's `field` unnested and its `columns` renamed: the names formats read."""
+        field, renames = self.item.field, self.item.columns
+        for row in self.rows():
+            data = row.data
+            if field is not None:
+                data = data.get(field)
+                if not isinstance(data, dict):
+                    raise UserError(
+                        f"{row.where}: `field: {field}` names no struct column of this row (its columns: "
+                        f"{', '.join(sorted(row.data)) or 'none'})"
+                    )
+            if renames:
+                data = {renames.get(k, k): v for k, v in data.items()}
+            yield row if data is row.data else dataclasses.replace(row, data=data)
+
     def _raw_rows(self) -> Iterator[Row]:
         item = self.item
         if item.dataset is not None:
@@ -379,10 +395,8 @@ class RowReader:
 
     def __iter__(self):
         inferred = self.format is None
-        renames, longest = self.source.item.columns, self.source.item.max_answer_chars
-        for row in self.source.rows():
-            if renames:
-                row = dataclasses.replace(row, data={renames.get(k, k): v for k, v in row.data.items()})
+        longest = self.source.item.max_answer_chars
+        for row in self.source.shaped_rows():
             fmt = self.resolve_format(row)
             if inferred and (own := infer_format(set(row.data))) not in (None, fmt):
                 raise UserError(

@@ -97,17 +97,12 @@ def model_shape(cfg: StageConfig, store: Store, made_here: bool):
     from slm.modeling import load_tokenizer, scratch_config
 
     if cfg.model.init == refs.SCRATCH:
-        arch = dict(cfg.model.architecture)
-        vocab = arch.pop("vocab_size", None)
-        if vocab is None:
-            tokenizer_spec = cfg.model.tokenizer
-            parsed = refs.parse(tokenizer_spec)
-            if parsed.kind == "store" and not store.is_complete(parsed.key):
-                return None, f"the tokenizer {tokenizer_spec} is built by this run"
-            tokenizer = load_tokenizer(resolve_ref(tokenizer_spec, store, what="tokenizer").materialize())
-        else:
-            tokenizer = type("Sized", (), {"__len__": lambda self: vocab, "bos_token_id": None})()
-            tokenizer.eos_token_id = tokenizer.pad_token_id = None
+        spec, arch = cfg.model.tokenizer, cfg.model.architecture
+        parsed = refs.parse(spec)
+        pending = parsed.kind == "store" and not store.is_complete(parsed.key)  # built by this run
+        if pending and "vocab_size" not in arch:
+            return None, f"the tokenizer {spec} is built by this run"
+        tokenizer = None if pending else load_tokenizer(resolve_ref(spec, store, what="tokenizer").materialize())
         return scratch_config(arch, tokenizer, cfg.data.max_length), None
     try:
         ref = resolve_ref(cfg.model.init, store)

@@ -226,6 +226,9 @@ class BuilderInput(Strict):
     # the source's own column names → the names its format reads, e.g. {conversation: messages} (as
     # LLaMA-Factory's dataset_info `columns`): hub datasets do not all use the common layouts' names
     columns: dict[str, str] = {}
+    # each row is a struct under this column (applied before `columns`): cais/mmlu's auxiliary_train
+    # config holds every row under `train` ({"train": {"question", "choices", "answer", "subject"}})
+    field: str | None = None
     # chat builders: rows whose last assistant answer is longer are dropped and counted in the manifest
     # (knowledge repair's concise-fact block: answers under 100 characters)
     max_answer_chars: int | None = Field(None, gt=0)
@@ -639,7 +642,7 @@ DIGEST_OMITS_DEFAULT = {
         "init_gate",
         "early_stopping",
     ),
-    BuilderInput: ("columns", "max_answer_chars"),
+    BuilderInput: ("columns", "max_answer_chars", "field"),
 }
 
 

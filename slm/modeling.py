@@ -72,7 +72,7 @@ def resolve_ref(spec: str, store: Store, what: str = "model") -> ModelRef:
     if ref.kind == "hf":
         commit = hub_commit(ref.repo, ref.revision)
         pinned = {"commit": commit} if commit else {}
-        return HubRef(spec=spec, hf=ref.repo, revision=ref.revision, **pinned)
+        return HubRef(spec=spec, hf=ref.repo, revision=ref.revision, tokenizer_only=what == "tokenizer", **pinned)
     path = resolve_path(spec)
     if not path.is_dir():
         raise UserError(f"{what} {spec!r}: no such directory {path}")
@@ -116,7 +116,9 @@ def load_tokenizer(path: Path, trust_remote_code: bool = False, chat_template: s
 
 
 def scratch_config(architecture: dict, tokenizer, max_length: int):
-    """A transformers config from an architecture mapping; unknown keys are rejected, not ignored."""
+    """A transformers config from an architecture mapping; unknown keys are rejected, not ignored.
+    The vocabulary is the tokenizer's, or a stated `vocab_size` at least that large (padded up, e.g.
+    50,257 → 50,304 for a GPU-friendly multiple); tokenizer None (a plan, before it is built): as stated."""
     from transformers import AutoConfig
     from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
@@ -128,11 +130,19 @@ def scratch_config(architecture: dict, tokenizer, max_length: int):
     unknown = sorted(k for k in arch if not hasattr(defaults, k))
     if unknown:
         raise UserError(f"model.architecture: unknown key(s) for {model_type}: {', '.join(unknown)}")
+    stated = arch.pop("vocab_size", None)
+    if tokenizer is None and stated is None:
+        raise ValueError("scratch_config: without a tokenizer, the architecture must state vocab_size")
+    if tokenizer is not None and stated is not None and stated < len(tokenizer):
+        raise UserError(
+            f"model.architecture.vocab_size {stated} is smaller than the tokenizer's {len(tokenizer)} tokens "
+            f"(leave it out to use the tokenizer's, or state at least {len(tokenizer)})"
+        )
     arch.update(
-        vocab_size=len(tokenizer),
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
+        vocab_size=stated if stated is not None else len(tokenizer),
+        bos_token_id=getattr(tokenizer, "bos_token_id", None),
+        eos_token_id=getattr(tokenizer, "eos_token_id", None),
+        pad_token_id=getattr(tokenizer, "pad_token_id", None),
     )
     config = AutoConfig.for_model(model_type, **arch)
     positions = getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", None)

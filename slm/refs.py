@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Discriminator, Tag
+from pydantic import Discriminator, Field, Tag
 
 from slm.config import resolve_path
 from slm.errors import UserError
@@ -164,6 +164,9 @@ class HubRef(Stored):
     hf: str
     revision: str | None
     commit: str | None = None  # the commit the revision resolved to when the reference was resolved
+    # a tokenizer reference (e.g. hf:openai-community/gpt2 for a model trained from scratch): its
+    # tokenizer files are fetched, never the repository's weights
+    tokenizer_only: bool = Field(False, exclude_if=lambda v: not v)
 
     @property
     def kind(self) -> str:
@@ -238,13 +241,14 @@ def fetch_hub(ref: HubRef) -> Path:
             snapshot_download(
                 ref.hf,
                 revision=ref.commit or ref.revision,  # the commit pinned when the reference was resolved
-                allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "README.md"],
+                allow_patterns=["*.json", "*.model", "*.txt", "*.jinja", "README.md"]
+                + ([] if ref.tokenizer_only else ["*.safetensors"]),
             )
         )
     except Exception as exc:  # offline, missing repo, gated repo: one line, no traceback
         offline = " (HF_HUB_OFFLINE is set)" if os.environ.get("HF_HUB_OFFLINE") == "1" else ""
         raise UserError(f"cannot fetch {ref.spec} from the Hugging Face hub{offline}: {type(exc).__name__}") from None
-    check_model_dir(path, ref.spec)
+    check_model_dir(path, ref.spec, need_weights=not ref.tokenizer_only)
     return path
 
 

@@ -253,3 +253,18 @@ def test_columns_rename_a_sources_own_names_and_long_answers_are_dropped_and_cou
     assert conversations(store, "datasets/repair") == sorted(ROWS)  # the 150-character answer is gone
     source = manifest["sources"][0]
     assert source["format"] == "question_answer" and source["answers_over_limit"] == 1 and source["rows_in"] == 4
+
+
+def test_field_unnests_rows_held_under_one_struct_column_as_mmlu_auxiliary_train_holds_them(tmp_path, store):
+    """cais/mmlu's auxiliary_train config holds each row under `train`; `field: train` reads it, as
+    repair block A and the distill mix of stages/examples/ff313 do."""
+    inner = {"question": "Which of these is a mammal?", "choices": ["Shark", "Whale", "Trout", "Eel"], "answer": 1}
+    path = tmp_path / "aux.parquet"
+    pq.write_table(pa.Table.from_pylist([{"train": {**inner, "subject": ""}}]), path)
+    build(tmp_path, store, [{"path": str(path), "field": "train", "format": "mcq"}], builder="repair")
+    ((question, answer),) = conversations(store, "datasets/repair")
+    assert question.startswith("Which of these is a mammal?\nA. Shark\nB. Whale") and answer == "B"
+    with pytest.raises(
+        UserError, match=r"aux.parquet.*`field: test` names no struct column of this row \(its columns: train\)"
+    ):
+        build(tmp_path, store, [{"path": str(path), "field": "test", "format": "mcq"}], builder="repair")

@@ -89,3 +89,15 @@ def test_champion_of_a_stage_is_the_newest_from_that_stage(tiny_model_dir, tmp_p
     assert resolve_ref("champion:ff@v2-sft", store).key == "champions/ff/v2-sft"
     with pytest.raises(UserError, match="no champion promoted yet from stage 'distill' of line 'ff'"):
         resolve_ref("champion:ff:distill", store)
+
+
+def test_a_stated_vocabulary_is_honoured_when_it_holds_the_tokenizer_and_refused_when_smaller(tiny_tokenizer):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_tokenizer)
+    padded = scratch_config({"model_type": "gpt2", "n_layer": 1, "vocab_size": 576}, tok, 128)
+    assert padded.vocab_size == 576 > len(tok) and padded.eos_token_id == tok.eos_token_id
+    with pytest.raises(UserError, match=rf"vocab_size 100 is smaller than the tokenizer's {len(tok)} tokens"):
+        scratch_config({"model_type": "gpt2", "vocab_size": 100}, tok, 128)
+    planned = scratch_config({"model_type": "gpt2", "vocab_size": 50257}, None, 128)  # a plan: as stated
+    assert planned.vocab_size == 50257 and planned.eos_token_id is None
