@@ -354,6 +354,19 @@ def summarize(items: list[dict], answers: list[str]) -> dict:
     }
 
 
+def model_context(model) -> int | None:
+    config = model.config
+    return getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", None)
+
+
+def check_fits(model, tokens: int, needed_for: str) -> None:
+    """A prompt the model's context cannot hold is refused, never truncated: a cut prompt asks
+    something else, and a position past the context is an index error deep inside the model."""
+    context = model_context(model)
+    if context is not None and tokens > context:
+        raise UserError(f"{needed_for}: {tokens} tokens, more than the model's context of {context}")
+
+
 def greedy_answers(
     model, tokenizer, prompts: list[str], max_new_tokens: int, batch_size: int = 16, template: str | None = None
 ) -> list[str]:
@@ -369,6 +382,12 @@ def greedy_answers(
         for i in range(0, len(prompts), batch_size):
             texts = [prompt_text(tokenizer, p, template=template) for p in prompts[i : i + batch_size]]
             batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+            longest = int(batch["attention_mask"].sum(1).argmax())
+            check_fits(
+                model,
+                int(batch["attention_mask"][longest].sum()) + max_new_tokens,
+                f"prompt {prompts[i + longest][:60]!r} in the chat template plus {max_new_tokens} new tokens",
+            )
             batch = {k: v.to(model.device) for k, v in batch.items()}
             out = model.generate(
                 **batch,
@@ -415,6 +434,7 @@ def reply_logprobs(model, tokenizer, pairs: list[tuple[str, str]], batch_size: i
                 ids = torch.full((len(chunk), width), tokenizer.pad_token_id, dtype=torch.long)
                 mask = torch.zeros((len(chunk), width), dtype=torch.long)
                 for row, (a, b) in enumerate(zip(prompt_ids, reply_ids)):
+                    check_fits(model, len(a) + len(b), f"reply {chunk[row][1][:40]!r} teacher-forced after its prompt")
                     ids[row, : len(a) + len(b)] = torch.tensor(a + b)
                     mask[row, : len(a) + len(b)] = 1
                 logits = model(input_ids=ids.to(model.device), attention_mask=mask.to(model.device)).logits.float()

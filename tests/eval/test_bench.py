@@ -192,3 +192,16 @@ def test_a_stated_number_is_one_whole_number(item, answer, passes):
     from slm.eval.bench import score_item
 
     assert score_item(item, answer)[0] is passes, score_item(item, answer)
+
+
+def test_a_prompt_longer_than_the_models_context_is_refused_not_cut(tiny_model_dir):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = tiny_model_dir(seed=3, n_positions=40)
+    model, tok = AutoModelForCausalLM.from_pretrained(path), AutoTokenizer.from_pretrained(path)
+    items = [{"id": "long", "category": "c", "prompt": "Tell me about rivers. " * 10, "truth": ["water"]}]
+    with pytest.raises(
+        UserError,
+        match=r"prompt 'Tell me about rivers.*plus 8 new tokens: \d+ tokens, more than the model's context of 40",
+    ):
+        run_bench(model, tok, items, max_new_tokens=8)
