@@ -88,17 +88,22 @@ def test_ray_actors_answer_the_shards_in_parallel(setup, capsys):
     assert all(m[0]["role"] == "user" and m[1]["role"] == "assistant" and m[1]["content"] for m in rows)
 
 
-def test_questions_come_from_a_renamed_column_or_a_sharegpt_conversation():
-    from types import SimpleNamespace
+def test_questions_come_from_a_renamed_column_a_nested_row_or_a_sharegpt_conversation(tmp_path):
+    import json
 
+    from slm.config import BuilderInput
     from slm.data_builders.distill import questions
-    from slm.data_builders.sources import Row
+    from slm.data_builders.sources import Source
+    from slm.store import Store
 
-    def source(rows, columns=None):
-        item = SimpleNamespace(columns=columns or {})
-        return SimpleNamespace(item=item, rows=lambda: iter(Row(f"in.jsonl:{i}", r) for i, r in enumerate(rows, 1)))
+    def source(rows, **item):
+        path = tmp_path / f"in-{len(list(tmp_path.iterdir()))}.jsonl"
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        return Source(BuilderInput(path=str(path), **item), Store.open(str(tmp_path / "store")), "distill.yaml")
 
-    renamed = source([{"ctx": "A man lifts a box and", "label": "2"}], {"ctx": "question"})
+    renamed = source([{"ctx": "A man lifts a box and", "label": "2"}], columns={"ctx": "question"})
     assert [q for _, q in questions(renamed)] == [{"question": "A man lifts a box and"}]
+    nested = source([{"train": {"question": "Which gas do plants take in?", "choices": ["O2", "CO2"]}}], field="train")
+    assert [q for _, q in questions(nested)] == [{"question": "Which gas do plants take in?"}]
     shared = source([{"conversations": [{"from": "system", "value": "Be brief."}, {"from": "human", "value": "Why?"}]}])
     assert [q for _, q in questions(shared)] == [{"question": "Why?"}]
