@@ -126,7 +126,8 @@ def flip_bytes(path: Path, at: int = 4096) -> None:
 
 def break_weights(path: Path, how: str) -> Path:
     """A model directory's model.safetensors made unloadable as a model, as a crash or a diverged run
-    leaves it: one tensor dropped, every value NaN, or a header that is not JSON."""
+    leaves it: one tensor dropped, every value NaN, a header that is not JSON, or the file cut short
+    (a copy or an upload that stopped halfway)."""
     import torch
     from safetensors.torch import load_file, save_file
 
@@ -135,6 +136,9 @@ def break_weights(path: Path, how: str) -> Path:
         data = bytearray(file.read_bytes())
         data[8:16] = b"\xff\xfe{{{{{{"
         file.write_bytes(bytes(data))
+        return path
+    if how == "truncated":
+        file.write_bytes(file.read_bytes()[: file.stat().st_size // 2])
         return path
     tensors = load_file(file)
     if how == "drop-tensor":
@@ -149,6 +153,7 @@ BROKEN_WEIGHTS = {
     "drop-tensor": "weights do not match its config.json: tensors 1 missing",
     "nan": "NaN or infinite value(s)",
     "header": "not a readable safetensors file",
+    "truncated": "not a readable safetensors file",
 }
 
 
