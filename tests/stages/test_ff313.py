@@ -73,3 +73,22 @@ def test_the_ff313_recipes_say_what_the_reference_says():
     assert blocks["block_a_mcq"].limit == 10_714 and blocks["block_d_numeric"].limit == 3_562
     assert blocks["block_b_factual"].max_answer_chars == 99  # "answers under 100 characters"
     assert abs(builders["repair"].validation_fraction * 16_006 - 801) < 2  # the reference holds out 801
+
+
+def test_without_gpt2s_tokenizer_in_the_hub_cache_the_offline_dry_run_says_so_in_one_line(tmp_path):
+    """No PyPI package we could find ships GPT-2's BPE files, so the line names hf:openai-community/gpt2:
+    offline and uncached, the dry run stops on it with one line (no traceback), before anything runs."""
+    (tmp_path / "hub").mkdir()
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "hub")}
+    proc = subprocess.run(
+        [sys.executable, "launch/pipeline.py", "--config", CONFIG, "--dry-run", "--store", str(tmp_path / "store")],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+    assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
+    (line,) = [x for x in proc.stderr.splitlines() if x.startswith("error:")]
+    assert "hf:openai-community/gpt2" in line and "HF_HUB_OFFLINE is set" in line, line
+    assert "Traceback" not in proc.stderr
