@@ -30,8 +30,9 @@ COPY requirements/ requirements/
 # The locked CUDA set (requirements/lock-cuda.txt), DeepSpeed last: it is built against the installed torch
 # with the ops this project uses compiled now (FusedAdam for AdamW on GPU, CPUAdam for the offload config),
 # not JIT-compiled in every fresh container. No GPU is needed to build them; the arch list names the
-# GPUs they are built for (A100, A10/3090, L4/4090, H100/H200).
-ENV TORCH_CUDA_ARCH_LIST="8.0;8.6;8.9;9.0"
+# GPUs they are built for (A100, A10/3090, L4/4090, H100/H200, and Blackwell: B200/GB200 as sm_100 and
+# RTX 5090 / RTX PRO 6000 as sm_120, the GPUs of the FF_3.13 line; CUDA 13.0 compiles both).
+ENV TORCH_CUDA_ARCH_LIST="8.0;8.6;8.9;9.0;10.0;12.0"
 RUN python3.11 -m venv $VIRTUAL_ENV \
     && pip install --no-cache-dir pip==26.3 \
     && grep -v '^deepspeed==' requirements/lock-cuda.txt > /tmp/lock-without-deepspeed.txt \

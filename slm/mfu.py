@@ -6,8 +6,13 @@ plus 12·L·d·T for attention scores, with N every parameter, L layers, d width
 
 from __future__ import annotations
 
-# Dense peak TFLOP/s per device: (bf16/fp16 tensor cores, plain fp32). Vendor datasheets, no sparsity.
+# Dense peak TFLOP/s per device: (bf16/fp16 tensor cores, plain fp32). Vendor datasheets, no sparsity;
+# GeForce cards at their FP16-with-FP32-accumulate rate (half their FP16-accumulate figure), which is
+# what bf16 training runs at. RTX 5090: 838.4 sparse FP16 → 419.2 dense → 209.5 with FP32 accumulate.
+# B200: 2.25 PFLOP/s dense BF16, 75 TFLOP/s FP32 (HGX B200: 600 for eight).
 PEAK_TFLOPS = {
+    "B200": (2250.0, 75.0),
+    "RTX 5090": (209.5, 104.8),
     "H200": (989.4, 66.9),
     "H100 PCIe": (756.0, 51.2),
     "H100": (989.4, 66.9),

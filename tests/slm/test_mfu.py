@@ -11,6 +11,9 @@ def test_peak_lookup_prefers_the_longest_name_and_follows_precision():
     assert peak_tflops("NVIDIA A10G", "fp32") == 31.2
     assert peak_tflops("NVIDIA A100-SXM4-80GB", "fp32") == 19.5
     assert peak_tflops("cpu", "fp32") is None
+    # Blackwell, as torch.cuda.get_device_name names it: the FF_3.13 line's GPU and the datacentre part
+    assert peak_tflops("NVIDIA GeForce RTX 5090", "bf16") == 209.5
+    assert peak_tflops("NVIDIA B200", "bf16") == 2250.0
 
 
 def test_mfu_is_achieved_over_peak_flops():
