@@ -103,6 +103,9 @@ class TrainSpec(Strict):
     # The knobs users of the HF Trainer reach for first:
     warmup_ratio: float = Field(0.0, ge=0, lt=1)  # a fraction of the run's steps; use this or warmup_steps
     gradient_checkpointing: bool = False  # recompute activations in backward: less memory, ~30% more compute
+    # the cross-entropy: the model's own (standard), or without the full-vocabulary logits (slm/losses.py):
+    # chunked (plain torch, any device) or liger (Liger-Kernel's fused kernel, GPU, `pip install liger-kernel`)
+    loss: Literal["standard", "chunked", "liger"] = "standard"
     attn_implementation: Literal["eager", "sdpa", "flash_attention_2", "flash_attention_3", "flex_attention"] | None = (
         None
     )
@@ -194,6 +197,11 @@ class StageConfig(Strict):
             raise ValueError(f"`dpo` settings belong to the dpo stage, not to {self.stage}")
         if self.train.early_stopping and not self.data.eval_split:
             raise ValueError("train.early_stopping watches the validation loss: set data.eval_split")
+        if self.train.loss != "standard" and (self.kl_anchor or self.logit_distill or self.stage == "dpo"):
+            raise ValueError(
+                f"train.loss {self.train.loss} computes the cross-entropy alone; kl_anchor, logit_distill and dpo "
+                "need the full logits (use train.loss: standard)"
+            )
         if self.lora and self.train.ema:
             raise ValueError("train.ema averages all weights; with lora only the adapter trains (use one or the other)")
         return self
@@ -641,6 +649,7 @@ DIGEST_OMITS_DEFAULT = {
         "ema",
         "init_gate",
         "early_stopping",
+        "loss",
     ),
     BuilderInput: ("columns", "max_answer_chars", "field"),
 }

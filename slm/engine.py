@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict
 
 from slm import layout
 from slm.config import DPOSpec, KLAnchorSpec, LoRASpec, TrainSpec
-from slm.errors import UserError, find_user_error
+from slm.errors import UserError, find_user_error, require_extra
 from slm.init_checks import check_tied
 from slm.log import log
 from slm.mfu import flops_per_token, model_dims, peak_tflops
@@ -179,8 +179,12 @@ ENGINE_OWNED = {
 
 def check_runnable(t: TrainSpec, use_gpu: bool, where: str) -> None:
     """What needs a GPU, refused on CPU workers (one line here instead of a kernel error in a worker)."""
+    if t.loss == "liger":
+        require_extra("liger_kernel", "liger", f"{where}: train.loss liger")
     if use_gpu:
         return
+    if t.loss == "liger":
+        raise UserError(f"{where}: train.loss liger is a GPU kernel and needs GPU workers; on CPU use chunked")
     if t.precision in ("fp16", "bf16"):
         raise UserError(f"{where}: train.precision {t.precision} needs GPU workers (cluster.use_gpu); CPU trains fp32")
     if t.attn_implementation and t.attn_implementation.startswith("flash_attention"):

@@ -58,15 +58,18 @@ def token_kl(frozen_logits: torch.Tensor, logits: torch.Tensor, temperature: flo
 class StageTrainer(Trainer):
     """The HF Trainer plus optional KL terms; their values are logged beside the loss."""
 
-    def __init__(self, *args, kl_terms: list[KLTerm] = (), **kwargs):
+    def __init__(self, *args, kl_terms: list[KLTerm] = (), loss: str = "standard", **kwargs):
         super().__init__(*args, **kwargs)
         self.kl_terms = list(kl_terms)
+        self.loss_kind = loss  # train.loss: standard (the model's own), chunked or liger (slm/losses.py)
         for term in self.kl_terms:
             term.model.to(self.args.device).eval().requires_grad_(False)
         self._kl_sums = {t.name: [0.0, 0] for t in self.kl_terms}
         self._kl_weights = {t.name: 0.0 for t in self.kl_terms}  # the weight of the latest optimizer step
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if self.loss_kind != "standard" and model.training:
+            return self.projected_loss(model, inputs, return_outputs, num_items_in_batch)
         if not self.kl_terms or not model.training:  # eval_loss stays plain cross-entropy
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         loss, outputs = super().compute_loss(model, inputs, True, num_items_in_batch)
@@ -98,6 +101,17 @@ class StageTrainer(Trainer):
             sums[0] += float(mean_kl.detach())
             sums[1] += 1
         return (total, outputs) if return_outputs else total
+
+    def projected_loss(self, model, inputs, return_outputs, num_items_in_batch):
+        """The model's cross-entropy computed without its full logits, normalised and scaled exactly as
+        Trainer.compute_loss does the model's own (tokens of the accumulated batch, across devices)."""
+        from slm.losses import causal_lm_loss
+
+        items = num_items_in_batch if self.model_accepts_loss_kwargs else None
+        loss = causal_lm_loss(model, inputs, self.loss_kind, items)
+        if self.args.average_tokens_across_devices and items is not None:
+            loss = loss * (self.accelerator.num_processes // self.get_tp_size())
+        return (loss, None) if return_outputs else loss
 
     def log(self, logs: dict, *args, **kwargs) -> None:
         if "loss" in logs:

@@ -66,4 +66,5 @@ def trainer(job, model, tokenizer, arguments: dict, train_data, eval_data, callb
         processing_class=tokenizer,
         callbacks=callbacks,
         kl_terms=terms,
+        loss=job.train.loss,
     )

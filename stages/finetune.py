@@ -40,4 +40,5 @@ def trainer(job, model, tokenizer, arguments: dict, train_data, eval_data, callb
         processing_class=tokenizer,
         callbacks=callbacks,
         kl_terms=[kl_anchor_term(job)] if job.kl_anchor else [],
+        loss=job.train.loss,
     )

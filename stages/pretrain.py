@@ -63,4 +63,5 @@ def trainer(job, model, tokenizer, arguments: dict, train_data, eval_data, callb
         data_collator=padding_collator(tokenizer),
         processing_class=tokenizer,
         callbacks=callbacks,
+        loss=job.train.loss,
     )
