@@ -90,3 +90,35 @@ def test_a_loss_without_logits_is_refused_beside_terms_that_need_them():
     liger = load_yaml_config("stages/configs/sft.yaml", StageConfig, {"train": {"loss": "liger"}}).train
     with pytest.raises(UserError, match=r"train.loss liger needs the liger_kernel package|liger is a GPU kernel"):
         check_runnable(liger, use_gpu=False, where="sft.yaml")
+
+
+def test_the_trainer_logs_the_same_losses_with_either_loss_over_accumulated_micro_batches(tmp_path):
+    """StageTrainer in process (HF Trainer, gradient accumulation over micro-batches of unequal label
+    counts, so num_items_in_batch normalises): the chunked loss trains step by step as the model's own."""
+    from datasets import Dataset
+    from transformers import TrainingArguments
+
+    from slm.objectives import StageTrainer
+
+    rows = [{k: v[i].tolist() for k, v in batch().items()} for i in range(3)] * 4
+    logged = {}
+    for kind in ("standard", "chunked"):
+        args = TrainingArguments(
+            output_dir=str(tmp_path / kind),
+            per_device_train_batch_size=2,
+            gradient_accumulation_steps=3,
+            max_steps=3,
+            learning_rate=1e-2,
+            logging_steps=1,
+            report_to=[],
+            save_strategy="no",
+            use_cpu=True,
+            seed=0,
+            dataloader_drop_last=True,
+        )
+        model = tiny("llama").float().train()
+        trainer = StageTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), loss=kind)
+        trainer.train()
+        logged[kind] = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    assert len(logged["standard"]) == 3 and logged["standard"][0] != logged["standard"][-1]
+    assert logged["chunked"] == pytest.approx(logged["standard"], rel=1e-5)

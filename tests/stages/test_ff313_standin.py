@@ -115,7 +115,8 @@ def stand_in_builder(path, tmp, qa, docs, teacher):
 
 # what changes in the stage configs: sizes, steps and CPU precision; epochs, schedules, lr, the KL
 # anchor and early stopping stay as the example has them
-TINY = {"micro_batch": 4, "grad_accum": 1, "precision": "fp32", "save_steps": 4, "warmup_steps": 0}
+# (one checkpoint a stage, its last: the sweep scores it and its input model, which keeps the test short)
+TINY = {"micro_batch": 4, "grad_accum": 1, "precision": "fp32", "save_steps": 1000, "warmup_steps": 0}
 
 
 def stand_in(tmp, teacher):
@@ -143,7 +144,13 @@ def stand_in(tmp, teacher):
         cluster={"workers": 1, "use_gpu": False, "cpus_per_worker": 1},
     )
     pipeline["sweep"].update(
-        mmlu_dir="eval/data/mmlu", subjects=["astronomy"], limit=4, batch_size=16, heldout=None, drift=None
+        mmlu_dir="eval/data/mmlu",
+        subjects=["astronomy"],
+        limit=4,
+        batch_size=32,
+        bench_max_new_tokens=8,
+        heldout=None,
+        drift=None,
     )
     # a tiny model's answer margins move at random: the counts gate it, as in the embedded default
     pipeline["selection"]["gate"] = {"continuous": False}
