@@ -13,25 +13,18 @@ VOCAB = 97
 def tiny(model_type: str):
     from transformers import AutoConfig, AutoModelForCausalLM
 
+    llama = {
+        "hidden_size": 32,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "intermediate_size": 64,
+        "max_position_embeddings": 64,
+    }
     shapes = {
         "gpt2": {"n_embd": 32, "n_layer": 2, "n_head": 2, "n_positions": 64},
-        "llama": {
-            "hidden_size": 32,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 4,
-            "num_key_value_heads": 2,
-            "intermediate_size": 64,
-            "max_position_embeddings": 64,
-        },
-        "qwen2": {
-            "hidden_size": 32,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 4,
-            "num_key_value_heads": 2,
-            "intermediate_size": 64,
-            "max_position_embeddings": 64,
-            "tie_word_embeddings": True,
-        },
+        "llama": llama,
+        "qwen2": {**llama, "tie_word_embeddings": True},  # Qwen2-0.5B ties its head to the embeddings
     }
     torch.manual_seed(0)
     config = AutoConfig.for_model(model_type, vocab_size=VOCAB, **shapes[model_type])

@@ -25,10 +25,10 @@ def hub_cache_with(root, repo, source_dir):
     return commit
 
 
-def test_the_ff313_dry_run_counts_2_02b_parameters_and_fits_8_gpus_of_24_gb(tmp_path, tiny_tokenizer):
-    commit = hub_cache_with(tmp_path / "hub", "openai-community/gpt2", tiny_tokenizer)
+def offline_dry_run(tmp_path):
+    """`launch/pipeline.py --dry-run` of the example, offline, with the hub cache at tmp_path/hub."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "hub")}
-    proc = subprocess.run(
+    return subprocess.run(
         [sys.executable, "launch/pipeline.py", "--config", CONFIG, "--dry-run", "--store", str(tmp_path / "store")],
         cwd=REPO_ROOT,
         capture_output=True,
@@ -36,6 +36,11 @@ def test_the_ff313_dry_run_counts_2_02b_parameters_and_fits_8_gpus_of_24_gb(tmp_
         timeout=300,
         env=env,
     )
+
+
+def test_the_ff313_dry_run_counts_2_02b_parameters_and_fits_8_gpus_of_24_gb(tmp_path, tiny_tokenizer):
+    commit = hub_cache_with(tmp_path / "hub", "openai-community/gpt2", tiny_tokenizer)
+    proc = offline_dry_run(tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = proc.stdout
     assert "pipeline ff313:" in out and "8 workers (GPU)" in out
@@ -79,15 +84,7 @@ def test_without_gpt2s_tokenizer_in_the_hub_cache_the_offline_dry_run_says_so_in
     """No PyPI package we could find ships GPT-2's BPE files, so the line names hf:openai-community/gpt2:
     offline and uncached, the dry run stops on it with one line (no traceback), before anything runs."""
     (tmp_path / "hub").mkdir()
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "hub")}
-    proc = subprocess.run(
-        [sys.executable, "launch/pipeline.py", "--config", CONFIG, "--dry-run", "--store", str(tmp_path / "store")],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=env,
-    )
+    proc = offline_dry_run(tmp_path)
     assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
     (line,) = [x for x in proc.stderr.splitlines() if x.startswith("error:")]
     assert "hf:openai-community/gpt2" in line and "HF_HUB_OFFLINE is set" in line, line
