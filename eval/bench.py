@@ -17,6 +17,7 @@ from pathlib import Path
 from slm.chat import prompt_text
 from slm.errors import UserError
 from slm.jsonl import read_objects
+from slm.modeling import context_length
 from slm.text import normalize
 
 FORMATS = {"yes_no", "letter", "list", "number"}
@@ -354,15 +355,10 @@ def summarize(items: list[dict], answers: list[str]) -> dict:
     }
 
 
-def model_context(model) -> int | None:
-    config = model.config
-    return getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", None)
-
-
 def check_fits(model, tokens: int, needed_for: str) -> None:
     """A prompt the model's context cannot hold is refused, never truncated: a cut prompt asks
     something else, and a position past the context is an index error deep inside the model."""
-    context = model_context(model)
+    context = context_length(model.config)
     if context is not None and tokens > context:
         raise UserError(f"{needed_for}: {tokens} tokens, more than the model's context of {context}")
 
@@ -382,10 +378,10 @@ def greedy_answers(
         for i in range(0, len(prompts), batch_size):
             texts = [prompt_text(tokenizer, p, template=template) for p in prompts[i : i + batch_size]]
             batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
-            longest = int(batch["attention_mask"].sum(1).argmax())
+            longest = int(batch["attention_mask"].sum(1).argmax())  # padding=True: the batch is its width
             check_fits(
                 model,
-                int(batch["attention_mask"][longest].sum()) + max_new_tokens,
+                batch["input_ids"].shape[1] + max_new_tokens,
                 f"prompt {prompts[i + longest][:60]!r} in the chat template plus {max_new_tokens} new tokens",
             )
             batch = {k: v.to(model.device) for k, v in batch.items()}

@@ -87,9 +87,8 @@ def reference_candidate(pipeline: PipelineConfig, store: Store) -> Candidate | N
     if spec is None:
         return None
     ref = resolve_ref(spec, store, "sweep.reference")
-    if ref.in_store(store.uri):
-        return Candidate(name=f"reference ({spec})", key=ref.key, kind="reference", spec=spec)
-    return Candidate(name=f"reference ({spec})", ref=ref, kind="reference", spec=spec)
+    where = {"key": ref.key} if ref.in_store(store.uri) else {"ref": ref}  # a tree of this store is read in place
+    return Candidate(name=f"reference ({spec})", kind="reference", spec=spec, **where)
 
 
 def experiment_incumbent(pipeline: PipelineConfig, stage: str, store: Store) -> Candidate | None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -16,7 +15,7 @@ from typing import Any, Literal, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, field_validator, model_validator
 
-from slm import PROJECT_ROOT, SHIPPED_ROOT, STAGE_ORDER, STAGES
+from slm import PROJECT_ROOT, SHIPPED_ROOT, STAGE_ORDER, STAGES, layout
 from slm.errors import UserError
 
 StageName = Literal[STAGE_ORDER]  # the registry in slm/__init__.py
@@ -348,7 +347,7 @@ class SweepSpec(Strict):
     def _run_ids(cls, runs):
         for stage, ids in runs.items():
             for run_id in ids:
-                if not re.fullmatch(rf"{stage}-[0-9a-f]{{10}}", run_id):
+                if not layout.RUN_KEY.fullmatch(layout.run_prefix(stage, run_id)):
                     raise ValueError(f"runs.{stage}: {run_id!r} is not a run id of {stage} ({stage}-<10 hex digits>)")
         return runs
 

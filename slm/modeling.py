@@ -115,6 +115,11 @@ def load_tokenizer(path: Path, trust_remote_code: bool = False, chat_template: s
     return tokenizer
 
 
+def context_length(config) -> int | None:
+    """The positions a model's config allows (GPT-2's n_positions, Llama/Qwen2's max_position_embeddings)."""
+    return getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", None)
+
+
 def scratch_config(architecture: dict, tokenizer, max_length: int):
     """A transformers config from an architecture mapping; unknown keys are rejected, not ignored.
     The vocabulary is the tokenizer's, or a stated `vocab_size` at least that large (padded up, e.g.
@@ -145,7 +150,7 @@ def scratch_config(architecture: dict, tokenizer, max_length: int):
         pad_token_id=getattr(tokenizer, "pad_token_id", None),
     )
     config = AutoConfig.for_model(model_type, **arch)
-    positions = getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", None)
+    positions = context_length(config)
     if positions is not None and positions < max_length:
         raise UserError(
             f"model.architecture: context of {positions} tokens is shorter than data.max_length {max_length}"

@@ -19,7 +19,7 @@ needs_data = pytest.mark.skipif(not DATA.is_dir(), reason="../shared/data/mmlu n
 def test_full_mmlu_has_14042_test_items_in_57_subjects():
     counts = mmlu.count_items(DATA, list(mmlu.SUBJECT_DOMAINS))
     assert len(counts) == 57 and sum(counts.values()) == mmlu.FULL_TEST_ITEMS
-    assert sum(mmlu.count_items(DATA, list(mmlu.SUBJECT_DOMAINS), "dev").values()) == 285
+    assert sum(mmlu.count_items(DATA, list(mmlu.SUBJECT_DOMAINS), "dev").values()) == mmlu.FULL_DEV_ITEMS
 
 
 @needs_data
@@ -60,14 +60,20 @@ def direct_answers(model, tok, subject, limit, split="test"):
     return out
 
 
-@needs_data
-def test_lm_eval_scores_subjects_domains_and_items(tiny_model_dir, tmp_path):
-    from lm_eval.models.huggingface import HFLM
+def tiny_lm(tiny_model_dir):
+    """The tiny GPT-2 of seed 2 and its tokenizer, in eval mode."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     path = tiny_model_dir(2)
     model, tok = AutoModelForCausalLM.from_pretrained(path), AutoTokenizer.from_pretrained(path)
-    model.eval()
+    return model.eval(), tok
+
+
+@needs_data
+def test_lm_eval_scores_subjects_domains_and_items(tiny_model_dir, tmp_path):
+    from lm_eval.models.huggingface import HFLM
+
+    model, tok = tiny_lm(tiny_model_dir)
     subjects = ["astronomy", "philosophy", "marketing"]
     result = mmlu.evaluate(
         HFLM(pretrained=model, tokenizer=tok, batch_size=8), DATA, subjects, tmp_path / "tasks", limit=6
@@ -90,11 +96,8 @@ def test_lm_eval_scores_subjects_domains_and_items(tiny_model_dir, tmp_path):
 @needs_data
 def test_the_dev_split_is_scored_0_shot_in_the_same_pass_and_leaves_the_test_scores_alone(tiny_model_dir, tmp_path):
     from lm_eval.models.huggingface import HFLM
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    path = tiny_model_dir(2)
-    model, tok = AutoModelForCausalLM.from_pretrained(path), AutoTokenizer.from_pretrained(path)
-    model.eval()
+    model, tok = tiny_lm(tiny_model_dir)
     subjects = ["astronomy", "philosophy", "marketing"]
     lm = HFLM(pretrained=model, tokenizer=tok, batch_size=8)
     runs = {

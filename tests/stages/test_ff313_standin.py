@@ -123,11 +123,9 @@ def stand_in(tmp, teacher):
     pipeline = yaml.safe_load((EXAMPLE / "pipeline.yaml").read_text())
     qa, docs, built = pairs(), documents(), {}
     for ref in pipeline["stages"]:
-        ref["builders"], configs = zip(
-            *(stand_in_builder(REPO_ROOT / b, tmp, qa, docs, teacher) for b in ref["builders"])
-        )
-        ref["builders"] = [str(b) for b in ref["builders"]]
-        built[ref["name"]] = configs[0]
+        made = [stand_in_builder(REPO_ROOT / b, tmp, qa, docs, teacher) for b in ref["builders"]]
+        ref["builders"] = [str(path) for path, _ in made]
+        built[ref["name"]] = made[0][1]
         train = dict(TINY)
         if ref["name"] == "pretrain":
             arch = {"n_embd": 32, "n_layer": 2, "n_head": 2, "n_positions": 256, "vocab_size": 512}
