@@ -180,6 +180,7 @@ LIST = [
 ]
 # The bench's numbers (its arithmetic and number-only items) are not used as operands here.
 BENCH_NUMBERS = {7, 8, 9, 12, 15, 17, 25, 37, 42, 72, 81, 100, 144, 200}
+NEAR = (-10, -2, -1, 1, 2, 10)  # how far a wrong number sits from the right one
 
 
 def chat(user: str, answer: str) -> dict:
@@ -246,7 +247,7 @@ def letter_rows(rng: random.Random) -> list[dict]:
             questions.append((f"Which of these is a {kind}?", animal, others))
     for _ in range(20):
         a, b = operand(rng, 11, 60), operand(rng, 11, 60)
-        wrong = sorted({a + b + d for d in (-10, -2, -1, 1, 2, 10)} - {a + b})
+        wrong = sorted({a + b + d for d in NEAR} - {a + b})
         questions.append((f"What is {a} plus {b}?", str(a + b), [str(w) for w in wrong]))
     rows = []
     for k, (question, right, wrong) in enumerate(questions):
@@ -314,7 +315,7 @@ FORMS = ("yes_no", "letter", "number", "list")
 
 def near(rng: random.Random, x: int) -> int:
     """A wrong value close to x, never x."""
-    return x + rng.choice([-10, -2, -1, 1, 2, 10])
+    return x + rng.choice(NEAR)
 
 
 def more_yes_no(rng: random.Random):
@@ -338,7 +339,7 @@ def more_letters(rng: random.Random):
         question, right = rng.choice(
             [(f"What is {a} plus {b}?", a + b), (f"What is {a} minus {b}?", a - b), (f"What is {a} times {b}?", a * b)]
         )
-        wrong = sorted({right + d for d in (-10, -2, -1, 1, 2, 10)} - {right})
+        wrong = sorted({right + d for d in NEAR} - {right})
         yield [(question, (right, [str(w) for w in wrong]))]
 
 
@@ -420,18 +421,14 @@ def generate(total: int | None = None) -> list[dict]:
         # builder's near-dedup would drop the second anyway
         unique = {question_of(r): r for r in reversed(rows)}
         rows = [r for r in rows if unique.get(question_of(r)) is r]
-        have = {form: sum(asked_form(r["messages"][0]["content"])[0] == form for r in rows) for form in FORMS}
+        forms = [asked_form(r["messages"][0]["content"])[0] for r in rows]
+        have = {form: forms.count(form) for form in FORMS}
         need = {form: max(0, -(-total // 4) - have[form]) for form in FORMS}
         while len(rows) + sum(need.values()) > total:  # ceil quotas overshoot: trim the largest top-ups
             need[max(need, key=need.get)] -= 1
         seen = {question_of(r) for r in rows}
-        letters = {
-            x: sum(
-                asked_form(r["messages"][0]["content"])[0] == "letter" and r["messages"][1]["content"] == x
-                for r in rows
-            )
-            for x in "ABCD"
-        }
+        answers = [r["messages"][1]["content"] for r, form in zip(rows, forms) if form == "letter"]
+        letters = {x: answers.count(x) for x in "ABCD"}
         for form in FORMS:
             rows += extra_rows(rng, form, need[form], seen, letters)
     rng.shuffle(rows)
