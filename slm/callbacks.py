@@ -18,8 +18,13 @@ from slm.errors import UserError
 from slm.log import log
 from slm.mfu import mfu
 from slm.modeling import load_model
+from slm.packing import forward_inputs
 from slm.refs import ModelRef
 from slm.store import Store
+
+
+def _to(value, device):
+    return value.to(device) if isinstance(value, torch.Tensor) else value  # flash-attention's max lengths are ints
 
 
 def _barrier():
@@ -184,7 +189,9 @@ class InitGateCallback(TrainerCallback):
             for start in range(lo, hi, args.per_device_train_batch_size):
                 rows = [self.train_data[i] for i in range(start, min(start + args.per_device_train_batch_size, hi))]
                 batch = self.collator(rows)
-                inputs = {k: batch[k].to(args.device) for k in ("input_ids", "attention_mask", "labels") if k in batch}
+                inputs = {
+                    k: _to(v, args.device) for k, v in {**forward_inputs(batch), "labels": batch["labels"]}.items()
+                }
                 tokens = int((inputs["labels"][:, 1:] != -100).sum())  # the targets HF's shifted loss averages
                 if tokens:
                     total[0] += float(model(**inputs).loss) * tokens

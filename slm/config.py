@@ -105,6 +105,10 @@ class TrainSpec(Strict):
     # the cross-entropy: the model's own (standard), or without the full-vocabulary logits (slm/losses.py):
     # chunked (plain torch, any device) or liger (Liger-Kernel's fused kernel, GPU, `pip install liger-kernel`)
     loss: Literal["standard", "chunked", "liger"] = "standard"
+    # several examples per row with attention kept inside each (slm/packing.py); unset: on wherever the
+    # model's masking supports it (chat stages and pretraining; dpo pads its pairs). Part of every run id:
+    # runs planned before packing existed trained padded, so they are not resumed packed.
+    packing: bool | None = None
     attn_implementation: Literal["eager", "sdpa", "flash_attention_2", "flash_attention_3", "flex_attention"] | None = (
         None
     )

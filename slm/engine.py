@@ -24,6 +24,7 @@ from slm.init_checks import check_tied
 from slm.log import log
 from slm.mfu import flops_per_token, model_dims, peak_tflops
 from slm.modeling import load_model, load_tokenizer, scratch_config
+from slm.packing import packing_stats
 from slm.padding import PadPlan, apply_pad, fit_model_to_pad
 from slm.refs import ModelRef
 from slm.store import Store, cache_dir, fetch_tree_cached
@@ -75,6 +76,7 @@ class TrainJob(BaseModel):
     warnings: list[str] = []  # what the recipe's plan found worth telling (goes to the run record)
     pad: PadPlan | None = None  # chat stages: the pad token plan (slm/padding.py), applied in every worker
     keep_optimizer_states: int = 1  # PipelineConfig.keep_optimizer_states (slm/checkpoints.py)
+    packing: bool = False  # train.packing as resolved for this model (slm/packing.py)
 
 
 def optimizer_name(ds_config: dict, optim: str | None = None) -> str:
@@ -380,6 +382,7 @@ def _worker_loop(job_dict: dict, recipe) -> None:
         "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
         "lora": job.lora.model_dump() if job.lora else None,
         "train_rows": len(train_data),
+        "packing": packing_stats(train_data, job.max_length) if job.packing else None,
         "global_step": trainer.state.global_step,
         "tokens_seen": trainer.state.num_input_tokens_seen,
         "resumed_from": resume_key,

@@ -17,6 +17,7 @@ from slm.chat import IGNORE_INDEX, encode_chat
 from slm.datasets import load_split
 from slm.errors import UserError
 from slm.log import log
+from slm.packing import document_lengths, pack_examples, packed_collator, packing_stats
 from slm.store import Store
 
 
@@ -34,6 +35,12 @@ def stage_rows(job, split: str, columns: list[str]):
 
 def mapped(job, data, split: str, what: str, fn, **kwargs):
     """`data.map(fn)` cached on the node under a name made of the run, split and step (see above)."""
+    return cached(job, data, split, what, lambda cache: data.map(fn, **cache, **kwargs))
+
+
+def cached(job, data, split: str, what: str, make):
+    """`make(cache)` — a `datasets.map` given `cache`'s file name, fingerprint and processes — once per
+    node, under a name made of the run, split and step (see above)."""
     from filelock import FileLock
 
     from slm.store import cache_dir
@@ -56,7 +63,7 @@ def mapped(job, data, split: str, what: str, fn, **kwargs):
                 f"[{job.stage}] preparing {len(data):,} {split} rows ({what}) on this node, "
                 f"{processes or 1} process(es); once per node, cached for restarts"
             )
-        out = data.map(fn, cache_file_name=str(path), new_fingerprint=fingerprint, num_proc=processes, **kwargs)
+        out = make({"cache_file_name": str(path), "new_fingerprint": fingerprint, "num_proc": processes})
         if fresh:
             seconds = time.perf_counter() - start
             log(
@@ -81,16 +88,23 @@ def map_processes(rows: int) -> int | None:
 PARALLEL_MAP_ROWS = 50_000
 
 
-def packed_blocks(job, split: str):
-    """Fixed-length token blocks (packed by the pretrain builder), predicting every token."""
+def packed_blocks(job, tokenizer, split: str):
+    """Fixed-length token blocks (packed by the pretrain builder), predicting every token; with
+    packing, each block's documents are its segments (slm/packing.py)."""
     data = stage_rows(job, split, ["input_ids"])
-    length = job.max_length
+    length, eos = job.max_length, tokenizer.eos_token_id
+    if job.packing and eos is None:
+        raise UserError(f"{job.stage}: train.packing finds documents by their eos, and the tokenizer has none")
 
     def blocks(batch):
         ids = [row[:length] for row in batch["input_ids"]]
-        return {"input_ids": ids, "labels": ids}
+        out = {"input_ids": ids, "labels": ids}
+        if job.packing:
+            out["seq_lengths"] = [document_lengths(row, eos) for row in ids]
+        return out
 
-    return mapped(job, data, split, f"blocks{length}", blocks, batched=True, remove_columns=data.column_names)
+    what = f"blocks{length}" + ("-docs" if job.packing else "")
+    return mapped(job, data, split, what, blocks, batched=True, remove_columns=data.column_names)
 
 
 def supervised_chat(job, tokenizer, split: str):
@@ -112,7 +126,22 @@ def supervised_chat(job, tokenizer, split: str):
         raise UserError(
             f"dataset {job.dataset} ({split}): no example keeps an assistant token within max_length {job.max_length}"
         )
-    return kept
+    if not job.packing:
+        return kept
+    packed = cached(job, kept, split, f"pack{job.max_length}", lambda cache: pack_examples(kept, job.max_length, cache))
+    stats = packing_stats(packed, job.max_length)
+    log(
+        f"[{job.stage}] {split}: {stats['examples']:,} examples packed into {stats['rows']:,} rows of "
+        f"{job.max_length} tokens ({stats['fill']:.1%} full)"
+    )
+    return packed
+
+
+def collator(job, tokenizer):
+    """Packed rows flattened padding-free (slm/packing.py), or examples padded to the batch's longest."""
+    if job.packing:
+        return packed_collator(tokenizer, job.train.attn_implementation)
+    return padding_collator(tokenizer)
 
 
 def padding_collator(tokenizer):

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from slm.errors import UserError
+from slm.packing import forward_inputs
 
 IGNORE = -100
 CHUNK_TOKENS = 1024  # positions projected at once: 1024 × 151,936 × 4 bytes ≈ 0.6 GB of float logits
@@ -49,8 +50,7 @@ def _chunk_ce_sum(hidden, weight, bias, labels):
 def labelled_hidden(model, inputs) -> tuple[torch.Tensor, torch.Tensor, torch.nn.Module]:
     """The final hidden states that predict a label (shifted by one), the labels, and the LM head."""
     backbone, head = causal_lm_parts(model)
-    forward = {k: inputs[k] for k in ("input_ids", "attention_mask", "position_ids") if k in inputs}
-    hidden = backbone(**forward).last_hidden_state
+    hidden = backbone(**forward_inputs(inputs)).last_hidden_state
     labels = inputs["labels"][:, 1:]
     keep = labels != IGNORE
     return hidden[:, :-1][keep], labels[keep], head

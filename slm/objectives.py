@@ -15,6 +15,7 @@ from transformers import Trainer
 
 from slm.chat import IGNORE_INDEX
 from slm.modeling import load_model
+from slm.packing import forward_inputs
 from slm.padding import fit_model_to_pad
 
 
@@ -39,13 +40,23 @@ class KLTerm:
         return self.coef * min(1.0, (step - self.start_step + 1) / self.warmup_steps)
 
 
-def supervised_positions(labels: torch.Tensor, last_k: int | None) -> torch.Tensor:
-    """Mask over shifted positions (logits[:, :-1] predict labels[:, 1:]); optionally only each row's last K."""
+def supervised_positions(labels: torch.Tensor, last_k: int | None, position_ids: torch.Tensor | None = None):
+    """Mask over shifted positions (logits[:, :-1] predict labels[:, 1:]); optionally only each example's
+    last K (a packed row's examples are told apart by their restarting position ids)."""
     mask = labels[:, 1:] != IGNORE_INDEX
-    if last_k is not None:
-        from_the_end = mask.flip(1).cumsum(1).flip(1)  # 1 at the last supervised token, 2 before it, ...
-        mask = mask & (from_the_end <= last_k)
-    return mask
+    if last_k is None:
+        return mask
+    from_the_end = mask.flip(1).cumsum(1).flip(1)  # 1 at the last supervised token, 2 before it, ...
+    if position_ids is not None:  # count within each example: minus what the examples after it hold
+        example = (position_ids[:, 1:] == 0).cumsum(1)
+        after = torch.zeros_like(from_the_end)
+        for row in range(mask.shape[0]):
+            counts = torch.zeros(int(example[row].max()) + 2, dtype=from_the_end.dtype, device=mask.device)
+            counts.index_add_(0, example[row], mask[row].to(from_the_end.dtype))
+            later = counts.flip(0).cumsum(0).flip(0) - counts  # supervised tokens in the examples after each
+            after[row] = later[example[row]]
+        from_the_end = from_the_end - after
+    return mask & (from_the_end <= last_k)
 
 
 def token_kl(frozen_logits: torch.Tensor, logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
@@ -68,6 +79,7 @@ class StageTrainer(Trainer):
         self._kl_weights = {t.name: 0.0 for t in self.kl_terms}  # the weight of the latest optimizer step
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        inputs = {**inputs, "use_cache": False}  # see slm.packing.forward_inputs: a cache hides the packed mask
         if self.loss_kind != "standard" and model.training:
             return self.projected_loss(model, inputs, return_outputs, num_items_in_batch)
         if not self.kl_terms or not model.training:  # eval_loss stays plain cross-entropy
@@ -77,10 +89,11 @@ class StageTrainer(Trainer):
         mask_full = supervised_positions(inputs["labels"], None)
         ce_weight = min(t.ce_weight for t in self.kl_terms)
         total = ce_weight * loss
+        forward = forward_inputs(inputs)  # a packed batch's positions too
         for term in self.kl_terms:
-            mask = supervised_positions(inputs["labels"], term.last_k_tokens)
+            mask = supervised_positions(inputs["labels"], term.last_k_tokens, inputs.get("position_ids"))
             with torch.no_grad():
-                frozen = term.model(input_ids=inputs["input_ids"], attention_mask=inputs.get("attention_mask")).logits
+                frozen = term.model(**forward).logits
             kl = token_kl(frozen[:, :-1], outputs.logits[:, :-1], term.temperature)[mask]
             if kl.numel() == 0:
                 continue

@@ -27,6 +27,7 @@ from slm.engine import TrainJob, check_train_extra
 from slm.errors import UserError
 from slm.init_checks import check_architecture, check_vocab, check_weights
 from slm.modeling import load_tokenizer, resolve_ref
+from slm.packing import resolve_packing
 from slm.padding import plan_pad
 from slm.refs import WEIGHT_SUFFIX, ModelRef, StoreRef
 from slm.store import Store
@@ -137,9 +138,19 @@ class StageContext:
             )
         return manifest
 
-    def job(self, cfg: StageConfig, recipe: str, init: ModelRef | None, tokenizer: ModelRef, **fields) -> TrainJob:
-        """The TrainJob every recipe starts from; `fields` are the recipe's own (logit_distill, dpo, warnings)."""
+    def job(
+        self,
+        cfg: StageConfig,
+        recipe: str,
+        init: ModelRef | None,
+        tokenizer: ModelRef,
+        packable: bool = True,
+        **fields,
+    ) -> TrainJob:
+        """The TrainJob every recipe starts from; `fields` are the recipe's own (logit_distill, dpo, warnings);
+        `packable`: whether the recipe's examples can be packed (slm/packing.py)."""
         cluster = self.pipeline.cluster
+        packing, packing_warning = self.packing(cfg, init, packable)
         ds_config = load_ds_config(cfg.deepspeed, cluster.use_gpu, cfg.train, cluster.workers)
         check_train_extra(cfg.train, f"stage {cfg.stage}")
         if (cfg.kl_anchor or fields.get("logit_distill")) and ds_config["zero_optimization"].get("stage") == 3:
@@ -182,8 +193,24 @@ class StageContext:
             peak_tflops_per_worker=cluster.peak_tflops_per_worker,
             wandb_project=wandb_project,
             keep_optimizer_states=self.pipeline.keep_optimizer_states,
-            **{**fields, "warnings": [*fields.get("warnings", []), *schedule_warnings(cfg.train)]},
+            packing=packing,
+            **{
+                **fields,
+                "warnings": [
+                    *fields.get("warnings", []),
+                    *schedule_warnings(cfg.train),
+                    *([packing_warning] if packing_warning else []),
+                ],
+            },
         )
+
+    def packing(self, cfg: StageConfig, init: ModelRef | None, packable: bool) -> tuple[bool, str | None]:
+        if not packable:
+            if cfg.train.packing:
+                raise UserError(f"{cfg.stage}: train.packing is not supported by this stage (its batches are padded)")
+            return False, None
+        model_type = (self.init_config(init) if init is not None else cfg.model.architecture or {}).get("model_type")
+        return resolve_packing(cfg.train.packing, model_type, cfg.model.trust_remote_code, cfg.stage)
 
 
 def schedule_warnings(t: TrainSpec) -> list[str]:

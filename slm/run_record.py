@@ -69,6 +69,7 @@ class EngineFacts(Stored):
     planned_steps: int | None = Field(None, exclude_if=lambda v: v is None)
     device_name: str | None = Field(None, exclude_if=lambda v: v is None)  # the GPU model, or the CPU
     stopped_early: dict[str, Any] | None = Field(None, exclude_if=lambda v: v is None)
+    packing: dict[str, Any] | None = Field(None, exclude_if=lambda v: v is None)  # rows, examples, tokens, fill
 
 
 class InitGateResult(Stored):

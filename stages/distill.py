@@ -13,7 +13,7 @@ from transformers import TrainingArguments
 
 from slm.engine import LogitDistillPlan
 from slm.errors import UserError
-from slm.examples import padding_collator, supervised_chat
+from slm.examples import collator, supervised_chat
 from slm.modeling import load_tokenizer, resolve_ref
 from slm.objectives import StageTrainer, kl_anchor_term, logit_distill_term
 from slm.recipe import StageContext
@@ -62,7 +62,7 @@ def trainer(job, model, tokenizer, arguments: dict, train_data, eval_data, callb
         args=TrainingArguments(**arguments),
         train_dataset=train_data,
         eval_dataset=eval_data,
-        data_collator=padding_collator(tokenizer),
+        data_collator=collator(job, tokenizer),
         processing_class=tokenizer,
         callbacks=callbacks,
         kl_terms=terms,

@@ -28,7 +28,7 @@ def plan(cfg, ctx: StageContext):
     require_extra("trl", "dpo", "the dpo stage")
     init, tokenizer_ref, _, pad = ctx.chat_start(cfg, "preference optimization (usually on the SFT champion)")
     ctx.dataset(cfg, needs_column="chosen")
-    return ctx.job(cfg, __name__, init, tokenizer_ref, pad=pad, dpo=cfg.dpo or DPOSpec())
+    return ctx.job(cfg, __name__, init, tokenizer_ref, packable=False, pad=pad, dpo=cfg.dpo or DPOSpec())
 
 
 def examples(job, tokenizer, split: str):

@@ -15,7 +15,7 @@ Defaults stages/configs/{sft,surgical,repair}.yaml.
 
 from transformers import TrainingArguments
 
-from slm.examples import padding_collator, supervised_chat
+from slm.examples import collator, supervised_chat
 from slm.objectives import StageTrainer, kl_anchor_term
 from slm.recipe import StageContext
 
@@ -36,7 +36,7 @@ def trainer(job, model, tokenizer, arguments: dict, train_data, eval_data, callb
         args=TrainingArguments(**arguments),
         train_dataset=train_data,
         eval_dataset=eval_data,
-        data_collator=padding_collator(tokenizer),
+        data_collator=collator(job, tokenizer),
         processing_class=tokenizer,
         callbacks=callbacks,
         kl_terms=[kl_anchor_term(job)] if job.kl_anchor else [],

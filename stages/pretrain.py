@@ -11,7 +11,7 @@ Defaults stages/configs/pretrain.yaml (GPT-2 shape, cosine schedule, ZeRO-2).
 from transformers import AutoConfig, TrainingArguments
 
 from slm.errors import UserError
-from slm.examples import packed_blocks, padding_collator
+from slm.examples import collator, packed_blocks
 from slm.init_checks import count_parameters, tokens_per_parameter_warning
 from slm.modeling import scratch_config, tokenizer_digest
 from slm.objectives import StageTrainer
@@ -51,7 +51,7 @@ def plan(cfg, ctx: StageContext):
 
 
 def examples(job, tokenizer, split: str):
-    return packed_blocks(job, split)
+    return packed_blocks(job, tokenizer, split)
 
 
 def trainer(job, model, tokenizer, arguments: dict, train_data, eval_data, callbacks):
@@ -60,7 +60,7 @@ def trainer(job, model, tokenizer, arguments: dict, train_data, eval_data, callb
         args=TrainingArguments(**arguments),
         train_dataset=train_data,
         eval_dataset=eval_data,
-        data_collator=padding_collator(tokenizer),
+        data_collator=collator(job, tokenizer),
         processing_class=tokenizer,
         callbacks=callbacks,
         loss=job.train.loss,
