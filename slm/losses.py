@@ -26,7 +26,17 @@ from slm.errors import UserError
 from slm.packing import forward_inputs
 
 IGNORE = -100
-CHUNK_TOKENS = 1024  # positions projected at once: 1024 × 151,936 × 4 bytes ≈ 0.6 GB of float logits
+# Positions projected at once: as many as keep one chunk's float logits near 64 MB (341 tokens at a
+# 49,152 vocabulary, 110 at 151,936; at least 64), so a chunk and its gradient stay small beside the
+# head's own gradient. Each chunk is still one large matmul (tokens × hidden × vocabulary).
+CHUNK_LOGITS = 1 << 24
+MIN_CHUNK_TOKENS = 64
+
+
+def chunk_tokens_for(vocab: int) -> int:
+    return max(MIN_CHUNK_TOKENS, CHUNK_LOGITS // vocab)
+
+
 # Heads that do more than a plain projection (scaled or capped logits) would not match the model's loss.
 UNSUPPORTED_CONFIG = ("final_logit_softcapping", "logit_scale", "output_multiplier_scale")
 
@@ -56,7 +66,7 @@ def labelled_hidden(model, inputs) -> tuple[torch.Tensor, torch.Tensor, torch.nn
     return hidden[:, :-1][keep], labels[keep], head
 
 
-def causal_lm_loss(model, inputs, kind: str, num_items_in_batch=None, chunk_tokens: int = CHUNK_TOKENS):
+def causal_lm_loss(model, inputs, kind: str, num_items_in_batch=None, chunk_tokens: int | None = None):
     """The next-token cross-entropy of `inputs` (with `labels`) by `kind` (chunked | liger)."""
     hidden, labels, head = labelled_hidden(model, inputs)
     if kind == "liger":
@@ -67,6 +77,7 @@ def causal_lm_loss(model, inputs, kind: str, num_items_in_batch=None, chunk_toke
         )
     elif kind == "chunked":
         total = hidden.new_zeros((), dtype=torch.float32)
+        chunk_tokens = chunk_tokens or chunk_tokens_for(head.weight.shape[0])
         for start in range(0, labels.numel(), chunk_tokens):
             end = start + chunk_tokens
             total = total + checkpoint(
