@@ -27,6 +27,7 @@ RATIO = re.compile(r"^ratio: (-?\d+(\.\d+)?)$")
 def test_every_benchmark_is_listed():
     names = {p.name for p in BENCHMARKS}
     assert {"train_throughput.py", "sweep_speed.py", "data_scale.py", "mmlu_parity.py"} <= names
+    assert {"packing.py", "loss_memory.py", "gpu_check.py"} <= names
 
 
 @pytest.mark.slow
