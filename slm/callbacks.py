@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import math
+import threading
 import time
 from pathlib import Path
 
@@ -333,63 +334,139 @@ class StoreCheckpointCallback(TrainerCallback):
     """After the Trainer writes checkpoint-N locally, persist it to the store as a complete tree.
 
     Each node's local rank 0 uploads what its node wrote (HF weights, tokenizer, DeepSpeed optimizer
-    shards, RNG states, trainer state); global rank 0 then writes the completion marker with every
-    node's file list, last. A job killed mid-upload leaves a tree without a marker, which nothing reads.
-    Then rank 0 uploads the run's logs so far (the CSV and TensorBoard events: live curves on S3, and
-    a lost box keeps its log up to its last checkpoint), and prunes DeepSpeed's resume state from
-    checkpoints older than the newest `keep_resume_states` (slm/checkpoints.py).
+    shards, RNG states, trainer state) and then records its file list under `_uploads/` beside the
+    checkpoints; global rank 0 waits for every node's list and writes the completion marker with all
+    of them, last. A job killed mid-upload leaves a tree without a marker, which nothing reads. Then
+    rank 0 uploads the run's logs so far (live curves on S3; a lost box keeps its log up to its last
+    checkpoint) and prunes DeepSpeed's resume state from checkpoints older than the newest
+    `keep_resume_states` (slm/checkpoints.py).
+
+    With `background` (the default) all of that runs in a thread while training goes on: the local
+    write is the only pause. At most one upload is in flight (the next save waits for it, and the
+    Trainer's local rotation keeps the two newest checkpoints, so the one being uploaded stays on
+    disk); a failed upload fails the run at the next step, save or the end of training; the end of
+    training waits for the last one. The thread never joins a collective (the marker is coordinated
+    through the store), so it cannot interleave with the training's own all-reduces. Neither the HF
+    Trainer nor Ray Train uploads in the background (ray-project/ray #48801), hence this.
     """
 
-    def __init__(self, store: Store, run_prefix: str, local_rank: int, work: Path, keep_resume_states: int = 1):
+    POLL_S = 0.2
+    WAIT_FOR_NODES_S = 3600  # another node's upload that never lands: that node is gone
+
+    def __init__(
+        self,
+        store: Store,
+        run_prefix: str,
+        local_rank: int,
+        work: Path,
+        keep_resume_states: int = 1,
+        background: bool = True,
+    ):
         self.store = store  # the worker's own: one client for every save
         self.run_prefix = run_prefix
         self.local_rank = local_rank
         self.work = work
         self.keep_resume_states = max(keep_resume_states, 1)  # the newest is what a resume starts from
+        self.background = background
         self.step_ended = None
+        self.uploaders = [0]  # the global ranks that upload: each node's local rank 0
+        self.thread: threading.Thread | None = None
+        self.failure: tuple[str, BaseException] | None = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if dist.is_initialized():
+            flags = [None] * dist.get_world_size()
+            dist.all_gather_object(flags, self.local_rank == 0)
+            self.uploaders = [rank for rank, uploads in enumerate(flags) if uploads]
 
     def on_step_end(self, args, state, control, **kwargs):
+        self.raise_if_failed()
         self.step_ended = time.perf_counter()  # the Trainer logs, evaluates, then saves, then calls on_save
 
     def on_save(self, args, state, control, **kwargs):
         save_s = time.perf_counter() - self.step_ended if self.step_ended else None
+        t0 = time.perf_counter()
+        self.wait()  # the previous upload first: at most one in flight
+        waited_s = time.perf_counter() - t0
+        _barrier()  # every rank of this node has written its files
         local = Path(args.output_dir) / layout.checkpoint_name(state.global_step)
         key = layout.checkpoint_dir(self.run_prefix, state.global_step)
+        loss = next((h["loss"] for h in reversed(state.log_history) if "loss" in h), None)
+        meta = {
+            "step": state.global_step,
+            "loss": loss,
+            "save_s": round(save_s, 3) if save_s is not None else None,
+            "waited_s": round(waited_s, 3),
+            "background": self.background,
+        }
+        rank = dist.get_rank() if dist.is_initialized() else 0
+        if not self.background:
+            self.persist(local, key, meta, rank)
+            _barrier()
+            return
+        self.thread = threading.Thread(
+            target=self._persist_in_background, args=(local, key, meta, rank), name=f"upload-{key}", daemon=True
+        )
+        self.thread.start()
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self.wait()
         _barrier()
+
+    def wait(self) -> None:
+        if self.thread is not None:
+            self.thread.join()
+            self.thread = None
+        self.raise_if_failed()
+
+    def raise_if_failed(self) -> None:
+        if self.failure is not None:
+            key, exc = self.failure
+            raise RuntimeError(f"checkpoint upload to {self.store.url(key)} failed: {exc}") from exc
+
+    def _persist_in_background(self, local: Path, key: str, meta: dict, rank: int) -> None:
+        try:
+            self.persist(local, key, meta, rank)
+        except BaseException as exc:  # handed to the training thread, which fails the run
+            self.failure = (key, exc)
+
+    def persist(self, local: Path, key: str, meta: dict, rank: int) -> None:
         store = self.store
+        uploads = layout.checkpoint_uploads(self.run_prefix, meta["step"])
         t0 = time.perf_counter()
-        files = store.upload_files(local, key, summary=False) if self.local_rank == 0 else {}
-        upload_s = time.perf_counter() - t0
-        gathered = [None] * dist.get_world_size() if dist.is_initialized() else [files]
-        if dist.is_initialized():
-            dist.all_gather_object(gathered, files)
-        if state.is_world_process_zero:
-            merged = {}
-            for part in gathered:
-                merged.update(part or {})
-            loss = next((h["loss"] for h in reversed(state.log_history) if "loss" in h), None)
-            store.mark_complete(
-                key,
-                merged,
-                {
-                    "step": state.global_step,
-                    "loss": loss,
-                    "save_s": round(save_s, 3) if save_s is not None else None,
-                    "upload_s": round(upload_s, 3),
-                },
-            )
-            size = sum(f["size"] for f in merged.values())
+        if self.local_rank == 0:
+            files = store.upload_files(local, key, summary=False)
+            store.write_json(f"{uploads}/rank-{rank}.json", {"files": files, "upload_s": time.perf_counter() - t0})
+        if rank != 0:
+            return
+        merged, upload_s = {}, 0.0
+        for other in self.uploaders:
+            part = self._wait_for_part(f"{uploads}/rank-{other}.json", key)
+            merged.update(part["files"])
+            upload_s = max(upload_s, part["upload_s"])
+        store.mark_complete(key, merged, {**meta, "upload_s": round(upload_s, 3)})
+        store.delete_prefix(uploads)
+        size = sum(f["size"] for f in merged.values())
+        how = "in the background" if self.background else "before training went on"
+        log(
+            f"[checkpoint] {store.url(key)} persisted ({len(merged)} files, {size / 1e6:,.1f} MB, saved in "
+            f"{meta['save_s'] or 0:.1f}s, uploaded {how} in {upload_s:.1f}s, "
+            f"{size / 1e6 / max(upload_s, 1e-9):,.0f} MB/s)"
+        )
+        upload_logs(store, self.work, self.run_prefix)
+        for entry in prune_resume_state(store, self.run_prefix, self.keep_resume_states):
             log(
-                f"[checkpoint] {store.url(key)} persisted ({len(merged)} files, {size / 1e6:,.1f} MB, saved in "
-                f"{save_s or 0:.1f}s, uploaded in {upload_s:.1f}s, {size / 1e6 / max(upload_s, 1e-9):,.0f} MB/s)"
+                f"[checkpoint] optimizer state pruned from {entry['checkpoint'].rsplit('/', 1)[-1]} "
+                f"({entry['bytes'] / 1e6:,.1f} MB)"
             )
-            upload_logs(store, self.work, self.run_prefix)
-            for entry in prune_resume_state(store, self.run_prefix, self.keep_resume_states):
-                log(
-                    f"[checkpoint] optimizer state pruned from {entry['checkpoint'].rsplit('/', 1)[-1]} "
-                    f"({entry['bytes'] / 1e6:,.1f} MB)"
-                )
-        _barrier()
+
+    def _wait_for_part(self, part: str, key: str) -> dict:
+        deadline = time.monotonic() + self.WAIT_FOR_NODES_S
+        while not self.store.exists(part):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"no node upload record {part} after {self.WAIT_FOR_NODES_S}s for {key}")
+            time.sleep(self.POLL_S)
+        return self.store.read_json(part)
 
 
 def upload_logs(store: Store, work: Path, run: str) -> None:

@@ -451,6 +451,9 @@ class PipelineConfig(Strict):
     # when it finishes (recorded in the run record). The weights of every checkpoint stay for the sweep;
     # resuming needs only the newest checkpoint's shards, so during training at least 1 is kept.
     keep_optimizer_states: int = Field(1, ge=0)
+    # Checkpoints go to the store in the background while training goes on (the local write is the only
+    # pause; at most one upload in flight): false uploads before training continues, as it used to.
+    background_upload: bool = True
 
     @model_validator(mode="after")
     def _stages_in_order(self):

@@ -76,6 +76,7 @@ class TrainJob(BaseModel):
     warnings: list[str] = []  # what the recipe's plan found worth telling (goes to the run record)
     pad: PadPlan | None = None  # chat stages: the pad token plan (slm/padding.py), applied in every worker
     keep_optimizer_states: int = 1  # PipelineConfig.keep_optimizer_states (slm/checkpoints.py)
+    background_upload: bool = True  # PipelineConfig.background_upload (slm/callbacks.py StoreCheckpointCallback)
     packing: bool = False  # train.packing as resolved for this model (slm/packing.py)
 
 
@@ -356,7 +357,12 @@ def _worker_loop(job_dict: dict, recipe) -> None:
         callbacks.append(EarlyStoppingCallback(job.train.early_stopping.patience, job.train.early_stopping.min_delta))
     callbacks.append(
         StoreCheckpointCallback(
-            store, job.run_prefix, local_rank, work, keep_resume_states=max(job.keep_optimizer_states, 1)
+            store,
+            job.run_prefix,
+            local_rank,
+            work,
+            keep_resume_states=max(job.keep_optimizer_states, 1),
+            background=job.background_upload,
         )
     )
     # Libraries print the same setup lines on every rank (DeepSpeed's "built successfully"); rank 0's

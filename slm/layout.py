@@ -120,6 +120,12 @@ def checkpoint_dir(run: str, step: int) -> str:
     return f"{checkpoints_dir(run)}/{checkpoint_name(step)}"
 
 
+def checkpoint_uploads(run: str, step: int) -> str:
+    """Each node's record of the files it uploaded for a checkpoint, until rank 0 writes the marker
+    (beside the checkpoints, not among them: listings match checkpoint-N only)."""
+    return f"{checkpoints_dir(run)}/_uploads/{checkpoint_name(step)}"
+
+
 def train_dir(run: str) -> str:
     return f"{run}/train"
 

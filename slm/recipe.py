@@ -193,6 +193,7 @@ class StageContext:
             peak_tflops_per_worker=cluster.peak_tflops_per_worker,
             wandb_project=wandb_project,
             keep_optimizer_states=self.pipeline.keep_optimizer_states,
+            background_upload=self.pipeline.background_upload,
             packing=packing,
             **{
                 **fields,

@@ -110,6 +110,7 @@ def test_s3_server_restarted_mid_checkpoint_upload_never_yields_a_partial_checkp
 
     callback.on_step_end(args, state(10), None)
     callback.on_save(args, state(10), None)
+    callback.wait()  # the upload runs in the background; the end of training (or the next save) waits
     marker = Store.open(s3_env).tree_manifest(f"{prefix}/checkpoints/checkpoint-10")
     assert marker["save_s"] >= 0 and marker["upload_s"] >= 0
     # the logs so far went up with the checkpoint (live curves; a lost box keeps them)
@@ -127,8 +128,11 @@ def test_s3_server_restarted_mid_checkpoint_upload_never_yields_a_partial_checkp
     monkeypatch.setattr(S3Store, "upload_file", upload_then_lose_the_server)
     monkeypatch.setenv("AWS_MAX_ATTEMPTS", "2")
     try:
-        with pytest.raises(Exception):  # noqa: B017 (botocore or boto3 transfer error: either will do)
-            callback.on_save(args, state(20), None)
+        callback.on_save(args, state(20), None)  # returns at once: training goes on
+        with pytest.raises(RuntimeError, match=r"checkpoint upload to s3://.*checkpoint-20 failed"):
+            callback.wait()  # the failure fails the run at the next step, save or the end of training
+        with pytest.raises(RuntimeError, match="failed"):
+            callback.on_step_end(args, state(21), None)
     finally:
         s3_server.start()
     monkeypatch.setattr(S3Store, "upload_file", real_upload)
@@ -140,7 +144,10 @@ def test_s3_server_restarted_mid_checkpoint_upload_never_yields_a_partial_checkp
     assert [c.name for c in checkpoints(store, prefix)] == ["checkpoint-10"]
     assert resumable(store, f"{prefix}/checkpoints/checkpoint-10"), "pruned before a newer one was complete"
 
+    callback = StoreCheckpointCallback(Store.open(s3_env), prefix, local_rank=0, work=work, keep_resume_states=1)
     callback.on_save(args, state(20), None)  # what the restarted worker group does after resuming
+    callback.on_train_end(args, state(20), None)
+    assert not store.list(f"{prefix}/checkpoints/_uploads"), "the nodes' upload records are cleared"
     assert latest_complete_checkpoint(store, prefix).endswith("checkpoint-20")
     assert [c.name for c in checkpoints(store, prefix)] == ["checkpoint-10", "checkpoint-20"]
     ten = f"{prefix}/checkpoints/checkpoint-10"
@@ -149,6 +156,54 @@ def test_s3_server_restarted_mid_checkpoint_upload_never_yields_a_partial_checkp
     assert store.tree_manifest(ten)["pruned"]["bytes"] == 6 * 256 * 1024
     assert store.read_bytes(f"{ten}/model.safetensors") == b"weights"
     store.get_tree(ten, tmp_path / "fetched")  # still a complete, verifiable tree (what the sweep reads)
+
+
+def test_training_goes_on_while_a_checkpoint_uploads_and_the_next_save_waits_for_it(tmp_path, monkeypatch):
+    """Background upload: on_save returns while the upload is still running, no marker exists until it
+    has finished, the next save waits for it (one in flight), and `background: false` uploads before
+    returning, as before."""
+    import threading
+    from types import SimpleNamespace
+
+    from slm.callbacks import StoreCheckpointCallback
+    from slm.store import LocalStore, Store
+
+    out, work = tmp_path / "trainer", tmp_path / "work"
+    for step in (10, 20):
+        (out / f"checkpoint-{step}").mkdir(parents=True)
+        (out / f"checkpoint-{step}" / "model.safetensors").write_bytes(b"w" * 1000)
+    work.mkdir()
+    store = Store.open(str(tmp_path / "store"))
+    prefix = "runs/pretrain/pretrain-0123456789"
+    gate, real = threading.Event(), LocalStore.upload_file
+
+    def held_upload(self, local, key, progress=None):
+        assert gate.wait(30), "the test never released the upload"
+        return real(self, local, key, progress)
+
+    monkeypatch.setattr(LocalStore, "upload_file", held_upload)
+    args = SimpleNamespace(output_dir=str(out))
+
+    def state(step):
+        return SimpleNamespace(global_step=step, is_world_process_zero=True, log_history=[{"loss": 1.0}])
+
+    callback = StoreCheckpointCallback(store, prefix, local_rank=0, work=work)
+    callback.on_save(args, state(10), None)  # returns with the upload held
+    callback.on_step_end(args, state(11), None)  # training goes on
+    assert callback.thread.is_alive() and not store.is_complete(f"{prefix}/checkpoints/checkpoint-10")
+    threading.Timer(0.5, gate.set).start()
+    callback.on_save(args, state(20), None)  # waits for checkpoint-10 first
+    marker = store.tree_manifest(f"{prefix}/checkpoints/checkpoint-10")
+    assert marker["background"] and marker["waited_s"] == 0
+    callback.on_train_end(args, state(20), None)
+    assert store.tree_manifest(f"{prefix}/checkpoints/checkpoint-20")["waited_s"] >= 0.3
+
+    monkeypatch.setattr(LocalStore, "upload_file", real)
+    plain = StoreCheckpointCallback(
+        store, "runs/pretrain/pretrain-9876543210", local_rank=0, work=work, background=False
+    )
+    plain.on_save(args, state(10), None)
+    assert plain.thread is None and store.is_complete("runs/pretrain/pretrain-9876543210/checkpoints/checkpoint-10")
 
 
 def test_a_store_that_is_a_file_is_named_not_read_as_empty(tmp_path):
