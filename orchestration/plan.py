@@ -226,6 +226,9 @@ def dry_run(
             if v
         ]
         extras += ["gradient_checkpointing"] * t.gradient_checkpointing
+        extras += [f"loss {t.loss}"] * (t.loss != "standard")
+        if cfg.stage != "dpo" and t.packing is not False:  # slm/packing.py decides per model when unset
+            extras.append("packing" if t.packing else "packing where the model's masking supports it")
         extras += [f"{k}={v}" for k, v in t.extra.items()]
         if extras:
             lines.append(f"          with {', '.join(extras)}")
