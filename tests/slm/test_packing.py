@@ -138,3 +138,16 @@ def test_packing_resolves_by_the_models_masking():
     assert not on and "trust_remote_code" in warning
     with pytest.raises(UserError, match="sft: train.packing true is not supported for this model"):
         resolve_packing(True, "no_such_model", False, "sft")
+
+
+def test_the_kl_anchors_last_k_tokens_count_within_each_packed_example():
+    from slm.objectives import supervised_positions
+
+    # one packed row: example A (positions 0-4, labels on its last 3), example B (0-3, labels on its last 2)
+    labels = torch.tensor([[-100, -100, 7, 8, 9, -100, -100, 5, 6]])
+    positions = torch.tensor([[0, 1, 2, 3, 4, 0, 1, 2, 3]])
+    # shifted: mask[j] is label j + 1; the last 2 of each example are kept
+    want = [False, False, True, True, False, False, True, True]
+    assert supervised_positions(labels, 2, positions)[0].tolist() == want
+    # without the positions the row is one sequence: only B's two survive
+    assert supervised_positions(labels, 2)[0].tolist() == [False] * 6 + [True, True]
