@@ -38,9 +38,9 @@ def mapped(job, data, split: str, what: str, fn, **kwargs):
     return cached(job, data, split, what, lambda cache: data.map(fn, **cache, **kwargs))
 
 
-def cached(job, data, split: str, what: str, make):
+def cached(job, data, split: str, what: str, make, parallel: bool = True):
     """`make(cache)` — a `datasets.map` given `cache`'s file name, fingerprint and processes — once per
-    node, under a name made of the run, split and step (see above)."""
+    node, under a name made of the run, split and step (see above); `parallel=False`: one process."""
     from filelock import FileLock
 
     from slm.store import cache_dir
@@ -54,7 +54,7 @@ def cached(job, data, split: str, what: str, make):
             from datasets import Dataset
 
             return Dataset.from_file(str(path))
-        processes = map_processes(len(data))
+        processes = map_processes(len(data)) if parallel else None
         # Made in parallel, the cache is one file per process, which `map` itself finds and reads back.
         fresh = not any(path.parent.glob(f"{path.stem}_*_of_*{path.suffix}"))
         start = time.perf_counter()
@@ -128,7 +128,16 @@ def supervised_chat(job, tokenizer, split: str):
         )
     if not job.packing:
         return kept
-    packed = cached(job, kept, split, f"pack{job.max_length}", lambda cache: pack_examples(kept, job.max_length, cache))
+    packed = cached(
+        job,
+        kept,
+        split,
+        f"pack{job.max_length}",
+        # one process, always: TRL packs each process's slice on its own, so the rows would depend on a
+        # node's core count, and ranks on nodes of different sizes would read different datasets
+        lambda cache: pack_examples(kept, job.max_length, cache),
+        parallel=False,
+    )
     stats = packing_stats(packed, job.max_length)
     log(
         f"[{job.stage}] {split}: {stats['examples']:,} examples packed into {stats['rows']:,} rows of "
