@@ -34,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
+from benchmarks.tiny_checkpoints import tiny_tokenizer
 from slm import REPO_ROOT
 
 QWEN2_05B = {  # Qwen/Qwen2-0.5B's config.json, as published
@@ -189,14 +190,6 @@ def train_once(shape: dict, examples, packing: bool, loss: str, args, work: Path
     if gpu:
         torch.cuda.empty_cache()
     return result
-
-
-def tiny_tokenizer():
-    """The project's tiny BPE: the collators pad with its pad token, MMLU's prompts go through it."""
-    from slm.data_builders.tokenizer import train_tokenizer
-
-    fixtures = [REPO_ROOT / f"data_builders/fixtures/pretrain/{s}.txt" for s in ("encyclopedic", "educational", "web")]
-    return train_tokenizer(fixtures, 768)
 
 
 def mmlu_items_per_s(shape: dict, smoke: bool, work: Path) -> dict:

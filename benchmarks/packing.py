@@ -65,10 +65,9 @@ def tokenizer_for(smoke: bool):
 
         apply_pad(tokenizer, plan_pad(tokenizer, "benchmark"))
         return tokenizer, "SmolLM2-135M-Instruct's"
-    from slm.data_builders.tokenizer import train_tokenizer
+    from benchmarks.tiny_checkpoints import tiny_tokenizer
 
-    fixtures = [REPO_ROOT / f"data_builders/fixtures/pretrain/{s}.txt" for s in ("encyclopedic", "educational", "web")]
-    return train_tokenizer(fixtures, 768), "the project's tiny BPE"
+    return tiny_tokenizer(), "the project's tiny BPE"
 
 
 def timed_steps(model, batches: list[dict], warmup: int = 2) -> tuple[float, int, int]:

@@ -7,14 +7,19 @@ from pathlib import Path
 from slm import REPO_ROOT
 
 
+def tiny_tokenizer():
+    """The project's tiny BPE (768 tokens), trained on the shipped pretraining fixtures."""
+    from slm.data_builders.tokenizer import train_tokenizer
+
+    fixtures = [REPO_ROOT / f"data_builders/fixtures/pretrain/{s}.txt" for s in ("encyclopedic", "educational", "web")]
+    return train_tokenizer(fixtures, 768)
+
+
 def make_checkpoints(root: Path, n: int) -> list[Path]:
     import torch
     from transformers import AutoModelForCausalLM, GPT2Config
 
-    from slm.data_builders.tokenizer import train_tokenizer
-
-    fixtures = [REPO_ROOT / f"data_builders/fixtures/pretrain/{s}.txt" for s in ("encyclopedic", "educational", "web")]
-    tokenizer = train_tokenizer(fixtures, 768)
+    tokenizer = tiny_tokenizer()
     paths = []
     for i in range(n):
         torch.manual_seed(i)

@@ -314,6 +314,12 @@ def _worker_loop(job_dict: dict, recipe) -> None:
         model = _apply_lora(job, model)
     train_data = recipe.examples(job, tokenizer, "train")
     eval_data = recipe.examples(job, tokenizer, job.eval_split) if job.eval_split else None
+    packing = packing_stats(train_data, job.max_length) if job.packing else None
+    if packing and rank == 0:  # every stage that packs (chat and pretraining), said once
+        log(
+            f"[{job.stage}] train: {packing['examples']:,} examples packed into {packing['rows']:,} rows of "
+            f"{job.max_length} tokens ({packing['fill']:.1%} full)"
+        )
 
     resume_key = layout.latest_checkpoint(store, job.run_prefix)
     resume_dir = None
@@ -388,7 +394,7 @@ def _worker_loop(job_dict: dict, recipe) -> None:
         "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
         "lora": job.lora.model_dump() if job.lora else None,
         "train_rows": len(train_data),
-        "packing": packing_stats(train_data, job.max_length) if job.packing else None,
+        "packing": packing,
         "global_step": trainer.state.global_step,
         "tokens_seen": trainer.state.num_input_tokens_seen,
         "resumed_from": resume_key,

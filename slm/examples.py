@@ -17,7 +17,7 @@ from slm.chat import IGNORE_INDEX, encode_chat
 from slm.datasets import load_split
 from slm.errors import UserError
 from slm.log import log
-from slm.packing import document_lengths, pack_examples, packed_collator, packing_stats
+from slm.packing import document_lengths, pack_examples, packed_collator
 from slm.store import Store
 
 
@@ -128,7 +128,7 @@ def supervised_chat(job, tokenizer, split: str):
         )
     if not job.packing:
         return kept
-    packed = cached(
+    return cached(
         job,
         kept,
         split,
@@ -138,12 +138,6 @@ def supervised_chat(job, tokenizer, split: str):
         lambda cache: pack_examples(kept, job.max_length, cache),
         parallel=False,
     )
-    stats = packing_stats(packed, job.max_length)
-    log(
-        f"[{job.stage}] {split}: {stats['examples']:,} examples packed into {stats['rows']:,} rows of "
-        f"{job.max_length} tokens ({stats['fill']:.1%} full)"
-    )
-    return packed
 
 
 def collator(job, tokenizer):
