@@ -1,10 +1,11 @@
 """Training throughput: one stage on the engine (Ray Train + DeepSpeed ZeRO-2) vs a plain PyTorch loop.
 
-Same tiny GPT-2, same packed pretraining blocks, same global batch, same number of optimizer steps.
+Same tiny GPT-2, same pretraining blocks (with packing, the same document segments on both sides), same
+global batch, same number of optimizer steps.
 Rates are measured between the first logged window (warm-up) and the last step, from the engine's
 own progress log, so Ray/DeepSpeed start-up and checkpoint uploads are reported separately.
 
-    python benchmarks/train_throughput.py [--steps 120] [--workers 1 2]
+    python benchmarks/train_throughput.py [--steps 300] [--workers 1 2]
     python benchmarks/train_throughput.py --smoke      # 12 steps, 1 worker: the code path, not a figure
 
 Ends with `ratio: <engine / plain loop>` for the first worker count.
@@ -55,35 +56,51 @@ def engine_run(store, pipeline, cfg, workers: int, tag: str) -> dict:
         "wall_s": wall,
         "upload_s": marker["upload_s"],
         "save_s": marker.get("save_s") or 0.0,
+        "packing": job.packing,
     }
 
 
-def plain_loop(store, cfg, threads: int, global_batch: int) -> dict:
-    """The same model and data, one process, torch.optim.AdamW, no framework around it."""
+def plain_loop(store, cfg, threads: int, global_batch: int, packing: bool) -> dict:
+    """The same model and data, one process, torch.optim.AdamW, no framework around it. With packing
+    (the engine's default for pretraining) the loop gives the model the same inputs the engine does:
+    each block's documents as segments (position ids restarting at every eos, labels dropped at each
+    document's first token), through the engine's own collator; without it, plain causal blocks."""
     import torch
     from transformers import AutoModelForCausalLM
 
     from slm.datasets import load_split
     from slm.modeling import load_tokenizer, resolve_ref, scratch_config
+    from slm.packing import PackedRows, document_lengths
 
     torch.set_num_threads(threads)
     tokenizer = load_tokenizer(resolve_ref(cfg.model.tokenizer, store, "tokenizer").materialize())
     torch.manual_seed(cfg.train.seed)
     model = AutoModelForCausalLM.from_config(scratch_config(cfg.model.architecture, tokenizer, cfg.data.max_length))
-    blocks = torch.tensor(load_split(store, cfg.data.dataset)["input_ids"])
+    ids = [row[: cfg.data.max_length] for row in load_split(store, cfg.data.dataset)["input_ids"]]
+    if packing:
+        rows = [
+            {"input_ids": r, "labels": r, "seq_lengths": document_lengths(r, tokenizer.eos_token_id)} for r in ids
+        ]
+        batches = PackedRows(tokenizer.pad_token_id)
+    else:
+        blocks = torch.tensor(ids)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
     model.train()
     tokens, marks = 0, {}
     start = time.perf_counter()
     for step in range(1, cfg.train.max_steps + 1):
-        idx = torch.randint(0, len(blocks), (global_batch,))
-        batch = blocks[idx]
-        loss = model(input_ids=batch, labels=batch).loss
+        idx = torch.randint(0, len(ids), (global_batch,))
+        if packing:
+            batch = batches([rows[i] for i in idx])
+            loss = model(**batch, use_cache=False).loss
+        else:
+            batch = blocks[idx]
+            loss = model(input_ids=batch, labels=batch, use_cache=False).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.max_grad_norm)
         opt.step()
         opt.zero_grad(set_to_none=True)
-        tokens += batch.numel()
+        tokens += global_batch * cfg.data.max_length
         marks[step] = (time.perf_counter() - start, tokens)
     warm = cfg.train.logging_steps * 2
     (t0, n0), (t1, n1) = marks[warm], marks[cfg.train.max_steps]
@@ -92,7 +109,7 @@ def plain_loop(store, cfg, threads: int, global_batch: int) -> dict:
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--steps", type=int, default=120)
+    p.add_argument("--steps", type=int, default=300)
     p.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     p.add_argument("--smoke", action="store_true", help="12 steps on 1 worker: checks the code path in a minute")
     args = p.parse_args()
@@ -122,11 +139,12 @@ def main():
         results = []
         for workers in args.workers:
             r = engine_run(store, pipeline, cfg, workers, f"w{workers}")
-            plain = plain_loop(store, cfg, threads=workers, global_batch=micro * workers)
+            plain = plain_loop(store, cfg, threads=workers, global_batch=micro * workers, packing=r["packing"])
             results.append((workers, r, plain))
         print(
             f"\n{cfg.model.architecture['model_type']} {cfg.model.architecture}, blocks of "
-            f"{cfg.data.max_length} tokens, {args.steps} steps, fp32, CPU ({os.cpu_count()} cores)"
+            f"{cfg.data.max_length} tokens, {args.steps} steps, fp32, CPU ({os.cpu_count()} cores), "
+            f"packing {'on (documents masked apart, both sides)' if results[0][1]['packing'] else 'off'}"
         )
         print(
             f"{'workers':>7} | {'engine tok/s':>12} | {'plain tok/s':>11} | {'ratio':>5} | "

@@ -315,7 +315,11 @@ def drift_references(
     if store.exists(key):
         return store.read_json(key)
     log(f"[{tag}] drift references: {cand.name}'s greedy replies to {spec.drift}")
-    task = ray.remote(drift_replies).options(num_cpus=1, num_gpus=1 if use_gpu else 0, max_retries=1)
+    from slm.cluster import WORK_ENV
+
+    task = ray.remote(drift_replies).options(
+        num_cpus=1, num_gpus=1 if use_gpu else 0, max_retries=1, runtime_env={"env_vars": WORK_ENV}
+    )
     replies = get_task(task.remote(model_ref(store, cand), spec.model_dump(mode="json"), use_gpu))
     store.write_json(key, replies)
     return replies
@@ -347,7 +351,9 @@ def _score(
             }
         )
     )
-    env = {"TQDM_DISABLE": "1", "LM_HARNESS_CACHE_PATH": str(requests)}
+    from slm.cluster import WORK_ENV
+
+    env = {"TQDM_DISABLE": "1", "LM_HARNESS_CACHE_PATH": str(requests), **WORK_ENV}
     remote = ray.remote(score_model).options(
         num_cpus=1, num_gpus=1 if use_gpu else 0, max_retries=1, runtime_env={"env_vars": env}
     )

@@ -399,6 +399,7 @@ def _worker_loop(job_dict: dict, recipe) -> None:
         "tokens_seen": trainer.state.num_input_tokens_seen,
         "resumed_from": resume_key,
         "torch_threads": torch.get_num_threads(),
+        "niceness": os.nice(0),
         "tied_embeddings": tied and check_tied(model, f"{job.stage} trained model"),
         "planned_steps": trainer.state.max_steps,
         "device_name": torch.cuda.get_device_name(local_rank) if job.use_gpu else _cpu_name(),
@@ -451,6 +452,8 @@ def run(job: TrainJob, recipe) -> None:
     from ray.train import FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
+    from slm.cluster import WORK_ENV
+
     def train_loop(config: dict) -> None:  # the recipe module travels by reference (cloudpickle)
         _worker_loop(config, recipe)
 
@@ -466,6 +469,7 @@ def run(job: TrainJob, recipe) -> None:
             failure_config=FailureConfig(max_failures=job.max_failures),
             # Train's own INFO lines (resource requests, worker ranks) are not for users
             logging_config=LoggingConfig(log_level="WARNING"),
+            worker_runtime_env={"env_vars": WORK_ENV},
         ),
     )
     try:

@@ -70,6 +70,7 @@ class EngineFacts(Stored):
     device_name: str | None = Field(None, exclude_if=lambda v: v is None)  # the GPU model, or the CPU
     stopped_early: dict[str, Any] | None = Field(None, exclude_if=lambda v: v is None)
     packing: dict[str, Any] | None = Field(None, exclude_if=lambda v: v is None)  # rows, examples, tokens, fill
+    niceness: int | None = Field(None, exclude_if=lambda v: v is None)  # the workers' (slm.cluster.WORK_ENV)
 
 
 class InitGateResult(Stored):
