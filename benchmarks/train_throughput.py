@@ -78,9 +78,7 @@ def plain_loop(store, cfg, threads: int, global_batch: int, packing: bool) -> di
     model = AutoModelForCausalLM.from_config(scratch_config(cfg.model.architecture, tokenizer, cfg.data.max_length))
     ids = [row[: cfg.data.max_length] for row in load_split(store, cfg.data.dataset)["input_ids"]]
     if packing:
-        rows = [
-            {"input_ids": r, "labels": r, "seq_lengths": document_lengths(r, tokenizer.eos_token_id)} for r in ids
-        ]
+        rows = [{"input_ids": r, "labels": r, "seq_lengths": document_lengths(r, tokenizer.eos_token_id)} for r in ids]
         batches = PackedRows(tokenizer.pad_token_id)
     else:
         blocks = torch.tensor(ids)
