@@ -1,9 +1,10 @@
 """Sweep speed: N checkpoints scored on MMLU by our sweep vs the `lm_eval` CLI run once per checkpoint.
 
 Our sweep builds and tokenizes the requests once (lm-eval's request cache + reused encodings) and
-scores checkpoints in parallel as Ray tasks; the baseline is what a user does by hand: one `lm_eval`
-process per checkpoint, same tasks, same batch size. Prints both wall times, their ratio, and
-whether every per-item answer is identical.
+scores checkpoints in parallel as Ray tasks (the first alone on every CPU while it fills the cache, the
+rest one CPU each); the baseline is what a user does by hand: one `lm_eval` process per checkpoint,
+same tasks (MMLU's test split), same batch size. Prints both wall times, their ratio, and whether
+every per-item answer is identical.
 
     python benchmarks/sweep_speed.py                    # full MMLU (14,042 items) × 5 checkpoints: long on a CPU
     python benchmarks/sweep_speed.py --limit 10         # 570 items per checkpoint
@@ -79,7 +80,10 @@ def our_sweep(paths, data: Path, subjects, limit, batch_size: int) -> tuple[floa
         key = f"runs/bench/checkpoints/{path.name}"
         store.put_tree(path, key)
         candidates.append(Candidate(name=path.name, key=key, kind="checkpoint"))
-    spec = SweepSpec(mmlu_dir=str(data), subjects=subjects, limit=limit, bench=None, batch_size=batch_size)
+    # the test split only, as the lm_eval side scores it (the sweep's default also scores the dev split)
+    spec = SweepSpec(
+        mmlu_dir=str(data), subjects=subjects, limit=limit, bench=None, mmlu_dev=False, batch_size=batch_size
+    )
     cluster.connect()
     start = time.perf_counter()
     scored = sweep(store, candidates, spec, "runs/bench/sweep")

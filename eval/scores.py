@@ -114,6 +114,8 @@ class Scores(Record):
     scored_at: str | None = None
     device: str | None = None
     seconds: float | None = None
+    threads: int | None = Field(None, exclude_if=lambda v: v is None)  # CPU threads it was scored on
+    node: str | None = Field(None, exclude_if=lambda v: v is None)  # the Ray node's address that scored it
 
     def summary(self) -> Scores:
         """The scores without per-item answers (what a champion's provenance keeps)."""

@@ -169,12 +169,12 @@ def run_extra_tasks(lm, spec: SweepSpec) -> dict:
     }
 
 
-def load_for_scoring(ref: ModelRef, use_gpu: bool):
+def load_for_scoring(ref: ModelRef, use_gpu: bool, cpus: int = 1):
     """(directory, model in eval mode, tokenizer, device) of a reference, as every scoring task loads it."""
     import torch
 
     if not use_gpu:
-        torch.set_num_threads(1)  # each sweep task holds one CPU
+        torch.set_num_threads(cpus)  # as many threads as the task holds CPUs (one, but for a lone first task)
     path = model_dir(ref)
     device = "cuda" if use_gpu and torch.cuda.is_available() else "cpu"
     model = load_model(path, dtype=torch.bfloat16 if device == "cuda" else torch.float32).to(device)
@@ -195,16 +195,21 @@ def get_task(ref):
         raise
 
 
-def score_model(ref: ModelRef, sweep: dict, use_gpu: bool = False, drift_refs: dict[str, str] | None = None) -> dict:
+def score_model(
+    ref: ModelRef, sweep: dict, use_gpu: bool = False, drift_refs: dict[str, str] | None = None, cpus: int = 1
+) -> dict:
     """Load a model (a store tree or any resolved reference) and score it. Runs inside a Ray task.
-    `drift_refs`: the reference model's drift replies (None: this model is the reference)."""
+    `drift_refs`: the reference model's drift replies (None: this model is the reference).
+    `cpus`: the CPUs the task holds (its torch threads on a CPU node)."""
+
+    import torch
 
     from slm.eval.lm import ReusableHFLM
 
     started = time.perf_counter()
     quiet_libraries()
     spec = SweepSpec.model_validate(sweep)
-    path, model, tokenizer, device = load_for_scoring(ref, use_gpu)
+    path, model, tokenizer, device = load_for_scoring(ref, use_gpu, cpus)
     lm = ReusableHFLM(
         pretrained=model,
         tokenizer=tokenizer,
@@ -255,7 +260,15 @@ def score_model(ref: ModelRef, sweep: dict, use_gpu: bool = False, drift_refs: d
         "scored_at": now(),
         "device": device,
         "seconds": round(time.perf_counter() - started, 1),
+        "threads": None if device == "cuda" else torch.get_num_threads(),
+        "node": _node_address(),
     }
+
+
+def _node_address() -> str | None:
+    import ray
+
+    return ray.util.get_node_ip_address() if ray.is_initialized() else None
 
 
 def sweep(
@@ -354,9 +367,12 @@ def _score(
     from slm.cluster import WORK_ENV
 
     env = {"TQDM_DISABLE": "1", "LM_HARNESS_CACHE_PATH": str(requests), **WORK_ENV}
-    remote = ray.remote(score_model).options(
-        num_cpus=1, num_gpus=1 if use_gpu else 0, max_retries=1, runtime_env={"env_vars": env}
-    )
+
+    def remote(cpus: int):
+        return ray.remote(score_model).options(
+            num_cpus=cpus, num_gpus=1 if use_gpu else 0, max_retries=1, runtime_env={"env_vars": env}
+        )
+
     # scores against another model's drift replies are cached under those replies too
     cache_settings = settings if drift_refs is None else f"{settings}-{references_digest(drift_refs)}"
     for cand in candidates:
@@ -376,12 +392,18 @@ def _score(
             f"[{tag}] scoring {len(pending)} candidate(s): MMLU {mmlu_scope}{limit}, {spec.num_fewshot}-shot"
             f"{''.join(', ' + a for a in also)}"
         )
-    refs = {}
+    refs, started = {}, time.perf_counter()
+    # With a cold request cache the first candidate is scored alone (it fills the cache; the rest reuse it
+    # in parallel); on CPU it then takes every CPU of the node rather than leaving all but one idle.
+    alone = len(pending) > 1 and spec.limit is None and not requests.exists()
     for i, (name, (cand, _)) in enumerate(pending.items()):
-        refs[name] = remote.remote(model_ref(store, cand), spec.model_dump(mode="json"), use_gpu, drift_refs)
-        if i == 0 and len(pending) > 1 and spec.limit is None and not requests.exists():
-            ray.wait([refs[name]])  # the first checkpoint fills the request cache; the rest reuse it in parallel
-    started, names_of = time.perf_counter(), {ref: name for name, ref in refs.items()}
+        cpus = 1 if use_gpu or not (alone and i == 0) else lone_task_cpus()
+        refs[name] = remote(cpus).remote(
+            model_ref(store, cand), spec.model_dump(mode="json"), use_gpu, drift_refs, cpus
+        )
+        if alone and i == 0:
+            ray.wait([refs[name]])
+    names_of = {ref: name for name, ref in refs.items()}
     waiting = list(refs.values())
     while waiting:  # report each candidate as it finishes (k/N, ETA), not in submission order
         (ref,), waiting = ray.wait(waiting, num_returns=1)
@@ -391,9 +413,18 @@ def _score(
         store.write_json(cache_key, scores.to_json())
         done, elapsed = len(refs) - len(waiting), time.perf_counter() - started
         eta = f", about {elapsed / done * len(waiting):.0f} s left" if waiting else ""
-        log(f"[{tag}] {done}/{len(refs)} {name}: {score_line(scores)}, scored in {scores.seconds:.0f} s{eta}")
+        on = f" on {scores.threads} CPU threads" if (scores.threads or 1) > 1 else ""
+        log(f"[{tag}] {done}/{len(refs)} {name}: {score_line(scores)}, scored in {scores.seconds:.0f} s{on}{eta}")
         results[name] = cand.model_copy(update={"scores": scores})
     return results
+
+
+def lone_task_cpus() -> int:
+    """The CPUs one task can hold on a node of this cluster (the smallest node's, at least 1)."""
+    import ray
+
+    per_node = [n["Resources"].get("CPU", 0) for n in ray.nodes() if n.get("Alive")]
+    return max(1, int(min(per_node, default=1)))
 
 
 def score_line(scores: Scores) -> str:
