@@ -425,6 +425,7 @@ class StoreCheckpointCallback(TrainerCallback):
             raise RuntimeError(f"checkpoint upload to {self.store.url(key)} failed: {exc}") from exc
 
     def _persist_in_background(self, local: Path, key: str, meta: dict, rank: int) -> None:
+        lower_this_threads_priority(UPLOAD_NICE)
         try:
             self.persist(local, key, meta, rank)
         except BaseException as exc:  # handed to the training thread, which fails the run
@@ -467,6 +468,28 @@ class StoreCheckpointCallback(TrainerCallback):
                 raise RuntimeError(f"no node upload record {part} after {self.WAIT_FOR_NODES_S}s for {key}")
             time.sleep(self.POLL_S)
         return self.store.read_json(part)
+
+
+# The background upload's nice value: it hashes and sends gigabytes while the training thread of the
+# same process launches kernels (GPU) or computes (CPU); where the two want the same core, training wins.
+UPLOAD_NICE = 10
+
+
+def lower_this_threads_priority(nice: int) -> bool:
+    """Raise the calling thread's nice value (Linux keeps one per thread, and threads it starts inherit
+    it: boto3's transfer threads too); True when it took effect. Elsewhere setpriority on a thread id
+    would renice the whole process, so nothing is done."""
+    import os
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, max(os.getpriority(os.PRIO_PROCESS, tid), nice))
+    except OSError:
+        return False
+    return True
 
 
 def upload_logs(store: Store, work: Path, run: str) -> None:

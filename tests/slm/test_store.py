@@ -165,7 +165,7 @@ def test_training_goes_on_while_a_checkpoint_uploads_and_the_next_save_waits_for
     import threading
     from types import SimpleNamespace
 
-    from slm.callbacks import StoreCheckpointCallback
+    from slm.callbacks import UPLOAD_NICE, StoreCheckpointCallback
     from slm.store import LocalStore, Store
 
     out, work = tmp_path / "trainer", tmp_path / "work"
@@ -176,8 +176,10 @@ def test_training_goes_on_while_a_checkpoint_uploads_and_the_next_save_waits_for
     store = Store.open(str(tmp_path / "store"))
     prefix = "runs/pretrain/pretrain-0123456789"
     gate, real = threading.Event(), LocalStore.upload_file
+    nice_of_upload = []
 
     def held_upload(self, local, key, progress=None):
+        nice_of_upload.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
         assert gate.wait(30), "the test never released the upload"
         return real(self, local, key, progress)
 
@@ -197,6 +199,9 @@ def test_training_goes_on_while_a_checkpoint_uploads_and_the_next_save_waits_for
     assert marker["background"] and marker["waited_s"] == 0
     callback.on_train_end(args, state(20), None)
     assert store.tree_manifest(f"{prefix}/checkpoints/checkpoint-20")["waited_s"] >= 0.3
+    # the upload thread yields to training where both want a core (Linux: nice per thread); training's is untouched
+    training_nice = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    assert nice_of_upload and min(nice_of_upload) >= max(training_nice, UPLOAD_NICE)
 
     monkeypatch.setattr(LocalStore, "upload_file", real)
     plain = StoreCheckpointCallback(
