@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -19,6 +20,22 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@contextlib.contextmanager
+def environ(values: dict[str, str]):
+    """os.environ with `values` set for the block (what a started process or a Ray node inherits), then
+    put back as it was."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
 def weed_binary() -> str | None:
     local = Path(sys.executable).parent / "weed"
     return str(local) if local.exists() else shutil.which("weed")
@@ -27,8 +44,9 @@ def weed_binary() -> str | None:
 class SeaweedS3:
     """Start, stop and restart (same data directory, same port) a SeaweedFS S3 endpoint."""
 
-    def __init__(self, data_dir: Path):
+    def __init__(self, data_dir: Path, nice: int = 0):
         self.data_dir = Path(data_dir)
+        self.nice = nice  # started under `nice -n`: a benchmark's stand-in for a server on another machine
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.ports = {
             name: free_port()
@@ -72,6 +90,8 @@ class SeaweedS3:
             "-s3.port.lance=0",
         ]
         args += [f"-{k}={v}" for k, v in self.ports.items()]
+        if self.nice:
+            args = ["nice", "-n", str(self.nice), *args]
         env = {**os.environ, "AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY}
         self.log = open(self.data_dir / "weed.log", "ab")
         self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
