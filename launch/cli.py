@@ -23,6 +23,7 @@ COMMANDS = {
     "promote": ("promote", "promote a run's champion, or roll the line back"),
     "card": ("card", "write a champion's model card"),
     "convert": ("convert_gguf", "convert a GGUF file (or one inside a PyPI wheel) to safetensors"),
+    "cluster": ("cluster", "check a Ray cluster before a long job: nodes, GPUs, commit, store, all-reduce"),
 }
 
 

@@ -53,7 +53,15 @@ class ChampionScores(Stored):
         summary = scores.model_dump(
             mode="json",
             exclude_none=True,
-            exclude={"mmlu": {"items", "probs"}, "bench": {"items"}, "heldout": {"items"}, "drift": True},
+            # where it was scored (threads, node) stays in the sweep's candidate file too
+            exclude={
+                "mmlu": {"items", "probs"},
+                "bench": {"items"},
+                "heldout": {"items"},
+                "drift": True,
+                "threads": True,
+                "node": True,
+            },
         )
         return cls.model_validate({"bench": None, **summary})
 

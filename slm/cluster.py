@@ -56,7 +56,10 @@ def connect() -> None:
     address = running_cluster_address()
     if address:
         log(f"[ray] connecting to the running cluster ({address})")
-        ray.init(address=address, log_to_driver=True, logging_config=quiet)
+        # On a node started on a chosen interface (launch/docker-entrypoint.sh --head-ip / RAY_NODE_IP) the
+        # driver is on that address too; left to itself Ray takes the machine's default route's address.
+        node_ip = {"_node_ip_address": os.environ["RAY_NODE_IP"]} if os.environ.get("RAY_NODE_IP") else {}
+        ray.init(address=address, log_to_driver=True, logging_config=quiet, **node_ip)
     else:
         # The dashboard (loopback only; Ray 2.60 turns token auth on) serves the state API that Ray
         # Train's placement-group cleaner polls; without it every stage logs its failed queries.

@@ -316,6 +316,15 @@ class ClusterSpec(Strict):
     # The device memory of one worker's GPU: the dry run refuses a stage whose estimate (slm/memory.py)
     # does not fit it. None: the estimate is printed, not checked.
     gpu_memory_gb: float | None = Field(None, gt=0)
+    # How Ray Train places the workers on the nodes (its ScalingConfig.placement_strategy): PACK fills a
+    # node first; STRICT_SPREAD puts each worker on a node of its own.
+    placement: Literal["PACK", "SPREAD", "STRICT_SPREAD"] = "PACK"
+    # Environment for every training worker and scoring task (NCCL_SOCKET_IFNAME, GLOO_SOCKET_IFNAME, ...:
+    # overlay networks such as Vast.ai's and RunPod's need the interface named).
+    env: dict[str, str] = {}
+    # A local-directory store on a cluster of more than one node is refused (each node would write its
+    # own) unless this says the path is one shared filesystem (NFS, a mounted bucket) on every node.
+    store_shared: bool = False
 
 
 class SweepSpec(Strict):

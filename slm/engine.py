@@ -65,6 +65,9 @@ class TrainJob(BaseModel):
     workers: int
     use_gpu: bool
     cpus_per_worker: float = 1
+    placement: str = "PACK"  # cluster.placement
+    env: dict[str, str] = {}  # cluster.env
+    store_shared: bool = False  # cluster.store_shared
     max_failures: int = 1
     attempt: int = 1  # how many times this run has been launched (1 = first launch; reruns resume)
     kl_anchor: KLAnchorSpec | None = None
@@ -383,10 +386,15 @@ def _worker_loop(job_dict: dict, recipe) -> None:
         trainer.train(resume_from_checkpoint=str(resume_dir) if resume_dir else None)
 
     engine = trainer.model_wrapped
+    import ray
+
+    nodes = [None] * dist.get_world_size()  # each rank's node address: where the workers were placed
+    dist.all_gather_object(nodes, ray.util.get_node_ip_address())
     facts = {
         "engine": type(engine).__name__,
         "zero_stage": engine.zero_optimization_stage() if hasattr(engine, "zero_optimization_stage") else None,
         "world_size": dist.get_world_size(),
+        "worker_nodes": nodes,
         "backend": dist.get_backend(),
         "deepspeed": deepspeed.__version__,
         "device": str(trainer.args.device),
@@ -461,7 +469,10 @@ def run(job: TrainJob, recipe) -> None:
         train_loop,
         train_loop_config=job.model_dump(mode="json"),
         scaling_config=ScalingConfig(
-            num_workers=job.workers, use_gpu=job.use_gpu, resources_per_worker={"CPU": job.cpus_per_worker}
+            num_workers=job.workers,
+            use_gpu=job.use_gpu,
+            resources_per_worker={"CPU": job.cpus_per_worker},
+            placement_strategy=job.placement,
         ),
         run_config=RunConfig(
             name=job.run_id,
@@ -469,9 +480,10 @@ def run(job: TrainJob, recipe) -> None:
             failure_config=FailureConfig(max_failures=job.max_failures),
             # Train's own INFO lines (resource requests, worker ranks) are not for users
             logging_config=LoggingConfig(log_level="WARNING"),
-            worker_runtime_env={"env_vars": WORK_ENV},
+            worker_runtime_env={"env_vars": {**WORK_ENV, **job.env}},
         ),
     )
+    check_store_reachable_from_every_node(job.store, job.store_shared)
     try:
         trainer.fit()
     except Exception as exc:  # Ray wraps worker errors; surface the user's one-line message if there is one
@@ -479,3 +491,19 @@ def run(job: TrainJob, recipe) -> None:
         if user_error is not None:
             raise user_error from None
         raise
+
+
+def check_store_reachable_from_every_node(store_uri: str, shared: bool) -> None:
+    """A local-directory store is one node's disk: on a cluster of more than one node each node would
+    checkpoint into a store of its own (and Ray Train requires shared storage for multi-node runs), so
+    it is refused unless cluster.store_shared says the path is one shared filesystem."""
+    import ray
+
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    if store_uri.startswith("s3://") or shared or len(nodes) <= 1:
+        return
+    raise UserError(
+        f"store {store_uri} is a local directory and the cluster has {len(nodes)} nodes: each node would write "
+        "a store of its own; use an s3:// store, or set cluster.store_shared: true if that path is one shared "
+        "filesystem on every node"
+    )

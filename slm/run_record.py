@@ -71,6 +71,7 @@ class EngineFacts(Stored):
     stopped_early: dict[str, Any] | None = Field(None, exclude_if=lambda v: v is None)
     packing: dict[str, Any] | None = Field(None, exclude_if=lambda v: v is None)  # rows, examples, tokens, fill
     niceness: int | None = Field(None, exclude_if=lambda v: v is None)  # the workers' (slm.cluster.WORK_ENV)
+    worker_nodes: list[str] | None = Field(None, exclude_if=lambda v: v is None)  # each rank's node address
 
 
 class InitGateResult(Stored):
