@@ -126,11 +126,14 @@ def test_pipeline_end_to_end_on_s3(tmp_path, s3_env):
         (known,) = (FIXTURE / "runs" / stage).glob("*/record.json")
         known = json.loads(known.read_text())
         # fields added since, each written only where it applies: the step-0 init gate (not on pretrain from
-        # scratch, nor where a config turns it off), and the engine's planned steps, device name and packing
+        # scratch, nor where a config turns it off), and the engine's planned steps, device name, packing,
+        # the workers' niceness and each rank's node
         assert set(record) - {"init_gate"} == set(known) and set(record["init"]) == set(known["init"]), stage
         assert ("init_gate" in record) == (stage in ("sft", "distill")), stage
         assert set(record["data"]) == set(known["data"]), stage
-        assert set(record["engine"]) - {"planned_steps", "device_name", "packing"} == set(known["engine"]), stage
+        added = {"planned_steps", "device_name", "packing", "niceness", "worker_nodes"}
+        assert set(record["engine"]) - added == set(known["engine"]), stage
+        assert record["engine"]["niceness"] == 0 and record["engine"]["worker_nodes"] == ["127.0.0.1"] * 2, stage
         packing = record["engine"]["packing"]  # on by default for every stage of the tiny GPT-2 line
         assert packing["examples"] >= packing["rows"] > 0 and 0 < packing["fill"] <= 1, stage
     champion, known = (

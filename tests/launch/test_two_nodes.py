@@ -73,6 +73,14 @@ def test_a_stage_trains_on_both_nodes_and_the_sweep_uses_both(two_nodes, s3_serv
         "train.save_steps=4",
         "--set",
         "sweep.limit=4",
+        "--set",
+        "sweep.bench=null",  # MMLU alone shows where the scoring tasks ran; the bench costs a minute here
+        "--set",
+        "sweep.heldout=null",
+        "--set",
+        "sweep.drift=null",
+        "--set",
+        "cluster.env.GLOO_SOCKET_IFNAME=lo",  # forwarded to every worker: gloo on the loopback interface
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     store = Store.open(uri)
@@ -98,11 +106,21 @@ def test_a_stage_trains_on_both_nodes_and_the_sweep_uses_both(two_nodes, s3_serv
 
 def test_cluster_check_passes_on_s3_and_refuses_a_local_store(two_nodes, s3_server, tmp_path):
     s3_server.create_bucket("preflight")
-    proc = run(two_nodes, "launch/cluster.py", "check", "--store", "s3://preflight/x", "--json")
+    proc = run(
+        two_nodes,
+        "launch/cluster.py",
+        "check",
+        "--store",
+        "s3://preflight/x",
+        "--json",
+        "--set",
+        "cluster.env.GLOO_SOCKET_IFNAME=lo",
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     report = json.loads(proc.stdout)
     assert sorted(n["ip"] for n in report["nodes"]) == ["127.0.0.2", "127.0.0.3"]
     assert all(n["store"]["ok"] and n["interface"] == "lo" for n in report["nodes"])
+    assert all(n["env"] == {"GLOO_SOCKET_IFNAME": "lo"} for n in report["nodes"])  # cluster.env, on every node
     assert len({n["commit"] for n in report["nodes"]}) == 1
     assert {n["slm_cache"] for n in report["nodes"]} == {
         str(two_nodes.node_dir("head") / "cache"),
