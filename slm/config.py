@@ -319,8 +319,9 @@ class ClusterSpec(Strict):
     # How Ray Train places the workers on the nodes (its ScalingConfig.placement_strategy): PACK fills a
     # node first; STRICT_SPREAD puts each worker on a node of its own.
     placement: Literal["PACK", "SPREAD", "STRICT_SPREAD"] = "PACK"
-    # Environment for every training worker and scoring task (NCCL_SOCKET_IFNAME, GLOO_SOCKET_IFNAME, ...:
-    # overlay networks such as Vast.ai's and RunPod's need the interface named).
+    # Environment for every training worker and the preflight's tasks (NCCL_SOCKET_IFNAME, GLOO_SOCKET_IFNAME,
+    # ...: overlay networks such as Vast.ai's and RunPod's need the interface named); sweep scoring tasks run
+    # no collectives and do not get it.
     env: dict[str, str] = {}
     # A local-directory store on a cluster of more than one node is refused (each node would write its
     # own) unless this says the path is one shared filesystem (NFS, a mounted bucket) on every node.

@@ -17,7 +17,7 @@ import socket
 import time
 import uuid
 
-# The variables that pick the interface collectives use; forwarded to every worker (cluster.env).
+# The variables that pick the interface collectives use (set through cluster.env on training workers).
 INTERFACE_VARS = ("NCCL_SOCKET_IFNAME", "GLOO_SOCKET_IFNAME", "NCCL_IB_DISABLE", "NCCL_DEBUG")
 PROBE_PREFIX = "_preflight"
 
@@ -156,6 +156,7 @@ def run_allreduce(
 def check(pipeline, store_uri: str, allreduce: bool = True) -> tuple[dict, list[str]]:
     """The report (nodes, all-reduce) and the problems found (empty: the cluster is ready)."""
     import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     from slm.cluster import WORK_ENV
     from slm.engine import check_store_reachable_from_every_node
@@ -164,8 +165,6 @@ def check(pipeline, store_uri: str, allreduce: bool = True) -> tuple[dict, list[
     alive = [n for n in ray.nodes() if n.get("Alive")]
     problems = []
     check_store_reachable_from_every_node(store_uri, spec.store_shared)
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
     env = {**WORK_ENV, **spec.env}
     tasks = {
         node["NodeID"]: ray.remote(node_facts)
